@@ -1,0 +1,171 @@
+//! `jobhost run`: wiring and lifecycle of the host.
+//!
+//! Order matters. The host becomes a child subreaper and installs its SIGCHLD reaper
+//! before anything is spawned; the guardian starts before the first run, so no run
+//! exists that it does not cover; the supervisor starts last. Shutdown is a broadcast
+//! (one cancellation token) followed by waiting for every job task (a task tracker),
+//! so all runs stop in parallel; a second signal skips the grace and kills everything.
+
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::guardian::{self, GuardianLink};
+use crate::job::HostContext;
+use crate::layout::LogsLayout;
+use crate::runner::{Reaper, Runner};
+use crate::spec::name;
+use crate::supervisor::Supervisor;
+
+/// What `jobhost run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    pub jobs: PathBuf,
+    pub logs: PathBuf,
+    pub listen: String,
+    pub instance: Option<String>,
+}
+
+/// Exit code after a forced (second-signal) shutdown.
+pub const FORCED_EXIT: i32 = 1;
+
+pub fn run(opts: HostOptions) -> anyhow::Result<i32> {
+    if let Some(i) = &opts.instance
+        && !name::is_valid(i)
+    {
+        bail!(
+            "--instance `{i}` is not a valid instance name: use 1-64 characters of A-Z a-z 0-9 . _ - starting with a letter or digit"
+        );
+    }
+    for sub in ["continuous", "triggered"] {
+        let dir = opts.jobs.join(sub);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating jobs folder {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&opts.logs).with_context(|| {
+        format!(
+            "creating logs folder {}: pass --logs DIR with a folder this user can write",
+            opts.logs.display()
+        )
+    })?;
+    let layout = LogsLayout::new(opts.logs.clone(), opts.instance.clone());
+    let host_log = layout.host_log();
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&host_log)
+        .with_context(|| {
+            format!(
+                "cannot write the host log {}: make the logs folder writable or pass --logs DIR",
+                host_log.display()
+            )
+        })?;
+    init_tracing(file);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(opts, layout))
+}
+
+fn init_tracing(file: std::fs::File) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JOBHOST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_target(false),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_target(false)
+                .with_writer(Mutex::new(file)),
+        )
+        .try_init();
+}
+
+async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
+    // Orphaned grandchildren of runs come back to us instead of to init, so the stop
+    // sequence can find and reap them.
+    nix::sys::prctl::set_child_subreaper(true).context("becoming a child subreaper (prctl)")?;
+    let reaper = Reaper::start().context("installing the SIGCHLD handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+
+    let host_id = crate::ids::random_hex(12);
+    let scratch = guardian::scratch_root(&host_id);
+    std::fs::create_dir_all(&scratch)
+        .with_context(|| format!("creating scratch folder {}", scratch.display()))?;
+    let guardian = GuardianLink::start(&reaper, &host_id, &scratch)
+        .context("starting the guardian process")?;
+
+    let ctx = Arc::new(HostContext {
+        runner: Runner {
+            reaper,
+            guardian: Arc::new(guardian),
+            host_id: host_id.clone(),
+            scratch,
+        },
+        layout,
+    });
+    tracing::info!(
+        jobs = %opts.jobs.display(),
+        logs = %opts.logs.display(),
+        instance = opts.instance.as_deref().unwrap_or("-"),
+        pid = std::process::id(),
+        "jobhost {} started",
+        env!("CARGO_PKG_VERSION")
+    );
+    tracing::debug!(listen = %opts.listen, "the HTTP API is not part of this build yet");
+
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (hint_tx, hint_rx) = mpsc::unbounded_channel();
+    let (watch, degraded) = match crate::watch::start(&opts.jobs, hint_tx) {
+        Ok(w) => (Some(w), false),
+        Err(why) => {
+            tracing::warn!("{why}; falling back to a rescan every 5 s");
+            (None, true)
+        }
+    };
+    let supervisor = Supervisor::new(ctx.clone(), opts.jobs.clone(), cancel.clone(), tracker.clone());
+    let sup_task = tokio::spawn(supervisor.run(hint_rx, degraded));
+
+    let first = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+    };
+    tracing::info!("{first} received: stopping every job (a second signal kills at once)");
+    cancel.cancel();
+    drop(watch);
+    let _ = sup_task.await;
+    tracker.close();
+    let forced = tokio::select! {
+        _ = tracker.wait() => false,
+        _ = sigterm.recv() => true,
+        _ = sigint.recv() => true,
+    };
+    if forced {
+        let prefix = format!("{host_id}/");
+        let killed = tokio::task::spawn_blocking(move || guardian::sweep(&[], &prefix))
+            .await
+            .unwrap_or(0);
+        tracing::warn!("second signal: killed {killed} process(es) without grace");
+        return Ok(FORCED_EXIT);
+    }
+    tracing::info!("all jobs stopped; exiting");
+    Ok(0)
+}

@@ -1,0 +1,104 @@
+//! Restart backoff for continuous jobs: `restart_delay`, doubling on each quick exit,
+//! capped at `restart_max_delay`, reset by a run that lasted longer than the cap.
+//!
+//! Hand-written on purpose: a pure doubling function is shorter than any dependency
+//! and is tested as a table.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+    /// Quick exits in a row so far.
+    pub attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Backoff {
+        Backoff {
+            base,
+            max,
+            attempt: 0,
+        }
+    }
+
+    /// The wait before restart number `attempt` (0-based) of a streak.
+    pub fn delay(base: Duration, max: Duration, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
+        base.checked_mul(factor).unwrap_or(max).min(max)
+    }
+
+    /// Records an exit after a run of `ran_for` and returns the wait before restarting.
+    pub fn after_exit(&mut self, ran_for: Duration) -> Duration {
+        if ran_for > self.max {
+            self.attempt = 0;
+        }
+        let d = Backoff::delay(self.base, self.max, self.attempt);
+        self.attempt = self.attempt.saturating_add(1);
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn delay_table() {
+        let cases = [
+            (S(1), S(60), 0, S(1)),
+            (S(1), S(60), 1, S(2)),
+            (S(1), S(60), 5, S(32)),
+            (S(1), S(60), 6, S(60)),
+            (S(1), S(60), 40, S(60)),
+            (S(0), S(60), 10, S(0)),
+            (S(5), S(3), 0, S(3)),
+            (Duration::from_millis(250), S(1), 2, S(1)),
+        ];
+        for (base, max, attempt, want) in cases {
+            assert_eq!(Backoff::delay(base, max, attempt), want, "{base:?} {max:?} {attempt}");
+        }
+    }
+
+    #[test]
+    fn quick_exits_double_and_a_long_run_resets() {
+        let mut b = Backoff::new(S(1), S(10));
+        // (ran for, expected wait)
+        let script = [
+            (S(0), S(1)),
+            (S(2), S(2)),
+            (S(3), S(4)),
+            (S(1), S(8)),
+            (S(10), S(10)), // exactly the cap is still quick
+            (S(11), S(1)),  // longer than the cap: reset
+            (S(0), S(2)),
+        ];
+        for (i, (ran, want)) in script.into_iter().enumerate() {
+            assert_eq!(b.after_exit(ran), want, "step {i}");
+        }
+    }
+
+    /// The restart loop on paused time: months of crash-restart cycles cost nothing,
+    /// and the waits add up to exactly what the policy says.
+    #[tokio::test(start_paused = true)]
+    async fn paused_time_restart_loop_waits_exactly_the_policy() {
+        let mut b = Backoff::new(S(1), S(60));
+        let start = tokio::time::Instant::now();
+        let mut expected = Duration::ZERO;
+        for _ in 0..10_000 {
+            let d = b.after_exit(Duration::ZERO);
+            expected += d;
+            tokio::time::sleep(d).await;
+        }
+        assert_eq!(start.elapsed(), expected);
+        // 1+2+4+8+16+32 then 60 s for the remaining 9,994 restarts.
+        assert_eq!(expected, S(63 + 60 * 9_994));
+    }
+}

@@ -1,0 +1,547 @@
+//! The task that owns one continuous job: its run, its restart timer, its singleton
+//! lock, its log and its status. Nothing else mutates them.
+//!
+//! The loop waits on four things: a command from the supervisor, the run's exit, the
+//! restart timer and host shutdown. Decisions come from the pure pieces
+//! ([`plan::on_definition`], [`Backoff`]); this file only carries them out and writes
+//! what happened to the job log and `status.json`.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::Backoff;
+use super::plan::{self, Action, Desired, Phase};
+use super::{Ctx, JobCommand, JobHandle};
+use crate::logsink::LogSink;
+use crate::runner::{Exit, Run, RunRequest};
+use crate::scan::JobDefinition;
+use crate::spec::JobType;
+use crate::spec::entry::Launch;
+use crate::spec::settings::JobSettings;
+use crate::status::{self, ContinuousState, ContinuousStatus, LastExit};
+
+/// How often a host that lost the singleton race asks again.
+const LOCK_RETRY: Duration = Duration::from_secs(3);
+/// Id used on SYS lines that belong to no run.
+const NO_RUN: &str = "000000";
+
+/// Starts the task for `def` and returns its handle.
+pub fn spawn(
+    ctx: Ctx,
+    def: JobDefinition,
+    cancel: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) -> JobHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let status = ContinuousStatus::new(&def.name, ctx.layout.instance.as_deref());
+    let (status_tx, status_rx) = watch::channel(status.clone());
+    let handle = JobHandle {
+        tx,
+        status: status_rx,
+        fingerprint: def.fingerprint,
+        disabled: def.disabled,
+    };
+    let singleton = def.settings.as_ref().is_some_and(|s| s.is_singleton);
+    let sink_path = ctx.layout.job_log(&def.name, singleton);
+    let settings = def.settings.clone().unwrap_or_default();
+    let job = ContinuousJob {
+        sink: Arc::new(Mutex::new(LogSink::new(
+            sink_path,
+            settings.log_max_bytes,
+            settings.log_keep,
+        ))),
+        backoff: Backoff::new(settings.restart_delay, settings.restart_max_delay),
+        ctx,
+        def,
+        active: None,
+        run: None,
+        restart_at: None,
+        lock_retry_at: None,
+        lock: None,
+        status,
+        status_tx,
+        shown_error: None,
+    };
+    tracker.spawn(job.run_loop(rx, cancel));
+    handle
+}
+
+/// The configuration a run started from; kept while the folder turns invalid.
+struct Active {
+    settings: JobSettings,
+    fingerprint: u64,
+}
+
+struct ContinuousJob {
+    ctx: Ctx,
+    def: JobDefinition,
+    active: Option<Active>,
+    run: Option<Run>,
+    restart_at: Option<Instant>,
+    lock_retry_at: Option<Instant>,
+    lock: Option<File>,
+    sink: Arc<Mutex<LogSink>>,
+    backoff: Backoff,
+    status: ContinuousStatus,
+    status_tx: watch::Sender<ContinuousStatus>,
+    /// The error last written to the job log, so a rescan does not repeat it.
+    shown_error: Option<String>,
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl ContinuousJob {
+    async fn run_loop(mut self, mut rx: mpsc::UnboundedReceiver<JobCommand>, cancel: CancellationToken) {
+        self.log_warnings();
+        self.apply().await;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    self.stop_run("host shutting down").await;
+                    self.set_idle(ContinuousState::Stopped, "host stopped");
+                    break;
+                }
+                cmd = rx.recv() => {
+                    let mut latest = match cmd {
+                        Some(JobCommand::Update(def)) => Some(def),
+                        Some(JobCommand::Remove) | None => None,
+                    };
+                    // Coalesce a burst: only the newest definition matters.
+                    let mut removed = latest.is_none();
+                    while let Ok(more) = rx.try_recv() {
+                        match more {
+                            JobCommand::Update(def) => latest = Some(def),
+                            JobCommand::Remove => removed = true,
+                        }
+                    }
+                    if removed {
+                        self.stop_run("job folder removed").await;
+                        self.release_lock();
+                        self.set_idle(ContinuousState::Stopped, "job folder removed");
+                        break;
+                    }
+                    if let Some(def) = latest {
+                        self.def = *def;
+                        self.log_warnings();
+                        self.apply().await;
+                    }
+                }
+                exit = wait_run(&mut self.run) => {
+                    self.on_exit(exit).await;
+                }
+                _ = sleep_until_opt(self.restart_at) => {
+                    self.restart_at = None;
+                    self.start().await;
+                }
+                _ = sleep_until_opt(self.lock_retry_at) => {
+                    self.lock_retry_at = None;
+                    self.start().await;
+                }
+            }
+        }
+    }
+
+    fn phase(&self) -> Phase {
+        if self.run.is_some() {
+            Phase::Running
+        } else if self.restart_at.is_some() {
+            Phase::Backoff
+        } else {
+            Phase::Idle
+        }
+    }
+
+    fn grace(&self) -> Duration {
+        self.active
+            .as_ref()
+            .map(|a| a.settings.stopping_wait_time)
+            .or_else(|| self.def.settings.as_ref().map(|s| s.stopping_wait_time))
+            .unwrap_or(Duration::from_secs(5))
+    }
+
+    fn singleton(&self) -> bool {
+        self.def.settings.as_ref().is_some_and(|s| s.is_singleton)
+    }
+
+    /// A singleton's files belong to the lock holder alone.
+    fn may_write(&self) -> bool {
+        !self.singleton() || self.lock.is_some()
+    }
+
+    /// Carries out what the folder now says.
+    async fn apply(&mut self) {
+        let desired = Desired {
+            valid: self.def.valid(),
+            disabled: self.def.disabled,
+            files_changed: self
+                .active
+                .as_ref()
+                .is_none_or(|a| a.fingerprint != self.def.fingerprint),
+        };
+        if self.def.valid() {
+            self.shown_error = None;
+            self.status.error = None;
+        }
+        match plan::on_definition(self.phase(), desired) {
+            Action::Nothing => {
+                if self.def.disabled {
+                    self.release_lock();
+                    self.set_idle(ContinuousState::Stopped, "disabled: disable.job is present");
+                } else {
+                    self.publish();
+                }
+            }
+            Action::Start => {
+                self.restart_at = None;
+                self.backoff.reset();
+                self.start().await;
+            }
+            Action::Restart => {
+                self.stop_run("job files changed").await;
+                self.backoff.reset();
+                self.start().await;
+            }
+            Action::Stop => {
+                let why = if self.def.disabled {
+                    "disabled: disable.job is present"
+                } else {
+                    "job files are invalid"
+                };
+                self.stop_run(why).await;
+                self.restart_at = None;
+                if self.def.disabled {
+                    self.release_lock();
+                    self.set_idle(ContinuousState::Stopped, why);
+                } else {
+                    self.show_error();
+                }
+            }
+            Action::KeepWithError => {
+                self.show_error();
+                self.status.detailed_status =
+                    "running on its last valid settings; the job folder has errors".into();
+                self.publish();
+            }
+            Action::ShowError => self.show_error(),
+        }
+    }
+
+    fn error_text(&self) -> String {
+        self.def.errors.join("; ")
+    }
+
+    fn show_error(&mut self) {
+        let text = self.error_text();
+        if self.shown_error.as_deref() != Some(text.as_str()) {
+            tracing::error!(job = %self.def.name, "continuous job {}: {text}", self.def.name);
+            for e in &self.def.errors {
+                self.sys_error(NO_RUN, &format!("settings error: {e}"));
+            }
+            self.shown_error = Some(text.clone());
+        }
+        self.status.error = Some(text);
+        if self.run.is_none() {
+            self.set_idle(ContinuousState::Error, "the job folder has errors; fix them and the job starts");
+        }
+    }
+
+    fn log_warnings(&mut self) {
+        self.status.warnings = self.def.warnings.clone();
+        for w in &self.def.warnings {
+            tracing::warn!(job = %self.def.name, "{w}");
+        }
+    }
+
+    /// Takes the singleton lock if the job needs it. False when another host holds it.
+    fn acquire_lock(&mut self) -> bool {
+        if !self.singleton() || self.lock.is_some() {
+            return true;
+        }
+        let path = self.ctx.layout.singleton_lock(&self.def.name);
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let file = match std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                self.status.error = Some(format!("opening singleton lock {}: {e}", path.display()));
+                return false;
+            }
+        };
+        match file.try_lock() {
+            Ok(()) => {
+                self.lock = Some(file);
+                if let Some(p) = self.ctx.layout.inactive_status_file(&self.def.name) {
+                    let _ = std::fs::remove_file(p);
+                }
+                self.sys_info(NO_RUN, "singleton lock acquired: this host runs the job");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn release_lock(&mut self) {
+        self.lock = None;
+    }
+
+    async fn start(&mut self) {
+        if !self.def.valid() || self.def.disabled || self.run.is_some() {
+            return;
+        }
+        let (Some(settings), Some(launch)) = (self.def.settings.clone(), self.def.launch.clone())
+        else {
+            return;
+        };
+        self.reconfigure_sink(&settings);
+        self.backoff.base = settings.restart_delay;
+        self.backoff.max = settings.restart_max_delay;
+        if !self.acquire_lock() {
+            self.lock_retry_at = Some(Instant::now() + LOCK_RETRY);
+            self.status.status = ContinuousState::InactiveInstance;
+            self.status.detailed_status =
+                "singleton: another host holds singleton.lock; retrying every 3 s".into();
+            self.status.pid = None;
+            self.publish();
+            return;
+        }
+        self.status.status = ContinuousState::Starting;
+        self.publish();
+        let log_id = crate::ids::random_hex(6);
+        let data_path = self.ctx.layout.job_dir(JobType::Continuous, &self.def.name);
+        let _ = std::fs::create_dir_all(&data_path);
+        let data_path = std::path::absolute(&data_path).unwrap_or(data_path);
+        let started = self
+            .ctx
+            .runner
+            .start(RunRequest {
+                job_name: &self.def.name,
+                job_type: JobType::Continuous,
+                job_dir: &self.def.dir,
+                launch: &launch,
+                in_place: settings.is_in_place,
+                env: &settings.env,
+                args: &[],
+                data_path: &data_path,
+                run_id: &log_id,
+                log_id: &log_id,
+                sink: self.sink.clone(),
+            })
+            .await;
+        self.active = Some(Active {
+            settings,
+            fingerprint: self.def.fingerprint,
+        });
+        match started {
+            Ok(run) => {
+                self.sys_info(
+                    &log_id,
+                    &format!("started (pid {}): {}", run.pid, launch.display()),
+                );
+                tracing::info!(job = %self.def.name, pid = run.pid, "started");
+                self.status.status = ContinuousState::Running;
+                self.status.detailed_status = format!("running since {}", status::rfc3339_string(run.started_at));
+                self.status.pid = Some(run.pid);
+                self.status.started_at = Some(run.started_at);
+                self.status.next_restart_at = None;
+                self.status.run_command = Some(launch.display());
+                self.run = Some(run);
+                self.publish();
+            }
+            Err(e) => {
+                let msg = format!("could not start: {e}");
+                self.sys_error(&log_id, &msg);
+                tracing::error!(job = %self.def.name, "{msg}");
+                self.status.error = Some(msg);
+                self.schedule_restart(&log_id, Duration::ZERO);
+            }
+        }
+    }
+
+    /// The sink follows the settings: limits, and the file name when `is_singleton`
+    /// changes which name is right.
+    fn reconfigure_sink(&mut self, settings: &JobSettings) {
+        let want = self.ctx.layout.job_log(&self.def.name, settings.is_singleton);
+        let mut sink = lock_sink(&self.sink);
+        if sink.path() != want {
+            drop(sink);
+            self.sink = Arc::new(Mutex::new(LogSink::new(
+                want,
+                settings.log_max_bytes,
+                settings.log_keep,
+            )));
+        } else {
+            sink.set_limits(settings.log_max_bytes, settings.log_keep);
+        }
+    }
+
+    async fn on_exit(&mut self, exit: Exit) {
+        let Some(run) = self.run.take() else { return };
+        let ran_for = run.ran_for();
+        let log_id = run.log_id.clone();
+        let leftovers = run.finish(self.grace()).await;
+        self.note_exit(&log_id, exit, leftovers);
+        self.schedule_restart(&log_id, ran_for);
+    }
+
+    fn note_exit(&mut self, log_id: &str, exit: Exit, leftovers: crate::runner::Leftovers) {
+        if exit.success() {
+            self.sys_info(log_id, &exit.to_string());
+        } else {
+            self.sys_error(log_id, &exit.to_string());
+        }
+        if leftovers.killed > 0 {
+            self.sys_info(
+                log_id,
+                &format!(
+                    "ended {} leftover process(es) of the run after its main process exited",
+                    leftovers.killed
+                ),
+            );
+        }
+        if leftovers.output_abandoned {
+            self.sys_error(
+                log_id,
+                "output pipes still open after the run ended (a process outside the run holds them): stopped reading",
+            );
+        }
+        let (code, signal) = match exit {
+            Exit::Code(c) => (Some(c), None),
+            Exit::Signal(s) => (None, Some(s)),
+        };
+        self.status.last_exit = Some(LastExit {
+            code,
+            signal,
+            at: Utc::now(),
+        });
+        self.status.pid = None;
+        tracing::info!(job = %self.def.name, "{exit}");
+    }
+
+    fn schedule_restart(&mut self, log_id: &str, ran_for: Duration) {
+        let delay = self.backoff.after_exit(ran_for);
+        self.status.restarts += 1;
+        self.restart_at = Some(Instant::now() + delay);
+        let secs = delay.as_secs_f64();
+        self.sys_info(log_id, &format!("restart in {} s", trim_float(secs)));
+        self.status.status = ContinuousState::PendingRestart;
+        let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        self.status.next_restart_at = Some(at);
+        self.status.detailed_status = format!(
+            "in restart backoff until {} (quick exit number {})",
+            status::rfc3339_string(at),
+            self.backoff.attempt
+        );
+        self.publish();
+    }
+
+    /// Runs the stop sequence on the current run, if any, and waits for it to end.
+    async fn stop_run(&mut self, why: &str) {
+        self.restart_at = None;
+        self.lock_retry_at = None;
+        let Some(mut run) = self.run.take() else { return };
+        let grace = self.grace();
+        let log_id = run.log_id.clone();
+        self.status.status = ContinuousState::Stopping;
+        self.status.detailed_status = format!("stopping: {why}");
+        self.publish();
+        self.sys_info(
+            &log_id,
+            &format!(
+                "stopping ({why}): shutdown file created, SIGTERM sent, up to {} s grace",
+                grace.as_secs()
+            ),
+        );
+        let stopped = run.stop(grace).await;
+        if stopped.forced {
+            self.sys_error(
+                &log_id,
+                &format!("still running after {} s grace: killed with SIGKILL", grace.as_secs()),
+            );
+        }
+        let leftovers = run.finish(grace).await;
+        self.note_exit(&log_id, stopped.exit, leftovers);
+        self.sys_info(&log_id, "stopped");
+    }
+
+    fn set_idle(&mut self, state: ContinuousState, why: &str) {
+        self.status.status = state;
+        self.status.detailed_status = why.to_string();
+        self.status.pid = None;
+        self.status.next_restart_at = None;
+        self.publish();
+    }
+
+    fn sys_info(&self, log_id: &str, msg: &str) {
+        if self.may_write() {
+            let mut s = lock_sink(&self.sink);
+            s.sys_info(log_id, msg);
+            s.flush();
+        }
+    }
+
+    fn sys_error(&self, log_id: &str, msg: &str) {
+        if self.may_write() {
+            let mut s = lock_sink(&self.sink);
+            s.sys_error(log_id, msg);
+            s.flush();
+        }
+    }
+
+    /// Sends the status to watchers and writes the status file this host may write.
+    fn publish(&mut self) {
+        {
+            let s = lock_sink(&self.sink);
+            let stats = s.stats();
+            self.status.log_written_bytes = stats.written_bytes;
+            self.status.log_dropped_lines = stats.dropped_lines;
+            self.status.log_dropped_bytes = stats.dropped_bytes;
+            self.status.log_error = stats.last_error.clone();
+        }
+        self.status.updated_at = Utc::now();
+        self.status_tx.send_replace(self.status.clone());
+        let path: Option<PathBuf> = if self.may_write() {
+            Some(self.ctx.layout.status_file(&self.def.name, self.singleton()))
+        } else {
+            self.ctx.layout.inactive_status_file(&self.def.name)
+        };
+        if let Some(path) = path
+            && let Err(e) = status::write_atomic(&path, &self.status)
+        {
+            tracing::error!(job = %self.def.name, "{e}");
+        }
+    }
+}
+
+async fn wait_run(run: &mut Option<Run>) -> Exit {
+    match run {
+        Some(r) => r.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn lock_sink(sink: &Mutex<LogSink>) -> std::sync::MutexGuard<'_, LogSink> {
+    sink.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn trim_float(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}

@@ -1,0 +1,44 @@
+//! jobhost: a directory-driven background job host.
+//!
+//! # Theory of operation
+//!
+//! ```text
+//!  inotify ─▶ watch ──hint──▶ supervisor ──reconcile──▶ one task per job (job::continuous)
+//!                             (rescan JOBS: scan)         │ start / stop / restart
+//!                                                         ▼
+//!                                                    runner (process group, env,
+//!                                                    private copy, stop sequence)
+//!                                                         │ stdout/stderr pipes
+//!                                                         ▼
+//!                                  runner::pump ─▶ logsink (frame, rotate) ─▶ job_log.txt
+//!                                  job task     ─▶ status (tmp + rename)   ─▶ status.json
+//! ```
+//!
+//! Who owns what:
+//! - The **supervisor** owns the registry of job tasks. It never touches a process;
+//!   it rescans JOBS on a hint and sends each task its newest definition.
+//! - A **job task** owns its run, timers, singleton lock, log sink and status. Others
+//!   read its status through a `watch` channel.
+//! - The **reaper** owns `waitpid`: the host is a child subreaper, so orphaned
+//!   grandchildren are reaped there too, and exits are routed to the run that waits.
+//! - The **guardian** (a separate process) owns the cleanup after the host dies.
+//!
+//! Shutdown: SIGTERM/SIGINT cancels one token; every job task runs its stop sequence
+//! in parallel; the host waits for all of them (a second signal kills at once), then
+//! exits, which closes the guardian's pipe; the guardian sweeps and removes scratch.
+
+pub mod check;
+pub mod cli;
+pub mod guardian;
+pub mod host;
+pub mod ids;
+pub mod job;
+pub mod layout;
+pub mod logsink;
+pub mod runner;
+pub mod scan;
+pub mod schedule;
+pub mod spec;
+pub mod status;
+pub mod supervisor;
+pub mod watch;

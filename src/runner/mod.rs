@@ -1,0 +1,305 @@
+//! Runs: one process tree started for a job, from spawn to the last byte of output.
+//!
+//! A [`Run`] owns its child's pid, the exit receiver from the [`Reaper`], the task that
+//! pumps its pipes into the job's log, and its private copy of the job folder. The stop
+//! sequence (shutdown file, SIGTERM to the group, grace, SIGKILL of everything left) and
+//! the clean-up after any exit live here, so continuous and triggered jobs share them.
+
+pub mod copy;
+pub mod proctable;
+pub mod pump;
+pub mod reaper;
+pub mod spawn;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::guardian::GuardianLink;
+use crate::logsink::LogSink;
+use crate::spec::JobType;
+use crate::spec::entry::Launch;
+use proctable::Membership;
+pub use reaper::{Exit, Reaper};
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("copying job folder {from} to {to}: {source}")]
+    Copy {
+        from: PathBuf,
+        to: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("starting `{command}` in {dir}: {source}")]
+    Start {
+        command: String,
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What every run of this host shares.
+#[derive(Clone)]
+pub struct Runner {
+    pub reaper: Reaper,
+    pub guardian: Arc<GuardianLink>,
+    pub host_id: String,
+    /// This host's scratch folder (private copies, shutdown files).
+    pub scratch: PathBuf,
+}
+
+/// One request to start a run.
+pub struct RunRequest<'a> {
+    pub job_name: &'a str,
+    pub job_type: JobType,
+    pub job_dir: &'a Path,
+    pub launch: &'a Launch,
+    pub in_place: bool,
+    pub env: &'a std::collections::BTreeMap<String, String>,
+    pub args: &'a [OsString],
+    /// The job's folder under LOGS (`WEBJOBS_DATA_PATH`).
+    pub data_path: &'a Path,
+    /// `WEBJOBS_RUN_ID`.
+    pub run_id: &'a str,
+    /// The 6-hex id in log lines.
+    pub log_id: &'a str,
+    pub sink: Arc<Mutex<LogSink>>,
+}
+
+/// A started run.
+pub struct Run {
+    pub log_id: String,
+    pub pid: i32,
+    pub started_at: DateTime<Utc>,
+    pub started: Instant,
+    pub shutdown_file: PathBuf,
+    exit: Option<oneshot::Receiver<Exit>>,
+    exited: Option<Exit>,
+    pump: Option<JoinHandle<()>>,
+    workspace: Option<PathBuf>,
+    mark: String,
+    runner: Runner,
+}
+
+/// How a stop went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    pub exit: Exit,
+    /// The grace time ran out and SIGKILL was needed.
+    pub forced: bool,
+}
+
+/// What the clean-up after the main process's exit found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Processes of the run still alive after its main process ended, and ended by us.
+    pub killed: usize,
+    /// The pipes were still held open by something we could not find; reading stopped.
+    pub output_abandoned: bool,
+}
+
+/// How long output may keep flowing after every process we know of is gone.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+impl Runner {
+    pub async fn start(&self, req: RunRequest<'_>) -> Result<Run, SpawnError> {
+        let token = format!("{}-{}", req.log_id, crate::ids::random_hex(6));
+        let job_scratch = self
+            .scratch
+            .join(req.job_type.as_str())
+            .join(req.job_name);
+        let shutdown_file = job_scratch.join(format!("{token}.shutdown"));
+        let workspace = (!req.in_place).then(|| job_scratch.join(&token));
+
+        let run_dir = match &workspace {
+            Some(ws) => {
+                let (from, to) = (req.job_dir.to_path_buf(), ws.clone());
+                let copied = tokio::task::spawn_blocking(move || copy::copy_tree(&from, &to))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                if let Err(source) = copied {
+                    let _ = std::fs::remove_dir_all(ws);
+                    return Err(SpawnError::Copy {
+                        from: req.job_dir.to_path_buf(),
+                        to: ws.clone(),
+                        source,
+                    });
+                }
+                ws.clone()
+            }
+            None => {
+                let _ = std::fs::create_dir_all(&job_scratch);
+                req.job_dir.to_path_buf()
+            }
+        };
+        let _ = std::fs::remove_file(&shutdown_file);
+
+        let mark = format!("{}/{}", self.host_id, token);
+        let webjobs = vec![
+            ("WEBJOBS_NAME", OsString::from(req.job_name)),
+            ("WEBJOBS_TYPE", OsString::from(req.job_type.as_str())),
+            ("WEBJOBS_PATH", run_dir.clone().into_os_string()),
+            ("WEBJOBS_DATA_PATH", req.data_path.as_os_str().to_owned()),
+            ("WEBJOBS_RUN_ID", OsString::from(req.run_id)),
+            ("WEBJOBS_SHUTDOWN_FILE", shutdown_file.clone().into_os_string()),
+            ("WEBJOBS_COMMAND_ARGUMENTS", spawn::quote_args(req.args)),
+        ];
+        let env = spawn::RunEnv {
+            extra: req.env,
+            webjobs,
+            mark: &mark,
+        };
+        let mut cmd = spawn::command(req.launch, &run_dir, req.args, &env);
+        let spawned = self.reaper.spawn(&mut cmd);
+        let (mut child, exit) = match spawned {
+            Ok(c) => c,
+            Err(source) => {
+                if let Some(ws) = &workspace {
+                    let _ = std::fs::remove_dir_all(ws);
+                }
+                return Err(SpawnError::Start {
+                    command: req.launch.display(),
+                    dir: run_dir,
+                    source,
+                });
+            }
+        };
+        let pid = child.id() as i32;
+        self.guardian.watch(pid);
+        let pump = pump::start(
+            child.stdout.take(),
+            child.stderr.take(),
+            req.sink,
+            req.log_id.to_string(),
+        );
+        Ok(Run {
+            log_id: req.log_id.to_string(),
+            pid,
+            started_at: Utc::now(),
+            started: Instant::now(),
+            shutdown_file,
+            exit: Some(exit),
+            exited: None,
+            pump: Some(pump),
+            workspace,
+            mark,
+            runner: self.clone(),
+        })
+    }
+}
+
+impl Run {
+    /// Waits for the main process to end. Cancel-safe: can sit in a `select!`.
+    pub async fn wait(&mut self) -> Exit {
+        if let Some(e) = self.exited {
+            return e;
+        }
+        let exit = match self.exit.as_mut() {
+            // The reaper dropped the sender only if it stopped; treat as killed.
+            Some(rx) => rx.await.unwrap_or(Exit::Signal(Signal::SIGKILL as i32)),
+            None => Exit::Signal(Signal::SIGKILL as i32),
+        };
+        self.exit = None;
+        self.exited = Some(exit);
+        exit
+    }
+
+    pub fn ran_for(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn membership(&self) -> Vec<Pid> {
+        proctable::members(&Membership {
+            groups: &[self.pid],
+            mark_prefix: &self.mark,
+        })
+    }
+
+    fn signal_all(&self, sig: Signal) -> usize {
+        let _ = killpg(Pid::from_raw(self.pid), sig);
+        let members = self.membership();
+        for p in &members {
+            let _ = kill(*p, sig);
+        }
+        members.len()
+    }
+
+    /// The stop sequence: shutdown file, SIGTERM to every process of the run, up to
+    /// `grace` for the main process to end, then SIGKILL for everything left.
+    pub async fn stop(&mut self, grace: Duration) -> Stopped {
+        if let Some(exit) = self.exited {
+            return Stopped {
+                exit,
+                forced: false,
+            };
+        }
+        if let Some(dir) = self.shutdown_file.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::write(&self.shutdown_file, b"");
+        self.signal_all(Signal::SIGTERM);
+        if let Ok(exit) = tokio::time::timeout(grace, self.wait()).await {
+            return Stopped {
+                exit,
+                forced: false,
+            };
+        }
+        self.signal_all(Signal::SIGKILL);
+        let exit = self.wait().await;
+        Stopped { exit, forced: true }
+    }
+
+    /// After the main process ended: ends whatever of the run is still alive (SIGTERM,
+    /// up to `grace`, SIGKILL), drains the output, and removes the private copy.
+    pub async fn finish(mut self, grace: Duration) -> Leftovers {
+        let mut out = Leftovers::default();
+        if !self.membership().is_empty() {
+            out.killed = self.signal_all(Signal::SIGTERM);
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline && !self.membership().is_empty() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let (groups, mark) = ([self.pid], self.mark.clone());
+            let _ = tokio::task::spawn_blocking(move || crate::guardian::sweep(&groups, &mark))
+                .await;
+        }
+        self.runner.guardian.unwatch(self.pid);
+        // Drain logs before declaring the run finished: the last lines are often the
+        // ones that say why it ended. A process we could not find may still hold the
+        // pipe, so the wait is bounded.
+        if let Some(mut pump) = self.pump.take()
+            && tokio::time::timeout(DRAIN_LIMIT, &mut pump).await.is_err()
+        {
+            pump.abort();
+            let _ = pump.await;
+            out.output_abandoned = true;
+        }
+        if let Some(ws) = self.workspace.take() {
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(ws)).await;
+        }
+        let _ = std::fs::remove_file(&self.shutdown_file);
+        out
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        // A run dropped without `finish` (a task that panicked or was aborted) must not
+        // leave its processes behind.
+        if self.exited.is_none() || self.pump.is_some() {
+            self.signal_all(Signal::SIGKILL);
+            self.runner.guardian.unwatch(self.pid);
+        }
+        if let Some(ws) = self.workspace.take() {
+            let _ = std::fs::remove_dir_all(ws);
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Moves a run's stdout and stderr into the job's log.
+//!
+//! Both pipes are read by one task so the log sees them in arrival order. Each wake
+//! drains whatever is buffered (bounded, for fairness between the two streams) and
+//! then flushes once, so a flood is written in large blocks while a quiet job's lines
+//! still reach the file as soon as they are printed. Reading never waits on the log
+//! file: a failing write is counted by the sink and the pipes keep draining, so the
+//! job never blocks on a full pipe because of the host.
+
+use std::os::fd::OwnedFd;
+use std::process::{ChildStderr, ChildStdout};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::unix::pipe::Receiver;
+use tokio::task::JoinHandle;
+
+use crate::logsink::LogSink;
+use crate::logsink::line::{LineSplitter, Stream};
+
+const CHUNK: usize = 64 * 1024;
+/// Reads per stream per wake before the other stream gets its turn.
+const READS_PER_WAKE: usize = 16;
+
+struct Source {
+    pipe: Option<Receiver>,
+    splitter: LineSplitter,
+    stream: Stream,
+}
+
+pub fn start(
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
+    sink: Arc<Mutex<LogSink>>,
+    log_id: String,
+) -> JoinHandle<()> {
+    let open = |fd: Option<OwnedFd>| fd.and_then(|fd| Receiver::from_owned_fd(fd).ok());
+    let mut out = Source {
+        pipe: open(stdout.map(OwnedFd::from)),
+        splitter: LineSplitter::new(),
+        stream: Stream::Stdout,
+    };
+    let mut err = Source {
+        pipe: open(stderr.map(OwnedFd::from)),
+        splitter: LineSplitter::new(),
+        stream: Stream::Stderr,
+    };
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; CHUNK];
+        while out.pipe.is_some() || err.pipe.is_some() {
+            tokio::select! {
+                r = readable(&out), if out.pipe.is_some() => {
+                    if r.is_err() { close(&mut out, &sink, &log_id); continue; }
+                    drain(&mut out, &mut buf, &sink, &log_id);
+                }
+                r = readable(&err), if err.pipe.is_some() => {
+                    if r.is_err() { close(&mut err, &sink, &log_id); continue; }
+                    drain(&mut err, &mut buf, &sink, &log_id);
+                }
+            }
+        }
+    })
+}
+
+async fn readable(src: &Source) -> std::io::Result<()> {
+    match &src.pipe {
+        Some(p) => p.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn lock(sink: &Mutex<LogSink>) -> std::sync::MutexGuard<'_, LogSink> {
+    // The sink never panics by design; if it did, its buffers are still consistent
+    // enough to keep logging rather than lose the rest of the run's output.
+    sink.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn drain(src: &mut Source, buf: &mut [u8], sink: &Mutex<LogSink>, log_id: &str) {
+    let Some(pipe) = &src.pipe else { return };
+    let mut eof = false;
+    let mut sink_guard = lock(sink);
+    for _ in 0..READS_PER_WAKE {
+        match pipe.try_read(buf) {
+            Ok(0) => {
+                eof = true;
+                break;
+            }
+            Ok(n) => sink_guard.feed(&mut src.splitter, log_id, src.stream, &buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => {
+                eof = true;
+                break;
+            }
+        }
+    }
+    if eof {
+        sink_guard.finish_stream(&mut src.splitter, log_id, src.stream);
+        src.pipe = None;
+    }
+    sink_guard.flush();
+}
+
+fn close(src: &mut Source, sink: &Mutex<LogSink>, log_id: &str) {
+    let mut s = lock(sink);
+    s.finish_stream(&mut src.splitter, log_id, src.stream);
+    s.flush();
+    src.pipe = None;
+}

@@ -1,0 +1,117 @@
+//! The one place that calls `waitpid`.
+//!
+//! The host is a child subreaper, so besides the runs it spawns it inherits every
+//! orphaned grandchild of those runs. Those must be reaped or they stay zombies, and
+//! only a `waitpid(-1)` loop can reap a pid nobody announced. Such a loop would steal
+//! the exit status of our own children from any other waiter, so nothing else in the
+//! host waits on processes: spawns go through [`Reaper::spawn`], which registers the
+//! pid under the same lock the reaping loop takes, so no exit can be reaped between
+//! fork and registration.
+
+use std::collections::HashMap;
+use std::io;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+
+use nix::errno::Errno;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::oneshot;
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    pub fn success(self) -> bool {
+        self == Exit::Code(0)
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Exit::Code(c) => write!(f, "exited with code {c}"),
+            Exit::Signal(s) => match nix::sys::signal::Signal::try_from(s) {
+                Ok(sig) => write!(f, "killed by signal {s} ({})", sig.as_str()),
+                Err(_) => write!(f, "killed by signal {s}"),
+            },
+        }
+    }
+}
+
+#[derive(Default)]
+struct Waiters {
+    by_pid: HashMap<i32, oneshot::Sender<Exit>>,
+}
+
+/// Cloneable handle on the reaping loop.
+#[derive(Clone, Default)]
+pub struct Reaper {
+    waiters: Arc<Mutex<Waiters>>,
+}
+
+impl Reaper {
+    /// Starts the reaping loop on the current tokio runtime. Must run before any spawn,
+    /// so that no SIGCHLD is delivered before the handler exists.
+    pub fn start() -> io::Result<Reaper> {
+        let reaper = Reaper::default();
+        let mut sigchld = signal(SignalKind::child())?;
+        let inner = reaper.clone();
+        tokio::spawn(async move {
+            loop {
+                inner.reap_all();
+                if sigchld.recv().await.is_none() {
+                    break;
+                }
+            }
+        });
+        Ok(reaper)
+    }
+
+    /// Spawns `cmd` and returns the child with a receiver for its exit.
+    pub fn spawn(&self, cmd: &mut Command) -> io::Result<(Child, oneshot::Receiver<Exit>)> {
+        let mut waiters = self.lock();
+        let child = cmd.spawn()?;
+        let (tx, rx) = oneshot::channel();
+        waiters.by_pid.insert(child.id() as i32, tx);
+        Ok((child, rx))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiters> {
+        // A panic while holding this lock cannot leave the map half-updated (each
+        // operation is a single insert or remove), so a poisoned lock is still usable.
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reap_all(&self) {
+        let mut waiters = self.lock();
+        loop {
+            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::warn!("waitpid failed: {e}");
+                    return;
+                }
+                Ok(s) => s,
+            };
+            let (pid, exit) = match status {
+                WaitStatus::Exited(pid, code) => (pid, Exit::Code(code)),
+                WaitStatus::Signaled(pid, sig, _) => (pid, Exit::Signal(sig as i32)),
+                _ => continue,
+            };
+            match waiters.by_pid.remove(&pid.as_raw()) {
+                // The receiver may be gone if its run was abandoned; nothing to tell.
+                Some(tx) => {
+                    let _ = tx.send(exit);
+                }
+                None => tracing::debug!("reaped orphan {pid}: {exit}"),
+            }
+        }
+    }
+}
