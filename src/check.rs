@@ -51,7 +51,11 @@ pub fn check(jobs_root: &Path, out: &mut dyn Write) -> std::io::Result<Summary> 
 
 fn report(def: &JobDefinition, out: &mut dyn Write) -> std::io::Result<()> {
     let id = format!("{}/{}", def.job_type.as_str(), def.name);
-    let verdict = if def.errors.is_empty() { "ok   " } else { "error" };
+    let verdict = if def.errors.is_empty() {
+        "ok   "
+    } else {
+        "error"
+    };
     let command = def
         .launch
         .as_ref()

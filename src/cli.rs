@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use crate::host::{self, HostOptions};
 
 #[derive(Debug, Parser)]
-#[command(name = "jobhost", version, about = "A directory-driven background job host")]
+#[command(
+    name = "jobhost",
+    version,
+    about = "A directory-driven background job host"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -18,7 +18,7 @@ use std::process::{ChildStdin, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, SigSet, kill, killpg};
+use nix::sys::signal::{SigSet, Signal, kill, killpg};
 use nix::unistd::Pid;
 
 use crate::runner::proctable::{self, Membership};
@@ -82,7 +82,12 @@ pub fn run(host_id: &str, scratch: &Path) {
     // blocked signals stay pending forever, which in a single-threaded process is the
     // same as ignoring them, without an unsafe signal handler.
     let mut set = SigSet::empty();
-    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT] {
+    for sig in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
         set.add(sig);
     }
     let _ = set.thread_block();

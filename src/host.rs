@@ -141,7 +141,12 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
             (None, true)
         }
     };
-    let supervisor = Supervisor::new(ctx.clone(), opts.jobs.clone(), cancel.clone(), tracker.clone());
+    let supervisor = Supervisor::new(
+        ctx.clone(),
+        opts.jobs.clone(),
+        cancel.clone(),
+        tracker.clone(),
+    );
     let sup_task = tokio::spawn(supervisor.run(hint_rx, degraded));
 
     let first = tokio::select! {

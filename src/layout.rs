@@ -70,16 +70,25 @@ mod tests {
         let named = LogsLayout::new("L".into(), Some("web1".into()));
         assert_eq!(alone.host_log(), Path::new("L/host.log"));
         assert_eq!(named.host_log(), Path::new("L/host-web1.log"));
-        assert_eq!(alone.job_log("a", false), Path::new("L/continuous/a/job_log.txt"));
+        assert_eq!(
+            alone.job_log("a", false),
+            Path::new("L/continuous/a/job_log.txt")
+        );
         assert_eq!(
             named.job_log("a", false),
             Path::new("L/continuous/a/job_log-web1.txt")
         );
-        assert_eq!(named.job_log("a", true), Path::new("L/continuous/a/job_log.txt"));
+        assert_eq!(
+            named.job_log("a", true),
+            Path::new("L/continuous/a/job_log.txt")
+        );
         assert_eq!(
             named.status_file("a", false),
             Path::new("L/continuous/a/status-web1.json")
         );
-        assert_eq!(named.status_file("a", true), Path::new("L/continuous/a/status.json"));
+        assert_eq!(
+            named.status_file("a", true),
+            Path::new("L/continuous/a/status.json")
+        );
     }
 }

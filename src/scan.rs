@@ -11,10 +11,10 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::spec::JobType;
 use crate::spec::entry::{self, Launch};
 use crate::spec::name::{NameCheck, check_name};
 use crate::spec::settings::{self, JobSettings};
-use crate::spec::JobType;
 
 /// The switch file: never part of a job's code.
 pub const DISABLE_FILE: &str = "disable.job";

@@ -180,9 +180,9 @@ fn explain(fields: &[&str], croner_message: &str) -> String {
             "the {name} field `{value}` is wrong ({croner_message}); allowed: {range}, \
              with `*`, `,`, `-` and `*/N` or `A-B/N` steps (N >= 1)"
         ),
-        None => format!(
-            "{croner_message}; fields are `sec min hour day month weekday`: check each one"
-        ),
+        None => {
+            format!("{croner_message}; fields are `sec min hour day month weekday`: check each one")
+        }
     }
 }
 
@@ -257,10 +257,12 @@ mod tests {
             ("0", Err(1)),
         ];
         for (expr, want) in cases {
-            let got = Schedule::parse(expr, Tz::UTC).map(|_| ()).map_err(|e| match e {
-                ScheduleError::WrongFieldCount { count, .. } => count,
-                other => panic!("{expr}: {other}"),
-            });
+            let got = Schedule::parse(expr, Tz::UTC)
+                .map(|_| ())
+                .map_err(|e| match e {
+                    ScheduleError::WrongFieldCount { count, .. } => count,
+                    other => panic!("{expr}: {other}"),
+                });
             assert_eq!(&got, want, "{expr}");
         }
     }
@@ -283,7 +285,10 @@ mod tests {
         ];
         for (expr, want) in cases {
             let err = Schedule::parse(expr, Tz::UTC).unwrap_err();
-            assert!(matches!(err, ScheduleError::Invalid { .. }), "{expr}: {err}");
+            assert!(
+                matches!(err, ScheduleError::Invalid { .. }),
+                "{expr}: {err}"
+            );
             assert!(err.to_string().contains(want), "{expr}: {err}");
         }
     }
@@ -339,7 +344,12 @@ mod tests {
     #[test]
     fn weekday_0_and_7_are_sunday() {
         let from = utc("2026-05-13T10:00:00Z"); // a Wednesday
-        for expr in ["0 0 12 * * 0", "0 0 12 * * 7", "0 0 12 * * SUN", "0 12 * * 7"] {
+        for expr in [
+            "0 0 12 * * 0",
+            "0 0 12 * * 7",
+            "0 0 12 * * SUN",
+            "0 12 * * 7",
+        ] {
             let got = fires(expr, Tz::UTC, from, 3);
             assert!(
                 got.iter().all(|t| t.weekday() == chrono::Weekday::Sun),
@@ -351,6 +361,21 @@ mod tests {
         assert_eq!(
             fires("0 0 12 * * 1", Tz::UTC, from, 1)[0].weekday(),
             chrono::Weekday::Mon
+        );
+    }
+
+    #[test]
+    fn day_and_weekday_are_or_unless_plus() {
+        let from = utc("2026-05-13T10:00:00Z"); // Wednesday 13 May
+        // POSIX: the 1st-7th or any Monday.
+        assert_eq!(
+            fires("0 0 9 1-7 * MON", Tz::UTC, from, 1)[0],
+            utc("2026-05-18T09:00:00Z")
+        );
+        // `+`: a Monday within the 1st-7th, i.e. the first Monday.
+        assert_eq!(
+            fires("0 0 9 1-7 * +MON", Tz::UTC, from, 1)[0],
+            utc("2026-06-01T09:00:00Z")
         );
     }
 
@@ -482,11 +507,31 @@ mod tests {
     fn dst_interval_fires_on_each_real_occurrence() {
         for z in zones() {
             let hourly = "0 0 * * * *";
-            assert_eq!(fires_on_local_day(hourly, z.tz, z.spring).len(), 23, "{}", z.tz);
-            assert_eq!(fires_on_local_day(hourly, z.tz, z.fall).len(), 25, "{}", z.tz);
+            assert_eq!(
+                fires_on_local_day(hourly, z.tz, z.spring).len(),
+                23,
+                "{}",
+                z.tz
+            );
+            assert_eq!(
+                fires_on_local_day(hourly, z.tz, z.fall).len(),
+                25,
+                "{}",
+                z.tz
+            );
             let quarter = "0 */15 * * * *";
-            assert_eq!(fires_on_local_day(quarter, z.tz, z.spring).len(), 92, "{}", z.tz);
-            assert_eq!(fires_on_local_day(quarter, z.tz, z.fall).len(), 100, "{}", z.tz);
+            assert_eq!(
+                fires_on_local_day(quarter, z.tz, z.spring).len(),
+                92,
+                "{}",
+                z.tz
+            );
+            assert_eq!(
+                fires_on_local_day(quarter, z.tz, z.fall).len(),
+                100,
+                "{}",
+                z.tz
+            );
         }
     }
 
@@ -526,7 +571,11 @@ mod tests {
             let mut dedup = days.clone();
             dedup.dedup();
             assert_eq!(days, dedup, "{}: a local day fired twice", z.tz);
-            assert!(days.windows(2).all(|w| w[1] == w[0].succ_opt().unwrap()), "{}", z.tz);
+            assert!(
+                days.windows(2).all(|w| w[1] == w[0].succ_opt().unwrap()),
+                "{}",
+                z.tz
+            );
         }
     }
 }

@@ -166,9 +166,7 @@ mod rfc3339_opt {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
         let s = Option::<String>::deserialize(d)?;
         s.map(|s| {
             DateTime::parse_from_rfc3339(&s)
@@ -191,6 +189,10 @@ mod tests {
         let mut st = ContinuousStatus::new("web", Some("node1"));
         st.status = ContinuousState::Running;
         st.pid = Some(42);
+        // Files keep milliseconds; compare with a time that has no finer part.
+        st.updated_at = DateTime::parse_from_rfc3339("2026-11-30T10:00:00.123Z")
+            .unwrap()
+            .with_timezone(&Utc);
         write_atomic(&path, &st).unwrap();
         st.restarts = 3;
         write_atomic(&path, &st).unwrap();

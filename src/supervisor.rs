@@ -54,7 +54,12 @@ struct Tracked {
 }
 
 impl Supervisor {
-    pub fn new(ctx: Ctx, jobs_root: PathBuf, cancel: CancellationToken, tracker: TaskTracker) -> Supervisor {
+    pub fn new(
+        ctx: Ctx,
+        jobs_root: PathBuf,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Supervisor {
         Supervisor {
             ctx,
             jobs_root,
@@ -180,8 +185,10 @@ impl Supervisor {
             }
             None => {
                 tracing::info!(job = %name, "continuous job found");
-                let handle = continuous::spawn(self.ctx.clone(), def, self.cancel.clone(), &self.tracker);
-                self.write_board().insert(name.clone(), handle.status.clone());
+                let handle =
+                    continuous::spawn(self.ctx.clone(), def, self.cancel.clone(), &self.tracker);
+                self.write_board()
+                    .insert(name.clone(), handle.status.clone());
                 self.running.insert(name, Tracked { handle, sent });
                 true
             }

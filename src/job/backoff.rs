@@ -63,7 +63,11 @@ mod tests {
             (Duration::from_millis(250), S(1), 2, S(1)),
         ];
         for (base, max, attempt, want) in cases {
-            assert_eq!(Backoff::delay(base, max, attempt), want, "{base:?} {max:?} {attempt}");
+            assert_eq!(
+                Backoff::delay(base, max, attempt),
+                want,
+                "{base:?} {max:?} {attempt}"
+            );
         }
     }
 

@@ -23,7 +23,6 @@ use crate::logsink::LogSink;
 use crate::runner::{Exit, Run, RunRequest};
 use crate::scan::JobDefinition;
 use crate::spec::JobType;
-use crate::spec::entry::Launch;
 use crate::spec::settings::JobSettings;
 use crate::status::{self, ContinuousState, ContinuousStatus, LastExit};
 
@@ -103,7 +102,11 @@ async fn sleep_until_opt(at: Option<Instant>) {
 }
 
 impl ContinuousJob {
-    async fn run_loop(mut self, mut rx: mpsc::UnboundedReceiver<JobCommand>, cancel: CancellationToken) {
+    async fn run_loop(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<JobCommand>,
+        cancel: CancellationToken,
+    ) {
         self.log_warnings();
         self.apply().await;
         loop {
@@ -253,7 +256,10 @@ impl ContinuousJob {
         }
         self.status.error = Some(text);
         if self.run.is_none() {
-            self.set_idle(ContinuousState::Error, "the job folder has errors; fix them and the job starts");
+            self.set_idle(
+                ContinuousState::Error,
+                "the job folder has errors; fix them and the job starts",
+            );
         }
     }
 
@@ -357,7 +363,8 @@ impl ContinuousJob {
                 );
                 tracing::info!(job = %self.def.name, pid = run.pid, "started");
                 self.status.status = ContinuousState::Running;
-                self.status.detailed_status = format!("running since {}", status::rfc3339_string(run.started_at));
+                self.status.detailed_status =
+                    format!("running since {}", status::rfc3339_string(run.started_at));
                 self.status.pid = Some(run.pid);
                 self.status.started_at = Some(run.started_at);
                 self.status.next_restart_at = None;
@@ -378,7 +385,10 @@ impl ContinuousJob {
     /// The sink follows the settings: limits, and the file name when `is_singleton`
     /// changes which name is right.
     fn reconfigure_sink(&mut self, settings: &JobSettings) {
-        let want = self.ctx.layout.job_log(&self.def.name, settings.is_singleton);
+        let want = self
+            .ctx
+            .layout
+            .job_log(&self.def.name, settings.is_singleton);
         let mut sink = lock_sink(&self.sink);
         if sink.path() != want {
             drop(sink);
@@ -456,7 +466,9 @@ impl ContinuousJob {
     async fn stop_run(&mut self, why: &str) {
         self.restart_at = None;
         self.lock_retry_at = None;
-        let Some(mut run) = self.run.take() else { return };
+        let Some(mut run) = self.run.take() else {
+            return;
+        };
         let grace = self.grace();
         let log_id = run.log_id.clone();
         self.status.status = ContinuousState::Stopping;
@@ -473,7 +485,10 @@ impl ContinuousJob {
         if stopped.forced {
             self.sys_error(
                 &log_id,
-                &format!("still running after {} s grace: killed with SIGKILL", grace.as_secs()),
+                &format!(
+                    "still running after {} s grace: killed with SIGKILL",
+                    grace.as_secs()
+                ),
             );
         }
         let leftovers = run.finish(grace).await;
@@ -518,7 +533,11 @@ impl ContinuousJob {
         self.status.updated_at = Utc::now();
         self.status_tx.send_replace(self.status.clone());
         let path: Option<PathBuf> = if self.may_write() {
-            Some(self.ctx.layout.status_file(&self.def.name, self.singleton()))
+            Some(
+                self.ctx
+                    .layout
+                    .status_file(&self.def.name, self.singleton()),
+            )
         } else {
             self.ctx.layout.inactive_status_file(&self.def.name)
         };

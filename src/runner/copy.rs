@@ -102,9 +102,15 @@ mod tests {
         copy_tree(&src, &dst).unwrap();
 
         assert_eq!(fs::read_to_string(dst.join("run.sh")).unwrap(), "echo hi\n");
-        let mode = fs::metadata(dst.join("run.sh")).unwrap().permissions().mode();
+        let mode = fs::metadata(dst.join("run.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o755);
-        assert_eq!(fs::read_link(dst.join("lib/loop")).unwrap(), Path::new(".."));
+        assert_eq!(
+            fs::read_link(dst.join("lib/loop")).unwrap(),
+            Path::new("..")
+        );
         assert_eq!(fs::read_to_string(dst.join("lib/alias")).unwrap(), "data");
         assert_eq!(
             fs::read_link(dst.join("out")).unwrap(),

@@ -112,10 +112,7 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 impl Runner {
     pub async fn start(&self, req: RunRequest<'_>) -> Result<Run, SpawnError> {
         let token = format!("{}-{}", req.log_id, crate::ids::random_hex(6));
-        let job_scratch = self
-            .scratch
-            .join(req.job_type.as_str())
-            .join(req.job_name);
+        let job_scratch = self.scratch.join(req.job_type.as_str()).join(req.job_name);
         let shutdown_file = job_scratch.join(format!("{token}.shutdown"));
         let workspace = (!req.in_place).then(|| job_scratch.join(&token));
 
@@ -149,7 +146,10 @@ impl Runner {
             ("WEBJOBS_PATH", run_dir.clone().into_os_string()),
             ("WEBJOBS_DATA_PATH", req.data_path.as_os_str().to_owned()),
             ("WEBJOBS_RUN_ID", OsString::from(req.run_id)),
-            ("WEBJOBS_SHUTDOWN_FILE", shutdown_file.clone().into_os_string()),
+            (
+                "WEBJOBS_SHUTDOWN_FILE",
+                shutdown_file.clone().into_os_string(),
+            ),
             ("WEBJOBS_COMMAND_ARGUMENTS", spawn::quote_args(req.args)),
         ];
         let env = spawn::RunEnv {
@@ -268,8 +268,8 @@ impl Run {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             let (groups, mark) = ([self.pid], self.mark.clone());
-            let _ = tokio::task::spawn_blocking(move || crate::guardian::sweep(&groups, &mark))
-                .await;
+            let _ =
+                tokio::task::spawn_blocking(move || crate::guardian::sweep(&groups, &mark)).await;
         }
         self.runner.guardian.unwatch(self.pid);
         // Drain logs before declaring the run finished: the last lines are often the

@@ -31,7 +31,11 @@ pub fn members(m: &Membership<'_>) -> Vec<Pid> {
     let needle = format!("{MARK_VAR}={}", m.mark_prefix);
     let mut found = Vec::new();
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         if pid == me {

@@ -89,19 +89,20 @@ impl EntryKind {
 /// Pure rule: given the names of the regular files in the job folder root, which one
 /// is the entry point.
 pub fn detect(names: &[String]) -> Option<String> {
-    let mut candidates: Vec<(bool, usize, &String)> = names
-        .iter()
-        .filter_map(|name| classify(name).map(|(rank, _, is_run)| (is_run, rank, name)))
-        .collect();
     // A `run` file wins over any other, by table rank; otherwise byte order decides.
     // Byte order also breaks ties (`RUN.sh` vs `run.sh`) so the result never depends
     // on the order of the listing.
-    candidates.sort_by(|a, b| {
-        b.0.cmp(&a.0)
-            .then_with(|| if a.0 { a.1.cmp(&b.1) } else { std::cmp::Ordering::Equal })
-            .then_with(|| a.2.as_bytes().cmp(b.2.as_bytes()))
-    });
-    candidates.first().map(|(_, _, name)| (*name).clone())
+    names
+        .iter()
+        .filter_map(|name| {
+            let (rank, _, is_run) = classify(name)?;
+            Some((
+                (!is_run, if is_run { rank } else { 0 }, name.as_bytes()),
+                name,
+            ))
+        })
+        .min_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, name)| name.clone())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,7 +192,7 @@ pub enum EntryError {
 }
 
 /// Regular files (and symlinks to them) in `dir`, not subfolders. Names that are not
-/// UTF-8 cannot match a known extension check reliably and are left out.
+/// UTF-8 are left out: the entry is passed on as a `String` (and to Kudu's JSON).
 fn list_files(dir: &Path) -> Result<Vec<String>, EntryError> {
     let list_failed = |source| EntryError::ListFailed {
         dir: dir.to_path_buf(),
@@ -251,12 +252,11 @@ pub fn resolve(job_dir: &Path, path_env: Option<&OsStr>) -> Result<Launch, Entry
             None
         }
         (_, Some(name)) => {
-            let found = find_on_path(name, path_env).ok_or_else(|| {
-                EntryError::InterpreterMissing {
+            let found =
+                find_on_path(name, path_env).ok_or_else(|| EntryError::InterpreterMissing {
                     interpreter: name,
                     path: path.clone(),
-                }
-            })?;
+                })?;
             // The interpreter opens the script as the same user; opening it here
             // reports a permission problem as the job's error instead of as a
             // cryptic failed run.
@@ -442,8 +442,8 @@ mod tests {
         write(job.path(), "run.py", 0o644);
         write(job.path(), "settings.job", 0o644);
         // Relative and empty PATH entries are never searched.
-        let path_env = std::env::join_paths(["", "relative", bin.path().to_str().unwrap()])
-            .unwrap();
+        let path_env =
+            std::env::join_paths(["", "relative", bin.path().to_str().unwrap()]).unwrap();
         let l = resolve(job.path(), Some(&path_env)).unwrap();
         assert_eq!(l.kind, EntryKind::Python);
         assert_eq!(l.entry, "run.py");
@@ -456,9 +456,18 @@ mod tests {
         let bin = fake_path(&["bash"]);
         write(job.path(), "run.py", 0o644);
         let err = resolve(job.path(), Some(bin.path().as_os_str())).unwrap_err();
-        assert!(matches!(err, EntryError::InterpreterMissing { interpreter: "python3", .. }));
+        assert!(matches!(
+            err,
+            EntryError::InterpreterMissing {
+                interpreter: "python3",
+                ..
+            }
+        ));
         let msg = err.to_string();
-        assert!(msg.contains("run.py needs `python3`, which is not on PATH"), "{msg}");
+        assert!(
+            msg.contains("run.py needs `python3`, which is not on PATH"),
+            "{msg}"
+        );
         assert!(matches!(
             resolve(job.path(), None),
             Err(EntryError::InterpreterMissing { .. })
@@ -472,7 +481,10 @@ mod tests {
         write(bin.path(), "node", 0o644);
         write(job.path(), "run.js", 0o644);
         let err = resolve(job.path(), Some(bin.path().as_os_str())).unwrap_err();
-        assert!(matches!(err, EntryError::InterpreterMissing { .. }), "{err}");
+        assert!(
+            matches!(err, EntryError::InterpreterMissing { .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -484,7 +496,10 @@ mod tests {
         assert!(err.to_string().contains("chmod +x"), "{err}");
         fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).unwrap();
         let l = resolve(job.path(), None).unwrap();
-        assert_eq!((l.kind, l.entry.as_str(), l.interpreter), (EntryKind::Binary, "run", None));
+        assert_eq!(
+            (l.kind, l.entry.as_str(), l.interpreter),
+            (EntryKind::Binary, "run", None)
+        );
     }
 
     #[test]
@@ -508,7 +523,10 @@ mod tests {
         write(job.path(), "other.sh", 0o755);
         let err = resolve(job.path(), None).unwrap_err();
         assert!(matches!(err, EntryError::Unsupported { .. }), "{err}");
-        assert!(err.to_string().contains("run.cmd is a Windows script"), "{err}");
+        assert!(
+            err.to_string().contains("run.cmd is a Windows script"),
+            "{err}"
+        );
     }
 
     #[test]
