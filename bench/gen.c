@@ -35,7 +35,7 @@ static void write_all(const char *p, size_t n) {
 
 static void make_line(char *out, long i) {
     memset(out, 'x', LINE);
-    char num[16];
+    char num[24];
     snprintf(num, sizeof num, "%09ld", i);
     memcpy(out, num, 9);
     out[9] = ' ';

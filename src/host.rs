@@ -120,6 +120,7 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
             scratch,
         },
         layout,
+        clock: Arc::new(crate::scheduler::SystemClock),
     });
     tracing::info!(
         jobs = %opts.jobs.display(),

@@ -153,6 +153,14 @@ impl Schedule {
         (next > t).then_some(next)
     }
 
+    /// Latest occurrence at or before `t` (what a scheduler that woke late owes).
+    pub fn prev_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = t.with_timezone(&self.tz);
+        let prev = self.cron.find_previous_occurrence(&local, true).ok()?;
+        let prev = prev.with_timezone(&Utc);
+        (prev <= t).then_some(prev)
+    }
+
     pub fn expr(&self) -> &str {
         &self.expr
     }

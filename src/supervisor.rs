@@ -13,15 +13,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::job::{Ctx, JobCommand, JobHandle, continuous};
+use crate::job::{Ctx, JobCommand, JobHandle, continuous, triggered};
 use crate::scan::{self, JobDefinition};
 use crate::spec::JobType;
-use crate::status::ContinuousStatus;
 use crate::watch::Hint;
 
 /// Quiet time after the last hint before rescanning.
@@ -32,17 +31,27 @@ const SETTLE_MAX: Duration = Duration::from_millis(900);
 const FALLBACK_PERIOD: Duration = Duration::from_secs(5);
 const FOLLOW_UP: Duration = Duration::from_secs(1);
 
-/// Read-only view of job statuses, for the API and tests.
-pub type StatusBoard = Arc<RwLock<BTreeMap<String, watch::Receiver<ContinuousStatus>>>>;
+/// Every job task's handle, for the API: it sends commands and reads statuses here.
+pub type Registry = Arc<RwLock<BTreeMap<(JobType, String), RegistryEntry>>>;
+
+/// One job as the API sees it.
+#[derive(Clone)]
+pub struct RegistryEntry {
+    pub handle: JobHandle,
+    pub def: Arc<JobDefinition>,
+}
+
+/// Problems with entries of JOBS that are not jobs (bad names, files), for the API.
+pub type Problems = Arc<RwLock<Vec<String>>>;
 
 pub struct Supervisor {
     ctx: Ctx,
     jobs_root: PathBuf,
     path_env: Option<OsString>,
-    running: BTreeMap<String, Tracked>,
-    triggered: BTreeMap<String, (u64, Vec<String>)>,
+    running: BTreeMap<(JobType, String), Tracked>,
     reported: HashSet<String>,
-    board: StatusBoard,
+    registry: Registry,
+    problems: Problems,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -65,16 +74,20 @@ impl Supervisor {
             jobs_root,
             path_env: std::env::var_os("PATH"),
             running: BTreeMap::new(),
-            triggered: BTreeMap::new(),
             reported: HashSet::new(),
-            board: StatusBoard::default(),
+            registry: Registry::default(),
+            problems: Problems::default(),
             cancel,
             tracker,
         }
     }
 
-    pub fn board(&self) -> StatusBoard {
-        self.board.clone()
+    pub fn registry(&self) -> Registry {
+        self.registry.clone()
+    }
+
+    pub fn problems(&self) -> Problems {
+        self.problems.clone()
     }
 
     /// Runs until the host is cancelled.
@@ -135,85 +148,65 @@ impl Supervisor {
                 tracing::error!("{p}");
             }
         }
+        *self.problems.write().unwrap_or_else(|e| e.into_inner()) = scan.problems.clone();
         let mut appeared = false;
-        let mut seen = HashSet::new();
-        let mut seen_triggered = HashSet::new();
-        for ((job_type, name), def) in scan.jobs {
-            match job_type {
-                JobType::Continuous => {
-                    seen.insert(name.clone());
-                    appeared |= self.reconcile_continuous(name, def);
-                }
-                JobType::Triggered => {
-                    seen_triggered.insert(name.clone());
-                    self.note_triggered(name, &def);
-                }
-            }
-        }
-        let gone: Vec<String> = self
+        let gone: Vec<(JobType, String)> = self
             .running
             .keys()
-            .filter(|n| !seen.contains(*n))
+            .filter(|k| !scan.jobs.contains_key(*k))
             .cloned()
             .collect();
-        for name in gone {
-            if let Some(t) = self.running.remove(&name) {
-                tracing::info!(job = %name, "continuous job folder removed: stopping it");
+        for key in gone {
+            if let Some(t) = self.running.remove(&key) {
+                tracing::info!(job = %key.1, "{} job folder removed: stopping it", key.0);
                 let _ = t.handle.tx.send(JobCommand::Remove);
             }
-            self.write_board().remove(&name);
+            self.write_registry().remove(&key);
         }
-        self.triggered.retain(|n, _| seen_triggered.contains(n));
+        for (key, def) in scan.jobs {
+            appeared |= self.reconcile(key, def);
+        }
         appeared
     }
 
-    fn write_board(
+    fn write_registry(
         &self,
-    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, watch::Receiver<ContinuousStatus>>> {
-        self.board.write().unwrap_or_else(|e| e.into_inner())
+    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<(JobType, String), RegistryEntry>> {
+        self.registry.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn reconcile_continuous(&mut self, name: String, def: JobDefinition) -> bool {
+    fn reconcile(&mut self, key: (JobType, String), def: JobDefinition) -> bool {
         let sent = (def.fingerprint, def.disabled, def.errors.clone());
-        match self.running.get_mut(&name) {
+        let shared = Arc::new(def.clone());
+        match self.running.get_mut(&key) {
             Some(t) => {
                 if t.sent != sent {
                     t.sent = sent;
                     let _ = t.handle.tx.send(JobCommand::Update(Box::new(def)));
+                    if let Some(e) = self.write_registry().get_mut(&key) {
+                        e.def = shared;
+                    }
                 }
                 false
             }
             None => {
-                tracing::info!(job = %name, "continuous job found");
-                let handle =
-                    continuous::spawn(self.ctx.clone(), def, self.cancel.clone(), &self.tracker);
-                self.write_board()
-                    .insert(name.clone(), handle.status.clone());
-                self.running.insert(name, Tracked { handle, sent });
+                tracing::info!(job = %key.1, "{} job found", key.0);
+                let (ctx, cancel) = (self.ctx.clone(), self.cancel.clone());
+                let handle = match key.0 {
+                    JobType::Continuous => continuous::spawn(ctx, def, cancel, &self.tracker),
+                    JobType::Triggered => triggered::spawn(ctx, def, cancel, &self.tracker),
+                };
+                self.write_registry().insert(
+                    key.clone(),
+                    RegistryEntry {
+                        handle: handle.clone(),
+                        def: shared,
+                    },
+                );
+                self.running.insert(key, Tracked { handle, sent });
                 true
             }
         }
-    }
-
-    /// Triggered jobs are validated and reported here; running them is the
-    /// scheduler's (not built yet).
-    fn note_triggered(&mut self, name: String, def: &JobDefinition) {
-        let key = (def.fingerprint, def.errors.clone());
-        if self.triggered.get(&name) == Some(&key) {
-            return;
-        }
-        if def.errors.is_empty() {
-            let schedule = def
-                .settings
-                .as_ref()
-                .and_then(|s| s.schedule.as_ref())
-                .map(|s| format!("schedule `{}` ({})", s.expr(), s.timezone()))
-                .unwrap_or_else(|| "no schedule (on demand only)".into());
-            tracing::info!(job = %name, "triggered job found: {schedule}");
-        } else {
-            tracing::error!(job = %name, "triggered job {name}: {}", def.errors.join("; "));
-        }
-        self.triggered.insert(name, key);
     }
 }
 

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
 use super::plan::{self, Action, Desired, Phase};
-use super::{Ctx, JobCommand, JobHandle};
+use super::{Ctx, JobCommand, JobHandle, JobView, TriggerError};
 use crate::logsink::LogSink;
 use crate::runner::{Exit, Run, RunRequest};
 use crate::scan::JobDefinition;
@@ -43,9 +43,7 @@ pub fn spawn(
     let (status_tx, status_rx) = watch::channel(status.clone());
     let handle = JobHandle {
         tx,
-        status: status_rx,
-        fingerprint: def.fingerprint,
-        disabled: def.disabled,
+        view: JobView::Continuous(status_rx),
     };
     let singleton = def.settings.as_ref().is_some_and(|s| s.is_singleton);
     let sink_path = ctx.layout.job_log(&def.name, singleton);
@@ -117,16 +115,24 @@ impl ContinuousJob {
                     break;
                 }
                 cmd = rx.recv() => {
-                    let mut latest = match cmd {
-                        Some(JobCommand::Update(def)) => Some(def),
-                        Some(JobCommand::Remove) | None => None,
-                    };
                     // Coalesce a burst: only the newest definition matters.
-                    let mut removed = latest.is_none();
-                    while let Ok(more) = rx.try_recv() {
-                        match more {
-                            JobCommand::Update(def) => latest = Some(def),
-                            JobCommand::Remove => removed = true,
+                    let mut latest = None;
+                    let mut removed = false;
+                    let mut next = cmd;
+                    loop {
+                        match next {
+                            None | Some(JobCommand::Remove) => removed = true,
+                            Some(JobCommand::Update(def)) => latest = Some(def),
+                            Some(JobCommand::Trigger { reply, .. }) => {
+                                let _ = reply.send(Err(self.not_triggered()));
+                            }
+                            Some(JobCommand::Cancel { reply, .. }) => {
+                                let _ = reply.send(Err(self.not_triggered()));
+                            }
+                        }
+                        match rx.try_recv() {
+                            Ok(more) => next = Some(more),
+                            Err(_) => break,
                         }
                     }
                     if removed {
@@ -153,6 +159,12 @@ impl ContinuousJob {
                     self.start().await;
                 }
             }
+        }
+    }
+
+    fn not_triggered(&self) -> TriggerError {
+        TriggerError::NotTriggered {
+            job: self.def.name.clone(),
         }
     }
 

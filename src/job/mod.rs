@@ -1,23 +1,29 @@
 //! Per-job tasks. Each job is owned by one task that holds its run, timers and state;
-//! the supervisor reaches it through a [`JobHandle`] and readers watch its status.
+//! the supervisor (and the API) reach it through a [`JobHandle`] and read its status
+//! from a `watch` channel, never from the task's own state.
 
 pub mod backoff;
 pub mod continuous;
 pub mod plan;
+pub mod triggered;
 
+use std::ffi::OsString;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::layout::LogsLayout;
 use crate::runner::Runner;
 use crate::scan::JobDefinition;
+use crate::scheduler::Clock;
 use crate::status::ContinuousStatus;
+use triggered::TriggeredStatus;
 
 /// What every job task shares.
 pub struct HostContext {
     pub runner: Runner,
     pub layout: LogsLayout,
+    pub clock: Arc<dyn Clock>,
 }
 
 pub type Ctx = Arc<HostContext>;
@@ -29,12 +35,64 @@ pub enum JobCommand {
     Update(Box<JobDefinition>),
     /// The folder is gone: stop gracefully and end the task.
     Remove,
+    /// Start a run now (triggered jobs).
+    Trigger {
+        args: Vec<OsString>,
+        reply: oneshot::Sender<Result<Accepted, TriggerError>>,
+    },
+    /// Stop a run (triggered jobs); `None` = the one going.
+    Cancel {
+        run_id: Option<String>,
+        reply: oneshot::Sender<Result<String, TriggerError>>,
+    },
 }
 
-/// The supervisor's way to reach a job task.
+/// A trigger that was taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The run started, or `None` when it was queued behind the one going.
+    pub run_id: Option<String>,
+    pub queued_behind: Option<String>,
+    /// The job's schedule is switched off by disable.job (manual runs still work).
+    pub schedule_disabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TriggerError {
+    #[error(
+        "run {run_id} of {job} is still going and its overlap setting is \"skip\": wait for it, cancel it (jobhost cancel {job}), or set \"overlap\": \"queue\" in settings.job"
+    )]
+    Busy { job: String, run_id: String },
+    #[error(
+        "a run of {job} is going and one is already queued (overlap \"queue\" keeps one pending run)"
+    )]
+    QueueFull { job: String },
+    #[error("{job} is a continuous job: only triggered jobs can be triggered or cancelled")]
+    NotTriggered { job: String },
+    #[error("{job} cannot run: {reason}")]
+    Invalid { job: String, reason: String },
+    #[error("{job} is running on another host (its run.lock is held)")]
+    LockedElsewhere { job: String },
+    #[error("{job} has no run going")]
+    NothingToCancel { job: String },
+    #[error("run {run_id} of {job} is not going")]
+    NotRunning { job: String, run_id: String },
+    #[error("{job}: {reason}")]
+    Failed { job: String, reason: String },
+    #[error("{job} is being removed or the host is stopping")]
+    Gone { job: String },
+}
+
+/// A job's status as readers see it.
+#[derive(Clone)]
+pub enum JobView {
+    Continuous(watch::Receiver<ContinuousStatus>),
+    Triggered(watch::Receiver<TriggeredStatus>),
+}
+
+/// The way to reach a job task.
+#[derive(Clone)]
 pub struct JobHandle {
     pub tx: mpsc::UnboundedSender<JobCommand>,
-    pub status: watch::Receiver<ContinuousStatus>,
-    pub fingerprint: u64,
-    pub disabled: bool,
+    pub view: JobView,
 }

@@ -56,6 +56,8 @@ pub struct LogSink {
     batch: Vec<u8>,
     batch_lines: u64,
     stamps: line::StampCache,
+    /// `[time > run: LABEL] ` of the lines being added, built once per chunk.
+    prefix: Vec<u8>,
     /// The run id of the latest line, used for the sink's own notes.
     run_id: String,
     stats: LogStats,
@@ -74,6 +76,7 @@ impl LogSink {
             batch: Vec::new(),
             batch_lines: 0,
             stamps: line::StampCache::new(),
+            prefix: Vec::new(),
             run_id: String::new(),
             stats: LogStats::default(),
             unreported: None,
@@ -95,14 +98,8 @@ impl LogSink {
 
     /// [`LogSink::line`] with a given time.
     pub fn line_at(&mut self, at: DateTime<Utc>, run_id: &str, stream: Stream, line: &[u8]) {
-        if self.run_id != run_id {
-            self.run_id.clear();
-            self.run_id.push_str(run_id);
-        }
-        self.push(at, stream, line);
-        if self.batch.len() >= AUTO_FLUSH_BYTES {
-            self.flush();
-        }
+        self.set_prefix(at, run_id, stream);
+        self.push_line(line);
     }
 
     /// A note of the host's; each line of a multi-line message is its own log line.
@@ -116,9 +113,9 @@ impl LogSink {
     }
 
     fn note(&mut self, run_id: &str, stream: Stream, msg: &str) {
-        let now = Utc::now();
+        self.set_prefix(Utc::now(), run_id, stream);
         for piece in msg.split('\n') {
-            self.line_at(now, run_id, stream, piece.as_bytes());
+            self.push_line(piece.as_bytes());
         }
     }
 
@@ -130,16 +127,16 @@ impl LogSink {
         stream: Stream,
         chunk: &[u8],
     ) {
-        // One clock read per chunk: its lines arrived together, and a clock read per
-        // line would be a measurable part of a flood.
-        let now = Utc::now();
-        splitter.push(chunk, |line| self.line_at(now, run_id, stream, line));
+        // One clock read and one prefix per chunk: its lines arrived together, and per
+        // line both were a measurable part of a flood.
+        self.set_prefix(Utc::now(), run_id, stream);
+        splitter.push(chunk, |line| self.push_line(line));
     }
 
     /// End of a stream: writes its final line if it had no newline.
     pub fn finish_stream(&mut self, splitter: &mut LineSplitter, run_id: &str, stream: Stream) {
-        let now = Utc::now();
-        splitter.finish(|line| self.line_at(now, run_id, stream, line));
+        self.set_prefix(Utc::now(), run_id, stream);
+        splitter.finish(|line| self.push_line(line));
     }
 
     /// Writes the pending batch. Returns the stats so the caller can publish drops in
@@ -165,10 +162,24 @@ impl LogSink {
         self.file.path()
     }
 
-    fn push(&mut self, at: DateTime<Utc>, stream: Stream, line: &[u8]) {
-        let stamp = self.stamps.get(at);
-        line::format_line_stamped(&mut self.batch, stamp, &self.run_id, stream, line);
+    fn set_prefix(&mut self, at: DateTime<Utc>, run_id: &str, stream: Stream) {
+        if self.run_id != run_id {
+            self.run_id.clear();
+            self.run_id.push_str(run_id);
+        }
+        self.prefix.clear();
+        line::format_prefix(&mut self.prefix, self.stamps.get(at), run_id, stream);
+    }
+
+    fn push_line(&mut self, line: &[u8]) {
+        self.batch.reserve(self.prefix.len() + line.len() + 1);
+        self.batch.extend_from_slice(&self.prefix);
+        self.batch.extend_from_slice(line);
+        self.batch.push(b'\n');
         self.batch_lines += 1;
+        if self.batch.len() >= AUTO_FLUSH_BYTES {
+            self.flush();
+        }
     }
 
     /// Writes the batch, preceded by what a reader must know after a failure. Returns
@@ -201,7 +212,8 @@ impl LogSink {
                 let batch_written = written.saturating_sub(preamble.len());
                 let whole_lines = count_newlines(&self.batch[..batch_written]);
                 self.record_loss(
-                    self.batch_lines - whole_lines,
+                    // Saturating: a caller's line with an embedded '\n' counts twice here.
+                    self.batch_lines.saturating_sub(whole_lines),
                     (self.batch.len() - batch_written) as u64,
                     err.to_string(),
                 );
@@ -227,13 +239,12 @@ impl LogSink {
                 "{} lines ({} bytes) of output were lost: {}",
                 loss.lines, loss.bytes, loss.error
             );
-            let stamp = self.stamps.get(Utc::now());
-            line::format_line_stamped(
+            format_note(
                 &mut preamble,
-                stamp,
+                &mut self.stamps,
                 &self.run_id,
                 Stream::SysError,
-                msg.as_bytes(),
+                &msg,
             );
         }
         preamble
@@ -286,7 +297,14 @@ impl LogSink {
                 (Stream::SysError, format!("log rotation failed: {error}"))
             }
         };
-        self.push(Utc::now(), stream, msg.as_bytes());
+        format_note(
+            &mut self.batch,
+            &mut self.stamps,
+            &self.run_id,
+            stream,
+            &msg,
+        );
+        self.batch_lines += 1;
         // No rotation check after this note: the file is fresh, or just failed to rotate.
         self.write_batch();
         if stream == Stream::SysError {
@@ -302,6 +320,20 @@ impl Drop for LogSink {
     fn drop(&mut self) {
         self.flush();
     }
+}
+
+/// One line of the sink's own, stamped now. Not built through `prefix`: a note can come
+/// in the middle of a chunk (an auto-flush that rotates) whose lines still need it.
+fn format_note(
+    out: &mut Vec<u8>,
+    stamps: &mut line::StampCache,
+    run_id: &str,
+    stream: Stream,
+    msg: &str,
+) {
+    line::format_prefix(out, stamps.get(Utc::now()), run_id, stream);
+    out.extend_from_slice(msg.as_bytes());
+    out.push(b'\n');
 }
 
 fn count_newlines(bytes: &[u8]) -> u64 {
@@ -589,7 +621,7 @@ mod tests {
         assert_eq!(stats.rotation_errors, 1);
         assert_eq!(stats.dropped_lines, 0);
         let error = stats.last_error.unwrap();
-        assert!(error.starts_with("rotating log file "), "{error}");
+        assert!(error.starts_with("removing old log file "), "{error}");
         let lines = lines_of(&path);
         assert_eq!(lines.len(), 10);
         assert!(lines[8].ends_with("INFO] line 8"));
@@ -674,7 +706,7 @@ mod tests {
             let size = ((seed % 70_000) as usize + 1).min(rest.len());
             sink.feed(&mut splitter, "9a2e7d", Stream::Stdout, &rest[..size]);
             rest = &rest[size..];
-            if seed % 7 == 0 {
+            if seed.is_multiple_of(7) {
                 sink.flush();
             }
         }

@@ -219,7 +219,9 @@ impl RotatingFile {
             remove_if_exists(&self.path)?;
             return Ok(None);
         }
-        // Renaming onto the oldest kept file replaces it, which is the deletion we want.
+        // Delete the oldest rather than rename onto it: ext4 (auto_da_alloc) flushes a
+        // file renamed over another one, which made rotation a synchronous disk write.
+        remove_if_exists(&rotated_path(&self.path, self.keep))?;
         for n in (1..self.keep).rev() {
             rename_if_exists(
                 &rotated_path(&self.path, n),
@@ -456,25 +458,85 @@ mod tests {
     }
 
     #[test]
-    fn rename_failure_is_a_rotate_error_and_writing_goes_on() {
+    fn failed_rotation_leaves_the_file_writable() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("job_log.txt");
+        // A folder where the oldest rotated file is: it cannot be deleted as a file.
         let obstacle = dir.path().join("job_log.1.txt");
         fs::create_dir(&obstacle).unwrap();
         fs::write(obstacle.join("keepme"), "").unwrap();
         let mut file = RotatingFile::new(path.clone(), 1, 1);
         file.write_all(b"before\n").unwrap();
         let err = file.rotate().unwrap_err();
-        assert!(matches!(err, LogError::Rotate { .. }), "{err:?}");
-        assert!(
-            err.to_string().starts_with(&format!(
-                "rotating log file {} to {}: ",
-                path.display(),
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "removing old log file {}: Is a directory",
                 obstacle.display()
-            )),
-            "{err}"
+            )
         );
         file.write_all(b"after\n").unwrap();
         assert_eq!(read(&path), "before\nafter\n");
+        assert_eq!(file.size(), 13);
+        assert!(file.needs_rotation());
+    }
+
+    #[test]
+    fn error_messages_name_the_path_and_the_verb() {
+        let denied = || io::Error::from_raw_os_error(13);
+        let path = PathBuf::from("logs/continuous/x/job_log.txt");
+        let table = [
+            (
+                LogError::CreateDir {
+                    path: PathBuf::from("logs/continuous/x"),
+                    source: denied(),
+                },
+                "creating log folder logs/continuous/x: Permission denied",
+            ),
+            (
+                LogError::Open {
+                    path: path.clone(),
+                    source: denied(),
+                },
+                "opening log file logs/continuous/x/job_log.txt: Permission denied",
+            ),
+            (
+                LogError::Write {
+                    path: path.clone(),
+                    written: 3,
+                    source: io::Error::from_raw_os_error(28),
+                },
+                "writing log file logs/continuous/x/job_log.txt: No space left on device",
+            ),
+            (
+                LogError::Rotate {
+                    from: path.clone(),
+                    to: rotated_path(&path, 1),
+                    source: denied(),
+                },
+                "rotating log file logs/continuous/x/job_log.txt to \
+                 logs/continuous/x/job_log.1.txt: Permission denied",
+            ),
+            (
+                LogError::Remove {
+                    path: rotated_path(&path, 5),
+                    source: denied(),
+                },
+                "removing old log file logs/continuous/x/job_log.5.txt: Permission denied",
+            ),
+        ];
+        for (err, expected) in table {
+            assert_eq!(err.to_string(), expected);
+        }
+        // Errors without an OS code keep their whole text.
+        let custom = LogError::Write {
+            path,
+            written: 0,
+            source: io::Error::from(ErrorKind::WriteZero),
+        };
+        assert_eq!(
+            custom.to_string(),
+            "writing log file logs/continuous/x/job_log.txt: write zero"
+        );
     }
 }

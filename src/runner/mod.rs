@@ -212,6 +212,14 @@ impl Run {
         exit
     }
 
+    /// CPU ticks used so far by the run's live processes (for idle detection).
+    pub fn cpu_ticks(&self) -> u64 {
+        proctable::cpu_ticks(&Membership {
+            groups: &[self.pid],
+            mark_prefix: &self.mark,
+        })
+    }
+
     pub fn ran_for(&self) -> Duration {
         self.started.elapsed()
     }

@@ -54,6 +54,21 @@ pub fn members(m: &Membership<'_>) -> Vec<Pid> {
     found
 }
 
+/// CPU time (user + system, in clock ticks) used so far by the live members.
+pub fn cpu_ticks(m: &Membership<'_>) -> u64 {
+    members(m)
+        .into_iter()
+        .filter_map(|pid| {
+            let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let rest = &text[text.rfind(')')? + 1..];
+            // After the name: state(0) ppid pgrp session tty tpgid flags minflt cminflt
+            // majflt cmajflt utime(11) stime(12).
+            let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
 /// State letter and process group from `/proc/PID/stat`. The command name sits in
 /// parentheses and may itself contain spaces and parentheses, so parse from the last `)`.
 fn stat_of(pid: i32) -> Option<(char, i32)> {

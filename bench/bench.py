@@ -1,0 +1,981 @@
+#!/usr/bin/env python3
+"""Benchmarks of `jobhost run` (see bench/README.md). Standard library only.
+
+Started by bench/run.sh, which builds the release binary, makes the temp folder and
+sweeps leftovers; this file can also be run on its own:
+
+    python3 bench/bench.py --bin target/release/jobhost [--quick] [throughput pickup idle stop]
+
+Every process this script starts (hosts, their guardians and runs, reference
+processes) carries JOBHOST_BENCH_TAG=<tag> in its environment, so that a sweep of
+/proc finds and kills whatever is left, whatever happened.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+TAG_VAR = "JOBHOST_BENCH_TAG"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+LINE_BYTES = 100
+SECTIONS = ("throughput", "pickup", "idle", "stop")
+
+
+class BenchError(Exception):
+    """A measurement could not be taken; the message says why."""
+
+
+class Interrupted(BaseException):
+    pass
+
+
+def log(msg=""):
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------- /proc helpers
+
+
+def proc_stat_fields(pid):
+    """Fields of /proc/PID/stat after the command name (index 0 = state)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        text = f.read()
+    return text[text.rindex(b")") + 2 :].split()
+
+
+def cpu_seconds(pid):
+    """utime + stime of the whole process (all threads), in seconds."""
+    fields = proc_stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def cpu_split(pid):
+    fields = proc_stat_fields(pid)
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def status_field(pid, name):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(name + ":"):
+                return line.split()[1]
+    return None
+
+
+def rss_mb(pid):
+    return int(status_field(pid, "VmRSS")) / 1024.0
+
+
+def proc_io(pid):
+    out = {}
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                k, v = line.split(":")
+                out[k.strip()] = int(v)
+    except OSError:
+        pass
+    return out
+
+
+def pids_with_env(entry):
+    """Live processes whose environment holds exactly `entry` (b"NAME=value")."""
+    me = os.getpid()
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == me:
+            continue
+        try:
+            with open(f"/proc/{d}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        if entry in env.split(b"\0"):
+            try:
+                if proc_stat_fields(d)[0] in (b"Z", b"X"):
+                    continue
+            except (OSError, ValueError):
+                continue
+            found.append(int(d))
+    return found
+
+
+def children_of(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            if int(proc_stat_fields(d)[1]) == pid:
+                out.append(int(d))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
+# ---------------------------------------------------------------- small utilities
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def p95(xs):
+    """Nearest-rank 95th percentile."""
+    s = sorted(xs)
+    return s[max(0, math.ceil(0.95 * len(s)) - 1)] if s else float("nan")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_stamp(path):
+    """A start time written by a job (bash $EPOCHREALTIME) or by gen; None until written."""
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        return None
+    if not text:
+        return None
+    try:
+        return float(text.replace(",", "."))
+    except ValueError:
+        return None
+
+
+def wait_until(pred, timeout, what, interval=0.005, alive=None):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if alive is not None:
+            alive()
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_for_tail(path, needle, timeout, alive=None, interval=0.002):
+    """Polls `path` until its last 8 KiB contain `needle`; returns the wall time seen."""
+    deadline = time.monotonic() + timeout
+    fd = None
+    last_size = -1
+    try:
+        while True:
+            if fd is None:
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except FileNotFoundError:
+                    fd = None
+            if fd is not None:
+                size = os.fstat(fd).st_size
+                if size != last_size:
+                    last_size = size
+                    tail = os.pread(fd, 8192, max(0, size - 8192))
+                    if needle in tail:
+                        return time.time()
+            if alive is not None:
+                alive()
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"timed out after {timeout:.0f} s waiting for {needle!r} at the end of {path} "
+                    f"(size {max(last_size, 0)} bytes)"
+                )
+            time.sleep(interval)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def parse_log_time(stamp):
+    """`2026-11-30T10:00:00.123Z` -> epoch seconds."""
+    dt = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+LOG_LINE = re.compile(rb"^\[(\S+) > ([0-9a-f]{6}): (INFO|ERROR|SYS INFO|SYS ERROR)\] (.*)$")
+
+
+def sys_lines(path):
+    """(time, label, text) of every SYS line of a job log."""
+    out = []
+    try:
+        with open(path, "rb") as f:
+            for raw in f:
+                m = LOG_LINE.match(raw.rstrip(b"\n"))
+                if m and m.group(3).startswith(b"SYS"):
+                    out.append(
+                        (parse_log_time(m.group(1).decode()), m.group(3).decode(), m.group(4).decode("replace"))
+                    )
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def fmt_s(v):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.3f} s"
+
+
+# ---------------------------------------------------------------- the bench context
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.bin = os.path.abspath(args.bin)
+        self.tmp = os.path.abspath(args.tmp)
+        self.tag = args.tag
+        self.tag_entry = f"{TAG_VAR}={self.tag}".encode()
+        self.hosts = []  # Host objects, for clean-up
+        self.children = []  # other Popen objects (reference processes), session leaders
+        self.notes = []  # observations for the report
+        self.rows = []  # summary rows
+        self.results = {}
+        scratch = os.path.join(self.tmp, "scratch")
+        os.makedirs(scratch, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JOBHOST_")}
+        env[TAG_VAR] = self.tag
+        # The host keeps private copies of job folders under TMPDIR: keep them in ours.
+        env["TMPDIR"] = scratch
+        env["LC_ALL"] = "C"
+        self.env = env
+
+    def note(self, text):
+        self.notes.append(text)
+        log(f"  note: {text}")
+
+    def spawn(self, argv, **kw):
+        kw.setdefault("env", self.env)
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        kw.setdefault("start_new_session", True)
+        p = subprocess.Popen(argv, **kw)
+        self.children.append(p)
+        return p
+
+    def reap_children(self):
+        for p in self.children:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                try:
+                    p.kill()
+                except ProcessLookupError:
+                    pass
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        self.children = [p for p in self.children if p.poll() is None]
+
+    def kill_marked(self, entry, rounds=50):
+        """SIGKILLs every live process carrying `entry` until none is left."""
+        killed = 0
+        for _ in range(rounds):
+            pids = pids_with_env(entry)
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.05)
+        return killed
+
+    def cleanup(self):
+        for h in self.hosts:
+            h.shutdown()
+        self.reap_children()
+        n = self.kill_marked(self.tag_entry)
+        if n:
+            log(f"clean-up: killed {n} leftover process(es) of this benchmark")
+
+    def row(self, name, figure, reference, ratio, target, ok, unit=""):
+        self.rows.append(
+            {
+                "figure": name,
+                "value": figure,
+                "reference": reference,
+                "ratio": ratio,
+                "target": target,
+                "result": "PASS" if ok is True else ("FAIL" if ok is False else "info"),
+            }
+        )
+
+
+class Host:
+    """One `jobhost run` process on its own JOBS and LOGS folders."""
+
+    def __init__(self, bench, name):
+        self.b = bench
+        self.root = os.path.join(bench.tmp, name)
+        self.jobs = os.path.join(self.root, "jobs")
+        self.logs = os.path.join(self.root, "logs")
+        self.cont = os.path.join(self.jobs, "continuous")
+        os.makedirs(self.cont, exist_ok=True)
+        os.makedirs(os.path.join(self.jobs, "triggered"), exist_ok=True)
+        os.makedirs(self.logs, exist_ok=True)
+        self.proc = None
+        self.stderr = None
+        self.t_start = None
+
+    def start(self):
+        self.stderr = open(os.path.join(self.root, "host.stderr"), "wb")
+        argv = [
+            self.b.bin, "run",
+            "--jobs", self.jobs,
+            "--logs", self.logs,
+            "--listen", f"127.0.0.1:{free_port()}",
+        ]
+        self.t_start = time.time()
+        self.proc = subprocess.Popen(
+            argv,
+            env=self.b.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self.stderr,
+            start_new_session=True,
+        )
+        self.b.hosts.append(self)
+        wait_until(lambda: "started" in self.host_log(), 15, "the host's `started` log line", alive=self.check_alive)
+        if "falling back to a rescan" in self.host_log():
+            self.b.note(f"host {os.path.basename(self.root)}: inotify unavailable, polling fallback in use")
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def host_log(self):
+        try:
+            with open(os.path.join(self.logs, "host.log"), errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def check_alive(self):
+        if self.proc is not None and self.proc.poll() is not None:
+            tail = self.host_log()[-2000:]
+            raise BenchError(f"the host exited with code {self.proc.returncode}; host.log ends:\n{tail}")
+
+    def guardian_pid(self):
+        for c in children_of(self.pid):
+            if b"__guardian" in cmdline(c):
+                return c
+        return None
+
+    def job_log(self, name):
+        return os.path.join(self.logs, "continuous", name, "job_log.txt")
+
+    def status(self, name):
+        try:
+            with open(os.path.join(self.logs, "continuous", name, "status.json")) as f:
+                return json.load(f)
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def add_job(self, name, script, settings=None):
+        """Writes the job under a hidden name, then renames it in: it appears at once.
+        Returns the wall time just before the rename."""
+        tmp = os.path.join(self.cont, f".{name}.deploying")
+        write_job(tmp, script, settings)
+        t = time.time()
+        os.rename(tmp, os.path.join(self.cont, name))
+        return t
+
+    def stop(self, timeout):
+        """SIGTERM and wait; returns (seconds, exit code)."""
+        t0 = time.time()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"the host did not exit within {timeout} s of SIGTERM")
+        return time.time() - t0, rc
+
+    def shutdown(self):
+        """Clean-up path: never leaves the host running."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.stderr:
+            self.stderr.close()
+            self.stderr = None
+
+
+def write_job(path, script, settings=None):
+    os.makedirs(path)
+    run = os.path.join(path, "run.sh")
+    with open(run, "w") as f:
+        f.write(script)
+    os.chmod(run, 0o755)
+    if settings is not None:
+        with open(os.path.join(path, "settings.job"), "w") as f:
+            json.dump(settings, f)
+
+
+Q = shlex.quote
+
+# ---------------------------------------------------------------- 1. throughput
+
+
+def build_generator(b):
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen.c")
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc and os.path.exists(src):
+        out = os.path.join(b.tmp, "gen")
+        r = subprocess.run([cc, "-O2", "-o", out, src], capture_output=True, text=True)
+        if r.returncode == 0:
+            return [out], f"C generator ({os.path.basename(cc)} -O2 bench/gen.c)"
+        log(f"  compiling gen.c failed, using the Python generator:\n{r.stderr}")
+    return [sys.executable, os.path.abspath(__file__), "--gen"], "Python generator (os.write)"
+
+
+def python_gen(mode, count, stamp):
+    with open(stamp, "w") as f:
+        f.write(f"{time.time():.9f}\n")
+    block = mode == "block"
+    buf = bytearray()
+    for i in range(1, count + 1):
+        line = (b"%09d " % i).ljust(LINE_BYTES - 1, b"x") + b"\n"
+        if not block:
+            os.write(1, line)
+            continue
+        buf += line
+        if len(buf) >= 65536:
+            mv = memoryview(buf)[:65536]
+            while mv:
+                mv = mv[os.write(1, mv) :]
+            del buf[:65536]
+    mv = memoryview(bytes(buf))
+    while mv:
+        mv = mv[os.write(1, mv) :]
+
+
+def verify_lines(path, count, in_log):
+    """Checks that `path` holds lines 1..count, in order, unaltered. Returns a problem or None."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if in_log:
+        pat = re.compile(rb"^\[[^\]]* > [0-9a-f]{6}: INFO\] (\d{9}) x{89}$", re.M)
+        info = data.count(b": INFO] ")
+    else:
+        pat = re.compile(rb"^(\d{9}) x{89}$", re.M)
+        info = data.count(b"\n")
+    nums = pat.findall(data)
+    if len(nums) != count or info != count:
+        return f"{len(nums)} well-formed lines of {count} ({info} output lines in all)"
+    expect = b"%09d" % 1
+    if nums[0] != expect or nums[-1] != b"%09d" % count:
+        return "first or last line out of place"
+    prev = 0
+    for n in nums:
+        v = int(n)
+        if v != prev + 1:
+            return f"line {prev + 1} missing or out of order (found {v} after {prev})"
+        prev = v
+    return None
+
+
+def run_reference(b, gen, mode, count, rep):
+    stamp = os.path.join(b.tmp, f"ref-{mode}-{rep}.stamp")
+    out = os.path.join(b.tmp, f"ref-{mode}-{rep}.txt")
+    needle = b"%09d x" % count
+    # gen stamps its own start, so the shell that wires the pipe is not timed.
+    pipeline = f"{' '.join(Q(a) for a in gen)} {mode} {count} {Q(stamp)} | cat > {Q(out)}"
+    p = b.spawn(["bash", "-c", pipeline])
+    t_end = wait_for_tail(out, needle, 300)
+    if p.wait() != 0:
+        raise BenchError(f"reference pipeline failed: {pipeline}")
+    t0 = read_stamp(stamp)
+    problem = verify_lines(out, count, in_log=False)
+    os.unlink(out)
+    if problem:
+        raise BenchError(f"reference output is wrong: {problem}")
+    return t_end - t0
+
+
+def run_job(b, host, gen, mode, count, rep):
+    name = f"tp-{mode}-{rep}"
+    done = os.path.join(b.tmp, f"{name}.done")
+    stamp = os.path.join(b.tmp, f"{name}.stamp")
+    script = (
+        "#!/bin/bash\n"
+        "# Generate once, then idle: a continuous job is restarted when it exits.\n"
+        f"if [ -e {Q(done)} ]; then exec sleep 100000; fi\n"
+        f": > {Q(done)}\n"
+        f"exec {' '.join(Q(a) for a in gen)} {mode} {count} {Q(stamp)}\n"
+    )
+    # A log limit above the output's size, so every line stays in job_log.txt.
+    settings = {"log_max_bytes": 1 << 36, "restart_delay": 60}
+    cpu0, io0 = cpu_split(host.pid), proc_io(host.pid)
+    host.add_job(name, script, settings)
+    wait_until(lambda: read_stamp(stamp), 10, f"job {name} to start", alive=host.check_alive)
+    t0 = read_stamp(stamp)
+    t_end = wait_for_tail(host.job_log(name), b"INFO] %09d " % count, 600, alive=host.check_alive)
+    cpu1, io1 = cpu_split(host.pid), proc_io(host.pid)
+    secs = t_end - t0
+    problem = verify_lines(host.job_log(name), count, in_log=True)
+    size = os.path.getsize(host.job_log(name))
+    extra = {
+        "host_user_s": cpu1[0] - cpu0[0],
+        "host_sys_s": cpu1[1] - cpu0[1],
+        "host_read_syscalls": io1.get("syscr", 0) - io0.get("syscr", 0),
+        "host_write_syscalls": io1.get("syscw", 0) - io0.get("syscw", 0),
+        "log_bytes": size,
+    }
+    # Remove the job (the host stops its idle sleep) and its 100+ MB log.
+    shutil.rmtree(os.path.join(host.cont, name))
+    os.unlink(host.job_log(name))
+    if problem:
+        raise BenchError(f"job log of {name} is wrong: {problem}")
+    return secs, extra
+
+
+def bench_throughput(b):
+    a = b.args
+    count, reps = a.lines, a.reps
+    gen, gen_desc = build_generator(b)
+    log(f"[throughput] {count} lines of {LINE_BYTES} bytes, {reps} run(s) per mode, {gen_desc}")
+    host = Host(b, "throughput").start()
+    out = {}
+    for mode, label in (("line", "one write(2) per line"), ("block", "64 KiB write(2)s")):
+        refs, jobs, ratios, extras = [], [], [], []
+        for rep in range(reps):
+            r = run_reference(b, gen, mode, count, rep)
+            j, extra = run_job(b, host, gen, mode, count, rep)
+            refs.append(r)
+            jobs.append(j)
+            ratios.append(j / r)
+            extras.append(extra)
+            log(
+                f"  {mode:5} run {rep + 1}: job {j:.3f} s, cat {r:.3f} s, ratio {j / r:.2f}; "
+                f"host cpu user {extra['host_user_s']:.2f} s sys {extra['host_sys_s']:.2f} s, "
+                f"{extra['host_read_syscalls']} read / {extra['host_write_syscalls']} write syscalls"
+            )
+        ex = {k: median([e[k] for e in extras]) for k in extras[0]}
+        out[mode] = {"job_s": jobs, "cat_s": refs, "ratios": ratios, "host": ex}
+        b.row(
+            f"throughput, {label} (s)",
+            fmt_s(median(jobs)),
+            "cat " + fmt_s(median(refs)),
+            f"{median(ratios):.2f}x",
+            "<= 1.5x cat",
+            median(ratios) <= 1.5,
+        )
+        lines_per_write = count / max(1, ex["host_write_syscalls"])
+        log(
+            f"  {mode}: median job {median(jobs):.3f} s vs cat {median(refs):.3f} s; "
+            f"host wrote {ex['log_bytes'] / 1e6:.0f} MB in {ex['host_write_syscalls']:.0f} write syscalls "
+            f"(~{lines_per_write:.1f} lines per write), "
+            f"cpu user {ex['host_user_s']:.2f} s + sys {ex['host_sys_s']:.2f} s"
+        )
+    host.stop(30)
+    b.results["throughput"] = {"lines": count, "generator": gen_desc, **out}
+
+
+# ---------------------------------------------------------------- 2. pickup
+
+
+def stamp_script(stamp, tail="exec sleep 100000"):
+    return (
+        "#!/bin/bash\n"
+        f"printf '%s\\n' \"$EPOCHREALTIME\" > {Q(stamp)}\n"
+        f"{tail}\n"
+    )
+
+
+def bench_pickup(b):
+    tries = b.args.pickup_tries
+    gap = b.args.pickup_gap
+    log(f"[pickup] {tries} tries: hidden folder renamed into continuous/ -> first line of run.sh")
+    host = Host(b, "pickup").start()
+    time.sleep(0.5)
+    stamps = os.path.join(b.tmp, "pickup-stamps")
+    os.makedirs(stamps)
+    lat, ref, spawn_logged = [], [], []
+    for i in range(tries):
+        # Reference: the same script started directly (process start + bash start-up).
+        rstamp = os.path.join(stamps, f"ref-{i}")
+        rdir = os.path.join(b.tmp, "pickup-ref", f"r{i}")
+        write_job(rdir, stamp_script(rstamp))
+        t = time.time()
+        p = b.spawn(["bash", os.path.join(rdir, "run.sh")], cwd=rdir, stdout=subprocess.DEVNULL)
+        wait_until(lambda: read_stamp(rstamp), 10, "the reference script", interval=0.001)
+        ref.append(read_stamp(rstamp) - t)
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+        name = f"pk-{i:02d}"
+        stamp = os.path.join(stamps, name)
+        tmp = os.path.join(host.cont, f".{name}.deploying")
+        write_job(tmp, stamp_script(stamp))
+        time.sleep(0.3)  # let the events of the hidden folder's creation settle
+        t = time.time()
+        os.rename(tmp, os.path.join(host.cont, name))
+        wait_until(lambda: read_stamp(stamp), 15, f"job {name} to start", interval=0.001, alive=host.check_alive)
+        lat.append(read_stamp(stamp) - t)
+        started = [x for x in sys_lines(host.job_log(name)) if x[2].startswith("started")]
+        if started:
+            spawn_logged.append(started[0][0] - t)
+        log(f"  try {i + 1:2}: {lat[-1] * 1000:7.1f} ms (direct start {ref[-1] * 1000:.1f} ms)")
+        time.sleep(gap)
+    host.stop(30)
+    m, r = median(lat), median(ref)
+    b.results["pickup"] = {"latency_s": lat, "direct_s": ref, "started_line_s": spawn_logged}
+    b.row("pickup latency, median", fmt_s(m), "direct " + fmt_s(r), f"{m / r:.0f}x", "< 0.300 s", m < 0.3)
+    b.row("pickup latency, p95", fmt_s(p95(lat)), "direct " + fmt_s(p95(ref)), f"{p95(lat) / p95(ref):.0f}x", "(info)", None)
+    if spawn_logged:
+        log(
+            f"  median {m * 1000:.1f} ms, p95 {p95(lat) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms; "
+            f"the host's `started` SYS line is stamped {median(spawn_logged) * 1000:.0f} ms after the rename "
+            "(ms resolution)"
+        )
+
+
+# ---------------------------------------------------------------- 3. idle
+
+
+def bench_idle(b):
+    n, window = b.args.jobs, b.args.idle_seconds
+    log(f"[idle] {n} continuous jobs that sleep; host RSS and CPU over {window:.0f} idle seconds")
+    host = Host(b, "idle")
+    stamps = os.path.join(b.tmp, "idle-stamps")
+    os.makedirs(stamps)
+    names = [f"idle-{i:03d}" for i in range(n)]
+    for name in names:
+        write_job(os.path.join(host.cont, name), stamp_script(os.path.join(stamps, name)))
+    host.start()
+    t_host = host.t_start
+    wait_until(lambda: len(os.listdir(stamps)) >= n, 120, f"all {n} jobs to start", interval=0.02, alive=host.check_alive)
+    t_all = max(read_stamp(os.path.join(stamps, x)) or time.time() for x in names)
+    wait_until(
+        lambda: all((host.status(x) or {}).get("status") == "Running" for x in names),
+        30,
+        "every status.json to say Running",
+        interval=0.05,
+    )
+    startup_cpu = cpu_seconds(host.pid)
+    time.sleep(3)  # past the follow-up rescan a second after the jobs appeared
+    guardian = host.guardian_pid()
+    rss_samples, g_rss = [], []
+    c0 = cpu_split(host.pid)
+    g0 = cpu_seconds(guardian) if guardian else 0.0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < window:
+        rss_samples.append(rss_mb(host.pid))
+        if guardian:
+            g_rss.append(rss_mb(guardian))
+        time.sleep(1.0)
+    rss_samples.append(rss_mb(host.pid))
+    c1 = cpu_split(host.pid)
+    g1 = cpu_seconds(guardian) if guardian else 0.0
+    threads = int(status_field(host.pid, "Threads"))
+    hwm = int(status_field(host.pid, "VmHWM")) / 1024.0
+    cpu = (c1[0] - c0[0]) + (c1[1] - c0[1])
+    restarts = sum((host.status(x) or {}).get("restarts", 0) for x in names)
+    alive = len(pids_with_env(b.tag_entry))
+    host.stop(60)
+    rss = max(rss_samples)
+    cpu_target = 0.05 * window / 20.0
+    b.results["idle"] = {
+        "jobs": n,
+        "window_s": window,
+        "rss_mb_samples": rss_samples,
+        "rss_peak_mb": hwm,
+        "cpu_s": cpu,
+        "cpu_user_s": c1[0] - c0[0],
+        "cpu_sys_s": c1[1] - c0[1],
+        "guardian_rss_mb": median(g_rss),
+        "guardian_cpu_s": g1 - g0,
+        "threads": threads,
+        "startup_to_all_running_s": t_all - t_host,
+        "startup_cpu_s": startup_cpu,
+        "restarts": restarts,
+    }
+    log(
+        f"  all {n} running {t_all - t_host:.2f} s after the host started (host CPU so far {startup_cpu:.2f} s); "
+        f"{alive} tagged processes alive (host, guardian, {n} jobs)"
+    )
+    log(
+        f"  RSS {min(rss_samples):.1f}..{rss:.1f} MB (peak VmHWM {hwm:.1f} MB), {threads} threads; "
+        f"CPU {cpu:.3f} s in {window:.0f} s (user {c1[0] - c0[0]:.2f}, sys {c1[1] - c0[1]:.2f}); "
+        f"guardian {median(g_rss):.1f} MB, {g1 - g0:.2f} s CPU; restarts seen: {restarts}"
+    )
+    b.row(f"idle RSS, {n} jobs (MB)", f"{rss:.1f} MB", f"guardian {median(g_rss):.1f} MB", f"{rss / median(g_rss):.1f}x" if g_rss else "-", "< 20 MB", rss < 20)
+    b.row(f"idle CPU, {window:.0f} s (s)", f"{cpu:.3f} s", f"guardian {g1 - g0:.3f} s", "-", f"< {cpu_target:.3f} s", cpu < cpu_target)
+
+
+# ---------------------------------------------------------------- 4. stop
+
+
+def stop_script(stamp, escape):
+    lines = [
+        "#!/bin/bash",
+        "trap 'exit 0' TERM",
+        "sleep 100000 &",
+    ]
+    if escape:
+        lines.append("setsid sleep 100000 &   # leaves the run's process group and session")
+    lines += [f"printf '%s\\n' \"$EPOCHREALTIME\" > {Q(stamp)}", "wait", ""]
+    return "\n".join(lines)
+
+
+def reference_stop(b, n, escape, rep):
+    """The same process trees, started and stopped by this script: SIGTERM to each
+    group and to each marked process, then wait for the main processes."""
+    mark = f"{b.tag}-refstop{rep}"
+    entry = f"BENCH_STOP_MARK={mark}".encode()
+    stamps = os.path.join(b.tmp, f"refstop{rep}-stamps")
+    os.makedirs(stamps)
+    env = dict(b.env, BENCH_STOP_MARK=mark)
+    procs = []
+    for i in range(n):
+        d = os.path.join(b.tmp, f"refstop{rep}", f"j{i:03d}")
+        write_job(d, stop_script(os.path.join(stamps, str(i)), escape))
+        procs.append(b.spawn(["bash", os.path.join(d, "run.sh")], cwd=d, env=env, stdout=subprocess.DEVNULL))
+    wait_until(lambda: len(os.listdir(stamps)) >= n, 60, "reference jobs to start", interval=0.02)
+    time.sleep(0.5)
+    t0 = time.time()
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for pid in pids_with_env(entry):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for p in procs:
+        p.wait()
+    secs = time.time() - t0
+    left = len(pids_with_env(entry))
+    b.kill_marked(entry)
+    return secs, left
+
+
+def bench_stop(b):
+    n, reps, escape = b.args.jobs, b.args.stop_reps, b.args.escape
+    if escape and not shutil.which("setsid"):
+        b.note("setsid(1) not found: stop jobs have no grandchild outside the process group")
+        escape = False
+    kids = "an in-group `sleep &` and a `setsid sleep &`" if escape else "a `sleep &`"
+    log(f"[stop] {n} jobs, each bash with a TERM trap and {kids}; host SIGTERM -> host exit; {reps} run(s)")
+    secs, refs, orphans, orphans_late, breakdowns = [], [], [], [], []
+    for rep in range(reps):
+        r, rleft = reference_stop(b, n, escape, rep)
+        refs.append(r)
+        mark = f"{b.tag}-stop{rep}"
+        entry = f"BENCH_STOP_MARK={mark}".encode()
+        host = Host(b, f"stop{rep}")
+        stamps = os.path.join(b.tmp, f"stop{rep}-stamps")
+        os.makedirs(stamps)
+        names = [f"stop-{i:03d}" for i in range(n)]
+        for name in names:
+            write_job(
+                os.path.join(host.cont, name),
+                stop_script(os.path.join(stamps, name), escape),
+                {"env": {"BENCH_STOP_MARK": mark}},
+            )
+        host.start()
+        wait_until(lambda: len(os.listdir(stamps)) >= n, 120, f"all {n} jobs to start", interval=0.02, alive=host.check_alive)
+        per_job = 3 if escape else 2
+        wait_until(lambda: len(pids_with_env(entry)) >= n * per_job, 30, "every grandchild to exist", interval=0.05)
+        time.sleep(2.0)
+        before = len(pids_with_env(entry))
+        guardian = host.guardian_pid()
+        t0 = time.time()
+        s, rc = host.stop(120)
+        left = len(pids_with_env(entry))
+        time.sleep(2.5)
+        left_late = len(pids_with_env(entry))
+        guardian_alive = guardian is not None and os.path.exists(f"/proc/{guardian}") and proc_stat_fields(guardian)[0] not in (b"Z", b"X")
+        b.kill_marked(entry)
+        # Where the time went, from the SYS lines of each job log (ms resolution).
+        begin, end, forced = [], [], 0
+        for name in names:
+            for t, label, text in sys_lines(host.job_log(name)):
+                if text.startswith("stopping (host shutting down)"):
+                    begin.append(t - t0)
+                elif text == "stopped":
+                    end.append(t - t0)
+                elif "killed with SIGKILL" in text:
+                    forced += 1
+        bd = {
+            "first_stop_begins_s": min(begin) if begin else None,
+            "last_stop_begins_s": max(begin) if begin else None,
+            "median_stop_begins_s": median(begin) if begin else None,
+            "last_stopped_s": max(end) if end else None,
+            "jobs_logged_stopped": len(end),
+            "forced_kills": forced,
+        }
+        breakdowns.append(bd)
+        secs.append(s)
+        orphans.append(left)
+        orphans_late.append(left_late)
+        log(
+            f"  run {rep + 1}: host exit {s:.3f} s (code {rc}), direct {r:.3f} s; {before} marked processes "
+            f"before, {left} alive at host exit, {left_late} 2.5 s later (reference left {rleft}); "
+            f"guardian {'still alive' if guardian_alive else 'gone'}"
+        )
+        log(
+            f"    job logs: stop sequences began {fmt_s(bd['first_stop_begins_s'])} .. {fmt_s(bd['last_stop_begins_s'])} "
+            f"after SIGTERM (median {fmt_s(bd['median_stop_begins_s'])}), last `stopped` at {fmt_s(bd['last_stopped_s'])}; "
+            f"{bd['jobs_logged_stopped']} of {n} jobs logged `stopped`, {forced} needed SIGKILL"
+        )
+        if rc != 0:
+            b.note(f"stop run {rep + 1}: host exit code {rc}, expected 0")
+        if guardian_alive:
+            b.note(f"stop run {rep + 1}: the guardian was still alive 2.5 s after the host exited")
+    m, r = median(secs), median(refs)
+    b.results["stop"] = {
+        "jobs": n,
+        "escaping_grandchild": escape,
+        "host_s": secs,
+        "direct_s": refs,
+        "orphans_at_exit": orphans,
+        "orphans_after_2_5_s": orphans_late,
+        "breakdown": breakdowns,
+    }
+    b.row(f"stop, {n} jobs: SIGTERM -> exit", fmt_s(m), "direct " + fmt_s(r), f"{m / r:.1f}x", "< 5 s (one grace)", m < 5.0)
+    b.row("stop: orphans at host exit", str(max(orphans)), "0", "-", "0", max(orphans) == 0)
+
+
+# ---------------------------------------------------------------- main
+
+
+def print_summary(b):
+    cols = ("figure", "value", "reference", "ratio", "target", "result")
+    heads = ("figure", "value (median)", "same-run reference", "ratio", "target", "result")
+    widths = [max(len(h), *(len(str(r[c])) for r in b.rows)) for c, h in zip(cols, heads)]
+    line = "  ".join(h.ljust(w) for h, w in zip(heads, widths))
+    log("")
+    log("=" * len(line))
+    log(line)
+    log("  ".join("-" * w for w in widths))
+    for r in b.rows:
+        log("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths)))
+    log("=" * len(line))
+    if b.notes:
+        log("notes:")
+        for n in b.notes:
+            log(f"  - {n}")
+
+
+def machine_line(b):
+    try:
+        with open("/proc/loadavg") as f:
+            load = f.read().split()[:3]
+    except OSError:
+        load = ["?"]
+    ver = subprocess.run([b.bin, "--version"], capture_output=True, text=True).stdout.strip()
+    return f"{ver or b.bin}; {os.cpu_count()} CPUs; load average {' '.join(load)}"
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--gen":
+        python_gen(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        return 0
+    ap = argparse.ArgumentParser(description="jobhost benchmarks (see bench/README.md)")
+    ap.add_argument("sections", nargs="*", help="any of: " + " ".join(SECTIONS) + " (default: all)")
+    ap.add_argument("--bin", required=True, help="the jobhost binary")
+    ap.add_argument("--tmp", required=True, help="an empty temp folder for this run")
+    ap.add_argument("--tag", default=f"jobhost-bench-{os.getpid()}-{time.time_ns()}")
+    ap.add_argument("--quick", action="store_true", help="smaller, single runs (about a minute)")
+    ap.add_argument("--json", help="also write the raw results to this file")
+    ap.add_argument("--lines", type=int)
+    ap.add_argument("--reps", type=int, help="throughput runs per mode")
+    ap.add_argument("--jobs", type=int, default=100, help="jobs for idle and stop")
+    ap.add_argument("--no-escape", dest="escape", action="store_false", help="stop jobs: no setsid grandchild")
+    a = ap.parse_args()
+    for s in a.sections:
+        if s not in SECTIONS:
+            ap.error(f"unknown section {s!r}: use any of {' '.join(SECTIONS)}")
+    sections = a.sections or list(SECTIONS)
+    env_int = lambda k, d: int(os.environ[k]) if os.environ.get(k) else d  # noqa: E731
+    a.lines = a.lines or env_int("BENCH_LINES", 200_000 if a.quick else 1_000_000)
+    a.reps = a.reps or env_int("BENCH_REPS", 1 if a.quick else 3)
+    a.pickup_tries = env_int("BENCH_PICKUP_TRIES", 8 if a.quick else 20)
+    a.pickup_gap = 0.5 if a.quick else 1.2
+    a.idle_seconds = float(env_int("BENCH_IDLE_SECONDS", 5 if a.quick else 20))
+    a.stop_reps = env_int("BENCH_STOP_REPS", 1 if a.quick else 3)
+
+    b = Bench(a)
+
+    def on_signal(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+    rc = 0
+    t_begin = time.monotonic()
+    try:
+        log(f"jobhost benchmark: {machine_line(b)}")
+        log(f"sections: {' '.join(sections)}{' (quick)' if a.quick else ''}; temp folder {b.tmp}")
+        for s in sections:
+            t = time.monotonic()
+            try:
+                globals()[f"bench_{s}"](b)
+            except BenchError as e:
+                rc = 1
+                log(f"  ERROR in {s}: {e}")
+                b.row(s, "ERROR", "-", "-", "-", False)
+                b.cleanup()
+            log(f"  ({s}: {time.monotonic() - t:.0f} s)")
+    except Interrupted as e:
+        log(f"\ninterrupted ({e}): cleaning up")
+        rc = 130
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        b.cleanup()
+    if rc != 130:
+        print_summary(b)
+        log(f"total {time.monotonic() - t_begin:.0f} s")
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump({"rows": b.rows, "results": b.results, "notes": b.notes}, f, indent=2)
+        if rc == 0 and any(r["result"] == "FAIL" for r in b.rows):
+            rc = 3
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

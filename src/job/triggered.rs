@@ -1,0 +1,785 @@
+//! The task that owns one triggered job: its schedule cursor, its run (one at a time),
+//! the pending run of `overlap: "queue"`, the run lock, the run's time limits, the
+//! scheduler log and the run records. Nothing else mutates them.
+//!
+//! A fire goes through the same gate as a manual trigger: overlap rule, then the
+//! `run.lock` shared by every host on these LOGS, then (for scheduled fires) the
+//! persisted last-fired occurrence, so each occurrence runs on exactly one host.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Accepted, Ctx, JobCommand, JobHandle, JobView, TriggerError};
+use crate::logsink::LogSink;
+use crate::runner::{Exit, Run, RunRequest};
+use crate::runs::{self, RunRecord, RunState, TriggerKind};
+use crate::scan::JobDefinition;
+use crate::scheduler::{Cursor, Poll};
+use crate::spec::JobType;
+use crate::spec::settings::{JobSettings, Overlap};
+use crate::status::rfc3339_string;
+
+const NO_RUN: &str = "000000";
+/// How often a run with an `idle_timeout` is checked for output and CPU use.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// What readers see of a triggered job.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TriggeredStatus {
+    pub name: String,
+    pub error: Option<String>,
+    pub warnings: Vec<String>,
+    pub disabled: bool,
+    pub schedule: Option<String>,
+    pub timezone: Option<String>,
+    pub next_fire: Option<String>,
+    pub running: Option<String>,
+    pub pending: bool,
+    pub latest_run: Option<RunRecord>,
+    pub run_command: Option<String>,
+}
+
+pub fn spawn(
+    ctx: Ctx,
+    def: JobDefinition,
+    cancel: CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) -> JobHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let logs = ctx.layout.job_dir(JobType::Triggered, &def.name);
+    let status = TriggeredStatus {
+        name: def.name.clone(),
+        latest_run: runs::history(&logs).into_iter().next(),
+        ..Default::default()
+    };
+    let (status_tx, status_rx) = watch::channel(status.clone());
+    let settings = def.settings.clone().unwrap_or_default();
+    let job = TriggeredJob {
+        sched_log: Arc::new(Mutex::new(LogSink::new(
+            logs.join("job_scheduler.log"),
+            settings.log_max_bytes,
+            settings.log_keep,
+        ))),
+        logs,
+        ctx,
+        def,
+        cursor: None,
+        active: None,
+        pending: None,
+        status,
+        status_tx,
+    };
+    tracker.spawn(job.run_loop(rx, cancel));
+    JobHandle {
+        tx,
+        view: JobView::Triggered(status_rx),
+    }
+}
+
+struct PendingRun {
+    trigger: TriggerKind,
+    args: Vec<OsString>,
+    scheduled_for: Option<DateTime<Utc>>,
+}
+
+struct ActiveRun {
+    run: Run,
+    record: RunRecord,
+    sink: Arc<Mutex<LogSink>>,
+    settings: JobSettings,
+    /// Held for the whole run: no other host runs this job meanwhile.
+    _lock: File,
+    timeout_at: Option<Instant>,
+    idle: Option<IdleWatch>,
+    /// Set when the host ends the run; the run is then `Aborted` with this reason.
+    abort: Option<String>,
+}
+
+struct IdleWatch {
+    limit: Duration,
+    last_activity: Instant,
+    last_output: u64,
+    last_cpu: u64,
+    next_check: Instant,
+}
+
+struct TriggeredJob {
+    ctx: Ctx,
+    def: JobDefinition,
+    logs: PathBuf,
+    cursor: Option<Cursor>,
+    active: Option<ActiveRun>,
+    pending: Option<PendingRun>,
+    sched_log: Arc<Mutex<LogSink>>,
+    status: TriggeredStatus,
+    status_tx: watch::Sender<TriggeredStatus>,
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_fire(cursor: &mut Option<Cursor>, clock: &dyn crate::scheduler::Clock) -> Poll {
+    match cursor {
+        Some(c) => c.next(clock).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_active(active: &mut Option<ActiveRun>) -> Exit {
+    match active {
+        Some(a) => a.run.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn lock_sink(sink: &Mutex<LogSink>) -> std::sync::MutexGuard<'_, LogSink> {
+    sink.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl TriggeredJob {
+    async fn run_loop(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<JobCommand>,
+        cancel: CancellationToken,
+    ) {
+        self.recover_stale();
+        self.apply_definition();
+        loop {
+            let clock = self.ctx.clock.clone();
+            let timeout_at = self.active.as_ref().and_then(|a| a.timeout_at);
+            let idle_at = self
+                .active
+                .as_ref()
+                .and_then(|a| a.idle.as_ref().map(|i| i.next_check));
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    self.abort_run("the host is shutting down").await;
+                    break;
+                }
+                cmd = rx.recv() => match cmd {
+                    None | Some(JobCommand::Remove) => {
+                        self.abort_run("the job folder was removed").await;
+                        self.pending = None;
+                        break;
+                    }
+                    Some(JobCommand::Update(def)) => {
+                        self.def = *def;
+                        self.apply_definition();
+                    }
+                    Some(JobCommand::Trigger { args, reply }) => {
+                        let r = self.trigger(TriggerKind::Manual, args, None).await;
+                        let _ = reply.send(r);
+                    }
+                    Some(JobCommand::Cancel { run_id, reply }) => {
+                        let r = self.cancel(run_id).await;
+                        let _ = reply.send(r);
+                    }
+                },
+                exit = wait_active(&mut self.active) => self.on_exit(exit).await,
+                poll = next_fire(&mut self.cursor, clock.as_ref()) => self.on_fire(poll).await,
+                _ = sleep_until_opt(timeout_at) => {
+                    let secs = self.active.as_ref().map(|a| a.settings.timeout.unwrap_or_default().as_secs()).unwrap_or(0);
+                    self.abort_run(&format!("timeout: still running after {secs} s (settings.job `timeout`)")).await;
+                }
+                _ = sleep_until_opt(idle_at) => self.check_idle().await,
+            }
+        }
+        self.publish();
+    }
+
+    fn settings(&self) -> Option<&JobSettings> {
+        self.def.settings.as_ref()
+    }
+
+    fn sched(&self, msg: &str, error: bool) {
+        let mut s = lock_sink(&self.sched_log);
+        if error {
+            s.sys_error(NO_RUN, msg);
+        } else {
+            s.sys_info(NO_RUN, msg);
+        }
+        s.flush();
+    }
+
+    fn run_lock_path(&self) -> PathBuf {
+        self.logs.join("run.lock")
+    }
+
+    fn try_run_lock(&self) -> Option<File> {
+        let _ = std::fs::create_dir_all(&self.logs);
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.run_lock_path())
+            .ok()?;
+        f.try_lock().ok().map(|()| f)
+    }
+
+    /// Runs a dead host left `Running` are `Aborted` — checked under the run lock, so
+    /// a run that another live host is going through is left alone.
+    fn recover_stale(&mut self) {
+        let Some(_lock) = self.try_run_lock() else {
+            return;
+        };
+        for id in runs::recover_stale(
+            &self.logs,
+            "the host running it stopped unexpectedly (found when a host started)",
+        ) {
+            tracing::warn!(job = %self.def.name, "run {id} was left Running by a host that died: marked Aborted");
+            self.sched(
+                &format!("run {id} was left Running by a host that died: marked Aborted"),
+                true,
+            );
+        }
+        self.status.latest_run = runs::history(&self.logs).into_iter().next();
+    }
+
+    /// Settings changed: reschedule at once; the rest applies from the next run.
+    fn apply_definition(&mut self) {
+        self.status.warnings = self.def.warnings.clone();
+        self.status.disabled = self.def.disabled;
+        self.status.run_command = self.def.launch.as_ref().map(|l| l.display());
+        for w in &self.def.warnings {
+            tracing::warn!(job = %self.def.name, "{w}");
+        }
+        if !self.def.valid() {
+            let err = self.def.errors.join("; ");
+            if self.status.error.as_deref() != Some(err.as_str()) {
+                tracing::error!(job = %self.def.name, "triggered job {}: {err}", self.def.name);
+                self.sched(&format!("job not scheduled: {err}"), true);
+            }
+            self.status.error = Some(err);
+            self.cursor = None;
+            self.publish();
+            return;
+        }
+        self.status.error = None;
+        if let Some(s) = self.settings() {
+            let (max, keep) = (s.log_max_bytes, s.log_keep);
+            lock_sink(&self.sched_log).set_limits(max, keep);
+        }
+        let schedule = self.settings().and_then(|s| s.schedule.clone());
+        let same = match (&self.cursor, &schedule) {
+            (Some(c), Some(s)) => c.schedule() == s,
+            (None, None) => true,
+            _ => false,
+        };
+        let disabled_changed = self.cursor.is_some() == self.def.disabled;
+        if !same || disabled_changed || self.cursor.is_none() {
+            self.reschedule(schedule);
+        }
+        self.publish();
+    }
+
+    fn reschedule(&mut self, schedule: Option<crate::schedule::Schedule>) {
+        let now = self.ctx.clock.now();
+        self.cursor = match schedule {
+            Some(s) if !self.def.disabled => {
+                let persisted = runs::load_last_fired(&self.logs);
+                let mut c = Cursor::new(s.clone(), persisted, now);
+                let next = match c.peek_next() {
+                    Some(t) => rfc3339_string(t),
+                    None => "never".into(),
+                };
+                self.sched(
+                    &format!(
+                        "scheduled `{}` in {}: next fire at {next}",
+                        s.expr(),
+                        s.timezone()
+                    ),
+                    false,
+                );
+                Some(c)
+            }
+            Some(_) => {
+                self.sched(
+                    "disable.job is present: the schedule is off (manual runs still work)",
+                    false,
+                );
+                None
+            }
+            None => None,
+        };
+        self.status.schedule = self
+            .settings()
+            .and_then(|s| s.schedule.as_ref().map(|s| s.expr().to_string()));
+        self.status.timezone = self.settings().map(|s| s.timezone.to_string());
+    }
+
+    async fn on_fire(&mut self, poll: Poll) {
+        match poll {
+            Poll::Wait(_) => {}
+            Poll::Never => {
+                self.sched(
+                    "the schedule has no future occurrence: nothing more will fire",
+                    false,
+                );
+                self.cursor = None;
+            }
+            Poll::Missed { latest, count } => {
+                self.sched(
+                    &format!(
+                        "missed {count} occurrence(s) up to {} while the host was down or the clock jumped (older than 10 minutes: not run)",
+                        rfc3339_string(latest)
+                    ),
+                    true,
+                );
+                let _ = runs::save_last_fired(&self.logs, latest);
+            }
+            Poll::Fire { at, skipped } => {
+                if skipped > 0 {
+                    self.sched(
+                        &format!(
+                            "missed {skipped} occurrence(s) before {} (the host was down, busy, or the clock jumped); running the latest once",
+                            rfc3339_string(at)
+                        ),
+                        true,
+                    );
+                }
+                if let Err(e) = self
+                    .trigger(TriggerKind::Schedule, Vec::new(), Some(at))
+                    .await
+                {
+                    match e {
+                        TriggerError::Busy { run_id, .. } => self.sched(
+                            &format!(
+                                "skipped {}: run {run_id} is still going (overlap: skip)",
+                                rfc3339_string(at)
+                            ),
+                            false,
+                        ),
+                        // Another host fired it: that is the point of the lock.
+                        TriggerError::LockedElsewhere { .. } => tracing::debug!(
+                            job = %self.def.name,
+                            "occurrence {at} runs on another host"
+                        ),
+                        other => self.sched(
+                            &format!("fire at {} failed: {other}", rfc3339_string(at)),
+                            true,
+                        ),
+                    }
+                }
+            }
+        }
+        self.publish();
+    }
+
+    /// The one gate for every run: overlap, then the run lock, then (scheduled) the
+    /// persisted last-fired occurrence.
+    async fn trigger(
+        &mut self,
+        trigger: TriggerKind,
+        args: Vec<OsString>,
+        scheduled_for: Option<DateTime<Utc>>,
+    ) -> Result<Accepted, TriggerError> {
+        let job = self.def.name.clone();
+        let (Some(settings), Some(_)) = (self.def.settings.clone(), self.def.launch.as_ref())
+        else {
+            return Err(TriggerError::Invalid {
+                job,
+                reason: self.def.errors.join("; "),
+            });
+        };
+        if !self.def.errors.is_empty() {
+            return Err(TriggerError::Invalid {
+                job,
+                reason: self.def.errors.join("; "),
+            });
+        }
+        let schedule_disabled = self.def.disabled && settings.schedule.is_some();
+        if let Some(active) = &self.active {
+            let run_id = active.record.id.clone();
+            if settings.overlap == Overlap::Queue {
+                if self.pending.is_some() {
+                    if let Some(at) = scheduled_for {
+                        let _ = runs::save_last_fired(&self.logs, at);
+                    }
+                    return Err(TriggerError::QueueFull { job });
+                }
+                self.pending = Some(PendingRun {
+                    trigger,
+                    args,
+                    scheduled_for,
+                });
+                self.sched(
+                    &format!("{} run queued behind run {run_id}", trigger.as_str()),
+                    false,
+                );
+                return Ok(Accepted {
+                    run_id: None,
+                    queued_behind: Some(run_id),
+                    schedule_disabled,
+                });
+            }
+            if let Some(at) = scheduled_for {
+                let _ = runs::save_last_fired(&self.logs, at);
+            }
+            return Err(TriggerError::Busy { job, run_id });
+        }
+        let Some(lock) = self.try_run_lock() else {
+            return Err(TriggerError::LockedElsewhere { job });
+        };
+        if let Some(at) = scheduled_for {
+            if runs::load_last_fired(&self.logs).is_some_and(|last| last >= at) {
+                // Another host fired this occurrence and already finished.
+                return Err(TriggerError::LockedElsewhere { job });
+            }
+            if let Err(e) = runs::save_last_fired(&self.logs, at) {
+                tracing::error!(job = %self.def.name, "{e}");
+            }
+        }
+        let run_id = self
+            .start_run(lock, settings, trigger, args, scheduled_for)
+            .await?;
+        Ok(Accepted {
+            run_id: Some(run_id),
+            queued_behind: None,
+            schedule_disabled,
+        })
+    }
+
+    async fn start_run(
+        &mut self,
+        lock: File,
+        settings: JobSettings,
+        trigger: TriggerKind,
+        args: Vec<OsString>,
+        scheduled_for: Option<DateTime<Utc>>,
+    ) -> Result<String, TriggerError> {
+        let job = self.def.name.clone();
+        let failed = |reason: String| TriggerError::Failed {
+            job: job.clone(),
+            reason,
+        };
+        let Some(launch) = self.def.launch.clone() else {
+            return Err(failed("no entry point".into()));
+        };
+        let now = self.ctx.clock.now();
+        let (run_id, run_dir) = runs::claim_run_dir(&self.logs, now).map_err(|e| {
+            failed(format!(
+                "creating run folder under {}: {e}",
+                self.logs.display()
+            ))
+        })?;
+        let log_id = crate::ids::random_hex(6);
+        let sink = Arc::new(Mutex::new(LogSink::new(
+            run_dir.join("output_log.txt"),
+            settings.log_max_bytes,
+            settings.log_keep,
+        )));
+        let mut record = RunRecord {
+            schema_version: crate::status::SCHEMA_VERSION,
+            id: run_id.clone(),
+            name: self.def.name.clone(),
+            status: RunState::Running,
+            trigger,
+            arguments: args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            start_time: rfc3339_string(now),
+            end_time: None,
+            duration_ms: None,
+            exit_code: None,
+            signal: None,
+            error: None,
+            scheduled_for: scheduled_for.map(rfc3339_string),
+            lateness_ms: scheduled_for.map(|at| (now - at).num_milliseconds()),
+            pid: None,
+            instance: self.ctx.layout.instance.clone(),
+        };
+        let data_path = std::path::absolute(&self.logs).unwrap_or(self.logs.clone());
+        let started = self
+            .ctx
+            .runner
+            .start(RunRequest {
+                job_name: &self.def.name,
+                job_type: JobType::Triggered,
+                job_dir: &self.def.dir,
+                launch: &launch,
+                in_place: settings.is_in_place,
+                env: &settings.env,
+                args: &args,
+                data_path: &data_path,
+                run_id: &run_id,
+                log_id: &log_id,
+                sink: sink.clone(),
+            })
+            .await;
+        let run = match started {
+            Ok(run) => run,
+            Err(e) => {
+                let msg = format!("could not start: {e}");
+                {
+                    let mut s = lock_sink(&sink);
+                    s.sys_error(&log_id, &msg);
+                    s.flush();
+                }
+                record.status = RunState::Failed;
+                record.error = Some(msg.clone());
+                record.end_time = Some(rfc3339_string(Utc::now()));
+                record.duration_ms = Some(0);
+                let _ = runs::write(&self.logs, &record);
+                self.sched(&format!("run {run_id} failed to start: {msg}"), true);
+                self.status.latest_run = Some(record);
+                self.trim(None);
+                return Err(failed(msg));
+            }
+        };
+        record.pid = Some(run.pid);
+        {
+            let mut s = lock_sink(&sink);
+            let how = match scheduled_for {
+                Some(at) => format!("scheduled for {}", rfc3339_string(at)),
+                None => "triggered manually".to_string(),
+            };
+            s.sys_info(
+                &log_id,
+                &format!(
+                    "run {run_id} started (pid {}, {how}): {}",
+                    run.pid,
+                    launch.display()
+                ),
+            );
+            s.flush();
+        }
+        if let Err(e) = runs::write(&self.logs, &record) {
+            tracing::error!(job = %self.def.name, "{e}");
+        }
+        self.sched(
+            &format!("run {run_id} started ({})", trigger.as_str()),
+            false,
+        );
+        let now_i = Instant::now();
+        let idle = settings.idle_timeout.map(|limit| IdleWatch {
+            limit,
+            last_activity: now_i,
+            last_output: 0,
+            last_cpu: 0,
+            next_check: now_i + IDLE_CHECK.min(limit),
+        });
+        self.active = Some(ActiveRun {
+            timeout_at: settings.timeout.map(|t| now_i + t),
+            run,
+            record: record.clone(),
+            sink,
+            settings,
+            _lock: lock,
+            idle,
+            abort: None,
+        });
+        self.status.running = Some(run_id.clone());
+        self.status.latest_run = Some(record);
+        self.trim(Some(&run_id));
+        self.publish();
+        Ok(run_id)
+    }
+
+    async fn on_exit(&mut self, exit: Exit) {
+        let Some(active) = self.active.take() else {
+            return;
+        };
+        self.finish(active, exit, false).await;
+    }
+
+    /// Stops the run going on (if any) through the stop sequence and records it
+    /// `Aborted` with `why`.
+    async fn abort_run(&mut self, why: &str) {
+        let Some(mut active) = self.active.take() else {
+            return;
+        };
+        active.abort = Some(why.to_string());
+        let grace = active.settings.stopping_wait_time;
+        {
+            let mut s = lock_sink(&active.sink);
+            s.sys_info(
+                &active.run.log_id,
+                &format!(
+                    "stopping ({why}): shutdown file created, SIGTERM sent, up to {} s grace",
+                    grace.as_secs()
+                ),
+            );
+            s.flush();
+        }
+        let stopped = active.run.stop(grace).await;
+        if stopped.forced {
+            let mut s = lock_sink(&active.sink);
+            s.sys_error(
+                &active.run.log_id,
+                &format!(
+                    "still running after {} s grace: killed with SIGKILL",
+                    grace.as_secs()
+                ),
+            );
+            s.flush();
+        }
+        self.finish(active, stopped.exit, true).await;
+    }
+
+    async fn finish(&mut self, active: ActiveRun, exit: Exit, _stopped: bool) {
+        let ActiveRun {
+            run,
+            mut record,
+            sink,
+            settings,
+            _lock,
+            abort,
+            ..
+        } = active;
+        let log_id = run.log_id.clone();
+        let started = run.started;
+        let leftovers = run.finish(settings.stopping_wait_time).await;
+        let (code, signal) = match exit {
+            Exit::Code(c) => (Some(c), None),
+            Exit::Signal(s) => (None, Some(s)),
+        };
+        record.exit_code = code;
+        record.signal = signal;
+        record.end_time = Some(rfc3339_string(Utc::now()));
+        record.duration_ms = Some(started.elapsed().as_millis() as u64);
+        record.status = match (&abort, exit.success()) {
+            (Some(_), _) => RunState::Aborted,
+            (None, true) => RunState::Success,
+            (None, false) => RunState::Failed,
+        };
+        record.error = abort
+            .clone()
+            .or_else(|| (!exit.success()).then(|| exit.to_string()));
+        {
+            let mut s = lock_sink(&sink);
+            if leftovers.killed > 0 {
+                s.sys_info(
+                    &log_id,
+                    &format!(
+                        "ended {} leftover process(es) of the run after its main process exited",
+                        leftovers.killed
+                    ),
+                );
+            }
+            if leftovers.output_abandoned {
+                s.sys_error(
+                    &log_id,
+                    "output pipes still open after the run ended (a process outside the run holds them): stopped reading",
+                );
+            }
+            if exit.success() {
+                s.sys_info(&log_id, &exit.to_string());
+            } else {
+                s.sys_error(&log_id, &exit.to_string());
+            }
+            match &abort {
+                Some(why) => s.sys_error(&log_id, &format!("run {} aborted: {why}", record.id)),
+                None => s.sys_info(
+                    &log_id,
+                    &format!("run {} {}", record.id, record.status.as_str()),
+                ),
+            }
+            s.flush();
+        }
+        if let Err(e) = runs::write(&self.logs, &record) {
+            tracing::error!(job = %self.def.name, "{e}");
+        }
+        self.sched(
+            &format!(
+                "run {} ended: {}{}",
+                record.id,
+                record.status.as_str(),
+                abort
+                    .as_deref()
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default()
+            ),
+            record.status != RunState::Success,
+        );
+        tracing::info!(job = %self.def.name, run = %record.id, "run ended: {}", record.status.as_str());
+        self.status.running = None;
+        self.status.latest_run = Some(record);
+        drop(_lock);
+        self.trim(None);
+        self.publish();
+        if let Some(p) = self.pending.take() {
+            if let Err(e) = self.trigger(p.trigger, p.args, p.scheduled_for).await {
+                self.sched(&format!("queued run could not start: {e}"), true);
+            }
+        }
+    }
+
+    async fn cancel(&mut self, run_id: Option<String>) -> Result<String, TriggerError> {
+        let job = self.def.name.clone();
+        let Some(active) = &self.active else {
+            return Err(match run_id {
+                Some(run_id) => TriggerError::NotRunning { job, run_id },
+                None => TriggerError::NothingToCancel { job },
+            });
+        };
+        let id = active.record.id.clone();
+        if let Some(want) = run_id
+            && want != id
+        {
+            return Err(TriggerError::NotRunning { job, run_id: want });
+        }
+        self.abort_run("cancelled on request").await;
+        Ok(id)
+    }
+
+    async fn check_idle(&mut self) {
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        let output = {
+            let s = lock_sink(&active.sink);
+            let st = s.stats();
+            st.written_bytes + st.dropped_bytes
+        };
+        let cpu = active.run.cpu_ticks();
+        let now = Instant::now();
+        let Some(idle) = active.idle.as_mut() else {
+            return;
+        };
+        if output != idle.last_output || cpu != idle.last_cpu {
+            idle.last_output = output;
+            idle.last_cpu = cpu;
+            idle.last_activity = now;
+        }
+        idle.next_check = now + IDLE_CHECK.min(idle.limit);
+        if now.duration_since(idle.last_activity) >= idle.limit {
+            let secs = idle.limit.as_secs();
+            self.abort_run(&format!(
+                "idle timeout: no output and no CPU use for {secs} s (settings.job `idle_timeout`)"
+            ))
+            .await;
+        }
+    }
+
+    fn trim(&mut self, protect: Option<&str>) {
+        let keep = self.settings().map(|s| s.history_size).unwrap_or(50);
+        let removed = runs::trim(&self.logs, keep, protect);
+        if !removed.is_empty() {
+            tracing::debug!(job = %self.def.name, "removed {} old run folder(s)", removed.len());
+        }
+    }
+
+    fn publish(&mut self) {
+        self.status.pending = self.pending.is_some();
+        self.status.next_fire = self
+            .cursor
+            .as_mut()
+            .and_then(Cursor::peek_next)
+            .map(rfc3339_string);
+        self.status_tx.send_replace(self.status.clone());
+    }
+}
