@@ -77,6 +77,30 @@ pub fn run(opts: HostOptions) -> anyhow::Result<i32> {
     runtime.block_on(serve(opts, layout))
 }
 
+/// Where the CLI on this machine finds the running host's address.
+pub fn url_file(logs: &std::path::Path, instance: Option<&str>) -> PathBuf {
+    match instance {
+        Some(i) => logs.join(format!(".jobhost-url-{i}")),
+        None => logs.join(".jobhost-url"),
+    }
+}
+
+fn ctx_url_file(opts: &HostOptions) -> PathBuf {
+    url_file(&opts.logs, opts.instance.as_deref())
+}
+
+fn write_url_file(path: &std::path::Path, bound: std::net::SocketAddr) {
+    // An unspecified address is not one a client can connect to: use loopback.
+    let host = if bound.ip().is_unspecified() {
+        format!("127.0.0.1:{}", bound.port())
+    } else {
+        bound.to_string()
+    };
+    if let Err(e) = crate::status::write_atomic_bytes(path, format!("http://{host}\n").as_bytes()) {
+        tracing::warn!("{e}");
+    }
+}
+
 fn init_tracing(file: std::fs::File) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("JOBHOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -130,7 +154,25 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
         "jobhost {} started",
         env!("CARGO_PKG_VERSION")
     );
-    tracing::debug!(listen = %opts.listen, "the HTTP API is not part of this build yet");
+    let listener = tokio::net::TcpListener::bind(&opts.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "listening on {} for the HTTP API: pass --listen ADDR:PORT with a free port",
+                opts.listen
+            )
+        })?;
+    let bound = listener
+        .local_addr()
+        .context("reading the API's bound address")?;
+    write_url_file(&ctx_url_file(&opts), bound);
+    if bound.ip().is_loopback() {
+        tracing::info!("HTTP API on http://{bound}");
+    } else {
+        tracing::warn!(
+            "HTTP API on http://{bound}: reachable from other machines (token required)"
+        );
+    }
 
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -148,6 +190,16 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
         cancel.clone(),
         tracker.clone(),
     );
+    let api = crate::api::ApiState(Arc::new(crate::api::ApiInner {
+        registry: supervisor.registry(),
+        problems: supervisor.problems(),
+        layout: ctx.layout.clone(),
+        jobs_root: opts.jobs.clone(),
+        token: crate::api::load_or_create_token(&opts.logs)?,
+        started: std::time::Instant::now(),
+        cancel: cancel.clone(),
+    }));
+    let api_task = tokio::spawn(crate::api::serve(listener, api));
     let sup_task = tokio::spawn(supervisor.run(hint_rx, degraded));
 
     let first = tokio::select! {
@@ -158,6 +210,7 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
     cancel.cancel();
     drop(watch);
     let _ = sup_task.await;
+    let _ = api_task.await;
     tracker.close();
     let forced = tokio::select! {
         _ = tracker.wait() => false,

@@ -27,8 +27,11 @@
 //! in parallel; the host waits for all of them (a second signal kills at once), then
 //! exits, which closes the guardian's pipe; the guardian sweeps and removes scratch.
 
+pub mod api;
+pub mod argv;
 pub mod check;
 pub mod cli;
+pub mod client;
 pub mod guardian;
 pub mod host;
 pub mod ids;

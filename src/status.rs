@@ -110,12 +110,20 @@ pub struct StatusError {
 
 /// Writes `value` as pretty JSON to `path` atomically (tmp, fsync, rename).
 pub fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), StatusError> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StatusError {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    bytes.push(b'\n');
+    write_atomic_bytes(path, &bytes)
+}
+
+/// Writes `bytes` to `path` atomically (tmp, fsync, rename).
+pub fn write_atomic_bytes(path: &Path, bytes: &[u8]) -> Result<(), StatusError> {
     let err = |source| StatusError {
         path: path.to_path_buf(),
         source,
     };
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| err(e.into()))?;
-    bytes.push(b'\n');
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(err)?;
     let file_name = path
@@ -125,7 +133,7 @@ pub fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), StatusEr
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();

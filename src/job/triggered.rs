@@ -711,10 +711,10 @@ impl TriggeredJob {
         drop(_lock);
         self.trim(None);
         self.publish();
-        if let Some(p) = self.pending.take() {
-            if let Err(e) = self.trigger(p.trigger, p.args, p.scheduled_for).await {
-                self.sched(&format!("queued run could not start: {e}"), true);
-            }
+        if let Some(p) = self.pending.take()
+            && let Err(e) = self.trigger(p.trigger, p.args, p.scheduled_for).await
+        {
+            self.sched(&format!("queued run could not start: {e}"), true);
         }
     }
 

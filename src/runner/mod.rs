@@ -150,7 +150,7 @@ impl Runner {
                 "WEBJOBS_SHUTDOWN_FILE",
                 shutdown_file.clone().into_os_string(),
             ),
-            ("WEBJOBS_COMMAND_ARGUMENTS", spawn::quote_args(req.args)),
+            ("WEBJOBS_COMMAND_ARGUMENTS", crate::argv::quote(req.args)),
         ];
         let env = spawn::RunEnv {
             extra: req.env,

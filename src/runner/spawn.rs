@@ -1,8 +1,7 @@
 //! Building a run's command: program and argv from the entry point, environment,
 //! working directory, and a session of its own.
 
-use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -50,60 +49,4 @@ pub fn command(launch: &Launch, run_dir: &Path, args: &[OsString], env: &RunEnv<
     cmd.env(super::proctable::MARK_VAR, env.mark);
     new_session(&mut cmd);
     cmd
-}
-
-/// Arguments as one string for `WEBJOBS_COMMAND_ARGUMENTS`, quoted so that POSIX shell
-/// rules split it back into the same argv (plain words stay bare).
-pub fn quote_args(args: &[OsString]) -> OsString {
-    let mut out = Vec::new();
-    for (i, arg) in args.iter().enumerate() {
-        if i > 0 {
-            out.push(b' ');
-        }
-        quote_into(arg, &mut out);
-    }
-    OsString::from_vec(out)
-}
-
-fn quote_into(arg: &OsStr, out: &mut Vec<u8>) {
-    let bytes = arg.as_bytes();
-    let plain = !bytes.is_empty()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(b));
-    if plain {
-        out.extend_from_slice(bytes);
-        return;
-    }
-    out.push(b'\'');
-    for &b in bytes {
-        if b == b'\'' {
-            out.extend_from_slice(b"'\\''");
-        } else {
-            out.push(b);
-        }
-    }
-    out.push(b'\'');
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quoting_keeps_plain_words_bare_and_protects_the_rest() {
-        let cases: &[(&[&str], &str)] = &[
-            (&[], ""),
-            (&["a", "b"], "a b"),
-            (&["a b"], "'a b'"),
-            (&[""], "''"),
-            (&["it's"], "'it'\\''s'"),
-            (&["$(rm -rf /)"], "'$(rm -rf /)'"),
-            (&["x\ny"], "'x\ny'"),
-        ];
-        for (args, want) in cases {
-            let args: Vec<OsString> = args.iter().map(OsString::from).collect();
-            assert_eq!(quote_args(&args), OsString::from(*want), "{args:?}");
-        }
-    }
 }

@@ -181,6 +181,17 @@ pub fn load(
     }
 }
 
+/// The file as a JSON value (BOM and comments removed), for showing it as written;
+/// `None` when it is not valid JSON.
+pub fn raw_value(text: &[u8]) -> Option<Value> {
+    let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
+    let json = strip_comments(std::str::from_utf8(text).ok()?).ok()?;
+    if json.trim().is_empty() {
+        return Some(Value::Object(Default::default()));
+    }
+    serde_json::from_str(&json).ok()
+}
+
 pub fn parse(
     text: &[u8],
     file: &Path,

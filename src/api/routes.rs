@@ -1,0 +1,488 @@
+//! Routes: translation between HTTP and job tasks, nothing more.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::dto::{self, Base};
+use super::follow::{self, Until};
+use super::{ApiState, auth};
+use crate::job::{JobCommand, JobView, TriggerError};
+use crate::runs;
+use crate::spec::JobType;
+use crate::spec::name::is_valid;
+use crate::supervisor::RegistryEntry;
+
+/// Request bodies above this are refused (413).
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/webjobs", get(all_jobs))
+        .route("/api/continuouswebjobs", get(continuous_jobs))
+        .route("/api/continuouswebjobs/{name}", get(continuous_job))
+        .route("/api/continuouswebjobs/{name}/start", post(start))
+        .route("/api/continuouswebjobs/{name}/stop", post(stop))
+        .route("/api/continuouswebjobs/{name}/log", get(continuous_log))
+        .route(
+            "/api/continuouswebjobs/{name}/settings",
+            get(continuous_settings),
+        )
+        .route("/api/triggeredwebjobs", get(triggered_jobs))
+        .route("/api/triggeredwebjobs/{name}", get(triggered_job))
+        .route("/api/triggeredwebjobs/{name}/run", post(run))
+        .route("/api/triggeredwebjobs/{name}/history", get(history))
+        .route(
+            "/api/triggeredwebjobs/{name}/history/{id}",
+            get(history_run),
+        )
+        .route(
+            "/api/triggeredwebjobs/{name}/history/{id}/cancel",
+            post(cancel),
+        )
+        .route(
+            "/api/triggeredwebjobs/{name}/history/{id}/output",
+            get(run_output),
+        )
+        .route(
+            "/api/triggeredwebjobs/{name}/schedulerlog",
+            get(scheduler_log),
+        )
+        .route(
+            "/api/triggeredwebjobs/{name}/settings",
+            get(triggered_settings),
+        )
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// An error answer: status and a sentence.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "message": self.1 }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn base(headers: &HeaderMap) -> Base {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1:7070");
+    Base(format!("http://{host}"))
+}
+
+async fn not_found() -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "no such path in the jobhost API".into(),
+    )
+}
+
+async fn health(State(st): State<ApiState>) -> impl IntoResponse {
+    axum::Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": st.0.started.elapsed().as_secs(),
+        "instance": st.0.layout.instance,
+    }))
+}
+
+/// Looks a job up; names are checked against the SPEC rule before anything else, so
+/// `..` or encoded slashes never reach the disk.
+fn entry(st: &ApiState, job_type: JobType, name: &str) -> ApiResult<RegistryEntry> {
+    if !is_valid(name) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("`{name}` is not a valid job name ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}})"),
+        ));
+    }
+    let reg = st.0.registry.read().unwrap_or_else(|e| e.into_inner());
+    reg.get(&(job_type, name.to_string()))
+        .cloned()
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no {job_type} job named `{name}`"),
+            )
+        })
+}
+
+fn entries(st: &ApiState) -> Vec<RegistryEntry> {
+    let reg = st.0.registry.read().unwrap_or_else(|e| e.into_inner());
+    reg.values().cloned().collect()
+}
+
+fn job_json(base: &Base, e: &RegistryEntry) -> serde_json::Value {
+    let v = match &e.handle.view {
+        JobView::Continuous(rx) => {
+            serde_json::to_value(dto::continuous(base, &e.def, &rx.borrow()))
+        }
+        JobView::Triggered(rx) => serde_json::to_value(dto::triggered(base, &e.def, &rx.borrow())),
+    };
+    v.unwrap_or_default()
+}
+
+async fn all_jobs(State(st): State<ApiState>, headers: HeaderMap) -> impl IntoResponse {
+    let b = base(&headers);
+    let list: Vec<_> = entries(&st).iter().map(|e| job_json(&b, e)).collect();
+    axum::Json(list)
+}
+
+fn of_type(st: &ApiState, headers: &HeaderMap, t: JobType) -> axum::Json<Vec<serde_json::Value>> {
+    let b = base(headers);
+    axum::Json(
+        entries(st)
+            .iter()
+            .filter(|e| e.def.job_type == t)
+            .map(|e| job_json(&b, e))
+            .collect(),
+    )
+}
+
+async fn continuous_jobs(State(st): State<ApiState>, headers: HeaderMap) -> impl IntoResponse {
+    of_type(&st, &headers, JobType::Continuous)
+}
+
+async fn triggered_jobs(State(st): State<ApiState>, headers: HeaderMap) -> impl IntoResponse {
+    of_type(&st, &headers, JobType::Triggered)
+}
+
+async fn continuous_job(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let e = entry(&st, JobType::Continuous, &name)?;
+    Ok(axum::Json(job_json(&base(&headers), &e)))
+}
+
+async fn triggered_job(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let e = entry(&st, JobType::Triggered, &name)?;
+    Ok(axum::Json(job_json(&base(&headers), &e)))
+}
+
+fn settings_of(st: &ApiState, t: JobType, name: &str) -> ApiResult<axum::Json<serde_json::Value>> {
+    let e = entry(st, t, name)?;
+    Ok(axum::Json(dto::settings_value(&e.def)))
+}
+
+async fn continuous_settings(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    settings_of(&st, JobType::Continuous, &name)
+}
+
+async fn triggered_settings(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    settings_of(&st, JobType::Triggered, &name)
+}
+
+/// `start`/`stop` flip the `disable.job` switch; the watcher does the rest, as if a
+/// person had touched the file.
+fn switch(st: &ApiState, name: &str, disable: bool) -> ApiResult<axum::Json<serde_json::Value>> {
+    let e = entry(st, JobType::Continuous, name)?;
+    let file = e.def.dir.join(crate::scan::DISABLE_FILE);
+    let result = if disable {
+        std::fs::write(&file, b"")
+    } else {
+        match std::fs::remove_file(&file) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    };
+    result.map_err(|err| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "{} {}: {err}",
+                if disable { "creating" } else { "removing" },
+                file.display()
+            ),
+        )
+    })?;
+    let verb = if disable { "stop" } else { "start" };
+    Ok(axum::Json(
+        json!({ "message": format!("{name}: {verb} requested ({} {})", if disable { "created" } else { "removed" }, file.display()) }),
+    ))
+}
+
+async fn start(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    switch(&st, &name, false)
+}
+
+async fn stop(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    switch(&st, &name, true)
+}
+
+#[derive(Deserialize)]
+struct ArgsBody {
+    arguments: Vec<String>,
+}
+
+fn trigger_status(e: &TriggerError) -> StatusCode {
+    match e {
+        TriggerError::NotTriggered { .. }
+        | TriggerError::NotRunning { .. }
+        | TriggerError::NothingToCancel { .. } => StatusCode::CONFLICT,
+        TriggerError::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        TriggerError::Gone { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::CONFLICT,
+    }
+}
+
+/// The `arguments` query value as bytes (percent-decoded, `+` as space), or the JSON
+/// body's list taken as argv as it is.
+fn arguments(query: Option<&str>, headers: &HeaderMap, body: &Bytes) -> ApiResult<Vec<OsString>> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json && !body.is_empty() {
+        let parsed: ArgsBody = serde_json::from_slice(body).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be {{\"arguments\": [\"a\", \"b c\"]}}: {e}"),
+            )
+        })?;
+        return Ok(parsed.arguments.into_iter().map(OsString::from).collect());
+    }
+    let Some(q) = query else {
+        return Ok(Vec::new());
+    };
+    for pair in q.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == "arguments" {
+            let v = v.replace('+', " ");
+            let bytes: Vec<u8> = percent_encoding::percent_decode_str(&v).collect();
+            return crate::argv::split(&bytes)
+                .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("arguments: {e}")));
+        }
+    }
+    Ok(Vec::new())
+}
+
+async fn run(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let e = entry(&st, JobType::Triggered, &name)?;
+    let args = arguments(query.as_deref(), &headers, &body)?;
+    let (reply, rx) = oneshot::channel();
+    e.handle
+        .tx
+        .send(JobCommand::Trigger { args, reply })
+        .map_err(|_| gone(&name))?;
+    let accepted = rx
+        .await
+        .map_err(|_| gone(&name))?
+        .map_err(|err| ApiError(trigger_status(&err), err.to_string()))?;
+    let b = base(&headers);
+    let id = accepted
+        .run_id
+        .clone()
+        .or(accepted.queued_behind.clone())
+        .unwrap_or_default();
+    let location = format!("/api/triggeredwebjobs/{name}/history/{id}");
+    let mut resp = (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({
+            "id": accepted.run_id,
+            "queued_behind": accepted.queued_behind,
+            "schedule_disabled": accepted.schedule_disabled,
+            "url": b.url(&location),
+        })),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&b.url(&location)) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+fn gone(name: &str) -> ApiError {
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("{name} is being removed or the host is stopping"),
+    )
+}
+
+fn job_logs(st: &ApiState, name: &str) -> PathBuf {
+    st.0.layout.job_dir(JobType::Triggered, name)
+}
+
+async fn history(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    entry(&st, JobType::Triggered, &name)?;
+    let b = base(&headers);
+    let runs = runs::history(&job_logs(&st, &name))
+        .iter()
+        .map(|r| dto::run(&b, r))
+        .collect();
+    Ok(axum::Json(dto::History { runs }))
+}
+
+fn find_run(st: &ApiState, name: &str, id: &str) -> ApiResult<runs::RunRecord> {
+    entry(st, JobType::Triggered, name)?;
+    if !runs::is_run_id(id) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("`{id}` is not a run id (18 digits)"),
+        ));
+    }
+    runs::read(&job_logs(st, name), id)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("{name} has no run {id}")))
+}
+
+async fn history_run(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let r = find_run(&st, &name, &id)?;
+    Ok(axum::Json(dto::run(&base(&headers), &r)))
+}
+
+async fn cancel(
+    State(st): State<ApiState>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    find_run(&st, &name, &id)?;
+    let e = entry(&st, JobType::Triggered, &name)?;
+    let (reply, rx) = oneshot::channel();
+    e.handle
+        .tx
+        .send(JobCommand::Cancel {
+            run_id: Some(id),
+            reply,
+        })
+        .map_err(|_| gone(&name))?;
+    let id = rx
+        .await
+        .map_err(|_| gone(&name))?
+        .map_err(|err| ApiError(trigger_status(&err), err.to_string()))?;
+    Ok(axum::Json(
+        json!({ "message": format!("run {id} of {name} was stopped: Aborted"), "id": id }),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+pub struct LogQuery {
+    offset: Option<u64>,
+    tail: Option<usize>,
+    #[serde(default)]
+    follow: Option<String>,
+}
+
+impl LogQuery {
+    fn follow(&self) -> bool {
+        matches!(self.follow.as_deref(), Some("" | "1" | "true" | "yes"))
+    }
+}
+
+fn text_stream(path: PathBuf, q: &LogQuery, until: Until, st: &ApiState) -> Response {
+    let offset = match (q.offset, q.tail) {
+        (Some(o), _) => o,
+        (None, Some(n)) => follow::tail_offset(&path, n),
+        (None, None) => 0,
+    };
+    let body = Body::from_stream(follow::stream(path, offset, until, st.0.cancel.clone()));
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(&offset.to_string()) {
+        h.insert("x-log-offset", v);
+    }
+    resp
+}
+
+async fn continuous_log(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Response> {
+    let e = entry(&st, JobType::Continuous, &name)?;
+    let singleton = e.def.settings.as_ref().is_some_and(|s| s.is_singleton);
+    let path = st.0.layout.job_log(&name, singleton);
+    let until = if q.follow() {
+        Until::Forever
+    } else {
+        Until::Now
+    };
+    Ok(text_stream(path, &q, until, &st))
+}
+
+async fn run_output(
+    State(st): State<ApiState>,
+    Path((name, id)): Path<(String, String)>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Response> {
+    find_run(&st, &name, &id)?;
+    let dir = job_logs(&st, &name);
+    let path = dir.join(&id).join("output_log.txt");
+    let until = if q.follow() {
+        let (dir, id) = (dir.clone(), id.clone());
+        Until::Done(std::sync::Arc::new(move || {
+            runs::read(&dir, &id).is_none_or(|r| r.status != runs::RunState::Running)
+        }))
+    } else {
+        Until::Now
+    };
+    Ok(text_stream(path, &q, until, &st))
+}
+
+async fn scheduler_log(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Response> {
+    entry(&st, JobType::Triggered, &name)?;
+    let path = job_logs(&st, &name).join("job_scheduler.log");
+    let until = if q.follow() {
+        Until::Forever
+    } else {
+        Until::Now
+    };
+    Ok(text_stream(path, &q, until, &st))
+}
