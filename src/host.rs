@@ -145,6 +145,7 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
         },
         layout,
         clock: Arc::new(crate::scheduler::SystemClock),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
     });
     tracing::info!(
         jobs = %opts.jobs.display(),
@@ -198,6 +199,7 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
         token: crate::api::load_or_create_token(&opts.logs)?,
         started: std::time::Instant::now(),
         cancel: cancel.clone(),
+        metrics: ctx.metrics.clone(),
     }));
     let api_task = tokio::spawn(crate::api::serve(listener, api));
     let sup_task = tokio::spawn(supervisor.run(hint_rx, degraded));

@@ -38,6 +38,7 @@ pub mod ids;
 pub mod job;
 pub mod layout;
 pub mod logsink;
+pub mod metrics;
 pub mod runner;
 pub mod runs;
 pub mod scan;

@@ -3,6 +3,7 @@
 //! send commands to job tasks; no job logic lives here.
 
 pub mod auth;
+pub mod deploy;
 pub mod dto;
 pub mod follow;
 pub mod routes;
@@ -33,6 +34,7 @@ pub struct ApiInner {
     pub started: std::time::Instant,
     /// Fires at host shutdown, so endless log follows end and the server can stop.
     pub cancel: CancellationToken,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use super::deploy::{self, Upload};
 use super::dto::{self, Base};
 use super::follow::{self, Until};
 use super::{ApiState, auth};
@@ -30,16 +31,28 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/health", get(health))
         .route("/api/webjobs", get(all_jobs))
         .route("/api/continuouswebjobs", get(continuous_jobs))
-        .route("/api/continuouswebjobs/{name}", get(continuous_job))
+        .route(
+            "/api/continuouswebjobs/{name}",
+            get(continuous_job)
+                .put(deploy_continuous)
+                .delete(delete_continuous)
+                .layer(DefaultBodyLimit::max(deploy::MAX_UPLOAD)),
+        )
         .route("/api/continuouswebjobs/{name}/start", post(start))
         .route("/api/continuouswebjobs/{name}/stop", post(stop))
         .route("/api/continuouswebjobs/{name}/log", get(continuous_log))
         .route(
             "/api/continuouswebjobs/{name}/settings",
-            get(continuous_settings),
+            get(continuous_settings).put(put_continuous_settings),
         )
         .route("/api/triggeredwebjobs", get(triggered_jobs))
-        .route("/api/triggeredwebjobs/{name}", get(triggered_job))
+        .route(
+            "/api/triggeredwebjobs/{name}",
+            get(triggered_job)
+                .put(deploy_triggered)
+                .delete(delete_triggered)
+                .layer(DefaultBodyLimit::max(deploy::MAX_UPLOAD)),
+        )
         .route("/api/triggeredwebjobs/{name}/run", post(run))
         .route("/api/triggeredwebjobs/{name}/history", get(history))
         .route(
@@ -60,14 +73,15 @@ pub fn router(state: ApiState) -> Router {
         )
         .route(
             "/api/triggeredwebjobs/{name}/settings",
-            get(triggered_settings),
+            get(triggered_settings).put(put_triggered_settings),
         )
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
         ))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
@@ -485,4 +499,237 @@ async fn scheduler_log(
         Until::Now
     };
     Ok(text_stream(path, &q, until, &st))
+}
+
+fn check_name(name: &str) -> ApiResult<()> {
+    if is_valid(name) {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("`{name}` is not a valid job name ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}})"),
+        ))
+    }
+}
+
+fn job_folder(st: &ApiState, t: JobType, name: &str) -> PathBuf {
+    st.0.jobs_root.join(t.as_str()).join(name)
+}
+
+/// `PUT .../NAME`: a zip (`Content-Type: application/zip`) or one file named by
+/// `Content-Disposition`, swapped in atomically.
+async fn deploy_job(
+    st: ApiState,
+    t: JobType,
+    name: String,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    check_name(&name)?;
+    if body.is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "the deploy body is empty: send a zip or a script".into(),
+        ));
+    }
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let file_name = headers
+        .get(header::CONTENT_DISPOSITION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(deploy::disposition_file_name);
+    let is_zip = ctype.starts_with("application/zip")
+        || ctype.starts_with("application/x-zip")
+        || (file_name.is_none() && body.starts_with(b"PK\x03\x04"));
+    let dir = job_folder(&st, t, &name);
+    let existed = dir.exists();
+    let result = tokio::task::spawn_blocking(move || {
+        let upload = if is_zip {
+            Upload::Zip(&body)
+        } else {
+            match file_name.as_deref() {
+                Some(n) => Upload::File {
+                    name: n,
+                    bytes: &body,
+                },
+                None => return Err(deploy::DeployError::NoFileName),
+            }
+        };
+        deploy::deploy(&dir, upload)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    result.map_err(|e| {
+        let code = if e.is_client_error() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        ApiError(code, e.to_string())
+    })?;
+    let b = base(&headers);
+    let path = format!("/api/{}webjobs/{name}", t.as_str());
+    let code = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let mut resp = (
+        code,
+        axum::Json(json!({
+            "name": name,
+            "type": t.as_str(),
+            "url": b.url(&path),
+            "message": format!("{} {name} deployed; the host picks it up within a second", t.as_str()),
+        })),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&b.url(&path)) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+async fn deploy_continuous(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    deploy_job(st, JobType::Continuous, name, headers, body).await
+}
+
+async fn deploy_triggered(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    deploy_job(st, JobType::Triggered, name, headers, body).await
+}
+
+async fn delete_job(st: ApiState, t: JobType, name: String) -> ApiResult<impl IntoResponse> {
+    check_name(&name)?;
+    let dir = job_folder(&st, t, &name);
+    if !dir.is_dir() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no {t} job named `{name}`"),
+        ));
+    }
+    tokio::task::spawn_blocking(move || deploy::delete(&dir))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(axum::Json(json!({
+        "message": format!("{t} job {name} deleted: it is stopped gracefully; its logs stay")
+    })))
+}
+
+async fn delete_continuous(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    delete_job(st, JobType::Continuous, name).await
+}
+
+async fn delete_triggered(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    delete_job(st, JobType::Triggered, name).await
+}
+
+/// `PUT .../NAME/settings`: validated exactly as the host reads the file; a bad body
+/// is a 400 naming every problem and the old file stays untouched.
+async fn put_settings(
+    st: ApiState,
+    t: JobType,
+    name: String,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let e = entry(&st, t, &name)?;
+    let path = e.def.dir.join(crate::spec::settings::FILE_NAME);
+    let (_, warnings) = crate::spec::settings::parse(&body, &path, t).map_err(|err| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("settings not saved: {err}"),
+        )
+    })?;
+    crate::status::write_atomic_bytes(&path, &body)
+        .map_err(|err| ApiError(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
+    Ok(axum::Json(json!({
+        "message": format!("{} saved", path.display()),
+        "warnings": warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "settings": crate::spec::settings::raw_value(&body),
+    })))
+}
+
+async fn put_continuous_settings(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    put_settings(st, JobType::Continuous, name, body).await
+}
+
+async fn put_triggered_settings(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    put_settings(st, JobType::Triggered, name, body).await
+}
+
+async fn metrics(State(st): State<ApiState>) -> impl IntoResponse {
+    use crate::metrics::{JobLabels, JobOnly, StatusLabels};
+    let m = &st.0.metrics;
+    m.begin_scrape();
+    for e in entries(&st) {
+        let job = e.def.name.clone();
+        let kind = e.def.job_type.as_str().to_string();
+        let status = match &e.handle.view {
+            JobView::Continuous(rx) => {
+                let s = rx.borrow();
+                m.restarts
+                    .get_or_create(&JobOnly { job: job.clone() })
+                    .set(s.restarts as i64);
+                let labels = JobLabels {
+                    job: job.clone(),
+                    kind: kind.clone(),
+                };
+                m.log_written
+                    .get_or_create(&labels)
+                    .set(s.log_written_bytes as i64);
+                m.log_dropped_lines
+                    .get_or_create(&labels)
+                    .set(s.log_dropped_lines as i64);
+                s.status.as_str().to_string()
+            }
+            JobView::Triggered(rx) => {
+                let s = rx.borrow();
+                if s.error.is_some() {
+                    "Error".into()
+                } else if s.running.is_some() {
+                    "Running".into()
+                } else if e.def.disabled {
+                    "Disabled".into()
+                } else {
+                    "Ready".into()
+                }
+            }
+        };
+        m.job_status
+            .get_or_create(&StatusLabels { job, kind, status })
+            .set(1);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
+    )
 }

@@ -24,6 +24,7 @@ pub struct HostContext {
     pub runner: Runner,
     pub layout: LogsLayout,
     pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub type Ctx = Arc<HostContext>;

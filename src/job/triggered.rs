@@ -706,6 +706,11 @@ impl TriggeredJob {
             record.status != RunState::Success,
         );
         tracing::info!(job = %self.def.name, run = %record.id, "run ended: {}", record.status.as_str());
+        self.ctx.metrics.run_ended(
+            &self.def.name,
+            record.status.as_str(),
+            started.elapsed().as_secs_f64(),
+        );
         self.status.running = None;
         self.status.latest_run = Some(record);
         drop(_lock);

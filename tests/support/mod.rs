@@ -215,7 +215,7 @@ impl Sandbox {
                 Some((num, e.path()))
             })
             .collect();
-        rotated.sort_by(|a, b| b.0.cmp(&a.0));
+        rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
         let mut all = Vec::new();
         for (_, p) in rotated {
             all.extend(fs::read(p).unwrap_or_default());
