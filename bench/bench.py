@@ -78,14 +78,21 @@ def rss_mb(pid):
 
 
 def proc_io(pid):
+    """Read/write syscall counts of the process's live threads. Not /proc/PID/io: that
+    also adds the counters of every child the process has reaped (a finished job)."""
     out = {}
     try:
-        with open(f"/proc/{pid}/io") as f:
-            for line in f:
-                k, v = line.split(":")
-                out[k.strip()] = int(v)
+        tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        pass
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/io") as f:
+                for line in f:
+                    k, v = line.split(":")
+                    out[k.strip()] = out.get(k.strip(), 0) + int(v)
+        except OSError:
+            pass
     return out
 
 
@@ -179,30 +186,42 @@ def wait_until(pred, timeout, what, interval=0.005, alive=None):
         time.sleep(interval)
 
 
-def wait_for_tail(path, needle, timeout, alive=None, interval=0.002):
-    """Polls `path` until its last 8 KiB contain `needle`; returns the wall time seen."""
+def wait_for_tail(path, needle, timeout, alive=None, interval=0.002, stall=30.0):
+    """Polls `path` until its last 8 KiB contain `needle`; returns the wall time seen.
+    Follows the path if the file is replaced (log rotation); gives up after `timeout`
+    seconds, or after `stall` seconds without growth."""
     deadline = time.monotonic() + timeout
     fd = None
+    ino = None
     last_size = -1
+    last_growth = time.monotonic()
     try:
         while True:
-            if fd is None:
-                try:
-                    fd = os.open(path, os.O_RDONLY)
-                except FileNotFoundError:
-                    fd = None
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                st = None
+            if st is not None and st.st_ino != ino:
+                if fd is not None:
+                    os.close(fd)
+                fd = os.open(path, os.O_RDONLY)
+                ino = os.fstat(fd).st_ino
+                last_size = -1
             if fd is not None:
                 size = os.fstat(fd).st_size
                 if size != last_size:
                     last_size = size
+                    last_growth = time.monotonic()
                     tail = os.pread(fd, 8192, max(0, size - 8192))
                     if needle in tail:
                         return time.time()
             if alive is not None:
                 alive()
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline or now - last_growth > stall:
+                why = f"{timeout:.0f} s" if now > deadline else f"{stall:.0f} s without growth"
                 raise BenchError(
-                    f"timed out after {timeout:.0f} s waiting for {needle!r} at the end of {path} "
+                    f"gave up after {why} waiting for {needle!r} at the end of {path} "
                     f"(size {max(last_size, 0)} bytes)"
                 )
             time.sleep(interval)
@@ -229,7 +248,7 @@ def sys_lines(path):
                 m = LOG_LINE.match(raw.rstrip(b"\n"))
                 if m and m.group(3).startswith(b"SYS"):
                     out.append(
-                        (parse_log_time(m.group(1).decode()), m.group(3).decode(), m.group(4).decode("replace"))
+                        (parse_log_time(m.group(1).decode()), m.group(3).decode(), m.group(4).decode(errors="replace"))
                     )
     except FileNotFoundError:
         pass
@@ -315,6 +334,11 @@ class Bench:
         for h in self.hosts:
             h.shutdown()
         self.reap_children()
+        # A guardian outlives its host by a moment (its sweep, then it removes the
+        # scratch folder): give what is left a few seconds to end on its own.
+        deadline = time.monotonic() + 3.0
+        while pids_with_env(self.tag_entry) and time.monotonic() < deadline:
+            time.sleep(0.1)
         n = self.kill_marked(self.tag_entry)
         if n:
             log(f"clean-up: killed {n} leftover process(es) of this benchmark")
@@ -412,15 +436,34 @@ class Host:
         os.rename(tmp, os.path.join(self.cont, name))
         return t
 
-    def stop(self, timeout):
-        """SIGTERM and wait; returns (seconds, exit code)."""
+    def stop(self, timeout, sample=None):
+        """SIGTERM and wait; returns (seconds, exit code). With `sample` (a dict), the
+        host's CPU time is sampled every few ms until it exits, and the last sample is
+        stored there as user/sys seconds used since the signal."""
+        if sample is None:
+            t0 = time.time()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise BenchError(f"the host did not exit within {timeout} s of SIGTERM")
+            return time.time() - t0, rc
+        u0, s0 = cpu_split(self.pid)
+        last = (u0, s0)
         t0 = time.time()
         self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise BenchError(f"the host did not exit within {timeout} s of SIGTERM")
-        return time.time() - t0, rc
+        while self.proc.poll() is None:
+            try:
+                last = cpu_split(self.pid)
+            except (OSError, ValueError, IndexError):
+                pass
+            if time.time() - t0 > timeout:
+                raise BenchError(f"the host did not exit within {timeout} s of SIGTERM")
+            time.sleep(0.003)
+        secs = time.time() - t0
+        sample["user_s"] = last[0] - u0
+        sample["sys_s"] = last[1] - s0
+        return secs, self.proc.returncode
 
     def shutdown(self):
         """Clean-up path: never leaves the host running."""
@@ -478,7 +521,7 @@ def python_gen(mode, count, stamp):
             continue
         buf += line
         if len(buf) >= 65536:
-            mv = memoryview(buf)[:65536]
+            mv = memoryview(bytes(buf[:65536]))
             while mv:
                 mv = mv[os.write(1, mv) :]
             del buf[:65536]
@@ -547,7 +590,7 @@ def run_job(b, host, gen, mode, count, rep):
     host.add_job(name, script, settings)
     wait_until(lambda: read_stamp(stamp), 10, f"job {name} to start", alive=host.check_alive)
     t0 = read_stamp(stamp)
-    t_end = wait_for_tail(host.job_log(name), b"INFO] %09d " % count, 600, alive=host.check_alive)
+    t_end = wait_for_tail(host.job_log(name), b"INFO] %09d " % count, 300, alive=host.check_alive)
     cpu1, io1 = cpu_split(host.pid), proc_io(host.pid)
     secs = t_end - t0
     problem = verify_lines(host.job_log(name), count, in_log=True)
@@ -784,6 +827,10 @@ def reference_stop(b, n, escape, rep):
             pass
     for p in procs:
         p.wait()
+    # Done when every process of the trees is gone, as for the host.
+    deadline = time.monotonic() + 5.0
+    while pids_with_env(entry) and time.monotonic() < deadline:
+        time.sleep(0.001)
     secs = time.time() - t0
     left = len(pids_with_env(entry))
     b.kill_marked(entry)
@@ -820,8 +867,13 @@ def bench_stop(b):
         time.sleep(2.0)
         before = len(pids_with_env(entry))
         guardian = host.guardian_pid()
+        nproc = sum(1 for d in os.listdir("/proc") if d.isdigit())
+        t_scan = time.perf_counter()
+        pids_with_env(entry)
+        scan_ms = (time.perf_counter() - t_scan) * 1000
+        cpu = {}
         t0 = time.time()
-        s, rc = host.stop(120)
+        s, rc = host.stop(120, sample=cpu)
         left = len(pids_with_env(entry))
         time.sleep(2.5)
         left_late = len(pids_with_env(entry))
@@ -844,6 +896,10 @@ def bench_stop(b):
             "last_stopped_s": max(end) if end else None,
             "jobs_logged_stopped": len(end),
             "forced_kills": forced,
+            "host_cpu_user_s": cpu.get("user_s"),
+            "host_cpu_sys_s": cpu.get("sys_s"),
+            "processes_on_machine": nproc,
+            "python_proc_scan_ms": scan_ms,
         }
         breakdowns.append(bd)
         secs.append(s)
@@ -858,6 +914,11 @@ def bench_stop(b):
             f"    job logs: stop sequences began {fmt_s(bd['first_stop_begins_s'])} .. {fmt_s(bd['last_stop_begins_s'])} "
             f"after SIGTERM (median {fmt_s(bd['median_stop_begins_s'])}), last `stopped` at {fmt_s(bd['last_stopped_s'])}; "
             f"{bd['jobs_logged_stopped']} of {n} jobs logged `stopped`, {forced} needed SIGKILL"
+        )
+        log(
+            f"    host CPU during the stop (sampled until exit): user {cpu.get('user_s', 0):.2f} s, "
+            f"sys {cpu.get('sys_s', 0):.2f} s; {nproc} processes on the machine "
+            f"(one /proc environ scan from Python: {scan_ms:.1f} ms)"
         )
         if rc != 0:
             b.note(f"stop run {rep + 1}: host exit code {rc}, expected 0")
@@ -921,7 +982,7 @@ def main():
     ap.add_argument("--json", help="also write the raw results to this file")
     ap.add_argument("--lines", type=int)
     ap.add_argument("--reps", type=int, help="throughput runs per mode")
-    ap.add_argument("--jobs", type=int, default=100, help="jobs for idle and stop")
+    ap.add_argument("--jobs", type=int, help="jobs for idle and stop (default 100, env BENCH_JOBS)")
     ap.add_argument("--no-escape", dest="escape", action="store_false", help="stop jobs: no setsid grandchild")
     a = ap.parse_args()
     for s in a.sections:
@@ -930,11 +991,12 @@ def main():
     sections = a.sections or list(SECTIONS)
     env_int = lambda k, d: int(os.environ[k]) if os.environ.get(k) else d  # noqa: E731
     a.lines = a.lines or env_int("BENCH_LINES", 200_000 if a.quick else 1_000_000)
-    a.reps = a.reps or env_int("BENCH_REPS", 1 if a.quick else 3)
+    a.reps = a.reps or env_int("BENCH_REPS", 1 if a.quick else 5)
     a.pickup_tries = env_int("BENCH_PICKUP_TRIES", 8 if a.quick else 20)
     a.pickup_gap = 0.5 if a.quick else 1.2
     a.idle_seconds = float(env_int("BENCH_IDLE_SECONDS", 5 if a.quick else 20))
     a.stop_reps = env_int("BENCH_STOP_REPS", 1 if a.quick else 3)
+    a.jobs = a.jobs or env_int("BENCH_JOBS", 100)
 
     b = Bench(a)
 
@@ -968,7 +1030,12 @@ def main():
         b.cleanup()
     if rc != 130:
         print_summary(b)
-        log(f"total {time.monotonic() - t_begin:.0f} s")
+        try:
+            with open("/proc/loadavg") as f:
+                load = " ".join(f.read().split()[:3])
+        except OSError:
+            load = "?"
+        log(f"total {time.monotonic() - t_begin:.0f} s; load average at the end {load}")
         if a.json:
             with open(a.json, "w") as f:
                 json.dump({"rows": b.rows, "results": b.results, "notes": b.notes}, f, indent=2)

@@ -3,8 +3,8 @@
 #
 #   bench/run.sh [--quick] [--no-build] [--keep] [--json FILE] [throughput] [pickup] [idle] [stop]
 #
-# With no section names every section runs (about 3-4 minutes after the build; --quick
-# about one minute). BENCH_ONLY="pickup idle" picks sections too. See bench/README.md.
+# With no section names every section runs (about 2 minutes after the build; --quick
+# about 30 seconds). BENCH_ONLY="pickup idle" picks sections too. See bench/README.md.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -27,6 +27,7 @@ use crate::runner::reaper::Reaper;
 /// The host's end of the guardian pipe.
 pub struct GuardianLink {
     stdin: Mutex<Option<ChildStdin>>,
+    pid: Option<i32>,
 }
 
 impl GuardianLink {
@@ -44,6 +45,7 @@ impl GuardianLink {
         let (mut child, _exit) = reaper.spawn(&mut cmd)?;
         Ok(GuardianLink {
             stdin: Mutex::new(child.stdin.take()),
+            pid: Some(child.id() as i32),
         })
     }
 
@@ -51,7 +53,12 @@ impl GuardianLink {
     pub fn none() -> GuardianLink {
         GuardianLink {
             stdin: Mutex::new(None),
+            pid: None,
         }
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        self.pid
     }
 
     pub fn watch(&self, pgid: i32) {

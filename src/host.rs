@@ -142,6 +142,7 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
             guardian: Arc::new(guardian),
             host_id: host_id.clone(),
             scratch,
+            leaders: Default::default(),
         },
         layout,
         clock: Arc::new(crate::scheduler::SystemClock),

@@ -54,6 +54,8 @@ pub struct Runner {
     pub host_id: String,
     /// This host's scratch folder (private copies, shutdown files).
     pub scratch: PathBuf,
+    /// Leaders of the runs going on.
+    pub leaders: Arc<Mutex<std::collections::HashSet<i32>>>,
 }
 
 /// One request to start a run.
@@ -83,6 +85,7 @@ pub struct Run {
     pub shutdown_file: PathBuf,
     exit: Option<oneshot::Receiver<Exit>>,
     exited: Option<Exit>,
+    exited_at: Option<Instant>,
     pump: Option<JoinHandle<()>>,
     workspace: Option<PathBuf>,
     mark: String,
@@ -110,6 +113,19 @@ pub struct Leftovers {
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 impl Runner {
+    fn lock_leaders(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<i32>> {
+        self.leaders.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Pids the host started itself (run leaders, the guardian): never orphans.
+    fn leaders(&self) -> std::collections::HashSet<i32> {
+        let mut set = self.lock_leaders().clone();
+        if let Some(g) = self.guardian.pid() {
+            set.insert(g);
+        }
+        set
+    }
+
     pub async fn start(&self, req: RunRequest<'_>) -> Result<Run, SpawnError> {
         let token = format!("{}-{}", req.log_id, crate::ids::random_hex(6));
         let job_scratch = self.scratch.join(req.job_type.as_str()).join(req.job_name);
@@ -174,6 +190,7 @@ impl Runner {
         };
         let pid = child.id() as i32;
         self.guardian.watch(pid);
+        self.lock_leaders().insert(pid);
         let pump = pump::start(
             child.stdout.take(),
             child.stderr.take(),
@@ -188,6 +205,7 @@ impl Runner {
             shutdown_file,
             exit: Some(exit),
             exited: None,
+            exited_at: None,
             pump: Some(pump),
             workspace,
             mark,
@@ -209,6 +227,7 @@ impl Run {
         };
         self.exit = None;
         self.exited = Some(exit);
+        self.exited_at = Some(Instant::now());
         exit
     }
 
@@ -225,10 +244,18 @@ impl Run {
     }
 
     fn membership(&self) -> Vec<Pid> {
-        proctable::members(&Membership {
-            groups: &[self.pid],
-            mark_prefix: &self.mark,
-        })
+        self.membership_after(Instant::now() - Duration::from_millis(25))
+    }
+
+    /// Members as seen by a read of /proc taken after `t`.
+    fn membership_after(&self, t: Instant) -> Vec<Pid> {
+        let skip = self.runner.leaders();
+        proctable::Tree::read_after(t).run_members(
+            std::process::id() as i32,
+            self.pid,
+            &self.mark,
+            &skip,
+        )
     }
 
     fn signal_all(&self, sig: Signal) -> usize {
@@ -269,10 +296,16 @@ impl Run {
     /// up to `grace`, SIGKILL), drains the output, and removes the private copy.
     pub async fn finish(mut self, grace: Duration) -> Leftovers {
         let mut out = Leftovers::default();
-        if !self.membership().is_empty() {
+        // A read from before the exit would still show processes that are gone.
+        let exited_at = self.exited_at.unwrap_or_else(Instant::now);
+        if !self.membership_after(exited_at).is_empty() {
             out.killed = self.signal_all(Signal::SIGTERM);
             let deadline = Instant::now() + grace;
-            while Instant::now() < deadline && !self.membership().is_empty() {
+            loop {
+                let now = Instant::now();
+                if now >= deadline || self.membership_after(now).is_empty() {
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             let (groups, mark) = ([self.pid], self.mark.clone());
@@ -280,6 +313,7 @@ impl Run {
                 tokio::task::spawn_blocking(move || crate::guardian::sweep(&groups, &mark)).await;
         }
         self.runner.guardian.unwatch(self.pid);
+        self.runner.lock_leaders().remove(&self.pid);
         // Drain logs before declaring the run finished: the last lines are often the
         // ones that say why it ended. A process we could not find may still hold the
         // pipe, so the wait is bounded.
@@ -305,6 +339,7 @@ impl Drop for Run {
         if self.exited.is_none() || self.pump.is_some() {
             self.signal_all(Signal::SIGKILL);
             self.runner.guardian.unwatch(self.pid);
+            self.runner.lock_leaders().remove(&self.pid);
         }
         if let Some(ws) = self.workspace.take() {
             let _ = std::fs::remove_dir_all(ws);

@@ -6,7 +6,10 @@
 //! that both left the group and wiped its environment escapes both, which the README
 //! names as a limit.
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
@@ -54,6 +57,124 @@ pub fn members(m: &Membership<'_>) -> Vec<Pid> {
     found
 }
 
+/// Every live process's parent and group, from one pass over `/proc/*/stat`.
+///
+/// A run's processes are its leader's subtree, plus orphans of it that the kernel
+/// reparented to the host (we are a subreaper) and that carry the run's marker. So a
+/// run is found from the tree and a few environment reads, not by reading the
+/// environment of every process on the machine for every run.
+#[derive(Debug, Default)]
+pub struct Tree {
+    /// pid -> (ppid, pgid)
+    procs: HashMap<i32, (i32, i32)>,
+    children: HashMap<i32, Vec<i32>>,
+}
+
+/// How long a tree read may be reused. Stopping a hundred runs at once then costs a
+/// few reads of /proc instead of hundreds; anything forked after the read is caught
+/// by the next pass of the stop sequence, which looks again until nothing is left.
+const TREE_TTL: Duration = Duration::from_millis(25);
+
+static CACHE: Mutex<Option<(Instant, Arc<Tree>)>> = Mutex::new(None);
+
+impl Tree {
+    pub fn read() -> Tree {
+        let mut t = Tree::default();
+        let Ok(dir) = fs::read_dir("/proc") else {
+            return t;
+        };
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Some((state, ppid, pgid)) = stat_full(pid) else {
+                continue;
+            };
+            if state == 'Z' || state == 'X' {
+                continue;
+            }
+            t.procs.insert(pid, (ppid, pgid));
+            t.children.entry(ppid).or_default().push(pid);
+        }
+        t
+    }
+
+    /// A recent read, shared by everyone who asks within [`TREE_TTL`].
+    pub fn recent() -> Arc<Tree> {
+        Tree::read_after(Instant::now() - TREE_TTL)
+    }
+
+    /// A read taken after `t` (shared if one is cached), e.g. after a process exited.
+    pub fn read_after(t: Instant) -> Arc<Tree> {
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, tree)) = cache.as_ref()
+            && *at >= t
+            && at.elapsed() < TREE_TTL
+        {
+            return tree.clone();
+        }
+        let tree = Arc::new(Tree::read());
+        *cache = Some((Instant::now(), tree.clone()));
+        tree
+    }
+
+    fn subtree(&self, root: i32, out: &mut Vec<i32>, seen: &mut HashSet<i32>) {
+        let mut stack = vec![root];
+        while let Some(p) = stack.pop() {
+            if !seen.insert(p) {
+                continue;
+            }
+            if self.procs.contains_key(&p) {
+                out.push(p);
+            }
+            if let Some(kids) = self.children.get(&p) {
+                stack.extend(kids.iter().copied());
+            }
+        }
+    }
+
+    /// The live processes of the run led by `leader` (its group id) in the host `host`:
+    /// the leader's subtree, members of its group, and the subtrees of the host's
+    /// other children that carry `mark` (orphans reparented to the host). `skip` are
+    /// host children known not to be orphans (other runs' leaders, the guardian).
+    pub fn run_members(&self, host: i32, leader: i32, mark: &str, skip: &HashSet<i32>) -> Vec<Pid> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        self.subtree(leader, &mut out, &mut seen);
+        let needle = format!("{MARK_VAR}={mark}");
+        for &child in self.children.get(&host).into_iter().flatten() {
+            if child == leader || skip.contains(&child) || seen.contains(&child) {
+                continue;
+            }
+            if environ_has(child, needle.as_bytes()) {
+                self.subtree(child, &mut out, &mut seen);
+            }
+        }
+        for (&pid, &(_, pgid)) in &self.procs {
+            if pgid == leader && seen.insert(pid) {
+                out.push(pid);
+            }
+        }
+        let me = std::process::id() as i32;
+        out.retain(|&p| p != me);
+        out.into_iter().map(Pid::from_raw).collect()
+    }
+}
+
+fn stat_full(pid: i32) -> Option<(char, i32, i32)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgid = fields.next()?.parse().ok()?;
+    Some((state, ppid, pgid))
+}
+
 /// CPU time (user + system, in clock ticks) used so far by the live members.
 pub fn cpu_ticks(m: &Membership<'_>) -> u64 {
     members(m)
@@ -92,6 +213,7 @@ fn environ_has(pid: i32, needle: &[u8]) -> bool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
 
     #[test]
     fn finds_a_marked_child_and_ignores_the_rest() {
@@ -114,6 +236,47 @@ mod tests {
         child.wait().unwrap();
         assert_eq!(found, vec![pid]);
         assert!(other.is_empty());
+    }
+
+    #[test]
+    fn the_tree_finds_a_subtree_and_a_marked_orphan_but_not_strangers() {
+        let me = std::process::id() as i32;
+        let mark = format!("treetest{me}/run");
+        // `sh` is the run's leader with a sleeping child; a second, marked `sleep` is a
+        // child of ours standing in for an orphan reparented to the host.
+        let mut leader = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut orphan = std::process::Command::new("sleep")
+            .arg("30")
+            .env(MARK_VAR, &mark)
+            .spawn()
+            .unwrap();
+        let mut stranger = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let lid = leader.id() as i32;
+        let mut found = Vec::new();
+        for _ in 0..200 {
+            found = Tree::read().run_members(me, lid, &mark, &HashSet::new());
+            if found.len() >= 3 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = nix::sys::signal::killpg(Pid::from_raw(lid), nix::sys::signal::Signal::SIGKILL);
+        for c in [&mut leader, &mut orphan, &mut stranger] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let found: HashSet<i32> = found.into_iter().map(Pid::as_raw).collect();
+        assert!(found.contains(&lid));
+        assert!(found.contains(&(orphan.id() as i32)));
+        assert!(!found.contains(&(stranger.id() as i32)));
+        assert_eq!(found.len(), 3, "{found:?}");
     }
 
     #[test]

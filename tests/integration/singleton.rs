@@ -16,35 +16,27 @@ fn a_singleton_runs_on_one_host_and_moves_when_that_host_dies() {
     );
     let mut a = TestHost::on(&sb, Some("a"));
     let mut b = TestHost::on(&sb, Some("b"));
+    // One after the other, so `a` is the holder; hosts started together are
+    // `hosts_started_together_on_a_fresh_logs_folder_all_run`.
     a.start();
-    b.start();
-
     let first = sb.wait_pids("single.pids", 1)[0];
-    let mut holder = String::new();
-    sb.wait_for(
-        "one host Running the singleton, the other InactiveInstance",
-        DEADLINE,
-        || {
-            let st = sb.read_status("single");
-            if st["status"] != "Running" {
-                return false;
-            }
-            holder = st["instance"].as_str().unwrap_or_default().to_string();
-            let other = if holder == "a" { "b" } else { "a" };
-            (holder == "a" || holder == "b")
-                && sb.read_status_file("single", &format!("status-{other}.json"))["status"]
-                    == "InactiveInstance"
-        },
-    );
+    sb.wait_for("host a to run the singleton", DEADLINE, || {
+        let st = sb.read_status("single");
+        st["status"] == "Running" && st["instance"] == "a"
+    });
+    b.start();
+    sb.wait_status_file("single", "status-b.json", "InactiveInstance");
     assert_eq!(
         sb.read_pids("single.pids"),
         vec![first],
         "exactly one process runs the singleton"
     );
     assert!(pid_alive(first));
+    let st = sb.read_status("single");
+    assert_eq!(st["pid"].as_i64(), Some(i64::from(first)), "{st:#}");
     assert_eq!(
-        sb.read_status("single")["pid"].as_i64(),
-        Some(i64::from(first))
+        st["instance"], "a",
+        "only the holder writes status.json: {st:#}"
     );
     assert!(
         !sb.log_dir("single").join("job_log-a.txt").exists()
@@ -52,23 +44,22 @@ fn a_singleton_runs_on_one_host_and_moves_when_that_host_dies() {
         "a singleton's log is job_log.txt, written by the holder only"
     );
 
-    let (dying, survivor) = if holder == "a" {
-        (&mut a, &mut b)
-    } else {
-        (&mut b, &mut a)
-    };
-    let survivor_name = survivor.instance.clone().unwrap();
-    dying.kill9();
+    a.kill9();
     sb.wait_dead("the dead holder's run", first);
     let second = sb.wait_pids("single.pids", 2)[1];
-    sb.wait_for("the surviving host to run the singleton", DEADLINE, || {
+    sb.wait_for("host b to run the singleton", DEADLINE, || {
         let st = sb.read_status("single");
         st["status"] == "Running"
-            && st["instance"] == survivor_name.as_str()
+            && st["instance"] == "b"
             && st["pid"].as_i64() == Some(i64::from(second))
     });
     assert!(pid_alive(second));
-    survivor.finish();
+    assert_eq!(
+        sb.read_pids("single.pids").len(),
+        2,
+        "one takeover, one run"
+    );
+    b.finish();
 }
 
 #[test]
@@ -85,6 +76,7 @@ fn instances_write_their_own_log_and_status_for_ordinary_jobs() {
     let mut a = TestHost::on(&sb, Some("a"));
     let mut b = TestHost::on(&sb, Some("b"));
     a.start();
+    sb.wait_status_file("everywhere", "status-a.json", "Running");
     b.start();
     let pids = sb.wait_pids("everywhere.pids", 2);
     for i in ["a", "b"] {
@@ -106,4 +98,46 @@ fn instances_write_their_own_log_and_status_for_ordinary_jobs() {
     let sbs = b.stop();
     assert_eq!((sa.code(), sbs.code()), (Some(0), Some(0)));
     sb.wait_no_leftovers();
+}
+
+/// Hosts sharing LOGS are typically started together (a deploy restarts them all).
+/// None may fail because another is half-way through creating a shared file.
+#[test]
+fn hosts_started_together_on_a_fresh_logs_folder_all_run() {
+    const HOSTS: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+    for round in 0..10 {
+        let sb = Sandbox::new();
+        sb.write_job(
+            CONTINUOUS,
+            "everywhere",
+            &[("run.sh", &sleeper("everywhere"))],
+        );
+        let mut hosts: Vec<TestHost> = HOSTS.iter().map(|i| TestHost::on(&sb, Some(i))).collect();
+        for h in &mut hosts {
+            h.start();
+        }
+        sb.wait_for(
+            &format!("round {round}: every host to run the job, or one to exit"),
+            DEADLINE,
+            || {
+                let exited = hosts.iter_mut().any(|h| h.exited().is_some());
+                exited || sb.read_pids("everywhere.pids").len() == HOSTS.len()
+            },
+        );
+        for h in &mut hosts {
+            let name = h.instance.clone().unwrap();
+            if let Some(status) = h.exited() {
+                panic!(
+                    "round {round}: host {name} exited ({}) while starting together with others:\n{}",
+                    describe(&status),
+                    sb.dump()
+                );
+            }
+        }
+        for h in &mut hosts {
+            let status = h.stop();
+            assert_eq!(status.code(), Some(0), "{}", describe(&status));
+        }
+        sb.wait_no_leftovers();
+    }
 }

@@ -693,6 +693,15 @@ impl TestHost {
         }
     }
 
+    /// The host's exit status if it has exited (it is reaped then), else `None`.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        match child.try_wait() {
+            Ok(s) => s,
+            Err(e) => panic!("waiting for the host: {e}"),
+        }
+    }
+
     /// Sends `sig` to the host.
     pub fn signal(&self, sig: Signal) {
         let pid = self.pid().expect("host not running");
