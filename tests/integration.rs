@@ -6,11 +6,17 @@
 
 mod support;
 
+#[path = "integration/api.rs"]
+mod api;
 #[path = "integration/bad_input.rs"]
 mod bad_input;
 #[path = "integration/check.rs"]
 mod check;
+#[path = "integration/cli.rs"]
+mod cli;
 #[path = "integration/continuous.rs"]
 mod continuous;
 #[path = "integration/singleton.rs"]
 mod singleton;
+#[path = "integration/triggered.rs"]
+mod triggered;

@@ -77,15 +77,22 @@ pub fn load_or_create_token(logs: &Path) -> Result<String, TokenError> {
                 crate::ids::random_hex(16),
                 crate::ids::random_hex(16)
             );
+            // Written whole under a temporary name, then linked into place: hosts
+            // starting together on one LOGS never read a half-written token, and
+            // `link` fails rather than replace a token another host published.
+            let tmp = logs.join(format!(".jobhost-token.{}.tmp", crate::ids::random_hex(8)));
             let write = || -> std::io::Result<()> {
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
-                    .open(&path)?;
+                    .open(&tmp)?;
                 f.write_all(token.as_bytes())?;
                 f.write_all(b"\n")?;
-                f.sync_all()
+                f.sync_all()?;
+                let linked = std::fs::hard_link(&tmp, &path);
+                let _ = std::fs::remove_file(&tmp);
+                linked
             };
             match write() {
                 Ok(()) => Ok(token),

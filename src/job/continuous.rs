@@ -65,6 +65,7 @@ pub fn spawn(
         status,
         status_tx,
         shown_error: None,
+        log_changed: Arc::new(tokio::sync::Notify::new()),
     };
     tracker.spawn(job.run_loop(rx, cancel));
     handle
@@ -90,6 +91,8 @@ struct ContinuousJob {
     status_tx: watch::Sender<ContinuousStatus>,
     /// The error last written to the job log, so a rescan does not repeat it.
     shown_error: Option<String>,
+    /// The pump says when lines were lost or the log recovered.
+    log_changed: Arc<tokio::sync::Notify>,
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -147,6 +150,7 @@ impl ContinuousJob {
                         self.apply().await;
                     }
                 }
+                _ = self.log_changed.notified() => self.publish(),
                 exit = wait_run(&mut self.run) => {
                     self.on_exit(exit).await;
                 }
@@ -361,6 +365,8 @@ impl ContinuousJob {
                 run_id: &log_id,
                 log_id: &log_id,
                 sink: self.sink.clone(),
+                started_note: "started (pid {pid})".to_string(),
+                log_changed: self.log_changed.clone(),
             })
             .await;
         self.active = Some(Active {
@@ -369,10 +375,6 @@ impl ContinuousJob {
         });
         match started {
             Ok(run) => {
-                self.sys_info(
-                    &log_id,
-                    &format!("started (pid {}): {}", run.pid, launch.display()),
-                );
                 tracing::info!(job = %self.def.name, pid = run.pid, "started");
                 self.status.status = ContinuousState::Running;
                 self.status.detailed_status =

@@ -518,6 +518,14 @@ impl TriggeredJob {
                 run_id: &run_id,
                 log_id: &log_id,
                 sink: sink.clone(),
+                started_note: format!(
+                    "run {run_id} started (pid {{pid}}, {})",
+                    match scheduled_for {
+                        Some(at) => format!("scheduled for {}", rfc3339_string(at)),
+                        None => "triggered manually".to_string(),
+                    }
+                ),
+                log_changed: Arc::new(tokio::sync::Notify::new()),
             })
             .await;
         let run = match started {
@@ -541,22 +549,6 @@ impl TriggeredJob {
             }
         };
         record.pid = Some(run.pid);
-        {
-            let mut s = lock_sink(&sink);
-            let how = match scheduled_for {
-                Some(at) => format!("scheduled for {}", rfc3339_string(at)),
-                None => "triggered manually".to_string(),
-            };
-            s.sys_info(
-                &log_id,
-                &format!(
-                    "run {run_id} started (pid {}, {how}): {}",
-                    run.pid,
-                    launch.display()
-                ),
-            );
-            s.flush();
-        }
         if let Err(e) = runs::write(&self.logs, &record) {
             tracing::error!(job = %self.def.name, "{e}");
         }

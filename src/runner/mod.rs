@@ -74,6 +74,11 @@ pub struct RunRequest<'a> {
     /// The 6-hex id in log lines.
     pub log_id: &'a str,
     pub sink: Arc<Mutex<LogSink>>,
+    /// The SYS INFO line written once the pid is known, before any output: `{pid}`
+    /// is replaced by the pid; the command line is appended.
+    pub started_note: String,
+    /// Told when the log's loss counters change, so the status can show them.
+    pub log_changed: Arc<tokio::sync::Notify>,
 }
 
 /// A started run.
@@ -191,11 +196,19 @@ impl Runner {
         let pid = child.id() as i32;
         self.guardian.watch(pid);
         self.lock_leaders().insert(pid);
+        {
+            // Before the pump starts, so the started line precedes the run's output.
+            let mut sink = req.sink.lock().unwrap_or_else(|e| e.into_inner());
+            let note = req.started_note.replace("{pid}", &pid.to_string());
+            sink.sys_info(req.log_id, &format!("{note}: {}", req.launch.display()));
+            sink.flush();
+        }
         let pump = pump::start(
             child.stdout.take(),
             child.stderr.take(),
             req.sink,
             req.log_id.to_string(),
+            req.log_changed,
         );
         Ok(Run {
             log_id: req.log_id.to_string(),

@@ -32,6 +32,7 @@ pub fn start(
     stderr: Option<ChildStderr>,
     sink: Arc<Mutex<LogSink>>,
     log_id: String,
+    log_changed: Arc<tokio::sync::Notify>,
 ) -> JoinHandle<()> {
     let open = |fd: Option<OwnedFd>| fd.and_then(|fd| Receiver::from_owned_fd(fd).ok());
     let mut out = Source {
@@ -46,6 +47,7 @@ pub fn start(
     };
     tokio::spawn(async move {
         let mut buf = vec![0u8; CHUNK];
+        let mut seen = loss_state(&sink);
         while out.pipe.is_some() || err.pipe.is_some() {
             tokio::select! {
                 r = readable(&out), if out.pipe.is_some() => {
@@ -57,8 +59,19 @@ pub fn start(
                     drain(&mut err, &mut buf, &sink, &log_id);
                 }
             }
+            let now = loss_state(&sink);
+            if now != seen {
+                seen = now;
+                log_changed.notify_one();
+            }
         }
     })
+}
+
+/// What the status shows of the log's health: lines lost, and whether it is failing.
+fn loss_state(sink: &Mutex<LogSink>) -> (u64, bool) {
+    let s = lock(sink);
+    (s.stats().dropped_lines, s.stats().last_error.is_some())
 }
 
 async fn readable(src: &Source) -> std::io::Result<()> {

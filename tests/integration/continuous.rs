@@ -52,7 +52,7 @@ exec sleep 100000
     h.wait_log("basic", "INFO] ready\n");
     h.wait_log("basic", "ERROR] to stderr\n");
 
-    let lines = parse_log(&h.read_log_bytes("basic"));
+    let lines = wait_started(&h, "basic", 1);
     assert_eq!(
         started_pids(&lines),
         vec![pid],
@@ -456,7 +456,7 @@ while :; do i=$((i+1)); echo "tick $i" >&2; sleep 0.1; done
     let pid = h.wait_pids("closer.pids", 1)[0];
     h.wait_log("closer", "ERROR] tick 10\n");
     assert!(pid_alive(pid), "closing stdout must not end the run");
-    let lines = parse_log(&h.read_log_bytes("closer"));
+    let lines = wait_started(&h, "closer", 1);
     assert_eq!(started_pids(&lines), vec![pid], "no restart: {lines:#?}");
     assert!(texts(&lines, "INFO").contains(&"last stdout line".to_string()));
     assert!(
@@ -490,7 +490,7 @@ exit 0
     let pids = h.wait_pids("holder.pids", 2);
     let child = h.read_pids("holder-child.pids")[0];
     h.wait_dead("the first run's background grandchild", child);
-    let lines = parse_log(&h.read_log_bytes("holder"));
+    let lines = wait_started(&h, "holder", 2);
     assert!(
         texts(&lines, "SYS INFO")
             .iter()
@@ -524,7 +524,7 @@ exit 0
     );
     h.start();
     h.wait_pids("unfindable.pids", 2);
-    let lines = parse_log(&h.read_log_bytes("unfindable"));
+    let lines = wait_started(&h, "unfindable", 2);
     let sys: Vec<String> = lines
         .iter()
         .filter(|l| l.label.starts_with("SYS"))
@@ -539,6 +539,22 @@ exit 0
         "then the job restarts: {sys:#?}"
     );
     h.finish();
+}
+
+/// Waits until the job log has at least `n` "started (pid N)" lines (the host writes
+/// that line after the spawn, so a script's own pid file can be ahead of it) and
+/// returns the parsed log.
+fn wait_started(h: &TestHost, name: &str, n: usize) -> Vec<LogLine> {
+    let mut lines = Vec::new();
+    h.wait_for(
+        &format!("{n} started lines in {name}'s log"),
+        DEADLINE,
+        || {
+            lines = parse_log(&h.read_log_bytes(name));
+            started_pids(&lines).len() >= n
+        },
+    );
+    lines
 }
 
 /// Waits until the job log has at least `n` INFO lines and returns the parsed log.
