@@ -18,19 +18,26 @@ impl Base {
     }
 }
 
+/// The fields every Kudu job object has.
 #[derive(Debug, Serialize)]
-pub struct ContinuousJob {
+pub struct JobCommon {
     pub name: String,
     #[serde(rename = "type")]
     pub job_type: &'static str,
-    pub status: String,
-    pub detailed_status: String,
-    pub log_url: String,
     pub url: String,
     pub run_command: String,
     pub error: Option<String>,
     pub settings: Value,
     pub using_sdk: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ContinuousJob {
+    #[serde(flatten)]
+    pub common: JobCommon,
+    pub status: String,
+    pub detailed_status: String,
+    pub log_url: String,
     // Beyond Kudu:
     pub pid: Option<i32>,
     pub restarts: u64,
@@ -43,17 +50,11 @@ pub struct ContinuousJob {
 
 #[derive(Debug, Serialize)]
 pub struct TriggeredJob {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub job_type: &'static str,
+    #[serde(flatten)]
+    pub common: JobCommon,
     pub latest_run: Option<Run>,
     pub history_url: String,
     pub scheduler_logs_url: String,
-    pub url: String,
-    pub run_command: String,
-    pub error: Option<String>,
-    pub settings: Value,
-    pub using_sdk: bool,
     // Beyond Kudu:
     pub schedule: Option<String>,
     pub timezone: Option<String>,
@@ -99,22 +100,31 @@ pub fn settings_value(def: &JobDefinition) -> Value {
         .unwrap_or_else(|| Value::Object(Default::default()))
 }
 
-pub fn continuous(base: &Base, def: &JobDefinition, st: &ContinuousStatus) -> ContinuousJob {
-    let url = base.url(&format!("/api/continuouswebjobs/{}", def.name));
-    ContinuousJob {
+fn common(base: &Base, def: &JobDefinition, status_error: Option<&String>) -> JobCommon {
+    JobCommon {
         name: def.name.clone(),
-        job_type: "continuous",
-        status: st.status.as_str().to_string(),
-        detailed_status: st.detailed_status.clone(),
-        log_url: format!("{url}/log"),
-        url,
+        job_type: def.job_type.as_str(),
+        url: base.url(&format!(
+            "/api/{}webjobs/{}",
+            def.job_type.as_str(),
+            def.name
+        )),
         run_command: def.launch.as_ref().map(|l| l.display()).unwrap_or_default(),
-        error: st
-            .error
-            .clone()
+        error: status_error
+            .cloned()
             .or_else(|| (!def.errors.is_empty()).then(|| def.errors.join("; "))),
         settings: settings_value(def),
         using_sdk: false,
+    }
+}
+
+pub fn continuous(base: &Base, def: &JobDefinition, st: &ContinuousStatus) -> ContinuousJob {
+    let common = common(base, def, st.error.as_ref());
+    ContinuousJob {
+        status: st.status.as_str().to_string(),
+        detailed_status: st.detailed_status.clone(),
+        log_url: format!("{}/log", common.url),
+        common,
         pid: st.pid,
         restarts: st.restarts,
         started_at: st.started_at.map(crate::status::rfc3339_string),
@@ -129,21 +139,12 @@ pub fn continuous(base: &Base, def: &JobDefinition, st: &ContinuousStatus) -> Co
 }
 
 pub fn triggered(base: &Base, def: &JobDefinition, st: &TriggeredStatus) -> TriggeredJob {
-    let url = base.url(&format!("/api/triggeredwebjobs/{}", def.name));
+    let common = common(base, def, st.error.as_ref());
     TriggeredJob {
-        name: def.name.clone(),
-        job_type: "triggered",
         latest_run: st.latest_run.as_ref().map(|r| run(base, r)),
-        history_url: format!("{url}/history"),
-        scheduler_logs_url: format!("{url}/schedulerlog"),
-        url,
-        run_command: def.launch.as_ref().map(|l| l.display()).unwrap_or_default(),
-        error: st
-            .error
-            .clone()
-            .or_else(|| (!def.errors.is_empty()).then(|| def.errors.join("; "))),
-        settings: settings_value(def),
-        using_sdk: false,
+        history_url: format!("{}/history", common.url),
+        scheduler_logs_url: format!("{}/schedulerlog", common.url),
+        common,
         schedule: st.schedule.clone(),
         timezone: st.timezone.clone(),
         next_fire: st.next_fire.clone(),

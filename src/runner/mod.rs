@@ -26,7 +26,6 @@ use crate::guardian::GuardianLink;
 use crate::logsink::LogSink;
 use crate::spec::JobType;
 use crate::spec::entry::Launch;
-use proctable::Membership;
 pub use reaper::{Exit, Reaper};
 
 /// Why a run could not start.
@@ -246,10 +245,7 @@ impl Run {
 
     /// CPU ticks used so far by the run's live processes (for idle detection).
     pub fn cpu_ticks(&self) -> u64 {
-        proctable::cpu_ticks(&Membership {
-            groups: &[self.pid],
-            mark_prefix: &self.mark,
-        })
+        proctable::cpu_ticks(&self.membership())
     }
 
     pub fn ran_for(&self) -> Duration {

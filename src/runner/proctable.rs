@@ -26,35 +26,30 @@ pub struct Membership<'a> {
 }
 
 /// Live (not zombie) processes that belong, never including the caller itself.
+/// Reads every process's environment: for the guardian, after the host is gone and
+/// the process tree no longer leads to the runs.
 pub fn members(m: &Membership<'_>) -> Vec<Pid> {
     let me = std::process::id() as i32;
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let needle = format!("{MARK_VAR}={}", m.mark_prefix);
-    let mut found = Vec::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Some((state, pgid)) = stat_of(pid) else {
-            continue;
-        };
-        if state == 'Z' || state == 'X' {
-            continue;
-        }
-        if m.groups.contains(&pgid) || environ_has(pid, needle.as_bytes()) {
-            found.push(Pid::from_raw(pid));
-        }
-    }
-    found
+    live_pids()
+        .filter(|&(pid, _, pgid)| {
+            pid != me && (m.groups.contains(&pgid) || environ_has(pid, needle.as_bytes()))
+        })
+        .map(|(pid, _, _)| Pid::from_raw(pid))
+        .collect()
+}
+
+/// `(pid, ppid, pgid)` of every process in /proc that is not a zombie.
+fn live_pids() -> impl Iterator<Item = (i32, i32, i32)> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let (state, ppid, pgid) = stat_full(pid)?;
+            (state != 'Z' && state != 'X').then_some((pid, ppid, pgid))
+        })
 }
 
 /// Every live process's parent and group, from one pass over `/proc/*/stat`.
@@ -80,23 +75,7 @@ static CACHE: Mutex<Option<(Instant, Arc<Tree>)>> = Mutex::new(None);
 impl Tree {
     pub fn read() -> Tree {
         let mut t = Tree::default();
-        let Ok(dir) = fs::read_dir("/proc") else {
-            return t;
-        };
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let Some((state, ppid, pgid)) = stat_full(pid) else {
-                continue;
-            };
-            if state == 'Z' || state == 'X' {
-                continue;
-            }
+        for (pid, ppid, pgid) in live_pids() {
             t.procs.insert(pid, (ppid, pgid));
             t.children.entry(ppid).or_default().push(pid);
         }
@@ -175,10 +154,9 @@ fn stat_full(pid: i32) -> Option<(char, i32, i32)> {
     Some((state, ppid, pgid))
 }
 
-/// CPU time (user + system, in clock ticks) used so far by the live members.
-pub fn cpu_ticks(m: &Membership<'_>) -> u64 {
-    members(m)
-        .into_iter()
+/// CPU time (user + system, in clock ticks) used so far by these processes.
+pub fn cpu_ticks(pids: &[Pid]) -> u64 {
+    pids.iter()
         .filter_map(|pid| {
             let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let rest = &text[text.rfind(')')? + 1..];
@@ -188,18 +166,6 @@ pub fn cpu_ticks(m: &Membership<'_>) -> u64 {
             Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
         })
         .sum()
-}
-
-/// State letter and process group from `/proc/PID/stat`. The command name sits in
-/// parentheses and may itself contain spaces and parentheses, so parse from the last `)`.
-fn stat_of(pid: i32) -> Option<(char, i32)> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let _ppid = fields.next()?;
-    let pgid = fields.next()?.parse().ok()?;
-    Some((state, pgid))
 }
 
 fn environ_has(pid: i32, needle: &[u8]) -> bool {
@@ -281,8 +247,8 @@ mod tests {
 
     #[test]
     fn stat_parses_names_with_parentheses() {
-        let (state, pgid) = stat_of(std::process::id() as i32).unwrap();
+        let (state, ppid, pgid) = stat_full(std::process::id() as i32).unwrap();
         assert!(state.is_ascii_alphabetic());
-        assert!(pgid > 0);
+        assert!(ppid > 0 && pgid > 0);
     }
 }
