@@ -15,6 +15,7 @@ pub async fn require_token(State(st): State<ApiState>, req: Request, next: Next)
     if req.uri().path() == "/api/health" {
         return next.run(req).await;
     }
+    let req_path = req.uri().path().to_string();
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -31,9 +32,16 @@ pub async fn require_token(State(st): State<ApiState>, req: Request, next: Next)
         })),
     )
         .into_response();
+    // Browsers only prompt for Basic: the dashboard asks that way (any user name,
+    // the token as password); API clients are told about Bearer.
+    let challenge = if req_path == "/" {
+        "Basic realm=\"jobhost (user: any, password: the token)\""
+    } else {
+        "Bearer realm=\"jobhost\""
+    };
     resp.headers_mut().insert(
         header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer realm=\"jobhost\""),
+        header::HeaderValue::from_static(challenge),
     );
     resp
 }

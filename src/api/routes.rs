@@ -28,6 +28,7 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .route("/", get(dashboard))
         .route("/api/health", get(health))
         .route("/api/webjobs", get(all_jobs))
         .route("/api/continuouswebjobs", get(continuous_jobs))
@@ -82,6 +83,7 @@ pub fn router(state: ApiState) -> Router {
             auth::require_token,
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
 }
 
@@ -104,10 +106,56 @@ fn base(headers: &HeaderMap) -> Base {
     Base(format!("http://{host}"))
 }
 
+/// axum's own rejections (413, 405, 415, ...) come as plain text or empty; every
+/// error of this API is `{"message": ...}`.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let message = match (status, text.is_empty()) {
+        (StatusCode::PAYLOAD_TOO_LARGE, _) => {
+            format!("the request body is larger than this route takes ({text})")
+        }
+        (StatusCode::METHOD_NOT_ALLOWED, true) => "this path does not take that method".into(),
+        (_, true) => status.canonical_reason().unwrap_or("error").to_string(),
+        (_, false) => text,
+    };
+    let mut out = (status, axum::Json(json!({ "message": message }))).into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
 async fn not_found() -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
         "no such path in the jobhost API".into(),
+    )
+}
+
+/// The dashboard: one self-contained page that reads this API with the browser's
+/// credentials (the token as a Basic password, which the browser asks for).
+async fn dashboard() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("assets/dashboard.html"),
     )
 }
 
@@ -326,12 +374,11 @@ async fn run(
         .map_err(|_| gone(&name))?
         .map_err(|err| ApiError(trigger_status(&err), err.to_string()))?;
     let b = base(&headers);
-    let id = accepted
-        .run_id
-        .clone()
-        .or(accepted.queued_behind.clone())
-        .unwrap_or_default();
-    let location = format!("/api/triggeredwebjobs/{name}/history/{id}");
+    // A queued run has no id until it starts: point at the history it will join.
+    let location = match &accepted.run_id {
+        Some(id) => format!("/api/triggeredwebjobs/{name}/history/{id}"),
+        None => format!("/api/triggeredwebjobs/{name}/history"),
+    };
     let mut resp = (
         StatusCode::ACCEPTED,
         axum::Json(json!({
