@@ -4,7 +4,7 @@
 Started by bench/run.sh, which builds the release binary, makes the temp folder and
 sweeps leftovers; this file can also be run on its own:
 
-    python3 bench/bench.py --bin target/release/jobhost [--quick] [throughput pickup idle stop]
+    python3 bench/bench.py --bin target/release/jobhost [--quick] [throughput pickup idle stop lateness api]
 
 Every process this script starts (hosts, their guardians and runs, reference
 processes) carries JOBHOST_BENCH_TAG=<tag> in its environment, so that a sweep of
@@ -12,6 +12,7 @@ processes) carries JOBHOST_BENCH_TAG=<tag> in its environment, so that a sweep o
 """
 
 import argparse
+import http.client
 import datetime
 import json
 import math
@@ -20,16 +21,16 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 TAG_VAR = "JOBHOST_BENCH_TAG"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 LINE_BYTES = 100
-SECTIONS = ("throughput", "pickup", "idle", "stop")
+SECTIONS = ("throughput", "pickup", "idle", "stop", "lateness", "api")
 
 
 class BenchError(Exception):
@@ -146,16 +147,18 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-def p95(xs):
-    """Nearest-rank 95th percentile."""
+def pct(xs, q):
+    """Nearest-rank percentile, q in (0, 1]."""
     s = sorted(xs)
-    return s[max(0, math.ceil(0.95 * len(s)) - 1)] if s else float("nan")
+    return s[max(0, math.ceil(q * len(s)) - 1)] if s else float("nan")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def p95(xs):
+    return pct(xs, 0.95)
+
+
+def p99(xs):
+    return pct(xs, 0.99)
 
 
 def read_stamp(path):
@@ -378,7 +381,8 @@ class Host:
             self.b.bin, "run",
             "--jobs", self.jobs,
             "--logs", self.logs,
-            "--listen", f"127.0.0.1:{free_port()}",
+            # Port 0: the kernel picks a free port; the host writes its URL to LOGS/.jobhost-url.
+            "--listen", "127.0.0.1:0",
         ]
         self.t_start = time.time()
         self.proc = subprocess.Popen(
@@ -398,6 +402,23 @@ class Host:
     @property
     def pid(self):
         return self.proc.pid
+
+    def api(self, timeout=15):
+        """(host, port, token) of the host's HTTP API, from LOGS/.jobhost-url and
+        LOGS/.jobhost-token (both written once the listener is bound)."""
+
+        def read():
+            try:
+                with open(os.path.join(self.logs, ".jobhost-url")) as f:
+                    url = f.read().strip()
+                with open(os.path.join(self.logs, ".jobhost-token")) as f:
+                    token = f.read().strip()
+            except FileNotFoundError:
+                return None
+            m = re.fullmatch(r"http://([^:/]+):(\d+)/?", url)
+            return (m.group(1), int(m.group(2)), token) if m and token else None
+
+        return wait_until(read, timeout, "LOGS/.jobhost-url and LOGS/.jobhost-token", interval=0.02, alive=self.check_alive)
 
     def host_log(self):
         try:
@@ -938,6 +959,569 @@ def bench_stop(b):
     b.row("stop: orphans at host exit", str(max(orphans)), "0", "-", "0", max(orphans) == 0)
 
 
+# ---------------------------------------------------------------- 5. lateness
+
+
+# The job prints the time it started, by its own clock: bash's $EPOCHREALTIME is a
+# builtin, so this is the moment the script's first command ran.
+LATENESS_SCRIPT = '#!/bin/bash\necho "$EPOCHREALTIME"\n'
+
+
+def reference_lateness_loop(root, seconds, out_json):
+    """The reference of the lateness section, run as its own process
+    (`bench.py --ref-lateness ROOT SECONDS OUT`): sleep until each whole second, then
+    Popen `bash run.sh` of every job folder under ROOT/jobs, one after the other, stdout
+    to a file. Records, per run, the time just before its Popen and the script's stamp."""
+    jobs = sorted(os.listdir(os.path.join(root, "jobs")))
+    outdir = os.path.join(root, "out")
+    os.makedirs(outdir, exist_ok=True)
+    first = math.floor(time.time()) + 2
+
+    def sleep_until(t):
+        while True:
+            d = t - time.time()
+            if d <= 0:
+                return
+            time.sleep(d)
+
+    def cpu():
+        r = os.times()
+        return r.user + r.system
+
+    live, decided = [], []
+    sleep_until(first - 0.5)
+    c0 = cpu()
+    for k in range(seconds):
+        sec = first + k
+        sleep_until(sec)
+        for name in jobs:
+            t = time.time()
+            with open(os.path.join(outdir, f"{name}.{k}"), "wb") as f:
+                live.append(
+                    subprocess.Popen(
+                        ["bash", "run.sh"],
+                        cwd=os.path.join(root, "jobs", name),
+                        stdin=subprocess.DEVNULL,
+                        stdout=f,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+            decided.append(t - sec)
+        live = [p for p in live if p.poll() is None]
+    sleep_until(first + seconds - 0.5)
+    c1 = cpu()
+    for p in live:
+        p.wait()
+    started = []
+    for k in range(seconds):
+        for name in jobs:
+            v = read_stamp(os.path.join(outdir, f"{name}.{k}"))
+            if v is not None:
+                started.append(v - (first + k))
+    with open(out_json, "w") as f:
+        json.dump({"first": first, "runs": len(decided), "decided_s": decided, "started_s": started, "cpu_s": c1 - c0}, f)
+
+
+def ms(v):
+    return f"{v * 1000:.1f} ms"
+
+
+def lat_summary(xs):
+    return {"median_s": median(xs), "p99_s": p99(xs), "max_s": max(xs) if xs else float("nan"), "n": len(xs)}
+
+
+def bench_lateness(b):
+    n, secs = b.args.lateness_jobs, b.args.lateness_seconds
+    log(
+        f"[lateness] {n} triggered jobs on `* * * * * *` (run.sh: echo $EPOCHREALTIME); "
+        f"{secs} s window; reference: a Python loop that Popens the same {n} scripts at each whole second"
+    )
+    names = [f"late-{i:03d}" for i in range(n)]
+
+    # Reference first, while no host runs.
+    ref_root = os.path.join(b.tmp, "lateness-ref")
+    for name in names:
+        write_job(os.path.join(ref_root, "jobs", name), LATENESS_SCRIPT)
+    ref_json = os.path.join(ref_root, "result.json")
+    p = b.spawn([sys.executable, os.path.abspath(__file__), "--ref-lateness", ref_root, str(secs), ref_json], stdout=subprocess.DEVNULL)
+    try:
+        rc = p.wait(timeout=secs + 60)
+    except subprocess.TimeoutExpired:
+        raise BenchError("the reference loop did not finish")
+    if rc != 0:
+        raise BenchError(f"the reference loop failed (exit code {rc})")
+    with open(ref_json) as f:
+        ref = json.load(f)
+    ref_cpu_pct = ref["cpu_s"] / secs * 100
+    log(
+        f"  reference: {ref['runs']} Popens, {len(ref['started_s'])} stamps; before Popen: median {ms(median(ref['decided_s']))}, "
+        f"p99 {ms(p99(ref['decided_s']))}; script start: median {ms(median(ref['started_s']))}, p99 {ms(p99(ref['started_s']))}, "
+        f"max {ms(max(ref['started_s']))}; loop CPU {ref['cpu_s']:.2f} s ({ref_cpu_pct:.1f}% of a core)"
+    )
+    shutil.rmtree(os.path.join(ref_root, "out"), ignore_errors=True)
+
+    # The host.
+    host = Host(b, "lateness")
+    settings = {"schedule": "* * * * * *"}
+    if secs + 15 > 50:  # keep every run of the window (history_size defaults to 50)
+        settings["history_size"] = secs + 30
+    for name in names:
+        write_job(os.path.join(host.jobs, "triggered", name), LATENESS_SCRIPT, settings)
+    host.start()
+    tlogs = os.path.join(host.logs, "triggered")
+
+    def sched_log(name):
+        try:
+            with open(os.path.join(tlogs, name, "job_scheduler.log"), errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    wait_until(
+        lambda: all("scheduled `" in sched_log(x) for x in names),
+        60,
+        f"all {n} jobs to be scheduled",
+        interval=0.1,
+        alive=host.check_alive,
+    )
+    first = math.ceil(time.time()) + 2  # the first whole second of the window
+    guardian = host.guardian_pid()
+
+    def sleep_until(t):
+        while True:
+            host.check_alive()
+            d = t - time.time()
+            if d <= 0:
+                return
+            time.sleep(min(d, 0.5))
+
+    sleep_until(first - 0.5)
+    c0, g0 = cpu_split(host.pid), (cpu_seconds(guardian) if guardian else 0.0)
+    io0 = proc_io(host.pid)
+    threads = []
+    for k in range(secs):
+        sleep_until(first + k + 0.25)
+        threads.append(int(status_field(host.pid, "Threads")))
+    sleep_until(first + secs - 0.5)
+    c1, g1 = cpu_split(host.pid), (cpu_seconds(guardian) if guardian else 0.0)
+    io1 = proc_io(host.pid)
+    rss = rss_mb(host.pid)
+
+    def window_done():
+        # Every job has fired past the window and no run of the window is still going,
+        # so stopping the host aborts none of them.
+        for name in names:
+            d = os.path.join(tlogs, name)
+            newest = max((x for x in os.listdir(d) if x.isdigit()), default=None) if os.path.isdir(d) else None
+            if newest is None:
+                return False
+            try:
+                with open(os.path.join(d, newest, "status.json")) as f:
+                    st = json.load(f)
+            except (FileNotFoundError, json.JSONDecodeError):
+                return False
+            if not st.get("scheduled_for") or parse_log_time(st["scheduled_for"]) < hi:
+                return False
+        return True
+
+    lo, hi = first, first + secs
+    try:
+        wait_until(window_done, 20, "the window's last runs to end", interval=0.2, alive=host.check_alive)
+    except BenchError as e:
+        b.note(f"lateness: {e}; stopping the host anyway")
+    host.stop(60)
+    cpu = (c1[0] - c0[0]) + (c1[1] - c0[1])
+    cpu_pct = cpu / secs * 100
+
+    # Every run of the window, from the files the host left.
+    mine, theirs, started, started_line, statuses = [], [], [], [], {}
+    runs_in_window, runs_total, diff_max = 0, 0, 0.0
+    per_second = {}
+    for name in names:
+        d = os.path.join(tlogs, name)
+        for rid in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+            try:
+                with open(os.path.join(d, rid, "status.json")) as f:
+                    st = json.load(f)
+            except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+                continue
+            runs_total += 1
+            if not st.get("scheduled_for"):
+                continue
+            sched = parse_log_time(st["scheduled_for"])
+            if not lo <= sched < hi:
+                continue
+            runs_in_window += 1
+            per_second[sched] = per_second.get(sched, 0) + 1
+            statuses[st.get("status")] = statuses.get(st.get("status"), 0) + 1
+            own = parse_log_time(st["start_time"]) - sched
+            mine.append(own)
+            if st.get("lateness_ms") is not None:
+                theirs.append(st["lateness_ms"] / 1000.0)
+                diff_max = max(diff_max, abs(st["lateness_ms"] / 1000.0 - own))
+            try:
+                with open(os.path.join(d, rid, "output_log.txt"), "rb") as f:
+                    for raw in f:
+                        m = LOG_LINE.match(raw.rstrip(b"\n"))
+                        if not m:
+                            continue
+                        if m.group(3) == b"INFO":
+                            started.append(float(m.group(4).decode().replace(",", ".")) - sched)
+                        elif m.group(4).startswith(b"run ") and b" started (pid" in m.group(4):
+                            started_line.append(parse_log_time(m.group(1).decode()) - sched)
+            except (FileNotFoundError, ValueError):
+                pass
+    expected = n * secs
+    # Schedule decisions the host logged as missed or skipped, during the whole run.
+    missed_lines = []
+    for name in names:
+        for line in sched_log(name).splitlines():
+            low = line.lower()
+            if "missed" in low or "skipped" in low:
+                missed_lines.append(f"{name}: {line}")
+    if not mine:
+        raise BenchError("no run of the window found in LOGS/triggered/*/RUN_ID/status.json")
+
+    sm, sr = lat_summary(mine), lat_summary(ref["decided_s"])
+    pm, pr = lat_summary(started), lat_summary(ref["started_s"])
+    b.results["lateness"] = {
+        "jobs": n,
+        "window_s": secs,
+        "first_second": first,
+        "runs_expected": expected,
+        "runs_in_window": runs_in_window,
+        "runs_total": runs_total,
+        "statuses": statuses,
+        "runs_per_second_min": min(per_second.values()) if per_second else 0,
+        "missed_or_skipped_lines": missed_lines,
+        "status_json_lateness": sm,
+        "host_lateness_ms_field": lat_summary(theirs),
+        "max_abs_diff_own_vs_field_s": diff_max,
+        "script_start_lateness": pm,
+        "started_line_lateness": lat_summary(started_line),
+        "host_cpu_s": cpu,
+        "host_cpu_user_s": c1[0] - c0[0],
+        "host_cpu_sys_s": c1[1] - c0[1],
+        "host_cpu_pct_of_core": cpu_pct,
+        "host_threads_max": max(threads) if threads else None,
+        "host_read_syscalls": io1.get("syscr", 0) - io0.get("syscr", 0),
+        "host_write_syscalls": io1.get("syscw", 0) - io0.get("syscw", 0),
+        "host_rss_mb": rss,
+        "guardian_cpu_s": g1 - g0,
+        "reference": {
+            "before_popen": sr,
+            "script_start": pr,
+            "loop_cpu_s": ref["cpu_s"],
+            "loop_cpu_pct_of_core": ref_cpu_pct,
+            "runs": ref["runs"],
+        },
+    }
+    log(
+        f"  host: {runs_in_window} runs scheduled in the window (expected {expected}; fewest in one second: "
+        f"{b.results['lateness']['runs_per_second_min']}); statuses {statuses}; {runs_total} run folders in all"
+    )
+    log(
+        f"  status.json start_time - scheduled_for: median {ms(sm['median_s'])}, p99 {ms(sm['p99_s'])}, max {ms(sm['max_s'])}; "
+        f"host's lateness_ms: median {ms(median(theirs))}, p99 {ms(p99(theirs))} (largest difference to mine {ms(diff_max)})"
+    )
+    log(
+        f"  script start (its $EPOCHREALTIME) - scheduled second: median {ms(pm['median_s'])}, p99 {ms(pm['p99_s'])}, "
+        f"max {ms(pm['max_s'])} ({pm['n']} stamps); the `started` SYS line: median {ms(median(started_line))}, p99 {ms(p99(started_line))}"
+    )
+    log(
+        f"  host CPU over the {secs} s window: {cpu:.2f} s (user {c1[0] - c0[0]:.2f}, sys {c1[1] - c0[1]:.2f}) = "
+        f"{cpu_pct:.1f}% of a core; guardian {g1 - g0:.2f} s; up to {b.results['lateness']['host_threads_max']} threads; RSS {rss:.1f} MB"
+    )
+    per_run = max(1, runs_in_window)
+    log(
+        f"  per run: {cpu / per_run * 1000:.2f} ms host CPU (loop: {ref['cpu_s'] / max(1, ref['runs']) * 1000:.2f} ms per Popen), "
+        f"{b.results['lateness']['host_read_syscalls'] / per_run:.0f} read-type and "
+        f"{b.results['lateness']['host_write_syscalls'] / per_run:.0f} write-type syscalls (live threads' /proc/PID/task/*/io)"
+    )
+    if missed_lines:
+        b.note(f"lateness: {len(missed_lines)} missed/skipped line(s) in job_scheduler.log, e.g. {missed_lines[0]}")
+    else:
+        log("  job_scheduler.log: no missed or skipped occurrence")
+    if runs_in_window != expected:
+        b.note(f"lateness: {runs_in_window} runs scheduled in the window, expected {expected}")
+    bad = {k: v for k, v in statuses.items() if k != "Success"}
+    if bad:
+        b.note(f"lateness: runs not Success: {bad}")
+
+    def ratio(a, r):
+        return f"{a / r:.1f}x" if r > 0 else "-"
+
+    b.row(
+        f"lateness, {n} jobs/s: start_time p99",
+        ms(sm["p99_s"]),
+        "loop, before Popen " + ms(sr["p99_s"]),
+        ratio(sm["p99_s"], sr["p99_s"]),
+        "< 50 ms",
+        sm["p99_s"] < 0.050,
+    )
+    b.row(
+        "lateness: start_time median / max",
+        f"{ms(sm['median_s'])} / {ms(sm['max_s'])}",
+        f"{ms(sr['median_s'])} / {ms(sr['max_s'])}",
+        ratio(sm["median_s"], sr["median_s"]),
+        "(info)",
+        None,
+    )
+    b.row(
+        "lateness: script start p99",
+        ms(pm["p99_s"]),
+        "loop " + ms(pr["p99_s"]),
+        ratio(pm["p99_s"], pr["p99_s"]),
+        "< 50 ms",
+        pm["p99_s"] < 0.050,
+    )
+    b.row(
+        "lateness: script start median / max",
+        f"{ms(pm['median_s'])} / {ms(pm['max_s'])}",
+        f"{ms(pr['median_s'])} / {ms(pr['max_s'])}",
+        ratio(pm["median_s"], pr["median_s"]),
+        "(info)",
+        None,
+    )
+    b.row(
+        f"lateness: host CPU, {secs} s (% core)",
+        f"{cpu:.2f} s = {cpu_pct:.1f}%",
+        f"loop {ref['cpu_s']:.2f} s = {ref_cpu_pct:.1f}%",
+        ratio(cpu, ref["cpu_s"]),
+        "< 5%",
+        cpu_pct < 5.0,
+    )
+    b.row(
+        "lateness: runs in window / missed",
+        f"{runs_in_window} / {len(missed_lines)}",
+        f"expected {expected}",
+        "-",
+        f"{expected} / 0",
+        runs_in_window == expected and not missed_lines,
+    )
+
+
+# ---------------------------------------------------------------- 6. api
+
+
+class Api:
+    """A keep-alive connection to the host's API (http.client, reused)."""
+
+    def __init__(self, host, port, token):
+        self.addr = (host, port)
+        self.auth = {"Authorization": f"Bearer {token}"}
+        self.conn = http.client.HTTPConnection(host, port, timeout=30)
+        self.sock = None
+        self.connects = 0
+
+    def request(self, method, path, auth=True, body=None):
+        self.conn.request(method, path, body=body, headers=self.auth if auth else {})
+        r = self.conn.getresponse()
+        data = r.read()
+        if self.conn.sock is not self.sock:  # http.client reconnected (or first use)
+            self.sock = self.conn.sock
+            self.connects += 1
+        if r.will_close:
+            self.conn.close()
+        return r.status, data
+
+    def get_ok(self, path, auth=True):
+        status, data = self.request("GET", path, auth)
+        if status != 200:
+            raise BenchError(f"GET {path}: HTTP {status}: {data[:300]!r}")
+        return data
+
+    def close(self):
+        self.conn.close()
+
+
+def timed_gets(api, path, count, auth=True):
+    lat = []
+    for _ in range(count):
+        t = time.perf_counter()
+        api.get_ok(path, auth)
+        lat.append(time.perf_counter() - t)
+    return lat
+
+
+def concurrent_gets(addr, path, clients, total, auth=True):
+    """`clients` threads, each its own keep-alive connection, `total` requests in all.
+    Returns (wall seconds, all latencies, connections opened)."""
+    per = [total // clients + (1 if i < total % clients else 0) for i in range(clients)]
+    apis = [Api(*addr) for _ in range(clients)]
+    for a in apis:  # connect (and warm) before the clock starts
+        a.get_ok(path, auth)
+    barrier = threading.Barrier(clients + 1)
+    lats = [[] for _ in range(clients)]
+    errors = []
+
+    def worker(i):
+        try:
+            barrier.wait()
+            lats[i] = timed_gets(apis[i], path, per[i], auth)
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    connects = sum(a.connects for a in apis)
+    for a in apis:
+        a.close()
+    if errors:
+        raise BenchError(f"concurrent GET {path}: {errors[0]}")
+    return wall, [x for l in lats for x in l], connects
+
+
+def bench_api(b):
+    a = b.args
+    n, ncont = a.api_jobs, min(a.api_continuous, a.api_jobs)
+    ntrig = n - ncont
+    count, total, clients = a.api_requests, a.api_concurrent, a.api_clients
+    log(
+        f"[api] {n} jobs ({ncont} continuous `exec sleep 100000`, {ntrig} triggered without schedule, each run once); "
+        f"GET /api/webjobs vs GET /api/health: {count} requests on one keep-alive connection, "
+        f"then {total} over {clients} concurrent connections"
+    )
+    host = Host(b, "api")
+    for i in range(ncont):
+        write_job(os.path.join(host.cont, f"api-c-{i:03d}"), "#!/bin/bash\nexec sleep 100000\n", {"stopping_wait_time": 2})
+    for i in range(ntrig):
+        write_job(os.path.join(host.jobs, "triggered", f"api-t-{i:03d}"), "#!/bin/bash\nexit 0\n", {"timeout": 60})
+    t_start = time.time()
+    host.start()
+    api = Api(*host.api())
+
+    def listing():
+        return json.loads(api.get_ok("/api/webjobs"))
+
+    def all_running():
+        jobs = listing()
+        cont = [j for j in jobs if j.get("type") == "continuous"]
+        return len(jobs) == n and all(j.get("status") == "Running" for j in cont)
+
+    wait_until(all_running, 120, f"all {n} jobs listed and every continuous one Running", interval=0.25, alive=host.check_alive)
+    log(f"  {n} jobs listed, {ncont} running, {time.time() - t_start:.1f} s after the host started")
+    # One run of every triggered job, so that each carries a latest_run as in real use.
+    post_lat = []
+    for i in range(ntrig):
+        t = time.perf_counter()
+        status, data = api.request("POST", f"/api/triggeredwebjobs/api-t-{i:03d}/run")
+        post_lat.append(time.perf_counter() - t)
+        if status != 202:
+            raise BenchError(f"POST run of api-t-{i:03d}: HTTP {status}: {data[:300]!r}")
+
+    def all_done():
+        jobs = listing()
+        trig = [j for j in jobs if j.get("type") == "triggered"]
+        return all((j.get("latest_run") or {}).get("status") == "Success" for j in trig)
+
+    wait_until(all_done, 120, "every triggered run to end Success", interval=0.25, alive=host.check_alive)
+    time.sleep(1.0)
+    body = api.get_ok("/api/webjobs")
+    jobs = json.loads(body)
+    if len(jobs) != n:
+        raise BenchError(f"/api/webjobs lists {len(jobs)} jobs, expected {n}")
+    health_body = api.get_ok("/api/health", auth=False)
+    log(
+        f"  POST .../run x{ntrig}: median {ms(median(post_lat))}, p99 {ms(p99(post_lat))}; "
+        f"/api/webjobs body {len(body) / 1024:.0f} KiB, /api/health body {len(health_body)} bytes"
+    )
+
+    # One client: health and webjobs alternate in blocks, so load drift hits both alike.
+    timed_gets(api, "/api/webjobs", 20)
+    timed_gets(api, "/api/health", 20, auth=False)
+    seq_w, seq_h = [], []
+    cpu_w = 0.0
+    block = 100
+    done = 0
+    while done < count:
+        k = min(block, count - done)
+        seq_h += timed_gets(api, "/api/health", k, auth=False)
+        c0 = cpu_seconds(host.pid)
+        seq_w += timed_gets(api, "/api/webjobs", k)
+        cpu_w += cpu_seconds(host.pid) - c0
+        done += k
+    connects = api.connects
+    api.close()
+    addr = host.api()
+
+    # Concurrent clients.
+    c0 = cpu_seconds(host.pid)
+    wall_h, con_h, conn_h = concurrent_gets(addr, "/api/health", clients, total, auth=False)
+    c1 = cpu_seconds(host.pid)
+    wall_w, con_w, conn_w = concurrent_gets(addr, "/api/webjobs", clients, total)
+    c2 = cpu_seconds(host.pid)
+    threads = int(status_field(host.pid, "Threads"))
+    rss = rss_mb(host.pid)
+    host.stop(60)
+    rps_h, rps_w = total / wall_h, total / wall_w
+    b.results["api"] = {
+        "jobs": n,
+        "continuous": ncont,
+        "triggered": ntrig,
+        "webjobs_body_bytes": len(body),
+        "post_run_s": lat_summary(post_lat),
+        "single": {"webjobs": lat_summary(seq_w), "health": lat_summary(seq_h), "connections": connects},
+        "host_cpu_per_webjobs_ms": cpu_w / count * 1000,
+        "concurrent": {
+            "clients": clients,
+            "requests": total,
+            "webjobs_rps": rps_w,
+            "health_rps": rps_h,
+            "webjobs": lat_summary(con_w),
+            "health": lat_summary(con_h),
+            "webjobs_host_cpu_s": c2 - c1,
+            "health_host_cpu_s": c1 - c0,
+            "connections": conn_h + conn_w,
+        },
+        "host_threads": threads,
+        "host_rss_mb": rss,
+    }
+    log(
+        f"  one client, {count} each: /api/webjobs median {ms(median(seq_w))}, p99 {ms(p99(seq_w))}, max {ms(max(seq_w))}; "
+        f"/api/health median {ms(median(seq_h))}, p99 {ms(p99(seq_h))}; host CPU per listing {cpu_w / count * 1000:.2f} ms; "
+        f"{connects} connection(s) opened"
+    )
+    log(
+        f"  {clients} clients, {total} requests each path: /api/webjobs {rps_w:.0f} req/s (p99 {ms(p99(con_w))}, host CPU {c2 - c1:.2f} s); "
+        f"/api/health {rps_h:.0f} req/s (p99 {ms(p99(con_h))}, host CPU {c1 - c0:.2f} s); "
+        f"{conn_h + conn_w} connections for {2 * clients} clients; host {threads} threads, RSS {rss:.1f} MB"
+    )
+    if connects != 1 or conn_h + conn_w != 2 * clients:
+        b.note(f"api: keep-alive not kept: {connects} connection(s) for the single client, {conn_h + conn_w} for {2 * clients} concurrent ones")
+    b.row(
+        f"api: GET /api/webjobs ({n} jobs) p99",
+        ms(p99(seq_w)),
+        "health " + ms(p99(seq_h)),
+        f"{p99(seq_w) / p99(seq_h):.1f}x",
+        "< 10 ms",
+        p99(seq_w) < 0.010,
+    )
+    b.row(
+        "api: GET /api/webjobs median",
+        ms(median(seq_w)),
+        "health " + ms(median(seq_h)),
+        f"{median(seq_w) / median(seq_h):.1f}x",
+        "(info)",
+        None,
+    )
+    b.row(
+        f"api: /api/webjobs req/s, {clients} clients",
+        f"{rps_w:.0f}/s",
+        f"health {rps_h:.0f}/s",
+        f"{rps_w / rps_h:.2f}x",
+        "(info)",
+        None,
+    )
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -973,6 +1557,9 @@ def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--gen":
         python_gen(sys.argv[2], int(sys.argv[3]), sys.argv[4])
         return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "--ref-lateness":
+        reference_lateness_loop(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        return 0
     ap = argparse.ArgumentParser(description="jobhost benchmarks (see bench/README.md)")
     ap.add_argument("sections", nargs="*", help="any of: " + " ".join(SECTIONS) + " (default: all)")
     ap.add_argument("--bin", required=True, help="the jobhost binary")
@@ -997,6 +1584,13 @@ def main():
     a.idle_seconds = float(env_int("BENCH_IDLE_SECONDS", 5 if a.quick else 20))
     a.stop_reps = env_int("BENCH_STOP_REPS", 1 if a.quick else 3)
     a.jobs = a.jobs or env_int("BENCH_JOBS", 100)
+    a.lateness_jobs = env_int("BENCH_LATENESS_JOBS", 100)
+    a.lateness_seconds = env_int("BENCH_LATENESS_SECONDS", 10 if a.quick else 30)
+    a.api_jobs = env_int("BENCH_API_JOBS", 500)
+    a.api_continuous = env_int("BENCH_API_CONTINUOUS", a.api_jobs // 2)
+    a.api_requests = env_int("BENCH_API_REQUESTS", 200 if a.quick else 1000)
+    a.api_concurrent = env_int("BENCH_API_CONCURRENT_REQUESTS", 800 if a.quick else 2000)
+    a.api_clients = env_int("BENCH_API_CLIENTS", 8)
 
     b = Bench(a)
 

@@ -181,6 +181,8 @@ impl TriggeredJob {
                     }
                     Some(JobCommand::Trigger { args, reply }) => {
                         let r = self.trigger(TriggerKind::Manual, args, None).await;
+                        // A queued run changes the status too (pending), not only a start.
+                        self.publish();
                         let _ = reply.send(r);
                     }
                     Some(JobCommand::Cancel { run_id, reply }) => {
