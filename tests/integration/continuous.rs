@@ -593,6 +593,44 @@ fn a_long_line_without_newline_is_split_into_64k_pieces() {
     h.finish();
 }
 
+/// Issue 2's bad input: a 100 MB line with no newline at all. It arrives as 64 KiB
+/// log lines (the last one shorter) that concatenate to every byte, and the host keeps
+/// going.
+#[test]
+fn a_hundred_megabyte_line_without_newline_is_split_and_complete() {
+    const TOTAL: usize = 100_000_000;
+    let mut h = TestHost::new();
+    h.write_job(
+        CONTINUOUS,
+        "huge",
+        &[
+            (
+                "run.sh",
+                "#!/bin/bash\nhead -c 100000000 /dev/zero | tr '\\0' x\nexec >&-\nexec sleep 100000\n",
+            ),
+            // No rotation: the whole line stays in one file to be checked.
+            ("settings.job", r#"{"log_max_bytes": 400000000}"#),
+        ],
+    );
+    h.start();
+    let pieces = TOTAL.div_ceil(65536);
+    // Every INFO line is a 42-byte prefix, the piece and a newline.
+    let info_bytes = (TOTAL + pieces * 43) as u64;
+    let log = h.logs.join("continuous/huge/job_log.txt");
+    h.wait_for(
+        "the whole 100 MB line in the log",
+        Duration::from_secs(120),
+        || std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) >= info_bytes,
+    );
+    let lines = parse_log(&h.read_log_bytes("huge"));
+    let info: Vec<&LogLine> = lines.iter().filter(|l| l.label == "INFO").collect();
+    assert_eq!(info.len(), pieces);
+    assert!(info[..pieces - 1].iter().all(|l| l.text.len() == 65536));
+    assert_eq!(info[pieces - 1].text.len(), TOTAL - (pieces - 1) * 65536);
+    assert!(info.iter().all(|l| l.text.iter().all(|&b| b == b'x')));
+    h.finish();
+}
+
 #[test]
 fn non_utf8_bytes_pass_through_verbatim() {
     let mut h = TestHost::new();
