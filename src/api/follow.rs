@@ -1,16 +1,25 @@
-//! Log files over HTTP: a plain read, a tail, or a follow that keeps streaming.
+//! Log files over HTTP: a plain read, a tail, or a follow that keeps streaming, as
+//! plain text or as server-sent events that a client can resume.
 //!
 //! A follow holds the file open and, at its end, looks at the path again: when the
 //! path names another file, the log was rotated (renamed away, a new one created), so
 //! the rest of the old file has already been read through the open handle and the
 //! stream moves on to the new file. A run's output follow ends when the run has ended
 //! and everything is read; a job log follow ends only when the client goes away or
-//! the host stops. The response carries `X-Log-Offset`, the byte offset in the file
-//! where it starts, so a client that reconnects can ask for `offset=` where it left.
+//! the host stops.
+//!
+//! Positions are `INODE:OFFSET`: an offset alone means nothing once a file has been
+//! rotated, but the inode follows the file through its renames. Each SSE event's id
+//! is the position after it (and the text response's `X-Log-Position` the position
+//! where it starts), so a client that reconnects with `Last-Event-ID` (or
+//! `from=INODE:OFFSET`) gets the rest of that file, now `job_log.N.txt`, then every
+//! newer one: no line is missed or repeated while the rotated files are kept.
 
+use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 const CHUNK: usize = 64 * 1024;
 const POLL: Duration = Duration::from_millis(200);
+/// Rotated files looked at when resuming (`log_keep` is at most this).
+const MAX_ROTATED: u32 = 1000;
 
 /// When a follow ends.
 #[derive(Clone)]
@@ -30,13 +41,57 @@ pub enum Until {
     Forever,
 }
 
+/// A place in a log: which file (by inode, stable across renames) and where in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub ino: u64,
+    pub offset: u64,
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.ino, self.offset)
+    }
+}
+
+impl std::str::FromStr for Position {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Position, String> {
+        let bad = || format!("`{s}` is not a log position (INODE:OFFSET, as in the event ids)");
+        let (i, o) = s.trim().split_once(':').ok_or_else(bad)?;
+        Ok(Position {
+            ino: i.parse().map_err(|_| bad())?,
+            offset: o.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// Where a stream starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Start {
+    /// A byte offset in the current file.
+    Offset(u64),
+    /// Where an earlier stream left off, possibly in a file rotated since.
+    Resume(Position),
+}
+
+/// One piece of a stream and the position right after it.
+pub struct Chunk {
+    pub bytes: Bytes,
+    pub end: Position,
+}
+
 struct Cursor {
     path: PathBuf,
-    file: Option<std::fs::File>,
+    /// Rotated files still to read, oldest first, before the live file.
+    backlog: VecDeque<(File, u64)>,
+    file: Option<File>,
     ino: u64,
     pos: u64,
     until: Until,
     cancel: CancellationToken,
+    /// SSE: hand out whole lines only, so every event id is a line boundary.
+    whole_lines: bool,
     finished: bool,
 }
 
@@ -74,20 +129,87 @@ pub fn tail_offset(path: &std::path::Path, lines: usize) -> u64 {
     0
 }
 
-/// A stream of the file's bytes from `offset`.
+/// Opens the rotated files newer than the one with `pos.ino`, for a resume.
+fn backlog_for(path: &Path, pos: Position) -> (VecDeque<(File, u64)>, u64) {
+    let live = std::fs::metadata(path).map(|m| m.ino()).ok();
+    if live == Some(pos.ino) {
+        return (VecDeque::new(), pos.offset);
+    }
+    let mut rotated = Vec::new();
+    for n in 1..=MAX_ROTATED {
+        let p = crate::logsink::rotate::rotated_path(path, n);
+        match File::open(&p) {
+            Ok(f) => rotated.push(f),
+            Err(_) => break,
+        }
+    }
+    // Oldest first.
+    rotated.reverse();
+    let found = rotated
+        .iter()
+        .position(|f| f.metadata().map(|m| m.ino()).ok() == Some(pos.ino));
+    let mut out = VecDeque::new();
+    // Not found: rotated away beyond log_keep; everything still kept follows.
+    let (from, first_offset) = match found {
+        Some(i) => (i, pos.offset),
+        None => (0, 0),
+    };
+    for (i, f) in rotated.into_iter().enumerate().skip(from) {
+        out.push_back((f, if i == from { first_offset } else { 0 }));
+    }
+    (out, 0)
+}
+
+/// The position a text response starts at, for `X-Log-Position`.
+pub fn start_position(path: &Path, start: Start) -> Position {
+    let ino = std::fs::metadata(path).map(|m| m.ino()).unwrap_or(0);
+    match start {
+        Start::Offset(offset) => Position { ino, offset },
+        Start::Resume(p) => p,
+    }
+}
+
+/// Reads up to one chunk at `pos`; in whole-line mode, only up to the last newline.
+fn read_at(f: &mut File, pos: u64, whole_lines: bool) -> Vec<u8> {
+    let mut buf = vec![0u8; CHUNK];
+    let n = f
+        .seek(SeekFrom::Start(pos))
+        .and_then(|_| f.read(&mut buf))
+        .unwrap_or(0);
+    buf.truncate(n);
+    if whole_lines {
+        match buf.iter().rposition(|&b| b == b'\n') {
+            Some(i) => buf.truncate(i + 1),
+            // A line longer than a chunk cannot happen in our logs (64 KiB pieces plus
+            // a prefix can): hand it out as it is rather than stall.
+            None if n == CHUNK => {}
+            None => buf.clear(),
+        }
+    }
+    buf
+}
+
+/// A stream of the log at `path` from `start`.
 pub fn stream(
     path: PathBuf,
-    offset: u64,
+    start: Start,
     until: Until,
     cancel: CancellationToken,
-) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    whole_lines: bool,
+) -> impl futures_util::Stream<Item = Chunk> + Send {
+    let (backlog, pos) = match start {
+        Start::Offset(o) => (VecDeque::new(), o),
+        Start::Resume(p) => backlog_for(&path, p),
+    };
     let cursor = Cursor {
         path,
+        backlog,
         file: None,
         ino: 0,
-        pos: offset,
+        pos,
         until,
         cancel,
+        whole_lines,
         finished: false,
     };
     futures_util::stream::unfold(cursor, |mut c| async move {
@@ -95,22 +217,47 @@ pub fn stream(
             return None;
         }
         loop {
+            // Rotated files first: complete, they only need reading to the end.
+            if let Some((f, off)) = c.backlog.front_mut() {
+                let bytes = read_at(f, *off, c.whole_lines);
+                if bytes.is_empty() {
+                    c.backlog.pop_front();
+                    continue;
+                }
+                *off += bytes.len() as u64;
+                let end = Position {
+                    ino: f.metadata().map(|m| m.ino()).unwrap_or(0),
+                    offset: *off,
+                };
+                return Some((
+                    Chunk {
+                        bytes: Bytes::from(bytes),
+                        end,
+                    },
+                    c,
+                ));
+            }
             if c.file.is_none()
-                && let Ok(f) = std::fs::File::open(&c.path)
+                && let Ok(f) = File::open(&c.path)
             {
                 c.ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
                 c.file = Some(f);
             }
             if let Some(f) = c.file.as_mut() {
-                let mut buf = vec![0u8; CHUNK];
-                let n = f
-                    .seek(SeekFrom::Start(c.pos))
-                    .and_then(|_| f.read(&mut buf))
-                    .unwrap_or(0);
-                if n > 0 {
-                    c.pos += n as u64;
-                    buf.truncate(n);
-                    return Some((Ok(Bytes::from(buf)), c));
+                let bytes = read_at(f, c.pos, c.whole_lines);
+                if !bytes.is_empty() {
+                    c.pos += bytes.len() as u64;
+                    let end = Position {
+                        ino: c.ino,
+                        offset: c.pos,
+                    };
+                    return Some((
+                        Chunk {
+                            bytes: Bytes::from(bytes),
+                            end,
+                        },
+                        c,
+                    ));
                 }
                 // At the end of the open file: was it rotated away?
                 let now_ino = std::fs::metadata(&c.path).map(|m| m.ino()).ok();
@@ -133,8 +280,19 @@ pub fn stream(
                         && f.read_to_end(&mut rest).is_ok()
                         && !rest.is_empty()
                     {
+                        c.pos += rest.len() as u64;
                         c.finished = true;
-                        return Some((Ok(Bytes::from(rest)), c));
+                        let end = Position {
+                            ino: c.ino,
+                            offset: c.pos,
+                        };
+                        return Some((
+                            Chunk {
+                                bytes: Bytes::from(rest),
+                                end,
+                            },
+                            c,
+                        ));
                     }
                 }
                 return None;
@@ -145,6 +303,21 @@ pub fn stream(
             }
         }
     })
+}
+
+/// One server-sent event: the lines as `data:` fields, the end position as `id`.
+/// SSE is text: bytes that are not UTF-8 are replaced (the plain text form keeps them).
+pub fn sse_event(chunk: &Chunk) -> Bytes {
+    let text = String::from_utf8_lossy(&chunk.bytes);
+    let mut out = String::with_capacity(text.len() + 64);
+    out.push_str(&format!("id: {}\n", chunk.end));
+    for line in text.trim_end_matches('\n').split('\n') {
+        out.push_str("data: ");
+        out.push_str(line.trim_end_matches('\r'));
+        out.push('\n');
+    }
+    out.push('\n');
+    Bytes::from(out)
 }
 
 #[cfg(test)]
@@ -173,12 +346,84 @@ mod tests {
         let p = tmp.path().join("job_log.txt");
         std::fs::write(&p, "one\n").unwrap();
         let cancel = CancellationToken::new();
-        let mut s = Box::pin(stream(p.clone(), 0, Until::Forever, cancel.clone()));
-        assert_eq!(s.next().await.unwrap().unwrap(), Bytes::from("one\n"));
+        let mut s = Box::pin(stream(
+            p.clone(),
+            Start::Offset(0),
+            Until::Forever,
+            cancel.clone(),
+            false,
+        ));
+        assert_eq!(s.next().await.unwrap().bytes, Bytes::from("one\n"));
         std::fs::rename(&p, tmp.path().join("job_log.1.txt")).unwrap();
         std::fs::write(&p, "two\n").unwrap();
-        assert_eq!(s.next().await.unwrap().unwrap(), Bytes::from("two\n"));
+        assert_eq!(s.next().await.unwrap().bytes, Bytes::from("two\n"));
         cancel.cancel();
         assert!(s.next().await.is_none());
+    }
+
+    /// A client that read "a" and disconnected; the log then rotated twice. Resuming
+    /// from the id it got yields exactly the lines it missed, in order, across files.
+    #[tokio::test]
+    async fn resume_after_rotations_misses_and_repeats_nothing() {
+        use futures_util::StreamExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("job_log.txt");
+        std::fs::write(&p, "a\nb\n").unwrap();
+        let first = {
+            let mut s = Box::pin(stream(
+                p.clone(),
+                Start::Offset(0),
+                Until::Now,
+                CancellationToken::new(),
+                true,
+            ));
+            s.next().await.unwrap()
+        };
+        // The client saw "a\nb\n" but pretend it only kept "a\n".
+        let seen = Position {
+            ino: first.end.ino,
+            offset: 2,
+        };
+        std::fs::write(&p, "a\nb\nc\n").unwrap();
+        std::fs::rename(&p, tmp.path().join("job_log.1.txt")).unwrap();
+        std::fs::write(&p, "d\n").unwrap();
+        std::fs::rename(
+            tmp.path().join("job_log.1.txt"),
+            tmp.path().join("job_log.2.txt"),
+        )
+        .unwrap();
+        std::fs::rename(&p, tmp.path().join("job_log.1.txt")).unwrap();
+        std::fs::write(&p, "e\n").unwrap();
+        let s = stream(
+            p.clone(),
+            Start::Resume(seen),
+            Until::Now,
+            CancellationToken::new(),
+            true,
+        );
+        let got: Vec<u8> = s
+            .flat_map(|c| futures_util::stream::iter(c.bytes.to_vec()))
+            .collect()
+            .await;
+        assert_eq!(String::from_utf8(got).unwrap(), "b\nc\nd\ne\n");
+    }
+
+    #[test]
+    fn positions_and_events() {
+        let p: Position = "12:345".parse().unwrap();
+        assert_eq!(
+            p,
+            Position {
+                ino: 12,
+                offset: 345
+            }
+        );
+        assert_eq!(p.to_string(), "12:345");
+        assert!("12".parse::<Position>().is_err());
+        let ev = sse_event(&Chunk {
+            bytes: Bytes::from("x\ny\n"),
+            end: p,
+        });
+        assert_eq!(ev, Bytes::from("id: 12:345\ndata: x\ndata: y\n\n"));
     }
 }

@@ -15,13 +15,14 @@ use tokio::sync::oneshot;
 
 use super::deploy::{self, Upload};
 use super::dto::{self, Base};
-use super::follow::{self, Until};
+use super::follow::{self, Start, Until};
 use super::{ApiState, auth};
 use crate::job::{JobCommand, JobView, TriggerError};
 use crate::runs;
 use crate::spec::JobType;
 use crate::spec::name::is_valid;
 use crate::supervisor::RegistryEntry;
+use futures_util::StreamExt;
 
 /// Request bodies above this are refused (413).
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -468,6 +469,10 @@ async fn cancel(
 pub struct LogQuery {
     offset: Option<u64>,
     tail: Option<usize>,
+    /// `INODE:OFFSET` from an earlier stream (as `Last-Event-ID`).
+    from: Option<String>,
+    /// `sse` for server-sent events.
+    format: Option<String>,
     #[serde(default)]
     follow: Option<String>,
 }
@@ -478,30 +483,64 @@ impl LogQuery {
     }
 }
 
-fn text_stream(path: PathBuf, q: &LogQuery, until: Until, st: &ApiState) -> Response {
-    let offset = match (q.offset, q.tail) {
-        (Some(o), _) => o,
-        (None, Some(n)) => follow::tail_offset(&path, n),
-        (None, None) => 0,
+/// A log response: plain text (bytes exact) or, for `Accept: text/event-stream` or
+/// `format=sse`, server-sent events whose ids are resumable positions.
+fn text_stream(
+    path: PathBuf,
+    q: &LogQuery,
+    headers: &HeaderMap,
+    until: Until,
+    st: &ApiState,
+) -> ApiResult<Response> {
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(q.from.clone());
+    let start = match (resume, q.offset, q.tail) {
+        (Some(pos), _, _) => Start::Resume(
+            pos.parse()
+                .map_err(|e: String| ApiError(StatusCode::BAD_REQUEST, e))?,
+        ),
+        (None, Some(o), _) => Start::Offset(o),
+        (None, None, Some(n)) => Start::Offset(follow::tail_offset(&path, n)),
+        (None, None, None) => Start::Offset(0),
     };
-    let body = Body::from_stream(follow::stream(path, offset, until, st.0.cancel.clone()));
+    let sse = q.format.as_deref() == Some("sse")
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/event-stream"));
+    let first = follow::start_position(&path, start);
+    let chunks = follow::stream(path, start, until, st.0.cancel.clone(), sse);
+    let body = if sse {
+        Body::from_stream(chunks.map(|c| Ok::<_, std::convert::Infallible>(follow::sse_event(&c))))
+    } else {
+        Body::from_stream(chunks.map(|c| Ok::<_, std::convert::Infallible>(c.bytes)))
+    };
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    let ctype = if sse {
+        "text/event-stream"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if let Ok(v) = HeaderValue::from_str(&offset.to_string()) {
+    if let Ok(v) = HeaderValue::from_str(&first.to_string()) {
+        h.insert("x-log-position", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&first.offset.to_string()) {
         h.insert("x-log-offset", v);
     }
-    resp
+    Ok(resp)
 }
 
 async fn continuous_log(
     State(st): State<ApiState>,
     Path(name): Path<String>,
     Query(q): Query<LogQuery>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     let e = entry(&st, JobType::Continuous, &name)?;
     let singleton = e.def.settings.as_ref().is_some_and(|s| s.is_singleton);
@@ -511,13 +550,14 @@ async fn continuous_log(
     } else {
         Until::Now
     };
-    Ok(text_stream(path, &q, until, &st))
+    text_stream(path, &q, &headers, until, &st)
 }
 
 async fn run_output(
     State(st): State<ApiState>,
     Path((name, id)): Path<(String, String)>,
     Query(q): Query<LogQuery>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     find_run(&st, &name, &id)?;
     let dir = job_logs(&st, &name);
@@ -530,13 +570,14 @@ async fn run_output(
     } else {
         Until::Now
     };
-    Ok(text_stream(path, &q, until, &st))
+    text_stream(path, &q, &headers, until, &st)
 }
 
 async fn scheduler_log(
     State(st): State<ApiState>,
     Path(name): Path<String>,
     Query(q): Query<LogQuery>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     entry(&st, JobType::Triggered, &name)?;
     let path = job_logs(&st, &name).join("job_scheduler.log");
@@ -545,7 +586,7 @@ async fn scheduler_log(
     } else {
         Until::Now
     };
-    Ok(text_stream(path, &q, until, &st))
+    text_stream(path, &q, &headers, until, &st)
 }
 
 fn check_name(name: &str) -> ApiResult<()> {
