@@ -2435,7 +2435,7 @@ exec sleep 100000
     let last_id = first
         .lines()
         .filter_map(|l| l.strip_prefix("id: "))
-        .last()
+        .next_back()
         .expect("events carry ids")
         .to_string();
     assert!(
