@@ -33,6 +33,9 @@ pub struct JobDefinition {
     pub launch: Option<Launch>,
     pub warnings: Vec<String>,
     pub errors: Vec<String>,
+    /// settings.job as written (comments stripped), `{}` when absent or not JSON; read
+    /// here once so the API does not open every job's file on every request.
+    pub settings_raw: serde_json::Value,
 }
 
 impl JobDefinition {
@@ -124,6 +127,10 @@ pub fn load(dir: &Path, job_type: JobType, path_env: Option<&OsStr>) -> JobDefin
         launch,
         warnings,
         errors,
+        settings_raw: std::fs::read(dir.join(settings::FILE_NAME))
+            .ok()
+            .and_then(|b| settings::raw_value(&b))
+            .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
     }
 }
 

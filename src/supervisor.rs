@@ -177,11 +177,11 @@ impl Supervisor {
 
     fn reconcile(&mut self, key: (JobType, String), def: JobDefinition) -> bool {
         let sent = (def.fingerprint, def.disabled, def.errors.clone());
-        let shared = Arc::new(def.clone());
         match self.running.get_mut(&key) {
             Some(t) => {
                 if t.sent != sent {
                     t.sent = sent;
+                    let shared = Arc::new(def.clone());
                     let _ = t.handle.tx.send(JobCommand::Update(Box::new(def)));
                     if let Some(e) = self.write_registry().get_mut(&key) {
                         e.def = shared;
@@ -191,6 +191,7 @@ impl Supervisor {
             }
             None => {
                 tracing::info!(job = %key.1, "{} job found", key.0);
+                let shared = Arc::new(def.clone());
                 let (ctx, cancel) = (self.ctx.clone(), self.cancel.clone());
                 let handle = match key.0 {
                     JobType::Continuous => continuous::spawn(ctx, def, cancel, &self.tracker),

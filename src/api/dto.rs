@@ -92,14 +92,6 @@ pub struct History {
     pub runs: Vec<Run>,
 }
 
-/// The job's settings.job as written (comments stripped), `{}` when absent or bad.
-pub fn settings_value(def: &JobDefinition) -> Value {
-    std::fs::read(def.dir.join(crate::spec::settings::FILE_NAME))
-        .ok()
-        .and_then(|b| crate::spec::settings::raw_value(&b))
-        .unwrap_or_else(|| Value::Object(Default::default()))
-}
-
 fn common(base: &Base, def: &JobDefinition, status_error: Option<&String>) -> JobCommon {
     JobCommon {
         name: def.name.clone(),
@@ -113,7 +105,7 @@ fn common(base: &Base, def: &JobDefinition, status_error: Option<&String>) -> Jo
         error: status_error
             .cloned()
             .or_else(|| (!def.errors.is_empty()).then(|| def.errors.join("; "))),
-        settings: settings_value(def),
+        settings: def.settings_raw.clone(),
         using_sdk: false,
     }
 }

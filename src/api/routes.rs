@@ -249,7 +249,7 @@ async fn triggered_job(
 
 fn settings_of(st: &ApiState, t: JobType, name: &str) -> ApiResult<axum::Json<serde_json::Value>> {
     let e = entry(st, t, name)?;
-    Ok(axum::Json(dto::settings_value(&e.def)))
+    Ok(axum::Json(e.def.settings_raw.clone()))
 }
 
 async fn continuous_settings(

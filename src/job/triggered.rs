@@ -97,7 +97,7 @@ struct ActiveRun {
     sink: Arc<Mutex<LogSink>>,
     settings: JobSettings,
     /// Held for the whole run: no other host runs this job meanwhile.
-    _lock: File,
+    _lock: Option<File>,
     timeout_at: Option<Instant>,
     idle: Option<IdleWatch>,
     /// Set when the host ends the run; the run is then `Aborted` with this reason.
@@ -145,6 +145,13 @@ async fn wait_active(active: &mut Option<ActiveRun>) -> Exit {
     }
 }
 
+/// Runs file work (fsync, directory listings) on the blocking pool: a hundred jobs
+/// firing on the same second must not queue behind each other's disk waits on the
+/// two async workers. `None` only if the runtime is shutting down.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
 fn lock_sink(sink: &Mutex<LogSink>) -> std::sync::MutexGuard<'_, LogSink> {
     sink.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -155,7 +162,7 @@ impl TriggeredJob {
         mut rx: mpsc::UnboundedReceiver<JobCommand>,
         cancel: CancellationToken,
     ) {
-        self.recover_stale();
+        self.recover_stale().await;
         self.apply_definition();
         loop {
             let clock = self.ctx.clock.clone();
@@ -202,6 +209,27 @@ impl TriggeredJob {
         self.publish();
     }
 
+    async fn save_last_fired(&self, at: DateTime<Utc>) {
+        let logs = self.logs.clone();
+        if let Some(Err(e)) = blocking(move || runs::save_last_fired(&logs, at)).await {
+            tracing::error!(job = %self.def.name, "{e}");
+        }
+    }
+
+    async fn load_last_fired(&self) -> Option<DateTime<Utc>> {
+        let logs = self.logs.clone();
+        blocking(move || runs::load_last_fired(&logs))
+            .await
+            .flatten()
+    }
+
+    async fn write_record(&self, rec: &RunRecord) {
+        let (logs, rec) = (self.logs.clone(), rec.clone());
+        if let Some(Err(e)) = blocking(move || runs::write(&logs, &rec)).await {
+            tracing::error!(job = %self.def.name, "{e}");
+        }
+    }
+
     fn settings(&self) -> Option<&JobSettings> {
         self.def.settings.as_ref()
     }
@@ -220,21 +248,37 @@ impl TriggeredJob {
         self.logs.join("run.lock")
     }
 
-    fn try_run_lock(&self) -> Option<File> {
+    /// The run lock, when other hosts may share these LOGS (`--instance`); a host
+    /// without an instance name is alone by the SPEC and needs none. `Err` when another
+    /// host holds it.
+    ///
+    /// A busy lock is asked again for a moment: while any process of this host forks
+    /// (every run start), the child holds a copy of each open descriptor until it
+    /// execs, and so, for that instant, our own just-released lock.
+    async fn acquire_run_lock(&self) -> Result<Option<File>, ()> {
+        if self.ctx.layout.instance.is_none() {
+            return Ok(None);
+        }
         let _ = std::fs::create_dir_all(&self.logs);
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(self.run_lock_path())
-            .ok()?;
-        f.try_lock().ok().map(|()| f)
+            .map_err(|_| ())?;
+        for _ in 0..20 {
+            if f.try_lock().is_ok() {
+                return Ok(Some(f));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Err(())
     }
 
     /// Runs a dead host left `Running` are `Aborted` — checked under the run lock, so
     /// a run that another live host is going through is left alone.
-    fn recover_stale(&mut self) {
-        let Some(_lock) = self.try_run_lock() else {
+    async fn recover_stale(&mut self) {
+        let Ok(_lock) = self.acquire_run_lock().await else {
             return;
         };
         for id in runs::recover_stale(
@@ -340,7 +384,7 @@ impl TriggeredJob {
                     ),
                     true,
                 );
-                let _ = runs::save_last_fired(&self.logs, latest);
+                self.save_last_fired(latest).await;
             }
             Poll::Fire { at, skipped } => {
                 if skipped > 0 {
@@ -365,9 +409,12 @@ impl TriggeredJob {
                             false,
                         ),
                         // Another host fired it: that is the point of the lock.
-                        TriggerError::LockedElsewhere { .. } => tracing::debug!(
-                            job = %self.def.name,
-                            "occurrence {at} runs on another host"
+                        TriggerError::LockedElsewhere { .. } => self.sched(
+                            &format!(
+                                "{} fired on another host (run.lock held or this occurrence already recorded there)",
+                                rfc3339_string(at)
+                            ),
+                            false,
                         ),
                         other => self.sched(
                             &format!("fire at {} failed: {other}", rfc3339_string(at)),
@@ -408,7 +455,7 @@ impl TriggeredJob {
             if settings.overlap == Overlap::Queue {
                 if self.pending.is_some() {
                     if let Some(at) = scheduled_for {
-                        let _ = runs::save_last_fired(&self.logs, at);
+                        self.save_last_fired(at).await;
                     }
                     return Err(TriggerError::QueueFull { job });
                 }
@@ -428,21 +475,22 @@ impl TriggeredJob {
                 });
             }
             if let Some(at) = scheduled_for {
-                let _ = runs::save_last_fired(&self.logs, at);
+                self.save_last_fired(at).await;
             }
             return Err(TriggerError::Busy { job, run_id });
         }
-        let Some(lock) = self.try_run_lock() else {
+        let Ok(lock) = self.acquire_run_lock().await else {
             return Err(TriggerError::LockedElsewhere { job });
         };
         if let Some(at) = scheduled_for {
-            if runs::load_last_fired(&self.logs).is_some_and(|last| last >= at) {
-                // Another host fired this occurrence and already finished.
+            // Another host fired this occurrence and already finished. Alone, only
+            // this host writes the state, and its cursor never repeats an occurrence.
+            if self.ctx.layout.instance.is_some()
+                && self.load_last_fired().await.is_some_and(|last| last >= at)
+            {
                 return Err(TriggerError::LockedElsewhere { job });
             }
-            if let Err(e) = runs::save_last_fired(&self.logs, at) {
-                tracing::error!(job = %self.def.name, "{e}");
-            }
+            self.save_last_fired(at).await;
         }
         let run_id = self
             .start_run(lock, settings, trigger, args, scheduled_for)
@@ -456,7 +504,7 @@ impl TriggeredJob {
 
     async fn start_run(
         &mut self,
-        lock: File,
+        lock: Option<File>,
         settings: JobSettings,
         trigger: TriggerKind,
         args: Vec<OsString>,
@@ -471,7 +519,11 @@ impl TriggeredJob {
             return Err(failed("no entry point".into()));
         };
         let now = self.ctx.clock.now();
-        let (run_id, run_dir) = runs::claim_run_dir(&self.logs, now).map_err(|e| {
+        let logs = self.logs.clone();
+        let claimed = blocking(move || runs::claim_run_dir(&logs, now))
+            .await
+            .unwrap_or_else(|| Err(std::io::Error::other("the host is stopping")));
+        let (run_id, run_dir) = claimed.map_err(|e| {
             failed(format!(
                 "creating run folder under {}: {e}",
                 self.logs.display()
@@ -543,17 +595,15 @@ impl TriggeredJob {
                 record.error = Some(msg.clone());
                 record.end_time = Some(rfc3339_string(Utc::now()));
                 record.duration_ms = Some(0);
-                let _ = runs::write(&self.logs, &record);
+                self.write_record(&record).await;
                 self.sched(&format!("run {run_id} failed to start: {msg}"), true);
                 self.status.latest_run = Some(record);
-                self.trim(None);
+                self.trim(None).await;
                 return Err(failed(msg));
             }
         };
         record.pid = Some(run.pid);
-        if let Err(e) = runs::write(&self.logs, &record) {
-            tracing::error!(job = %self.def.name, "{e}");
-        }
+        self.write_record(&record).await;
         self.sched(
             &format!("run {run_id} started ({})", trigger.as_str()),
             false,
@@ -578,7 +628,7 @@ impl TriggeredJob {
         });
         self.status.running = Some(run_id.clone());
         self.status.latest_run = Some(record);
-        self.trim(Some(&run_id));
+        self.trim(Some(run_id.clone())).await;
         self.publish();
         Ok(run_id)
     }
@@ -684,9 +734,7 @@ impl TriggeredJob {
             }
             s.flush();
         }
-        if let Err(e) = runs::write(&self.logs, &record) {
-            tracing::error!(job = %self.def.name, "{e}");
-        }
+        self.write_record(&record).await;
         self.sched(
             &format!(
                 "run {} ended: {}{}",
@@ -708,7 +756,7 @@ impl TriggeredJob {
         self.status.running = None;
         self.status.latest_run = Some(record);
         drop(_lock);
-        self.trim(None);
+        self.trim(None).await;
         self.publish();
         if let Some(p) = self.pending.take()
             && let Err(e) = self.trigger(p.trigger, p.args, p.scheduled_for).await
@@ -764,9 +812,12 @@ impl TriggeredJob {
         }
     }
 
-    fn trim(&mut self, protect: Option<&str>) {
+    async fn trim(&self, protect: Option<String>) {
         let keep = self.settings().map(|s| s.history_size).unwrap_or(50);
-        let removed = runs::trim(&self.logs, keep, protect);
+        let logs = self.logs.clone();
+        let removed = blocking(move || runs::trim(&logs, keep, protect.as_deref()))
+            .await
+            .unwrap_or_default();
         if !removed.is_empty() {
             tracing::debug!(job = %self.def.name, "removed {} old run folder(s)", removed.len());
         }

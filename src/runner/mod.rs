@@ -178,7 +178,12 @@ impl Runner {
             mark: &mark,
         };
         let mut cmd = spawn::command(req.launch, &run_dir, req.args, &env);
-        let spawned = self.reaper.spawn(&mut cmd);
+        // fork() of a large multi-threaded process takes a while (page tables): off the
+        // async workers, so runs starting together do not wait on each other there.
+        let reaper = self.reaper.clone();
+        let spawned = tokio::task::spawn_blocking(move || reaper.spawn(&mut cmd))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         let (mut child, exit) = match spawned {
             Ok(c) => c,
             Err(source) => {
@@ -256,6 +261,22 @@ impl Run {
         self.membership_after(Instant::now() - Duration::from_millis(25))
     }
 
+    /// [`Run::membership_after`] on the blocking pool: reading /proc for a hundred
+    /// runs ending together must not stall the async workers.
+    async fn membership_off_thread(&self, t: Instant) -> Vec<Pid> {
+        let (skip, leader, mark) = (self.runner.leaders(), self.pid, self.mark.clone());
+        tokio::task::spawn_blocking(move || {
+            proctable::Tree::read_after(t).run_members(
+                std::process::id() as i32,
+                leader,
+                &mark,
+                &skip,
+            )
+        })
+        .await
+        .unwrap_or_default()
+    }
+
     /// Members as seen by a read of /proc taken after `t`.
     fn membership_after(&self, t: Instant) -> Vec<Pid> {
         let skip = self.runner.leaders();
@@ -307,12 +328,12 @@ impl Run {
         let mut out = Leftovers::default();
         // A read from before the exit would still show processes that are gone.
         let exited_at = self.exited_at.unwrap_or_else(Instant::now);
-        if !self.membership_after(exited_at).is_empty() {
+        if !self.membership_off_thread(exited_at).await.is_empty() {
             out.killed = self.signal_all(Signal::SIGTERM);
             let deadline = Instant::now() + grace;
             loop {
                 let now = Instant::now();
-                if now >= deadline || self.membership_after(now).is_empty() {
+                if now >= deadline || self.membership_off_thread(now).await.is_empty() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
