@@ -3,7 +3,6 @@
 //! be reached, and turns the API's error sentence into the command's error.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 
 use anyhow::{Context, anyhow, bail};
 use reqwest::StatusCode;
@@ -526,9 +525,4 @@ pub fn cancel(api: &Api, name: &str, run: Option<&str>) -> anyhow::Result<i32> {
     let v: Value = resp.json().unwrap_or_default();
     outln!("{}", s(&v, "message"));
     Ok(0)
-}
-
-/// Default LOGS for the client: the same rule as the host's.
-pub fn default_logs() -> PathBuf {
-    PathBuf::from("logs")
 }

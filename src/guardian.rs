@@ -49,14 +49,6 @@ impl GuardianLink {
         })
     }
 
-    /// A link that tells nobody, for code paths that run without a guardian (tests).
-    pub fn none() -> GuardianLink {
-        GuardianLink {
-            stdin: Mutex::new(None),
-            pid: None,
-        }
-    }
-
     pub fn pid(&self) -> Option<i32> {
         self.pid
     }

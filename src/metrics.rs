@@ -49,6 +49,7 @@ pub struct Metrics {
     pub restarts: Family<JobOnly, Gauge>,
     pub log_written: Family<JobLabels, Gauge>,
     pub log_dropped_lines: Family<JobLabels, Gauge>,
+    pub log_dropped_bytes: Family<JobLabels, Gauge>,
     pub runs: Family<OutcomeLabels, Counter>,
     pub run_duration: Family<JobOnly, Histogram>,
     pub lateness: Family<JobOnly, Histogram>,
@@ -77,6 +78,7 @@ impl Metrics {
         let restarts = Family::<JobOnly, Gauge>::default();
         let log_written = Family::<JobLabels, Gauge>::default();
         let log_dropped_lines = Family::<JobLabels, Gauge>::default();
+        let log_dropped_bytes = Family::<JobLabels, Gauge>::default();
         let runs = Family::<OutcomeLabels, Counter>::default();
         let run_duration = Family::<JobOnly, Histogram>::new_with_constructor(
             duration_histogram as fn() -> Histogram,
@@ -111,6 +113,11 @@ impl Metrics {
             "Output lines lost because the log could not be written",
             log_dropped_lines.clone(),
         );
+        registry.register(
+            "log_dropped_bytes",
+            "Output bytes lost because the log could not be written",
+            log_dropped_bytes.clone(),
+        );
         registry.register("runs", "Triggered runs by outcome", runs.clone());
         registry.register(
             "run_duration_seconds",
@@ -134,6 +141,7 @@ impl Metrics {
             restarts,
             log_written,
             log_dropped_lines,
+            log_dropped_bytes,
             runs,
             run_duration,
             lateness,
@@ -170,6 +178,7 @@ impl Metrics {
         self.restarts.clear();
         self.log_written.clear();
         self.log_dropped_lines.clear();
+        self.log_dropped_bytes.clear();
         self.uptime.set(self.started.elapsed().as_secs() as i64);
     }
 

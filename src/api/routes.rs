@@ -794,6 +794,9 @@ async fn metrics(State(st): State<ApiState>) -> impl IntoResponse {
                 m.log_dropped_lines
                     .get_or_create(&labels)
                     .set(s.log_dropped_lines as i64);
+                m.log_dropped_bytes
+                    .get_or_create(&labels)
+                    .set(s.log_dropped_bytes as i64);
                 s.status.as_str().to_string()
             }
             JobView::Triggered(rx) => {
