@@ -792,7 +792,7 @@ impl TriggeredJob {
             let st = s.stats();
             st.written_bytes + st.dropped_bytes
         };
-        let cpu = active.run.cpu_ticks().await;
+        let cpu = active.run.cpu_ticks();
         let now = Instant::now();
         let Some(idle) = active.idle.as_mut() else {
             return;

@@ -113,10 +113,6 @@ pub struct Leftovers {
     pub output_abandoned: bool,
 }
 
-/// A /proc read this recent is good enough for signalling (anything forked since is
-/// caught by the next pass of the stop sequence).
-const RECENT: Duration = Duration::from_millis(50);
-
 /// How long output may keep flowing after every process we know of is gone.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
@@ -253,19 +249,21 @@ impl Run {
     }
 
     /// CPU ticks used so far by the run's live processes (for idle detection).
-    pub async fn cpu_ticks(&self) -> u64 {
-        let members = self.members_read_after(Instant::now() - RECENT).await;
-        proctable::cpu_ticks(&members)
+    pub fn cpu_ticks(&self) -> u64 {
+        proctable::cpu_ticks(&self.membership())
     }
 
     pub fn ran_for(&self) -> Duration {
         self.started.elapsed()
     }
 
-    /// The run's live processes, from a read of /proc taken after `t` (shared with
-    /// every other run that asks about the same moment; see [`proctable::Tree`]). On
-    /// the blocking pool: a read may wait for its turn.
-    async fn members_read_after(&self, t: Instant) -> Vec<Pid> {
+    fn membership(&self) -> Vec<Pid> {
+        self.membership_after(Instant::now() - Duration::from_millis(25))
+    }
+
+    /// [`Run::membership_after`] on the blocking pool: reading /proc for a hundred
+    /// runs ending together must not stall the async workers.
+    async fn membership_off_thread(&self, t: Instant) -> Vec<Pid> {
         let (skip, leader, mark) = (self.runner.leaders(), self.pid, self.mark.clone());
         tokio::task::spawn_blocking(move || {
             proctable::Tree::read_after(t).run_members(
@@ -279,10 +277,20 @@ impl Run {
         .unwrap_or_default()
     }
 
-    /// Signals the group and every member found (those that left the group too).
-    async fn signal_all(&self, sig: Signal) -> usize {
+    /// Members as seen by a read of /proc taken after `t`.
+    fn membership_after(&self, t: Instant) -> Vec<Pid> {
+        let skip = self.runner.leaders();
+        proctable::Tree::read_after(t).run_members(
+            std::process::id() as i32,
+            self.pid,
+            &self.mark,
+            &skip,
+        )
+    }
+
+    fn signal_all(&self, sig: Signal) -> usize {
         let _ = killpg(Pid::from_raw(self.pid), sig);
-        let members = self.members_read_after(Instant::now() - RECENT).await;
+        let members = self.membership();
         for p in &members {
             let _ = kill(*p, sig);
         }
@@ -302,14 +310,14 @@ impl Run {
             let _ = std::fs::create_dir_all(dir);
         }
         let _ = std::fs::write(&self.shutdown_file, b"");
-        self.signal_all(Signal::SIGTERM).await;
+        self.signal_all(Signal::SIGTERM);
         if let Ok(exit) = tokio::time::timeout(grace, self.wait()).await {
             return Stopped {
                 exit,
                 forced: false,
             };
         }
-        self.signal_all(Signal::SIGKILL).await;
+        self.signal_all(Signal::SIGKILL);
         let exit = self.wait().await;
         Stopped { exit, forced: true }
     }
@@ -320,12 +328,12 @@ impl Run {
         let mut out = Leftovers::default();
         // A read from before the exit would still show processes that are gone.
         let exited_at = self.exited_at.unwrap_or_else(Instant::now);
-        if !self.members_read_after(exited_at).await.is_empty() {
-            out.killed = self.signal_all(Signal::SIGTERM).await;
+        if !self.membership_off_thread(exited_at).await.is_empty() {
+            out.killed = self.signal_all(Signal::SIGTERM);
             let deadline = Instant::now() + grace;
             loop {
                 let now = Instant::now();
-                if now >= deadline || self.members_read_after(now).await.is_empty() {
+                if now >= deadline || self.membership_off_thread(now).await.is_empty() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -359,16 +367,7 @@ impl Drop for Run {
         // A run dropped without `finish` (a task that panicked or was aborted) must not
         // leave its processes behind.
         if self.exited.is_none() || self.pump.is_some() {
-            let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
-            let members = proctable::Tree::read().run_members(
-                std::process::id() as i32,
-                self.pid,
-                &self.mark,
-                &self.runner.leaders(),
-            );
-            for p in members {
-                let _ = kill(p, Signal::SIGKILL);
-            }
+            self.signal_all(Signal::SIGKILL);
             self.runner.guardian.unwatch(self.pid);
             self.runner.lock_leaders().remove(&self.pid);
         }

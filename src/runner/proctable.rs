@@ -65,10 +65,10 @@ pub struct Tree {
     children: HashMap<i32, Vec<i32>>,
 }
 
-/// Reads of /proc are at least this far apart. A hundred runs ending within one
-/// second then share a few reads instead of each reading every process's stat
-/// file; each waits at most this long for a read that started after its moment.
-const MIN_GAP: Duration = Duration::from_millis(50);
+/// How long a tree read may be reused. Stopping a hundred runs at once then costs a
+/// few reads of /proc instead of hundreds; anything forked after the read is caught
+/// by the next pass of the stop sequence, which looks again until nothing is left.
+const TREE_TTL: Duration = Duration::from_millis(25);
 
 static CACHE: Mutex<Option<(Instant, Arc<Tree>)>> = Mutex::new(None);
 
@@ -82,24 +82,22 @@ impl Tree {
         t
     }
 
-    /// A read that started at or after `t`: the newest one if it qualifies, else a
-    /// new one, no sooner than [`MIN_GAP`] after the last (callers queue on the lock
-    /// meanwhile, and then share the read). Blocking: call from the blocking pool.
+    /// A recent read, shared by everyone who asks within [`TREE_TTL`].
+    pub fn recent() -> Arc<Tree> {
+        Tree::read_after(Instant::now() - TREE_TTL)
+    }
+
+    /// A read taken after `t` (shared if one is cached), e.g. after a process exited.
     pub fn read_after(t: Instant) -> Arc<Tree> {
         let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((started, tree)) = cache.as_ref() {
-            if *started >= t {
-                return tree.clone();
-            }
-            let next = *started + MIN_GAP;
-            let now = Instant::now();
-            if next > now {
-                std::thread::sleep(next - now);
-            }
+        if let Some((at, tree)) = cache.as_ref()
+            && *at >= t
+            && at.elapsed() < TREE_TTL
+        {
+            return tree.clone();
         }
-        let started = Instant::now();
         let tree = Arc::new(Tree::read());
-        *cache = Some((started, tree.clone()));
+        *cache = Some((Instant::now(), tree.clone()));
         tree
     }
 
