@@ -76,7 +76,16 @@ impl Api {
     }
 
     fn send(&self, rb: RequestBuilder, what: &str) -> anyhow::Result<Response> {
-        let resp = rb.send().map_err(|e| {
+        let resp = self.reach(rb, what)?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(self.refusal(resp, what))
+    }
+
+    /// Sends, turning "could not connect" into a sentence naming the URL tried.
+    fn reach(&self, rb: RequestBuilder, what: &str) -> anyhow::Result<Response> {
+        rb.send().map_err(|e| {
             if e.is_connect() || e.is_timeout() {
                 anyhow!(
                     "cannot reach the jobhost API at {} ({what}): is `jobhost run` running? Pass --url or set JOBHOST_URL if it listens elsewhere",
@@ -85,10 +94,11 @@ impl Api {
             } else {
                 anyhow!("{what} at {}: {e}", self.ep.url)
             }
-        })?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
+        })
+    }
+
+    /// The API's own sentence for an answer that is not a success.
+    fn refusal(&self, resp: Response, what: &str) -> anyhow::Error {
         let status = resp.status();
         let text = resp.text().unwrap_or_default();
         let msg = serde_json::from_str::<Value>(&text)
@@ -96,11 +106,11 @@ impl Api {
             .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
             .unwrap_or(text);
         if status == StatusCode::UNAUTHORIZED {
-            bail!(
+            return anyhow!(
                 "{what}: the host refused our token ({msg}); the CLI reads LOGS/.jobhost-token (pass --logs) or JOBHOST_TOKEN"
             );
         }
-        bail!("{what}: {msg}")
+        anyhow!("{what}: {msg}")
     }
 
     pub fn get_json(&self, path: &str, what: &str) -> anyhow::Result<Value> {
@@ -109,17 +119,14 @@ impl Api {
             .with_context(|| format!("{what}: the host sent something that is not JSON"))
     }
 
+    /// `None` on 404: the caller tries elsewhere.
     fn try_get_json(&self, path: &str) -> anyhow::Result<Option<Value>> {
-        let resp = self
-            .req(reqwest::Method::GET, path)
-            .send()
-            .map_err(|_| anyhow!("cannot reach the jobhost API at {}: is `jobhost run` running? Pass --url or set JOBHOST_URL if it listens elsewhere", self.ep.url))?;
+        let what = "reading the job";
+        let resp = self.reach(self.req(reqwest::Method::GET, path), what)?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => Ok(Some(resp.json()?)),
-            _ => self
-                .send(self.req(reqwest::Method::GET, path), "reading the job")
-                .map(|_| None),
+            _ => Err(self.refusal(resp, what)),
         }
     }
 

@@ -85,10 +85,6 @@ pub fn url_file(logs: &std::path::Path, instance: Option<&str>) -> PathBuf {
     }
 }
 
-fn ctx_url_file(opts: &HostOptions) -> PathBuf {
-    url_file(&opts.logs, opts.instance.as_deref())
-}
-
 fn write_url_file(path: &std::path::Path, bound: std::net::SocketAddr) {
     // An unspecified address is not one a client can connect to: use loopback.
     let host = if bound.ip().is_unspecified() {
@@ -167,7 +163,7 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
     let bound = listener
         .local_addr()
         .context("reading the API's bound address")?;
-    write_url_file(&ctx_url_file(&opts), bound);
+    write_url_file(&url_file(&opts.logs, opts.instance.as_deref()), bound);
     if bound.ip().is_loopback() {
         tracing::info!("HTTP API on http://{bound}");
     } else {

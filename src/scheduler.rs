@@ -111,10 +111,6 @@ impl Cursor {
         self
     }
 
-    pub fn last_fired(&self) -> DateTime<Utc> {
-        self.last_fired
-    }
-
     pub fn schedule(&self) -> &Schedule {
         &self.schedule
     }

@@ -315,10 +315,8 @@ struct ArgsBody {
 }
 
 fn trigger_status(e: &TriggerError) -> StatusCode {
+    // Everything else is the job's state refusing the request.
     match e {
-        TriggerError::NotTriggered { .. }
-        | TriggerError::NotRunning { .. }
-        | TriggerError::NothingToCancel { .. } => StatusCode::CONFLICT,
         TriggerError::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         TriggerError::Gone { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::CONFLICT,

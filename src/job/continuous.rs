@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::backoff::Backoff;
 use super::plan::{self, Action, Desired, Phase};
 use super::{Ctx, JobCommand, JobHandle, JobView, TriggerError};
-use crate::logsink::LogSink;
+use crate::logsink::{self, LogSink};
 use crate::runner::{Exit, Run, RunRequest};
 use crate::scan::JobDefinition;
 use crate::spec::JobType;
@@ -403,7 +403,7 @@ impl ContinuousJob {
             .ctx
             .layout
             .job_log(&self.def.name, settings.is_singleton);
-        let mut sink = lock_sink(&self.sink);
+        let mut sink = logsink::lock(&self.sink);
         if sink.path() != want {
             drop(sink);
             self.sink = Arc::new(Mutex::new(LogSink::new(
@@ -420,32 +420,13 @@ impl ContinuousJob {
         let Some(run) = self.run.take() else { return };
         let ran_for = run.ran_for();
         let log_id = run.log_id.clone();
-        let leftovers = run.finish(self.grace()).await;
-        self.note_exit(&log_id, exit, leftovers);
+        run.finish(self.grace()).await;
+        self.note_exit(exit);
         self.schedule_restart(&log_id, ran_for);
     }
 
-    fn note_exit(&mut self, log_id: &str, exit: Exit, leftovers: crate::runner::Leftovers) {
-        if exit.success() {
-            self.sys_info(log_id, &exit.to_string());
-        } else {
-            self.sys_error(log_id, &exit.to_string());
-        }
-        if leftovers.killed > 0 {
-            self.sys_info(
-                log_id,
-                &format!(
-                    "ended {} leftover process(es) of the run after its main process exited",
-                    leftovers.killed
-                ),
-            );
-        }
-        if leftovers.output_abandoned {
-            self.sys_error(
-                log_id,
-                "output pipes still open after the run ended (a process outside the run holds them): stopped reading",
-            );
-        }
+    /// The run's exit in the status (the runner has written it to the log).
+    fn note_exit(&mut self, exit: Exit) {
         let (code, signal) = match exit {
             Exit::Code(c) => (Some(c), None),
             Exit::Signal(s) => (None, Some(s)),
@@ -488,25 +469,9 @@ impl ContinuousJob {
         self.status.status = ContinuousState::Stopping;
         self.status.detailed_status = format!("stopping: {why}");
         self.publish();
-        self.sys_info(
-            &log_id,
-            &format!(
-                "stopping ({why}): shutdown file created, SIGTERM sent, up to {} s grace",
-                grace.as_secs()
-            ),
-        );
-        let stopped = run.stop(grace).await;
-        if stopped.forced {
-            self.sys_error(
-                &log_id,
-                &format!(
-                    "still running after {} s grace: killed with SIGKILL",
-                    grace.as_secs()
-                ),
-            );
-        }
-        let leftovers = run.finish(grace).await;
-        self.note_exit(&log_id, stopped.exit, leftovers);
+        let stopped = run.stop(grace, why).await;
+        run.finish(grace).await;
+        self.note_exit(stopped.exit);
         self.sys_info(&log_id, "stopped");
     }
 
@@ -520,24 +485,20 @@ impl ContinuousJob {
 
     fn sys_info(&self, log_id: &str, msg: &str) {
         if self.may_write() {
-            let mut s = lock_sink(&self.sink);
-            s.sys_info(log_id, msg);
-            s.flush();
+            logsink::note(&self.sink, log_id, false, msg);
         }
     }
 
     fn sys_error(&self, log_id: &str, msg: &str) {
         if self.may_write() {
-            let mut s = lock_sink(&self.sink);
-            s.sys_error(log_id, msg);
-            s.flush();
+            logsink::note(&self.sink, log_id, true, msg);
         }
     }
 
     /// Sends the status to watchers and writes the status file this host may write.
     fn publish(&mut self) {
         {
-            let s = lock_sink(&self.sink);
+            let s = logsink::lock(&self.sink);
             let stats = s.stats();
             self.status.log_written_bytes = stats.written_bytes;
             self.status.log_dropped_lines = stats.dropped_lines;
@@ -568,10 +529,6 @@ async fn wait_run(run: &mut Option<Run>) -> Exit {
         Some(r) => r.wait().await,
         None => std::future::pending().await,
     }
-}
-
-fn lock_sink(sink: &Mutex<LogSink>) -> std::sync::MutexGuard<'_, LogSink> {
-    sink.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn trim_float(v: f64) -> String {

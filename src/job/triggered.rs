@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Accepted, Ctx, JobCommand, JobHandle, JobView, TriggerError};
-use crate::logsink::LogSink;
+use crate::logsink::{self, LogSink};
 use crate::runner::{Exit, Run, RunRequest};
 use crate::runs::{self, RunRecord, RunState, TriggerKind};
 use crate::scan::JobDefinition;
@@ -152,10 +152,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.ok()
 }
 
-fn lock_sink(sink: &Mutex<LogSink>) -> std::sync::MutexGuard<'_, LogSink> {
-    sink.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl TriggeredJob {
     async fn run_loop(
         mut self,
@@ -235,13 +231,7 @@ impl TriggeredJob {
     }
 
     fn sched(&self, msg: &str, error: bool) {
-        let mut s = lock_sink(&self.sched_log);
-        if error {
-            s.sys_error(NO_RUN, msg);
-        } else {
-            s.sys_info(NO_RUN, msg);
-        }
-        s.flush();
+        logsink::note(&self.sched_log, NO_RUN, error, msg);
     }
 
     fn run_lock_path(&self) -> PathBuf {
@@ -316,7 +306,7 @@ impl TriggeredJob {
         self.status.error = None;
         if let Some(s) = self.settings() {
             let (max, keep) = (s.log_max_bytes, s.log_keep);
-            lock_sink(&self.sched_log).set_limits(max, keep);
+            logsink::lock(&self.sched_log).set_limits(max, keep);
         }
         let schedule = self.settings().and_then(|s| s.schedule.clone());
         let same = match (&self.cursor, &schedule) {
@@ -586,11 +576,7 @@ impl TriggeredJob {
             Ok(run) => run,
             Err(e) => {
                 let msg = format!("could not start: {e}");
-                {
-                    let mut s = lock_sink(&sink);
-                    s.sys_error(&log_id, &msg);
-                    s.flush();
-                }
+                logsink::note(&sink, &log_id, true, &msg);
                 record.status = RunState::Failed;
                 record.error = Some(msg.clone());
                 record.end_time = Some(rfc3339_string(Utc::now()));
@@ -637,7 +623,7 @@ impl TriggeredJob {
         let Some(active) = self.active.take() else {
             return;
         };
-        self.finish(active, exit, false).await;
+        self.finish(active, exit).await;
     }
 
     /// Stops the run going on (if any) through the stop sequence and records it
@@ -648,33 +634,12 @@ impl TriggeredJob {
         };
         active.abort = Some(why.to_string());
         let grace = active.settings.stopping_wait_time;
-        {
-            let mut s = lock_sink(&active.sink);
-            s.sys_info(
-                &active.run.log_id,
-                &format!(
-                    "stopping ({why}): shutdown file created, SIGTERM sent, up to {} s grace",
-                    grace.as_secs()
-                ),
-            );
-            s.flush();
-        }
-        let stopped = active.run.stop(grace).await;
-        if stopped.forced {
-            let mut s = lock_sink(&active.sink);
-            s.sys_error(
-                &active.run.log_id,
-                &format!(
-                    "still running after {} s grace: killed with SIGKILL",
-                    grace.as_secs()
-                ),
-            );
-            s.flush();
-        }
-        self.finish(active, stopped.exit, true).await;
+        let stopped = active.run.stop(grace, why).await;
+        self.finish(active, stopped.exit).await;
     }
 
-    async fn finish(&mut self, active: ActiveRun, exit: Exit, _stopped: bool) {
+    /// Records a run that ended (the runner has logged its exit and leftovers).
+    async fn finish(&mut self, active: ActiveRun, exit: Exit) {
         let ActiveRun {
             run,
             mut record,
@@ -686,7 +651,7 @@ impl TriggeredJob {
         } = active;
         let log_id = run.log_id.clone();
         let started = run.started;
-        let leftovers = run.finish(settings.stopping_wait_time).await;
+        run.finish(settings.stopping_wait_time).await;
         let (code, signal) = match exit {
             Exit::Code(c) => (Some(c), None),
             Exit::Signal(s) => (None, Some(s)),
@@ -703,36 +668,19 @@ impl TriggeredJob {
         record.error = abort
             .clone()
             .or_else(|| (!exit.success()).then(|| exit.to_string()));
-        {
-            let mut s = lock_sink(&sink);
-            if leftovers.killed > 0 {
-                s.sys_info(
-                    &log_id,
-                    &format!(
-                        "ended {} leftover process(es) of the run after its main process exited",
-                        leftovers.killed
-                    ),
-                );
-            }
-            if leftovers.output_abandoned {
-                s.sys_error(
-                    &log_id,
-                    "output pipes still open after the run ended (a process outside the run holds them): stopped reading",
-                );
-            }
-            if exit.success() {
-                s.sys_info(&log_id, &exit.to_string());
-            } else {
-                s.sys_error(&log_id, &exit.to_string());
-            }
-            match &abort {
-                Some(why) => s.sys_error(&log_id, &format!("run {} aborted: {why}", record.id)),
-                None => s.sys_info(
-                    &log_id,
-                    &format!("run {} {}", record.id, record.status.as_str()),
-                ),
-            }
-            s.flush();
+        match &abort {
+            Some(why) => logsink::note(
+                &sink,
+                &log_id,
+                true,
+                &format!("run {} aborted: {why}", record.id),
+            ),
+            None => logsink::note(
+                &sink,
+                &log_id,
+                false,
+                &format!("run {} {}", record.id, record.status.as_str()),
+            ),
         }
         self.write_record(&record).await;
         self.sched(
@@ -788,7 +736,7 @@ impl TriggeredJob {
             return;
         };
         let output = {
-            let s = lock_sink(&active.sink);
+            let s = logsink::lock(&active.sink);
             let st = s.stats();
             st.written_bytes + st.dropped_bytes
         };

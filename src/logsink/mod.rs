@@ -42,6 +42,27 @@ struct Loss {
     error: String,
 }
 
+/// A log written by a run's pump and by its job task at once.
+pub type SharedSink = std::sync::Arc<std::sync::Mutex<LogSink>>;
+
+/// Locks a shared log. The sink keeps its buffers consistent at every step, so a
+/// lock poisoned by a panic elsewhere is still safe to write through.
+pub fn lock(sink: &std::sync::Mutex<LogSink>) -> std::sync::MutexGuard<'_, LogSink> {
+    sink.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Writes one host note (SYS INFO, or SYS ERROR when `error`) and flushes it: notes
+/// are rare and someone tailing the log should see them at once.
+pub fn note(sink: &std::sync::Mutex<LogSink>, run_id: &str, error: bool, msg: &str) {
+    let mut s = lock(sink);
+    if error {
+        s.sys_error(run_id, msg);
+    } else {
+        s.sys_info(run_id, msg);
+    }
+    s.flush();
+}
+
 /// One job's log. Frames lines into an in-memory batch; `flush` writes the batch.
 ///
 /// Write errors never propagate: the batch is counted as dropped (lines and bytes),

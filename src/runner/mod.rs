@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::guardian::GuardianLink;
-use crate::logsink::LogSink;
+use crate::logsink::{self, SharedSink};
 use crate::spec::JobType;
 use crate::spec::entry::Launch;
 pub use reaper::{Exit, Reaper};
@@ -72,7 +72,7 @@ pub struct RunRequest<'a> {
     pub run_id: &'a str,
     /// The 6-hex id in log lines.
     pub log_id: &'a str,
-    pub sink: Arc<Mutex<LogSink>>,
+    pub sink: SharedSink,
     /// The SYS INFO line written once the pid is known, before any output: `{pid}`
     /// is replaced by the pid; the command line is appended.
     pub started_note: String,
@@ -94,6 +94,8 @@ pub struct Run {
     workspace: Option<PathBuf>,
     mark: String,
     runner: Runner,
+    /// The run's log, for the notes of the stop sequence and the exit.
+    sink: SharedSink,
 }
 
 /// How a stop went.
@@ -111,6 +113,16 @@ pub struct Leftovers {
     pub killed: usize,
     /// The pipes were still held open by something we could not find; reading stopped.
     pub output_abandoned: bool,
+}
+
+/// The live processes of the run led by `leader`, from a /proc read taken after `t`.
+fn run_members_after(
+    t: Instant,
+    leader: i32,
+    mark: &str,
+    skip: &std::collections::HashSet<i32>,
+) -> Vec<Pid> {
+    proctable::Tree::read_after(t).run_members(std::process::id() as i32, leader, mark, skip)
 }
 
 /// How long output may keep flowing after every process we know of is gone.
@@ -200,17 +212,14 @@ impl Runner {
         let pid = child.id() as i32;
         self.guardian.watch(pid);
         self.lock_leaders().insert(pid);
-        {
-            // Before the pump starts, so the started line precedes the run's output.
-            let mut sink = req.sink.lock().unwrap_or_else(|e| e.into_inner());
-            let note = req.started_note.replace("{pid}", &pid.to_string());
-            sink.sys_info(req.log_id, &format!("{note}: {}", req.launch.display()));
-            sink.flush();
-        }
+        // Before the pump starts, so the started line precedes the run's output.
+        let started = req.started_note.replace("{pid}", &pid.to_string());
+        let started = format!("{started}: {}", req.launch.display());
+        logsink::note(&req.sink, req.log_id, false, &started);
         let pump = pump::start(
             child.stdout.take(),
             child.stderr.take(),
-            req.sink,
+            req.sink.clone(),
             req.log_id.to_string(),
             req.log_changed,
         );
@@ -227,6 +236,7 @@ impl Runner {
             workspace,
             mark,
             runner: self.clone(),
+            sink: req.sink,
         })
     }
 }
@@ -261,31 +271,18 @@ impl Run {
         self.membership_after(Instant::now() - Duration::from_millis(25))
     }
 
+    /// Members as seen by a read of /proc taken after `t`.
+    fn membership_after(&self, t: Instant) -> Vec<Pid> {
+        run_members_after(t, self.pid, &self.mark, &self.runner.leaders())
+    }
+
     /// [`Run::membership_after`] on the blocking pool: reading /proc for a hundred
     /// runs ending together must not stall the async workers.
     async fn membership_off_thread(&self, t: Instant) -> Vec<Pid> {
         let (skip, leader, mark) = (self.runner.leaders(), self.pid, self.mark.clone());
-        tokio::task::spawn_blocking(move || {
-            proctable::Tree::read_after(t).run_members(
-                std::process::id() as i32,
-                leader,
-                &mark,
-                &skip,
-            )
-        })
-        .await
-        .unwrap_or_default()
-    }
-
-    /// Members as seen by a read of /proc taken after `t`.
-    fn membership_after(&self, t: Instant) -> Vec<Pid> {
-        let skip = self.runner.leaders();
-        proctable::Tree::read_after(t).run_members(
-            std::process::id() as i32,
-            self.pid,
-            &self.mark,
-            &skip,
-        )
+        tokio::task::spawn_blocking(move || run_members_after(t, leader, &mark, &skip))
+            .await
+            .unwrap_or_default()
     }
 
     fn signal_all(&self, sig: Signal) -> usize {
@@ -298,8 +295,9 @@ impl Run {
     }
 
     /// The stop sequence: shutdown file, SIGTERM to every process of the run, up to
-    /// `grace` for the main process to end, then SIGKILL for everything left.
-    pub async fn stop(&mut self, grace: Duration) -> Stopped {
+    /// `grace` for the main process to end, then SIGKILL for everything left. `why`
+    /// goes into the run's log with each step.
+    pub async fn stop(&mut self, grace: Duration, why: &str) -> Stopped {
         if let Some(exit) = self.exited {
             return Stopped {
                 exit,
@@ -310,6 +308,13 @@ impl Run {
             let _ = std::fs::create_dir_all(dir);
         }
         let _ = std::fs::write(&self.shutdown_file, b"");
+        let secs = grace.as_secs();
+        logsink::note(
+            &self.sink,
+            &self.log_id,
+            false,
+            &format!("stopping ({why}): shutdown file created, SIGTERM sent, up to {secs} s grace"),
+        );
         self.signal_all(Signal::SIGTERM);
         if let Ok(exit) = tokio::time::timeout(grace, self.wait()).await {
             return Stopped {
@@ -318,12 +323,19 @@ impl Run {
             };
         }
         self.signal_all(Signal::SIGKILL);
+        logsink::note(
+            &self.sink,
+            &self.log_id,
+            true,
+            &format!("still running after {secs} s grace: killed with SIGKILL"),
+        );
         let exit = self.wait().await;
         Stopped { exit, forced: true }
     }
 
     /// After the main process ended: ends whatever of the run is still alive (SIGTERM,
-    /// up to `grace`, SIGKILL), drains the output, and removes the private copy.
+    /// up to `grace`, SIGKILL), drains the output, notes the exit (and any leftovers)
+    /// in the run's log, and removes the private copy.
     pub async fn finish(mut self, grace: Duration) -> Leftovers {
         let mut out = Leftovers::default();
         // A read from before the exit would still show processes that are gone.
@@ -353,6 +365,24 @@ impl Run {
             pump.abort();
             let _ = pump.await;
             out.output_abandoned = true;
+        }
+        if let Some(exit) = self.exited {
+            logsink::note(&self.sink, &self.log_id, !exit.success(), &exit.to_string());
+        }
+        if out.killed > 0 {
+            let msg = format!(
+                "ended {} leftover process(es) of the run after its main process exited",
+                out.killed
+            );
+            logsink::note(&self.sink, &self.log_id, false, &msg);
+        }
+        if out.output_abandoned {
+            logsink::note(
+                &self.sink,
+                &self.log_id,
+                true,
+                "output pipes still open after the run ended (a process outside the run holds them): stopped reading",
+            );
         }
         if let Some(ws) = self.workspace.take() {
             let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(ws)).await;

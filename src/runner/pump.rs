@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use tokio::net::unix::pipe::Receiver;
 use tokio::task::JoinHandle;
 
-use crate::logsink::LogSink;
 use crate::logsink::line::{LineSplitter, Stream};
+use crate::logsink::{LogSink, lock};
 
 const CHUNK: usize = 64 * 1024;
 /// Reads per stream per wake before the other stream gets its turn.
@@ -49,17 +49,16 @@ pub fn start(
         let mut buf = vec![0u8; CHUNK];
         let mut seen = loss_state(&sink);
         while out.pipe.is_some() || err.pipe.is_some() {
-            tokio::select! {
+            let now = tokio::select! {
                 r = readable(&out), if out.pipe.is_some() => {
                     if r.is_err() { close(&mut out, &sink, &log_id); continue; }
-                    drain(&mut out, &mut buf, &sink, &log_id);
+                    drain(&mut out, &mut buf, &sink, &log_id)
                 }
                 r = readable(&err), if err.pipe.is_some() => {
                     if r.is_err() { close(&mut err, &sink, &log_id); continue; }
-                    drain(&mut err, &mut buf, &sink, &log_id);
+                    drain(&mut err, &mut buf, &sink, &log_id)
                 }
-            }
-            let now = loss_state(&sink);
+            };
             if now != seen {
                 seen = now;
                 log_changed.notify_one();
@@ -70,7 +69,10 @@ pub fn start(
 
 /// What the status shows of the log's health: lines lost, and whether it is failing.
 fn loss_state(sink: &Mutex<LogSink>) -> (u64, bool) {
-    let s = lock(sink);
+    loss_of(&lock(sink))
+}
+
+fn loss_of(s: &LogSink) -> (u64, bool) {
     (s.stats().dropped_lines, s.stats().last_error.is_some())
 }
 
@@ -81,14 +83,11 @@ async fn readable(src: &Source) -> std::io::Result<()> {
     }
 }
 
-fn lock(sink: &Mutex<LogSink>) -> std::sync::MutexGuard<'_, LogSink> {
-    // The sink never panics by design; if it did, its buffers are still consistent
-    // enough to keep logging rather than lose the rest of the run's output.
-    sink.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn drain(src: &mut Source, buf: &mut [u8], sink: &Mutex<LogSink>, log_id: &str) {
-    let Some(pipe) = &src.pipe else { return };
+/// Reads what is buffered, frames it, flushes once; returns the log's loss state.
+fn drain(src: &mut Source, buf: &mut [u8], sink: &Mutex<LogSink>, log_id: &str) -> (u64, bool) {
+    let Some(pipe) = &src.pipe else {
+        return loss_state(sink);
+    };
     let mut eof = false;
     let mut sink_guard = lock(sink);
     for _ in 0..READS_PER_WAKE {
@@ -111,6 +110,8 @@ fn drain(src: &mut Source, buf: &mut [u8], sink: &Mutex<LogSink>, log_id: &str) 
         src.pipe = None;
     }
     sink_guard.flush();
+    // Read under the lock already held: this runs on every wake.
+    loss_of(&sink_guard)
 }
 
 fn close(src: &mut Source, sink: &Mutex<LogSink>, log_id: &str) {
