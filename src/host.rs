@@ -71,11 +71,18 @@ pub fn run(opts: HostOptions) -> anyhow::Result<i32> {
     init_tracing(file);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        // File work of runs (records, folders, copies, spawns) is short; a hundred jobs
+        // firing together would otherwise start a hundred threads, each woken cold.
+        // Sixteen keep the disk busy at a fraction of the context switches (bench/).
+        .max_blocking_threads(BLOCKING_THREADS)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(serve(opts, layout))
 }
+
+/// Threads for blocking work (see where the runtime is built).
+const BLOCKING_THREADS: usize = 16;
 
 /// Where the CLI on this machine finds the running host's address.
 pub fn url_file(logs: &std::path::Path, instance: Option<&str>) -> PathBuf {
@@ -139,6 +146,7 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
             host_id: host_id.clone(),
             scratch,
             leaders: Default::default(),
+            workspaces: Default::default(),
         },
         layout,
         clock: Arc::new(crate::scheduler::SystemClock),

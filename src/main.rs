@@ -4,10 +4,6 @@
 use clap::Parser;
 
 fn main() {
-    let mut args = std::env::args_os();
-    if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(jobhost::runner::spawn::EXEC_ARG)) {
-        std::process::exit(jobhost::runner::spawn::exec_trampoline(args));
-    }
     let cli = jobhost::cli::Cli::parse();
     match jobhost::cli::run(cli) {
         Ok(code) => std::process::exit(code),

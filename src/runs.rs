@@ -90,12 +90,18 @@ pub fn is_run_id(s: &str) -> bool {
 /// ids: the later one takes the next free number.
 pub fn claim_run_dir(job_logs: &Path, t: DateTime<Utc>) -> std::io::Result<(String, PathBuf)> {
     std::fs::create_dir_all(job_logs)?;
+    claim_after(job_logs, t, &list_ids(job_logs))
+}
+
+/// [`claim_run_dir`] with the folder's run ids already listed (oldest first).
+fn claim_after(
+    job_logs: &Path,
+    t: DateTime<Utc>,
+    ids: &[String],
+) -> std::io::Result<(String, PathBuf)> {
     let mut id: u64 = run_id_at(t).parse().map_err(std::io::Error::other)?;
     // The newest existing id also bounds us: ids only grow, even if the clock went back.
-    if let Some(last) = list_ids(job_logs)
-        .last()
-        .and_then(|s| s.parse::<u64>().ok())
-    {
+    if let Some(last) = ids.last().and_then(|s| s.parse::<u64>().ok()) {
         id = id.max(last + 1);
     }
     for _ in 0..10_000 {
@@ -108,6 +114,47 @@ pub fn claim_run_dir(job_logs: &Path, t: DateTime<Utc>) -> std::io::Result<(Stri
         }
     }
     Err(std::io::Error::other("no free run id"))
+}
+
+/// A run opened on disk by [`open_run`].
+#[derive(Debug)]
+pub struct OpenedRun {
+    pub dir: PathBuf,
+    /// The `Running` record could not be written (the run may still start).
+    pub record_error: Option<crate::status::StatusError>,
+}
+
+/// Opens a run on disk with one listing of the job's folder: claims its folder for a
+/// start at `t`, writes `rec` (its `id` filled in here) as the `Running` record, and
+/// trims the history to `keep` folders, the new one included. The record is on disk
+/// before the process starts, so for a scheduled run it also persists the fired
+/// occurrence (`scheduled_for`; see [`load_last_fired`]).
+pub fn open_run(
+    job_logs: &Path,
+    t: DateTime<Utc>,
+    keep: u32,
+    rec: &mut RunRecord,
+) -> std::io::Result<OpenedRun> {
+    std::fs::create_dir_all(job_logs)?;
+    let mut ids = list_ids(job_logs);
+    let (id, dir) = claim_after(job_logs, t, &ids)?;
+    rec.id = id.clone();
+    let record_error = write(job_logs, rec).err();
+    ids.push(id.clone());
+    ids.sort();
+    trim_listed(job_logs, ids, keep, Some(&id));
+    Ok(OpenedRun { dir, record_error })
+}
+
+/// Writes a run's final record and trims the history to `keep` folders.
+pub fn close_run(
+    job_logs: &Path,
+    rec: &RunRecord,
+    keep: u32,
+) -> Result<(), crate::status::StatusError> {
+    let written = write(job_logs, rec);
+    trim(job_logs, keep, None);
+    written
 }
 
 /// Run ids present, oldest first.
@@ -147,7 +194,10 @@ pub fn write(job_logs: &Path, rec: &RunRecord) -> Result<(), crate::status::Stat
 
 /// Deletes the oldest run folders beyond `keep`, never `protect` (the run going on).
 pub fn trim(job_logs: &Path, keep: u32, protect: Option<&str>) -> Vec<String> {
-    let ids = list_ids(job_logs);
+    trim_listed(job_logs, list_ids(job_logs), keep, protect)
+}
+
+fn trim_listed(job_logs: &Path, ids: Vec<String>, keep: u32, protect: Option<&str>) -> Vec<String> {
     let excess = ids.len().saturating_sub(keep as usize);
     let mut removed = Vec::new();
     for id in ids.into_iter().take(excess) {
@@ -192,12 +242,30 @@ fn state_path(job_logs: &Path) -> PathBuf {
     job_logs.join("scheduler_state.json")
 }
 
+/// How many of the newest run records [`load_last_fired`] reads for a scheduled run
+/// (manual runs in between have none).
+const LAST_FIRED_LOOKBACK: usize = 64;
+
+/// The last occurrence fired for this job: the newer of `scheduler_state.json` (fires
+/// that ran nowhere: skipped, missed, queue full) and the `scheduled_for` of the newest
+/// scheduled run's record (written before its process started).
 pub fn load_last_fired(job_logs: &Path) -> Option<DateTime<Utc>> {
-    let bytes = std::fs::read(state_path(job_logs)).ok()?;
-    let st: SchedulerState = serde_json::from_slice(&bytes).ok()?;
-    DateTime::parse_from_rfc3339(&st.last_fired?)
+    let parse = |s: &str| {
+        DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let from_state = std::fs::read(state_path(job_logs))
         .ok()
-        .map(|t| t.with_timezone(&Utc))
+        .and_then(|b| serde_json::from_slice::<SchedulerState>(&b).ok())
+        .and_then(|st| parse(st.last_fired.as_deref()?));
+    let from_runs = list_ids(job_logs)
+        .iter()
+        .rev()
+        .take(LAST_FIRED_LOOKBACK)
+        .filter_map(|id| read(job_logs, id))
+        .find_map(|rec| parse(rec.scheduled_for.as_deref()?));
+    from_state.max(from_runs)
 }
 
 pub fn save_last_fired(
@@ -261,6 +329,73 @@ mod tests {
         assert_eq!(load_last_fired(tmp.path()), None);
         let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 5, 0).unwrap();
         save_last_fired(tmp.path(), t).unwrap();
+        assert_eq!(load_last_fired(tmp.path()), Some(t));
+    }
+
+    fn running(scheduled_for: Option<DateTime<Utc>>) -> RunRecord {
+        RunRecord {
+            schema_version: SCHEMA_VERSION,
+            id: String::new(),
+            name: "job".into(),
+            status: RunState::Running,
+            trigger: TriggerKind::Schedule,
+            arguments: Vec::new(),
+            start_time: rfc3339_string(Utc::now()),
+            end_time: None,
+            duration_ms: None,
+            exit_code: None,
+            signal: None,
+            error: None,
+            scheduled_for: scheduled_for.map(rfc3339_string),
+            lateness_ms: None,
+            pid: None,
+            instance: None,
+        }
+    }
+
+    #[test]
+    fn an_opened_run_is_on_disk_and_persists_its_occurrence_and_the_history_is_trimmed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let mut ids = Vec::new();
+        for k in 0..4 {
+            let at = t + chrono::Duration::seconds(k);
+            let mut rec = running(Some(at));
+            let opened = open_run(tmp.path(), at, 3, &mut rec).unwrap();
+            assert!(opened.record_error.is_none());
+            assert_eq!(read(tmp.path(), &rec.id).unwrap(), rec);
+            assert_eq!(load_last_fired(tmp.path()), Some(at));
+            ids.push(rec.id);
+        }
+        assert_eq!(
+            list_ids(tmp.path()),
+            ids[1..].to_vec(),
+            "three kept, the newest included"
+        );
+    }
+
+    #[test]
+    fn last_fired_is_the_newer_of_the_state_file_and_the_newest_scheduled_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let mut scheduled = running(Some(t));
+        open_run(tmp.path(), t, 50, &mut scheduled).unwrap();
+        // A manual run after it carries no occurrence: the scheduled one still counts.
+        let mut manual = running(None);
+        manual.trigger = TriggerKind::Manual;
+        open_run(
+            tmp.path(),
+            t + chrono::Duration::seconds(1),
+            50,
+            &mut manual,
+        )
+        .unwrap();
+        assert_eq!(load_last_fired(tmp.path()), Some(t));
+        // A skipped occurrence is only in the state file.
+        let skipped = t + chrono::Duration::seconds(2);
+        save_last_fired(tmp.path(), skipped).unwrap();
+        assert_eq!(load_last_fired(tmp.path()), Some(skipped));
+        save_last_fired(tmp.path(), t - chrono::Duration::hours(1)).unwrap();
         assert_eq!(load_last_fired(tmp.path()), Some(t));
     }
 }

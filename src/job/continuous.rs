@@ -141,6 +141,7 @@ impl ContinuousJob {
                     if removed {
                         self.stop_run("job folder removed").await;
                         self.release_lock();
+                        self.ctx.runner.forget_job(JobType::Continuous, &self.def.name).await;
                         self.set_idle(ContinuousState::Stopped, "job folder removed");
                         break;
                     }

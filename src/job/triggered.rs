@@ -176,6 +176,7 @@ impl TriggeredJob {
                     None | Some(JobCommand::Remove) => {
                         self.abort_run("the job folder was removed").await;
                         self.pending = None;
+                        self.ctx.runner.forget_job(JobType::Triggered, &self.def.name).await;
                         break;
                     }
                     Some(JobCommand::Update(def)) => {
@@ -219,9 +220,11 @@ impl TriggeredJob {
             .flatten()
     }
 
-    async fn write_record(&self, rec: &RunRecord) {
+    /// Writes a run's final record and trims the history, in one hop.
+    async fn close_record(&self, rec: &RunRecord) {
+        let keep = self.settings().map(|s| s.history_size).unwrap_or(50);
         let (logs, rec) = (self.logs.clone(), rec.clone());
-        if let Some(Err(e)) = blocking(move || runs::write(&logs, &rec)).await {
+        if let Some(Err(e)) = blocking(move || runs::close_run(&logs, &rec, keep)).await {
             tracing::error!(job = %self.def.name, "{e}");
         }
     }
@@ -480,7 +483,8 @@ impl TriggeredJob {
             {
                 return Err(TriggerError::LockedElsewhere { job });
             }
-            self.save_last_fired(at).await;
+            // No separate write: the run's `Running` record, on disk before its
+            // process starts, carries `scheduled_for` (see `runs::load_last_fired`).
         }
         let run_id = self
             .start_run(lock, settings, trigger, args, scheduled_for)
@@ -509,25 +513,9 @@ impl TriggeredJob {
             return Err(failed("no entry point".into()));
         };
         let now = self.ctx.clock.now();
-        let logs = self.logs.clone();
-        let claimed = blocking(move || runs::claim_run_dir(&logs, now))
-            .await
-            .unwrap_or_else(|| Err(std::io::Error::other("the host is stopping")));
-        let (run_id, run_dir) = claimed.map_err(|e| {
-            failed(format!(
-                "creating run folder under {}: {e}",
-                self.logs.display()
-            ))
-        })?;
-        let log_id = crate::ids::random_hex(6);
-        let sink = Arc::new(Mutex::new(LogSink::new(
-            run_dir.join("output_log.txt"),
-            settings.log_max_bytes,
-            settings.log_keep,
-        )));
         let mut record = RunRecord {
             schema_version: crate::status::SCHEMA_VERSION,
-            id: run_id.clone(),
+            id: String::new(),
             name: self.def.name.clone(),
             status: RunState::Running,
             trigger,
@@ -546,6 +534,33 @@ impl TriggeredJob {
             pid: None,
             instance: self.ctx.layout.instance.clone(),
         };
+        // Folder, record, history trim and the log file's creation in one hop to the
+        // blocking pool: a hundred jobs firing on the same second must not queue
+        // behind each other's disk work on the async workers.
+        let (logs, keep, rec) = (self.logs.clone(), settings.history_size, record.clone());
+        let (max, keep_logs) = (settings.log_max_bytes, settings.log_keep);
+        let opened = blocking(move || {
+            let mut rec = rec;
+            let opened = runs::open_run(&logs, now, keep, &mut rec)?;
+            let mut sink = LogSink::new(opened.dir.join("output_log.txt"), max, keep_logs);
+            sink.open();
+            Ok::<_, std::io::Error>((opened, rec, sink))
+        })
+        .await
+        .unwrap_or_else(|| Err(std::io::Error::other("the host is stopping")));
+        let (opened, rec, sink) = opened.map_err(|e| {
+            failed(format!(
+                "creating run folder under {}: {e}",
+                self.logs.display()
+            ))
+        })?;
+        if let Some(e) = opened.record_error {
+            tracing::error!(job = %self.def.name, "{e}");
+        }
+        record = rec;
+        let run_id = record.id.clone();
+        let log_id = crate::ids::random_hex(6);
+        let sink = Arc::new(Mutex::new(sink));
         let data_path = std::path::absolute(&self.logs).unwrap_or(self.logs.clone());
         let started = self
             .ctx
@@ -581,15 +596,15 @@ impl TriggeredJob {
                 record.error = Some(msg.clone());
                 record.end_time = Some(rfc3339_string(Utc::now()));
                 record.duration_ms = Some(0);
-                self.write_record(&record).await;
+                self.close_record(&record).await;
                 self.sched(&format!("run {run_id} failed to start: {msg}"), true);
                 self.status.latest_run = Some(record);
-                self.trim(None).await;
                 return Err(failed(msg));
             }
         };
+        // Not written again for the pid: the log's `started` line has it, the record on
+        // disk gets it when the run ends, and the API shows it from memory meanwhile.
         record.pid = Some(run.pid);
-        self.write_record(&record).await;
         self.sched(
             &format!("run {run_id} started ({})", trigger.as_str()),
             false,
@@ -614,7 +629,6 @@ impl TriggeredJob {
         });
         self.status.running = Some(run_id.clone());
         self.status.latest_run = Some(record);
-        self.trim(Some(run_id.clone())).await;
         self.publish();
         Ok(run_id)
     }
@@ -682,7 +696,7 @@ impl TriggeredJob {
                 &format!("run {} {}", record.id, record.status.as_str()),
             ),
         }
-        self.write_record(&record).await;
+        self.close_record(&record).await;
         self.sched(
             &format!(
                 "run {} ended: {}{}",
@@ -704,7 +718,6 @@ impl TriggeredJob {
         self.status.running = None;
         self.status.latest_run = Some(record);
         drop(_lock);
-        self.trim(None).await;
         self.publish();
         if let Some(p) = self.pending.take()
             && let Err(e) = self.trigger(p.trigger, p.args, p.scheduled_for).await
@@ -757,17 +770,6 @@ impl TriggeredJob {
                 "idle timeout: no output and no CPU use for {secs} s (settings.job `idle_timeout`)"
             ))
             .await;
-        }
-    }
-
-    async fn trim(&self, protect: Option<String>) {
-        let keep = self.settings().map(|s| s.history_size).unwrap_or(50);
-        let logs = self.logs.clone();
-        let removed = blocking(move || runs::trim(&logs, keep, protect.as_deref()))
-            .await
-            .unwrap_or_default();
-        if !removed.is_empty() {
-            tracing::debug!(job = %self.def.name, "removed {} old run folder(s)", removed.len());
         }
     }
 

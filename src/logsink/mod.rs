@@ -106,6 +106,12 @@ impl LogSink {
         }
     }
 
+    /// Opens (creating) the file now, so the first line does not have to. A failure is
+    /// left for the first write to report.
+    pub fn open(&mut self) {
+        let _ = self.file.open();
+    }
+
     pub fn set_limits(&mut self, max_bytes: u64, keep: u32) {
         self.file.set_limits(max_bytes, keep);
         self.rotate_retry_at = 0;

@@ -10,6 +10,7 @@ pub mod proctable;
 pub mod pump;
 pub mod reaper;
 pub mod spawn;
+pub mod workspace;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -55,6 +56,8 @@ pub struct Runner {
     pub scratch: PathBuf,
     /// Leaders of the runs going on.
     pub leaders: Arc<Mutex<std::collections::HashSet<i32>>>,
+    /// Private copies of job folders kept for the next run.
+    pub workspaces: Arc<workspace::Workspaces>,
 }
 
 /// One request to start a run.
@@ -80,6 +83,19 @@ pub struct RunRequest<'a> {
     pub log_changed: Arc<tokio::sync::Notify>,
 }
 
+/// What the blocking half of a start needs, owned.
+struct Prepared {
+    job_dir: PathBuf,
+    in_place: bool,
+    job_scratch: PathBuf,
+    token: String,
+    launch: Launch,
+    args: Vec<OsString>,
+    extra: std::collections::BTreeMap<String, String>,
+    webjobs: Vec<(&'static str, OsString)>,
+    mark: String,
+}
+
 /// A started run.
 pub struct Run {
     pub log_id: String,
@@ -87,11 +103,14 @@ pub struct Run {
     pub started_at: DateTime<Utc>,
     pub started: Instant,
     pub shutdown_file: PathBuf,
+    /// The stop sequence created the shutdown file: remove it when the run is over.
+    shutdown_written: bool,
     exit: Option<oneshot::Receiver<Exit>>,
     exited: Option<Exit>,
     exited_at: Option<Instant>,
     pump: Option<JoinHandle<()>>,
-    workspace: Option<PathBuf>,
+    /// The private copy and the job's scratch folder it belongs to.
+    workspace: Option<(PathBuf, workspace::Lease)>,
     mark: String,
     runner: Runner,
     /// The run's log, for the notes of the stop sequence and the exit.
@@ -142,74 +161,116 @@ impl Runner {
         set
     }
 
-    pub async fn start(&self, req: RunRequest<'_>) -> Result<Run, SpawnError> {
-        let token = format!("{}-{}", req.log_id, crate::ids::random_hex(6));
-        let job_scratch = self.scratch.join(req.job_type.as_str()).join(req.job_name);
-        let shutdown_file = job_scratch.join(format!("{token}.shutdown"));
-        let workspace = (!req.in_place).then(|| job_scratch.join(&token));
+    fn job_scratch(&self, job_type: JobType, name: &str) -> PathBuf {
+        self.scratch.join(job_type.as_str()).join(name)
+    }
 
-        let run_dir = match &workspace {
-            Some(ws) => {
-                let (from, to) = (req.job_dir.to_path_buf(), ws.clone());
-                let copied = tokio::task::spawn_blocking(move || copy::copy_tree(&from, &to))
-                    .await
-                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-                if let Err(source) = copied {
-                    let _ = std::fs::remove_dir_all(ws);
+    /// Removes the private copy kept for a job that is gone.
+    pub async fn forget_job(&self, job_type: JobType, name: &str) {
+        let (ws, scratch) = (self.workspaces.clone(), self.job_scratch(job_type, name));
+        let _ = tokio::task::spawn_blocking(move || ws.forget(&scratch)).await;
+    }
+
+    /// The blocking half of [`Runner::start`]: the private copy, then the spawn.
+    #[allow(clippy::type_complexity)]
+    fn prepare_and_spawn(
+        &self,
+        job: Prepared,
+    ) -> Result<
+        (
+            spawn::Spawned,
+            oneshot::Receiver<Exit>,
+            Option<(PathBuf, workspace::Lease)>,
+        ),
+        SpawnError,
+    > {
+        let workspace = if job.in_place {
+            let _ = std::fs::create_dir_all(&job.job_scratch);
+            None
+        } else {
+            match self
+                .workspaces
+                .checkout(&job.job_dir, &job.job_scratch, &job.token)
+            {
+                Ok(lease) => Some((job.job_scratch.clone(), lease)),
+                Err(source) => {
                     return Err(SpawnError::Copy {
-                        from: req.job_dir.to_path_buf(),
-                        to: ws.clone(),
+                        from: job.job_dir.clone(),
+                        to: job.job_scratch.join(&job.token),
                         source,
                     });
                 }
-                ws.clone()
-            }
-            None => {
-                let _ = std::fs::create_dir_all(&job_scratch);
-                req.job_dir.to_path_buf()
             }
         };
-        let _ = std::fs::remove_file(&shutdown_file);
-
-        let mark = format!("{}/{}", self.host_id, token);
-        let webjobs = vec![
-            ("WEBJOBS_NAME", OsString::from(req.job_name)),
-            ("WEBJOBS_TYPE", OsString::from(req.job_type.as_str())),
-            ("WEBJOBS_PATH", run_dir.clone().into_os_string()),
-            ("WEBJOBS_DATA_PATH", req.data_path.as_os_str().to_owned()),
-            ("WEBJOBS_RUN_ID", OsString::from(req.run_id)),
-            (
-                "WEBJOBS_SHUTDOWN_FILE",
-                shutdown_file.clone().into_os_string(),
-            ),
-            ("WEBJOBS_COMMAND_ARGUMENTS", crate::argv::quote(req.args)),
-        ];
+        let run_dir = match &workspace {
+            Some((_, lease)) => lease.path.clone(),
+            None => job.job_dir.clone(),
+        };
+        let mut webjobs = job.webjobs;
+        webjobs.push(("WEBJOBS_PATH", run_dir.clone().into_os_string()));
         let env = spawn::RunEnv {
-            extra: req.env,
+            extra: &job.extra,
             webjobs,
-            mark: &mark,
+            mark: &job.mark,
         };
-        let mut cmd = spawn::command(req.launch, &run_dir, req.args, &env);
-        // fork() of a large multi-threaded process takes a while (page tables): off the
-        // async workers, so runs starting together do not wait on each other there.
-        let reaper = self.reaper.clone();
-        let spawned = tokio::task::spawn_blocking(move || reaper.spawn(&mut cmd))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        let (mut child, exit) = match spawned {
-            Ok(c) => c,
+        let cmd = spawn::command(&job.launch, &run_dir, &job.args, &env);
+        match self.reaper.spawn_run(&cmd) {
+            Ok((child, exit)) => Ok((child, exit, workspace)),
             Err(source) => {
-                if let Some(ws) = &workspace {
-                    let _ = std::fs::remove_dir_all(ws);
+                if let Some((scratch, lease)) = workspace {
+                    self.workspaces.checkin_or_remove(&scratch, lease);
                 }
-                return Err(SpawnError::Start {
-                    command: req.launch.display(),
+                Err(SpawnError::Start {
+                    command: job.launch.display(),
                     dir: run_dir,
                     source,
-                });
+                })
             }
+        }
+    }
+
+    pub async fn start(&self, req: RunRequest<'_>) -> Result<Run, SpawnError> {
+        let token = format!("{}-{}", req.log_id, crate::ids::random_hex(6));
+        let job_scratch = self.job_scratch(req.job_type, req.job_name);
+        let shutdown_file = job_scratch.join(format!("{token}.shutdown"));
+
+        let mark = format!("{}/{}", self.host_id, token);
+        // One hop to the blocking pool for the copy and the spawn (which waits until
+        // the child has exec'd), so runs starting together never wait on each other
+        // on the async workers.
+        let job = Prepared {
+            job_dir: req.job_dir.to_path_buf(),
+            in_place: req.in_place,
+            job_scratch: job_scratch.clone(),
+            token: token.clone(),
+            launch: req.launch.clone(),
+            args: req.args.to_vec(),
+            extra: req.env.clone(),
+            webjobs: vec![
+                ("WEBJOBS_NAME", OsString::from(req.job_name)),
+                ("WEBJOBS_TYPE", OsString::from(req.job_type.as_str())),
+                ("WEBJOBS_DATA_PATH", req.data_path.as_os_str().to_owned()),
+                ("WEBJOBS_RUN_ID", OsString::from(req.run_id)),
+                (
+                    "WEBJOBS_SHUTDOWN_FILE",
+                    shutdown_file.clone().into_os_string(),
+                ),
+                ("WEBJOBS_COMMAND_ARGUMENTS", crate::argv::quote(req.args)),
+            ],
+            mark: mark.clone(),
         };
-        let pid = child.id() as i32;
+        let this = self.clone();
+        let (child, exit, workspace) =
+            tokio::task::spawn_blocking(move || this.prepare_and_spawn(job))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(SpawnError::Start {
+                        command: req.launch.display(),
+                        dir: req.job_dir.to_path_buf(),
+                        source: std::io::Error::other(e),
+                    })
+                })?;
+        let pid = child.pid;
         self.guardian.watch(pid);
         self.lock_leaders().insert(pid);
         // Before the pump starts, so the started line precedes the run's output.
@@ -217,8 +278,8 @@ impl Runner {
         let started = format!("{started}: {}", req.launch.display());
         logsink::note(&req.sink, req.log_id, false, &started);
         let pump = pump::start(
-            child.stdout.take(),
-            child.stderr.take(),
+            Some(child.stdout),
+            Some(child.stderr),
             req.sink.clone(),
             req.log_id.to_string(),
             req.log_changed,
@@ -229,6 +290,7 @@ impl Runner {
             started_at: Utc::now(),
             started: Instant::now(),
             shutdown_file,
+            shutdown_written: false,
             exit: Some(exit),
             exited: None,
             exited_at: None,
@@ -276,6 +338,21 @@ impl Run {
         run_members_after(t, self.pid, &self.mark, &self.runner.leaders())
     }
 
+    /// Whether anything of the run may have outlived its main process. Cheap: a
+    /// signal-0 probe of the run's group, then the host's own children (everything that
+    /// left the group and lost its parent was reparented there). Only when one of them
+    /// says maybe does the caller read the whole process table.
+    fn may_have_leftovers(&self) -> bool {
+        if killpg(Pid::from_raw(self.pid), None) != Err(nix::errno::Errno::ESRCH) {
+            return true;
+        }
+        let Some(children) = proctable::host_children() else {
+            return true;
+        };
+        let known = self.runner.leaders();
+        children.iter().any(|c| !known.contains(c))
+    }
+
     /// [`Run::membership_after`] on the blocking pool: reading /proc for a hundred
     /// runs ending together must not stall the async workers.
     async fn membership_off_thread(&self, t: Instant) -> Vec<Pid> {
@@ -308,6 +385,7 @@ impl Run {
             let _ = std::fs::create_dir_all(dir);
         }
         let _ = std::fs::write(&self.shutdown_file, b"");
+        self.shutdown_written = true;
         let secs = grace.as_secs();
         logsink::note(
             &self.sink,
@@ -340,7 +418,7 @@ impl Run {
         let mut out = Leftovers::default();
         // A read from before the exit would still show processes that are gone.
         let exited_at = self.exited_at.unwrap_or_else(Instant::now);
-        if !self.membership_off_thread(exited_at).await.is_empty() {
+        if self.may_have_leftovers() && !self.membership_off_thread(exited_at).await.is_empty() {
             out.killed = self.signal_all(Signal::SIGTERM);
             let deadline = Instant::now() + grace;
             loop {
@@ -384,10 +462,14 @@ impl Run {
                 "output pipes still open after the run ended (a process outside the run holds them): stopped reading",
             );
         }
-        if let Some(ws) = self.workspace.take() {
-            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(ws)).await;
+        if let Some((scratch, lease)) = self.workspace.take()
+            && let Some(spare) = self.runner.workspaces.checkin(&scratch, lease)
+        {
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(spare)).await;
         }
-        let _ = std::fs::remove_file(&self.shutdown_file);
+        if self.shutdown_written {
+            let _ = std::fs::remove_file(&self.shutdown_file);
+        }
         out
     }
 }
@@ -401,8 +483,8 @@ impl Drop for Run {
             self.runner.guardian.unwatch(self.pid);
             self.runner.lock_leaders().remove(&self.pid);
         }
-        if let Some(ws) = self.workspace.take() {
-            let _ = std::fs::remove_dir_all(ws);
+        if let Some((_, lease)) = self.workspace.take() {
+            let _ = std::fs::remove_dir_all(lease.path);
         }
     }
 }

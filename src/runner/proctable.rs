@@ -144,6 +144,19 @@ impl Tree {
     }
 }
 
+/// The host's direct children as its main thread sees them, which is where the kernel
+/// reparents orphans of a subreaper (the first live thread of the process). `None`
+/// where the kernel does not offer the list (`CONFIG_PROC_CHILDREN`).
+pub fn host_children() -> Option<Vec<i32>> {
+    let me = std::process::id();
+    let text = fs::read_to_string(format!("/proc/{me}/task/{me}/children")).ok()?;
+    Some(
+        text.split_ascii_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
+    )
+}
+
 fn stat_full(pid: i32) -> Option<(char, i32, i32)> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &text[text.rfind(')')? + 1..];

@@ -8,7 +8,6 @@
 //! job never blocks on a full pipe because of the host.
 
 use std::os::fd::OwnedFd;
-use std::process::{ChildStderr, ChildStdout};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::unix::pipe::Receiver;
@@ -28,20 +27,20 @@ struct Source {
 }
 
 pub fn start(
-    stdout: Option<ChildStdout>,
-    stderr: Option<ChildStderr>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
     sink: Arc<Mutex<LogSink>>,
     log_id: String,
     log_changed: Arc<tokio::sync::Notify>,
 ) -> JoinHandle<()> {
     let open = |fd: Option<OwnedFd>| fd.and_then(|fd| Receiver::from_owned_fd(fd).ok());
     let mut out = Source {
-        pipe: open(stdout.map(OwnedFd::from)),
+        pipe: open(stdout),
         splitter: LineSplitter::new(),
         stream: Stream::Stdout,
     };
     let mut err = Source {
-        pipe: open(stderr.map(OwnedFd::from)),
+        pipe: open(stderr),
         splitter: LineSplitter::new(),
         stream: Stream::Stderr,
     };

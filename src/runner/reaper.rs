@@ -82,6 +82,19 @@ impl Reaper {
         Ok((child, rx))
     }
 
+    /// Starts a run's process (see [`super::spawn::RunCommand`]) and returns it with a
+    /// receiver for its exit.
+    pub fn spawn_run(
+        &self,
+        cmd: &super::spawn::RunCommand,
+    ) -> io::Result<(super::spawn::Spawned, oneshot::Receiver<Exit>)> {
+        let mut waiters = self.lock();
+        let spawned = cmd.spawn()?;
+        let (tx, rx) = oneshot::channel();
+        waiters.by_pid.insert(spawned.pid, tx);
+        Ok((spawned, rx))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiters> {
         // A panic while holding this lock cannot leave the map half-updated (each
         // operation is a single insert or remove), so a poisoned lock is still usable.

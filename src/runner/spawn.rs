@@ -1,9 +1,19 @@
-//! Building a run's command: program and argv from the entry point, environment,
-//! working directory, and a session of its own.
+//! Starting a run's process: program and argv from the entry point, environment,
+//! working directory, a session of its own, stdin from /dev/null and both outputs piped.
+//!
+//! Runs start through `posix_spawn` with `POSIX_SPAWN_SETSID` and a `chdir` file
+//! action (glibc 2.29+, musl 1.1.24+): the C library starts the child vfork-style, so
+//! no page tables of the large multi-threaded host are copied, and the job's program
+//! is the only image ever executed in the child. std's `Command` cannot ask for a new
+//! session without a `pre_exec` hook, which forces a full `fork()`; that path is kept
+//! only for a C library that refuses the flag.
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::spec::entry::Launch;
@@ -30,72 +40,342 @@ pub struct RunEnv<'a> {
     pub mark: &'a str,
 }
 
-/// The command for one run, with stdin from /dev/null and both outputs piped.
-pub fn command(launch: &Launch, run_dir: &Path, args: &[OsString], env: &RunEnv<'_>) -> Command {
+/// A run's process, ready to start.
+#[derive(Debug)]
+pub struct RunCommand {
+    /// As the entry point names it: a path, or an interpreter found through PATH.
+    program: PathBuf,
+    /// argv[1..].
+    args: Vec<OsString>,
+    /// The whole environment of the child, later entries of the same name winning.
+    env: Vec<(OsString, OsString)>,
+    dir: PathBuf,
+}
+
+/// A started process: its pid and the read ends of its stdout and stderr.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: i32,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// The command for one run.
+pub fn command(launch: &Launch, run_dir: &Path, args: &[OsString], env: &RunEnv<'_>) -> RunCommand {
     let (program, prefix) = launch.command(run_dir);
-    // Through the `__exec` trampoline when we can: with no pre_exec hook std spawns
-    // with posix_spawn (vfork-like), where a pre_exec hook forces a full fork() that
-    // copies the host's page tables for every run. The trampoline makes the session
-    // and execs the program in the same process, so the pid is the job's.
-    let mut cmd = match trampoline() {
-        Some(exe) => {
-            let mut c = Command::new(exe);
-            c.arg(EXEC_ARG).arg(program);
-            c
-        }
-        None => {
-            let mut c = Command::new(program);
-            new_session(&mut c);
-            c
-        }
-    };
-    cmd.args(prefix)
-        .args(args)
-        .current_dir(run_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env.extra {
-        cmd.env(k, v);
+    let mut all: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| k != super::proctable::MARK_VAR)
+        .collect();
+    all.extend(
+        env.extra
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+    );
+    all.extend(
+        env.webjobs
+            .iter()
+            .map(|(k, v)| (OsString::from(k), v.clone())),
+    );
+    all.push((super::proctable::MARK_VAR.into(), env.mark.into()));
+    RunCommand {
+        program,
+        args: prefix.into_iter().chain(args.iter().cloned()).collect(),
+        env: all,
+        dir: run_dir.to_path_buf(),
     }
-    for (k, v) in &env.webjobs {
-        cmd.env(k, v);
-    }
-    cmd.env(super::proctable::MARK_VAR, env.mark);
-    cmd
 }
 
-/// The first argument that makes `jobhost` the exec trampoline (see [`exec_trampoline`]).
-pub const EXEC_ARG: &str = "__exec";
+impl RunCommand {
+    /// Starts the process. Blocking (the exec of the child is waited for, so a missing
+    /// program or a bad working directory is an error here, not an exit code).
+    pub fn spawn(&self) -> io::Result<Spawned> {
+        let env = self.envp()?;
+        let program = self.resolve()?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let argv: Vec<CString> = std::iter::once(self.program.as_os_str())
+            .chain(self.args.iter().map(OsString::as_os_str))
+            .map(cstring)
+            .collect::<io::Result<_>>()?;
+        let dir = cstring(self.dir.as_os_str())?;
+        let program = cstring(program.as_os_str())?;
+        let pid = match ffi::spawn(&ffi::Request {
+            program: &program,
+            argv: &argv,
+            envp: &env,
+            dir: &dir,
+            stdout: out_w.as_raw_fd(),
+            stderr: err_w.as_raw_fd(),
+        }) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return self.spawn_forked(),
+            other => other?,
+        };
+        Ok(Spawned {
+            pid,
+            stdout: out_r,
+            stderr: err_r,
+        })
+    }
 
-fn trampoline() -> Option<&'static std::path::PathBuf> {
-    static EXE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
-    // /proc/self/exe, not the path: it still execs after the binary on disk was
-    // replaced by an upgrade (the spawning child resolves it to our own image).
-    EXE.get_or_init(|| {
-        let me = std::path::PathBuf::from("/proc/self/exe");
-        me.exists().then_some(me)
+    /// The same start through std's `Command` and a full fork: for a C library without
+    /// `POSIX_SPAWN_SETSID` or the `chdir` file action.
+    fn spawn_forked(&self) -> io::Result<Spawned> {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .current_dir(&self.dir)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        new_session(&mut cmd);
+        let mut child = cmd.spawn()?;
+        let missing = || io::Error::other("the child's pipes were not created");
+        Ok(Spawned {
+            pid: child.id() as i32,
+            stdout: child.stdout.take().ok_or_else(missing)?.into(),
+            stderr: child.stderr.take().ok_or_else(missing)?.into(),
+        })
+    }
+
+    /// `NAME=value` strings, one per name, the last given value winning.
+    fn envp(&self) -> io::Result<Vec<CString>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::with_capacity(self.env.len());
+        for (k, v) in self.env.iter().rev() {
+            if !seen.insert(k.as_os_str()) {
+                continue;
+            }
+            let mut kv = k.clone().into_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            out.push(cstring(OsStr::from_bytes(&kv))?);
+        }
+        Ok(out)
+    }
+
+    /// A program named without a slash is looked up in the run's PATH (the job's own
+    /// `env` may set one), as execvp would in the child.
+    fn resolve(&self) -> io::Result<PathBuf> {
+        if self.program.as_os_str().as_bytes().contains(&b'/') {
+            return Ok(self.program.clone());
+        }
+        let path = self
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+        std::env::split_paths(&path)
+            .map(|d| d.join(&self.program))
+            .find(|p| nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok() && p.is_file())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{} not found in PATH", self.program.display()),
+                )
+            })
+    }
+}
+
+fn cstring(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} contains a NUL byte", s.to_string_lossy()),
+        )
     })
-    .as_ref()
 }
 
-/// `jobhost __exec PROGRAM ARGS...`: become a session leader, then exec PROGRAM.
-/// Runs before any argument parsing, so the job's arguments are never read as ours.
-/// Only returns if the exec failed: the message goes to the run's stderr (its log).
-pub fn exec_trampoline(mut args: std::env::ArgsOs) -> i32 {
-    let Some(program) = args.next() else {
-        eprintln!("jobhost __exec: no program given");
-        return 127;
-    };
-    if let Err(e) = nix::unistd::setsid() {
-        eprintln!(
-            "jobhost: cannot start a new session for {}: {e}",
-            program.to_string_lossy()
-        );
-        return 127;
+/// A pipe whose ends are closed on exec (the child gets copies as fd 1 and 2).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+}
+
+/// The one place with raw `posix_spawn` calls: neither std nor nix offers a session
+/// or a working directory for it.
+#[allow(unsafe_code)]
+mod ffi {
+    use std::ffi::{CStr, CString};
+    use std::io;
+    use std::mem::MaybeUninit;
+    use std::os::fd::RawFd;
+
+    pub struct Request<'a> {
+        pub program: &'a CStr,
+        pub argv: &'a [CString],
+        pub envp: &'a [CString],
+        pub dir: &'a CStr,
+        pub stdout: RawFd,
+        pub stderr: RawFd,
     }
-    // std's exec restores default signal handling (SIGPIPE included) for the program.
-    let err = Command::new(&program).args(args).exec();
-    eprintln!("jobhost: cannot start {}: {err}", program.to_string_lossy());
-    127
+
+    fn check(rc: libc::c_int) -> io::Result<()> {
+        match rc {
+            0 => Ok(()),
+            e => Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+
+    struct FileActions(libc::posix_spawn_file_actions_t);
+
+    impl Drop for FileActions {
+        fn drop(&mut self) {
+            // SAFETY: initialised in `spawn` before this value was made.
+            unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
+        }
+    }
+
+    struct Attr(libc::posix_spawnattr_t);
+
+    impl Drop for Attr {
+        fn drop(&mut self) {
+            // SAFETY: initialised in `spawn` before this value was made.
+            unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
+        }
+    }
+
+    fn null_terminated(v: &[CString]) -> Vec<*mut libc::c_char> {
+        v.iter()
+            .map(|s| s.as_ptr().cast_mut())
+            .chain(std::iter::once(std::ptr::null_mut()))
+            .collect()
+    }
+
+    /// Starts `program` in a new session, in `dir`, stdin from /dev/null, stdout and
+    /// stderr on the given descriptors, no signal blocked and every signal's handling
+    /// at its default (the host ignores SIGPIPE). `EINVAL` means the C library lacks
+    /// a feature asked for.
+    pub fn spawn(r: &Request<'_>) -> io::Result<i32> {
+        // SAFETY: each libc object is initialised before use and destroyed by its
+        // guard; every pointer passed points into a value that outlives the call;
+        // argv and envp are NULL-terminated arrays of NUL-terminated strings.
+        unsafe {
+            let mut fa = MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
+            check(libc::posix_spawn_file_actions_init(fa.as_mut_ptr()))?;
+            let mut fa = FileActions(fa.assume_init());
+            let mut attr = MaybeUninit::<libc::posix_spawnattr_t>::uninit();
+            check(libc::posix_spawnattr_init(attr.as_mut_ptr()))?;
+            let mut attr = Attr(attr.assume_init());
+
+            check(libc::posix_spawn_file_actions_addopen(
+                &mut fa.0,
+                0,
+                c"/dev/null".as_ptr(),
+                libc::O_RDONLY,
+                0,
+            ))?;
+            check(libc::posix_spawn_file_actions_adddup2(
+                &mut fa.0, r.stdout, 1,
+            ))?;
+            check(libc::posix_spawn_file_actions_adddup2(
+                &mut fa.0, r.stderr, 2,
+            ))?;
+            check(libc::posix_spawn_file_actions_addchdir_np(
+                &mut fa.0,
+                r.dir.as_ptr(),
+            ))?;
+
+            let mut none = MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(none.as_mut_ptr());
+            let mut all = MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigfillset(all.as_mut_ptr());
+            check(libc::posix_spawnattr_setsigmask(&mut attr.0, none.as_ptr()))?;
+            check(libc::posix_spawnattr_setsigdefault(
+                &mut attr.0,
+                all.as_ptr(),
+            ))?;
+            let flags = libc::POSIX_SPAWN_SETSID
+                | libc::POSIX_SPAWN_SETSIGMASK as libc::c_short
+                | libc::POSIX_SPAWN_SETSIGDEF as libc::c_short;
+            check(libc::posix_spawnattr_setflags(&mut attr.0, flags))?;
+
+            let argv = null_terminated(r.argv);
+            let envp = null_terminated(r.envp);
+            let mut pid: libc::pid_t = 0;
+            check(libc::posix_spawn(
+                &mut pid,
+                r.program.as_ptr(),
+                &fa.0,
+                &attr.0,
+                argv.as_ptr(),
+                envp.as_ptr(),
+            ))?;
+            Ok(pid)
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn cmd(program: &str, args: &[&str], dir: &Path) -> RunCommand {
+        RunCommand {
+            program: program.into(),
+            args: args.iter().map(OsString::from).collect(),
+            env: vec![
+                ("PATH".into(), std::env::var_os("PATH").unwrap_or_default()),
+                ("A".into(), "first".into()),
+                ("A".into(), "second".into()),
+            ],
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn wait(pid: i32) -> nix::sys::wait::WaitStatus {
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap()
+    }
+
+    #[test]
+    fn starts_in_its_own_session_and_folder_with_piped_output_and_stdin_from_null() {
+        let tmp = tempfile::tempdir().unwrap();
+        let script = "echo \"$A $(pwd) $(cut -d' ' -f6 /proc/$$/stat) $$\"; echo err >&2; cat";
+        let s = cmd("sh", &["-c", script], tmp.path()).spawn().unwrap();
+        let mut out = String::new();
+        std::fs::File::from(s.stdout)
+            .read_to_string(&mut out)
+            .unwrap();
+        let mut err = String::new();
+        std::fs::File::from(s.stderr)
+            .read_to_string(&mut err)
+            .unwrap();
+        wait(s.pid);
+        let dir = tmp.path().canonicalize().unwrap();
+        assert_eq!(
+            out.trim(),
+            format!("second {} {} {}", dir.display(), s.pid, s.pid)
+        );
+        assert_eq!(err, "err\n");
+    }
+
+    #[test]
+    fn a_missing_program_or_folder_is_an_error_not_an_exit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = cmd("no-such-program-here", &[], tmp.path())
+            .spawn()
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+        let e = cmd("sh", &["-c", "true"], &tmp.path().join("gone"))
+            .spawn()
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+    }
+
+    #[test]
+    fn sigpipe_is_back_to_its_default_in_the_child() {
+        let tmp = tempfile::tempdir().unwrap();
+        // An ignored SIGPIPE would survive the exec, and the shell with it.
+        let s = cmd("sh", &["-c", "kill -PIPE $$"], tmp.path())
+            .spawn()
+            .unwrap();
+        drop((s.stdout, s.stderr));
+        assert!(matches!(
+            wait(s.pid),
+            nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGPIPE, _)
+        ));
+    }
 }

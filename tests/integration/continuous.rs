@@ -501,6 +501,39 @@ exit 0
     h.finish();
 }
 
+/// The host skips the full process-table read at a run's end when the run's group is
+/// empty and nothing new was reparented to it; a grandchild that left the group with
+/// setsid, whose parent then exited, is such a reparented process and must still be
+/// found and ended.
+#[test]
+fn exit_ends_a_grandchild_that_left_the_group_and_was_reparented_to_the_host() {
+    let mut h = TestHost::new();
+    h.write_job(
+        CONTINUOUS,
+        "escaper",
+        &[(
+            "run.sh",
+            r#"#!/bin/bash
+echo $$ >> "$TEST_STATE/escaper.pids"
+setsid bash -c 'echo $$ >> "$TEST_STATE/escaper-child.pids"; exec sleep 100000' </dev/null >/dev/null 2>&1 &
+while [ ! -s "$TEST_STATE/escaper-child.pids" ]; do sleep 0.01; done
+exit 0
+"#,
+        )],
+    );
+    h.start();
+    let escaped = h.wait_pids("escaper-child.pids", 1)[0];
+    h.wait_dead("the first run's setsid grandchild", escaped);
+    let lines = wait_started(&h, "escaper", 2);
+    assert!(
+        texts(&lines, "SYS INFO")
+            .iter()
+            .any(|t| t.contains("leftover process")),
+        "the clean-up is noted: {lines:#?}"
+    );
+    h.finish();
+}
+
 #[test]
 fn exit_while_an_unfindable_process_holds_the_pipe_still_restarts() {
     let mut h = TestHost::new();

@@ -821,6 +821,90 @@ fn a_fire_missed_within_ten_minutes_runs_once_at_start() {
     );
 }
 
+/// Private copies are kept between runs only while pristine: what one run wrote into
+/// its working folder is never seen by the next.
+#[test]
+fn each_run_starts_from_a_pristine_copy_of_the_job_folder() {
+    let mut h = TestHost::new();
+    h.write_job(
+        TRIGGERED,
+        "scribbler",
+        &[(
+            "run.sh",
+            "#!/bin/bash\nif [ -e left.txt ]; then echo FOUND; else echo clean; fi\necho x > left.txt\n",
+        )],
+    );
+    h.start();
+    wait_api(&h);
+    for _ in 0..3 {
+        let id = trigger(&h, "scribbler");
+        wait_run_status(&h, "scribbler", &id, "Success");
+        let out = String::from_utf8_lossy(&output_log(&h, "scribbler", &id)).into_owned();
+        assert!(out.contains("clean") && !out.contains("FOUND"), "{out}");
+    }
+    assert!(
+        !tdir(&h, "scribbler").join("left.txt").exists()
+            && !h.job_dir(TRIGGERED, "scribbler").join("left.txt").exists(),
+        "the job folder itself is untouched"
+    );
+    h.finish();
+}
+
+/// A scheduled run's occurrence is persisted by its `Running` record, written before
+/// its process starts: a host SIGKILLed during the run must not fire the same
+/// occurrence again when it comes back (here the catch-up of a missed minute, which
+/// the state file alone would still call missed).
+#[test]
+fn a_host_killed_during_a_scheduled_run_does_not_fire_that_occurrence_again() {
+    let mut h = TestHost::new();
+    h.write_job(
+        TRIGGERED,
+        "once",
+        &[
+            ("settings.job", r#"{"schedule": "0 * * * * *"}"#),
+            (
+                "run.sh",
+                "#!/bin/bash\necho $$ >> \"$TEST_STATE/once.pids\"\nexec sleep 100000\n",
+            ),
+        ],
+    );
+    let minute = Utc::now()
+        .with_second(0)
+        .and_then(|t| t.with_nanosecond(0))
+        .unwrap();
+    fs::create_dir_all(tdir(&h, "once")).unwrap();
+    fs::write(
+        tdir(&h, "once").join("scheduler_state.json"),
+        state_json(minute - CDuration::minutes(3)),
+    )
+    .unwrap();
+    h.start();
+    let pid = h.wait_pids("once.pids", 1)[0];
+    let first = wait_runs(&h, "once", "the catch-up run", |rs| !rs.is_empty()).remove(0);
+    let id = first["id"].as_str().unwrap_or_default().to_string();
+    wait_run_status(&h, "once", &id, "Running");
+    h.kill9();
+    h.wait_dead("the killed host's run", pid);
+
+    h.start();
+    wait_run_status(&h, "once", &id, "Aborted");
+    wait_sched_log(&h, "once", &format!("run {id} was left Running"));
+    h.finish();
+    let runs = all_runs(&h, "once");
+    let mut occurrences: Vec<String> = runs
+        .iter()
+        .map(|r| r["scheduled_for"].as_str().unwrap_or_default().to_string())
+        .collect();
+    occurrences.sort();
+    let fired = occurrences.len();
+    occurrences.dedup();
+    assert_eq!(
+        occurrences.len(),
+        fired,
+        "an occurrence fired twice: {runs:#?}"
+    );
+}
+
 #[test]
 fn a_fire_missed_by_more_than_ten_minutes_is_logged_not_run() {
     let mut h = TestHost::new();
