@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::{SigSet, Signal, kill, killpg};
@@ -25,14 +25,31 @@ use crate::runner::proctable::{self, Membership};
 use crate::runner::reaper::Reaper;
 
 /// The host's end of the guardian pipe.
+///
+/// Messages are batched: a hundred runs starting and ending every second would
+/// otherwise wake the guardian two hundred times a second. A run the guardian has not
+/// heard of yet is still found by its marker when it sweeps, so the delay costs
+/// nothing but for a process that wiped its environment in its first moments.
 pub struct GuardianLink {
     stdin: Mutex<Option<ChildStdin>>,
+    /// Lines not yet written.
+    pending: Mutex<String>,
+    /// Wakes the flusher when `pending` was empty.
+    wake: Arc<tokio::sync::Notify>,
     pid: Option<i32>,
 }
 
+/// How long a message may wait for others to share its write.
+const BATCH_DELAY: Duration = Duration::from_millis(20);
+
 impl GuardianLink {
-    /// Starts the guardian for the host identified by `host_id`.
-    pub fn start(reaper: &Reaper, host_id: &str, scratch: &Path) -> std::io::Result<GuardianLink> {
+    /// Starts the guardian for the host identified by `host_id`, and the task that
+    /// writes to it (in the current tokio runtime).
+    pub fn start(
+        reaper: &Reaper,
+        host_id: &str,
+        scratch: &Path,
+    ) -> std::io::Result<Arc<GuardianLink>> {
         let exe = std::env::current_exe()?;
         let mut cmd = Command::new(exe);
         cmd.arg("__guardian")
@@ -43,10 +60,22 @@ impl GuardianLink {
             .env_remove(proctable::MARK_VAR);
         crate::runner::spawn::new_session(&mut cmd);
         let (mut child, _exit) = reaper.spawn(&mut cmd)?;
-        Ok(GuardianLink {
+        let link = Arc::new(GuardianLink {
             stdin: Mutex::new(child.stdin.take()),
+            pending: Mutex::new(String::new()),
+            wake: Arc::new(tokio::sync::Notify::new()),
             pid: Some(child.id() as i32),
-        })
+        });
+        let (weak, wake) = (Arc::downgrade(&link), link.wake.clone());
+        tokio::spawn(async move {
+            loop {
+                wake.notified().await;
+                tokio::time::sleep(BATCH_DELAY).await;
+                let Some(link) = weak.upgrade() else { return };
+                link.flush();
+            }
+        });
+        Ok(link)
     }
 
     pub fn pid(&self) -> Option<i32> {
@@ -62,9 +91,24 @@ impl GuardianLink {
     }
 
     fn send(&self, line: &str) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let was_empty = pending.is_empty();
+        pending.push_str(line);
+        drop(pending);
+        if was_empty {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Writes the pending lines (a pipe write the guardian drains at once).
+    fn flush(&self) {
+        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if batch.is_empty() {
+            return;
+        }
         let mut guard = self.stdin.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(stdin) = guard.as_mut()
-            && let Err(e) = stdin.write_all(line.as_bytes())
+            && let Err(e) = stdin.write_all(batch.as_bytes())
         {
             tracing::error!(
                 "the guardian process is gone ({e}): if the host is killed now, its runs may outlive it"

@@ -142,7 +142,7 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
     let ctx = Arc::new(HostContext {
         runner: Runner {
             reaper,
-            guardian: Arc::new(guardian),
+            guardian,
             host_id: host_id.clone(),
             scratch,
             leaders: Default::default(),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::status::{SCHEMA_VERSION, rfc3339_string, write_atomic};
+use crate::status::{Durability, SCHEMA_VERSION, rfc3339_string, write_atomic, write_atomic_with};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunState {
@@ -85,50 +85,28 @@ pub fn is_run_id(s: &str) -> bool {
     s.len() == 18 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Claims a fresh run folder under `job_logs` for a run starting at `t`. Creating the
-/// folder is the claim, so two triggers in the same 1/10000 s (or two hosts) get two
-/// ids: the later one takes the next free number.
-pub fn claim_run_dir(job_logs: &Path, t: DateTime<Utc>) -> std::io::Result<(String, PathBuf)> {
-    std::fs::create_dir_all(job_logs)?;
-    claim_after(job_logs, t, &list_ids(job_logs))
-}
-
-/// [`claim_run_dir`] with the folder's run ids already listed (oldest first).
-fn claim_after(
-    job_logs: &Path,
-    t: DateTime<Utc>,
-    ids: &[String],
-) -> std::io::Result<(String, PathBuf)> {
-    let mut id: u64 = run_id_at(t).parse().map_err(std::io::Error::other)?;
-    // The newest existing id also bounds us: ids only grow, even if the clock went back.
-    if let Some(last) = ids.last().and_then(|s| s.parse::<u64>().ok()) {
-        id = id.max(last + 1);
-    }
-    for _ in 0..10_000 {
-        let s = format!("{id:018}");
-        let dir = job_logs.join(&s);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok((s, dir)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => id += 1,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::other("no free run id"))
-}
-
 /// A run opened on disk by [`open_run`].
 #[derive(Debug)]
 pub struct OpenedRun {
     pub dir: PathBuf,
-    /// The `Running` record could not be written (the run may still start).
-    pub record_error: Option<crate::status::StatusError>,
 }
 
-/// Opens a run on disk with one listing of the job's folder: claims its folder for a
-/// start at `t`, writes `rec` (its `id` filled in here) as the `Running` record, and
-/// trims the history to `keep` folders, the new one included. The record is on disk
-/// before the process starts, so for a scheduled run it also persists the fired
-/// occurrence (`scheduled_for`; see [`load_last_fired`]).
+/// Hidden name of a run folder being prepared (never listed as a run).
+const STAGING_PREFIX: &str = ".run-";
+
+/// Opens a run on disk: its folder appears under its run id already holding the
+/// `Running` record (`rec`, its `id` filled in here) and an empty `output_log.txt`,
+/// and the history is trimmed to `keep` folders, the new one included.
+///
+/// The folder is prepared under a hidden name and renamed into place, so a reader
+/// never sees it half made, and the record needs no temporary file. When the history
+/// is full, the oldest run's folder is recycled as the new one (its files emptied and
+/// rewritten in place) instead of deleting three files and creating three: on ext4
+/// without a journal, creating files near many recently deleted ones is the largest
+/// cost of a run. The record is on disk before the process starts, so for a scheduled
+/// run it also persists the fired occurrence (`scheduled_for`; see
+/// [`load_last_fired`]). It is not fsynced: it must survive a host crash, which the
+/// page cache guarantees (see [`write`] for the final record).
 pub fn open_run(
     job_logs: &Path,
     t: DateTime<Utc>,
@@ -137,24 +115,98 @@ pub fn open_run(
 ) -> std::io::Result<OpenedRun> {
     std::fs::create_dir_all(job_logs)?;
     let mut ids = list_ids(job_logs);
-    let (id, dir) = claim_after(job_logs, t, &ids)?;
-    rec.id = id.clone();
-    let record_error = write(job_logs, rec).err();
-    ids.push(id.clone());
-    ids.sort();
-    trim_listed(job_logs, ids, keep, Some(&id));
-    Ok(OpenedRun { dir, record_error })
+    let staging = job_logs.join(format!("{STAGING_PREFIX}{}", crate::ids::random_hex(8)));
+    // Folders beyond `keep` once the new one is there: the oldest is recycled, any
+    // more (history_size was lowered) are deleted.
+    let excess = (ids.len() + 1).saturating_sub(keep.max(1) as usize);
+    let recycled = excess > 0 && recycle(job_logs, &ids[0], &staging);
+    if recycled {
+        ids.remove(0);
+    } else {
+        std::fs::create_dir(&staging)?;
+    }
+    let opened = stage_and_publish(job_logs, &staging, t, &ids, rec);
+    if opened.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    let opened = opened?;
+    let more = excess.saturating_sub(usize::from(recycled));
+    for id in ids.iter().take(more) {
+        let _ = std::fs::remove_dir_all(job_logs.join(id));
+    }
+    Ok(opened)
 }
 
-/// Writes a run's final record and trims the history to `keep` folders.
-pub fn close_run(
+/// Moves the run folder `id` to `staging` and empties it but for its two files.
+/// `false` if it cannot (another host took it first, say): the caller makes a new one.
+fn recycle(job_logs: &Path, id: &str, staging: &Path) -> bool {
+    if std::fs::rename(job_logs.join(id), staging).is_err() {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir(staging) else {
+        return true;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if name != "output_log.txt" && name != "status.json" {
+            let path = e.path();
+            let _ = match e.file_type() {
+                Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+                _ => std::fs::remove_file(&path),
+            };
+        }
+    }
+    true
+}
+
+/// Writes the record and an empty log into `staging`, then renames it to the first
+/// free run id from `t` on (`ids`: the ids present, oldest first).
+fn stage_and_publish(
     job_logs: &Path,
-    rec: &RunRecord,
-    keep: u32,
-) -> Result<(), crate::status::StatusError> {
-    let written = write(job_logs, rec);
-    trim(job_logs, keep, None);
-    written
+    staging: &Path,
+    t: DateTime<Utc>,
+    ids: &[String],
+    rec: &mut RunRecord,
+) -> std::io::Result<OpenedRun> {
+    use std::io::Write;
+    std::fs::File::create(staging.join("output_log.txt"))?;
+    let mut id = first_id(t, ids)?;
+    for _ in 0..10_000 {
+        rec.id = format!("{id:018}");
+        let mut bytes = serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        std::fs::File::create(staging.join("status.json"))?.write_all(&bytes)?;
+        let dir = job_logs.join(&rec.id);
+        match nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            staging,
+            nix::fcntl::AT_FDCWD,
+            &dir,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        ) {
+            Ok(()) => return Ok(OpenedRun { dir }),
+            // Another trigger (or host) took this id in the same 1/10000 s.
+            Err(nix::errno::Errno::EEXIST) => id += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(std::io::Error::other("no free run id"))
+}
+
+/// The run id for a start at `t`, bounded below by the newest id present: ids only
+/// grow, even if the clock went back.
+fn first_id(t: DateTime<Utc>, ids: &[String]) -> std::io::Result<u64> {
+    let id: u64 = run_id_at(t).parse().map_err(std::io::Error::other)?;
+    Ok(match ids.last().and_then(|s| s.parse::<u64>().ok()) {
+        Some(last) => id.max(last + 1),
+        None => id,
+    })
+}
+
+/// Writes a run's final record. The history needs no trim here: [`open_run`] left at
+/// most `history_size` folders, this run's included.
+pub fn close_run(job_logs: &Path, rec: &RunRecord) -> Result<(), crate::status::StatusError> {
+    write(job_logs, rec)
 }
 
 /// Run ids present, oldest first.
@@ -188,32 +240,28 @@ pub fn history(job_logs: &Path) -> Vec<RunRecord> {
         .collect()
 }
 
+/// Replaces a run's record (tmp, rename). Not fsynced: see [`Durability::HostCrash`];
+/// on ext4 a rename over an existing file also starts writing the new data at once
+/// (`auto_da_alloc`), so a power loss leaves the old record or the new one.
 pub fn write(job_logs: &Path, rec: &RunRecord) -> Result<(), crate::status::StatusError> {
-    write_atomic(&job_logs.join(&rec.id).join("status.json"), rec)
-}
-
-/// Deletes the oldest run folders beyond `keep`, never `protect` (the run going on).
-pub fn trim(job_logs: &Path, keep: u32, protect: Option<&str>) -> Vec<String> {
-    trim_listed(job_logs, list_ids(job_logs), keep, protect)
-}
-
-fn trim_listed(job_logs: &Path, ids: Vec<String>, keep: u32, protect: Option<&str>) -> Vec<String> {
-    let excess = ids.len().saturating_sub(keep as usize);
-    let mut removed = Vec::new();
-    for id in ids.into_iter().take(excess) {
-        if Some(id.as_str()) == protect {
-            continue;
-        }
-        if std::fs::remove_dir_all(job_logs.join(&id)).is_ok() {
-            removed.push(id);
-        }
-    }
-    removed
+    write_atomic_with(
+        &job_logs.join(&rec.id).join("status.json"),
+        rec,
+        Durability::HostCrash,
+    )
 }
 
 /// Marks runs left `Running` as `Aborted`. Only call while holding `run.lock`: then no
 /// live host is running this job, so every `Running` record is a dead host's.
 pub fn recover_stale(job_logs: &Path, why: &str) -> Vec<String> {
+    // Run folders a dead host was preparing: never a run, nothing to keep.
+    if let Ok(entries) = std::fs::read_dir(job_logs) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     let mut fixed = Vec::new();
     for id in list_ids(job_logs) {
         let Some(mut rec) = read(job_logs, &id) else {
@@ -284,6 +332,7 @@ pub fn save_last_fired(
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use std::fs;
 
     #[test]
     fn run_ids_are_18_digits_of_utc_time() {
@@ -295,32 +344,17 @@ mod tests {
     }
 
     #[test]
-    fn two_claims_in_the_same_instant_get_two_ids_and_ids_never_go_back() {
+    fn two_runs_opened_in_the_same_instant_get_two_ids_and_ids_never_go_back() {
         let tmp = tempfile::tempdir().unwrap();
         let t = Utc.with_ymd_and_hms(2026, 11, 30, 10, 0, 5).unwrap();
-        let (a, _) = claim_run_dir(tmp.path(), t).unwrap();
-        let (b, _) = claim_run_dir(tmp.path(), t).unwrap();
-        let (c, _) = claim_run_dir(tmp.path(), t - chrono::Duration::hours(1)).unwrap();
+        let open = |at| {
+            let mut rec = running(None);
+            open_run(tmp.path(), at, 50, &mut rec).unwrap();
+            rec.id
+        };
+        let (a, b) = (open(t), open(t));
+        let c = open(t - chrono::Duration::hours(1));
         assert!(a < b && b < c, "{a} {b} {c}");
-    }
-
-    #[test]
-    fn trim_keeps_the_newest_and_the_protected() {
-        let tmp = tempfile::tempdir().unwrap();
-        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let ids: Vec<String> = (0..5)
-            .map(|i| {
-                claim_run_dir(tmp.path(), t + chrono::Duration::seconds(i))
-                    .unwrap()
-                    .0
-            })
-            .collect();
-        let removed = trim(tmp.path(), 2, Some(&ids[0]));
-        assert_eq!(removed, vec![ids[1].clone(), ids[2].clone()]);
-        assert_eq!(
-            list_ids(tmp.path()),
-            vec![ids[0].clone(), ids[3].clone(), ids[4].clone()]
-        );
     }
 
     #[test]
@@ -362,8 +396,9 @@ mod tests {
             let at = t + chrono::Duration::seconds(k);
             let mut rec = running(Some(at));
             let opened = open_run(tmp.path(), at, 3, &mut rec).unwrap();
-            assert!(opened.record_error.is_none());
+            assert_eq!(opened.dir, tmp.path().join(&rec.id));
             assert_eq!(read(tmp.path(), &rec.id).unwrap(), rec);
+            assert_eq!(fs::read(opened.dir.join("output_log.txt")).unwrap(), b"");
             assert_eq!(load_last_fired(tmp.path()), Some(at));
             ids.push(rec.id);
         }
@@ -372,6 +407,58 @@ mod tests {
             ids[1..].to_vec(),
             "three kept, the newest included"
         );
+        let names: Vec<String> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 3, "no staging folder left: {names:?}");
+    }
+
+    #[test]
+    fn a_recycled_folder_holds_only_the_new_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let mut old = running(None);
+        let opened = open_run(tmp.path(), t, 1, &mut old).unwrap();
+        fs::write(opened.dir.join("output_log.txt"), "old output\n").unwrap();
+        fs::write(opened.dir.join("output_log.1.txt"), "rotated\n").unwrap();
+        fs::create_dir(opened.dir.join("junk")).unwrap();
+        let mut new = running(None);
+        let reopened = open_run(tmp.path(), t + chrono::Duration::seconds(1), 1, &mut new).unwrap();
+        assert_ne!(new.id, old.id);
+        assert_eq!(list_ids(tmp.path()), vec![new.id.clone()]);
+        assert_eq!(fs::read(reopened.dir.join("output_log.txt")).unwrap(), b"");
+        assert!(!reopened.dir.join("output_log.1.txt").exists());
+        assert!(!reopened.dir.join("junk").exists());
+        assert_eq!(read(tmp.path(), &new.id).unwrap(), new);
+    }
+
+    #[test]
+    fn lowering_history_size_deletes_the_surplus_at_the_next_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        for k in 0..5 {
+            open_run(
+                tmp.path(),
+                t + chrono::Duration::seconds(k),
+                50,
+                &mut running(None),
+            )
+            .unwrap();
+        }
+        let mut rec = running(None);
+        open_run(tmp.path(), t + chrono::Duration::seconds(9), 2, &mut rec).unwrap();
+        let ids = list_ids(tmp.path());
+        assert_eq!(ids.len(), 2, "{ids:?}");
+        assert_eq!(ids[1], rec.id);
+    }
+
+    #[test]
+    fn a_staging_folder_left_by_a_dead_host_is_removed_at_recovery() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir(tmp.path().join(".run-deadbeef")).unwrap();
+        recover_stale(tmp.path(), "test");
+        assert!(!tmp.path().join(".run-deadbeef").exists());
     }
 
     #[test]

@@ -108,18 +108,42 @@ pub struct StatusError {
     pub source: std::io::Error,
 }
 
+/// What an atomic write must survive. Readers never see a partial file either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync before the rename: the new content survives a power loss.
+    PowerLoss,
+    /// No fsync: the new content survives a crash of the host, because the kernel
+    /// has it. For files written for every run (a hundred a second, at worst), where
+    /// an fsync each costs more than the rest of the run's bookkeeping together.
+    HostCrash,
+}
+
 /// Writes `value` as pretty JSON to `path` atomically (tmp, fsync, rename).
 pub fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), StatusError> {
+    write_atomic_with(path, value, Durability::PowerLoss)
+}
+
+/// Writes `value` as pretty JSON to `path` atomically (tmp, [fsync,] rename).
+pub fn write_atomic_with<T: Serialize>(
+    path: &Path,
+    value: &T,
+    durability: Durability,
+) -> Result<(), StatusError> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StatusError {
         path: path.to_path_buf(),
         source: e.into(),
     })?;
     bytes.push(b'\n');
-    write_atomic_bytes(path, &bytes)
+    write_bytes(path, &bytes, durability)
 }
 
 /// Writes `bytes` to `path` atomically (tmp, fsync, rename).
 pub fn write_atomic_bytes(path: &Path, bytes: &[u8]) -> Result<(), StatusError> {
+    write_bytes(path, bytes, Durability::PowerLoss)
+}
+
+fn write_bytes(path: &Path, bytes: &[u8], durability: Durability) -> Result<(), StatusError> {
     let err = |source| StatusError {
         path: path.to_path_buf(),
         source,
@@ -134,7 +158,9 @@ pub fn write_atomic_bytes(path: &Path, bytes: &[u8]) -> Result<(), StatusError> 
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durability == Durability::PowerLoss {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {

@@ -20,7 +20,7 @@ use super::backoff::Backoff;
 use super::plan::{self, Action, Desired, Phase};
 use super::{Ctx, JobCommand, JobHandle, JobView, TriggerError};
 use crate::logsink::{self, LogSink};
-use crate::runner::{Exit, Run, RunRequest};
+use crate::runner::{Exit, Run, RunLog, RunRequest};
 use crate::scan::JobDefinition;
 use crate::spec::JobType;
 use crate::spec::settings::JobSettings;
@@ -354,21 +354,26 @@ impl ContinuousJob {
         let started = self
             .ctx
             .runner
-            .start(RunRequest {
-                job_name: &self.def.name,
-                job_type: JobType::Continuous,
-                job_dir: &self.def.dir,
-                launch: &launch,
-                in_place: settings.is_in_place,
-                env: &settings.env,
-                args: &[],
-                data_path: &data_path,
-                run_id: &log_id,
-                log_id: &log_id,
-                sink: self.sink.clone(),
-                started_note: "started (pid {pid})".to_string(),
-                log_changed: self.log_changed.clone(),
-            })
+            .start(
+                RunRequest {
+                    job_name: &self.def.name,
+                    job_type: JobType::Continuous,
+                    job_dir: &self.def.dir,
+                    launch: &launch,
+                    in_place: settings.is_in_place,
+                    env: &settings.env,
+                    args: &[],
+                    data_path: &data_path,
+                    run_id: &log_id,
+                    log_id: &log_id,
+                },
+                RunLog {
+                    log_id: &log_id,
+                    sink: self.sink.clone(),
+                    started_note: "started (pid {pid})".to_string(),
+                    log_changed: self.log_changed.clone(),
+                },
+            )
             .await;
         self.active = Some(Active {
             settings,

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Accepted, Ctx, JobCommand, JobHandle, JobView, TriggerError};
 use crate::logsink::{self, LogSink};
-use crate::runner::{Exit, Run, RunRequest};
+use crate::runner::{Exit, Run, RunLog, RunRequest};
 use crate::runs::{self, RunRecord, RunState, TriggerKind};
 use crate::scan::JobDefinition;
 use crate::scheduler::{Cursor, Poll};
@@ -220,11 +220,10 @@ impl TriggeredJob {
             .flatten()
     }
 
-    /// Writes a run's final record and trims the history, in one hop.
+    /// Writes a run's final record.
     async fn close_record(&self, rec: &RunRecord) {
-        let keep = self.settings().map(|s| s.history_size).unwrap_or(50);
         let (logs, rec) = (self.logs.clone(), rec.clone());
-        if let Some(Err(e)) = blocking(move || runs::close_run(&logs, &rec, keep)).await {
+        if let Some(Err(e)) = blocking(move || runs::close_run(&logs, &rec)).await {
             tracing::error!(job = %self.def.name, "{e}");
         }
     }
@@ -534,9 +533,24 @@ impl TriggeredJob {
             pid: None,
             instance: self.ctx.layout.instance.clone(),
         };
-        // Folder, record, history trim and the log file's creation in one hop to the
-        // blocking pool: a hundred jobs firing on the same second must not queue
-        // behind each other's disk work on the async workers.
+        let log_id = crate::ids::random_hex(6);
+        let data_path = std::path::absolute(&self.logs).unwrap_or(self.logs.clone());
+        let runner = self.ctx.runner.clone();
+        let mut prepared = runner.prepare(&RunRequest {
+            job_name: &self.def.name,
+            job_type: JobType::Triggered,
+            job_dir: &self.def.dir,
+            launch: &launch,
+            in_place: settings.is_in_place,
+            env: &settings.env,
+            args: &args,
+            data_path: &data_path,
+            run_id: "",
+            log_id: &log_id,
+        });
+        // Folder, record, history trim, log file, private copy and spawn in one hop to
+        // the blocking pool: a hundred jobs firing on the same second must not queue
+        // behind each other's disk work on the async workers, nor pay for more hops.
         let (logs, keep, rec) = (self.logs.clone(), settings.history_size, record.clone());
         let (max, keep_logs) = (settings.log_max_bytes, settings.log_keep);
         let opened = blocking(move || {
@@ -544,51 +558,37 @@ impl TriggeredJob {
             let opened = runs::open_run(&logs, now, keep, &mut rec)?;
             let mut sink = LogSink::new(opened.dir.join("output_log.txt"), max, keep_logs);
             sink.open();
-            Ok::<_, std::io::Error>((opened, rec, sink))
+            prepared.set_run_id(&rec.id);
+            let spawned = runner.spawn_prepared(prepared);
+            Ok::<_, std::io::Error>((rec, sink, spawned))
         })
         .await
         .unwrap_or_else(|| Err(std::io::Error::other("the host is stopping")));
-        let (opened, rec, sink) = opened.map_err(|e| {
+        let (rec, sink, spawned) = opened.map_err(|e| {
             failed(format!(
                 "creating run folder under {}: {e}",
                 self.logs.display()
             ))
         })?;
-        if let Some(e) = opened.record_error {
-            tracing::error!(job = %self.def.name, "{e}");
-        }
         record = rec;
         let run_id = record.id.clone();
-        let log_id = crate::ids::random_hex(6);
         let sink = Arc::new(Mutex::new(sink));
-        let data_path = std::path::absolute(&self.logs).unwrap_or(self.logs.clone());
-        let started = self
-            .ctx
-            .runner
-            .start(RunRequest {
-                job_name: &self.def.name,
-                job_type: JobType::Triggered,
-                job_dir: &self.def.dir,
-                launch: &launch,
-                in_place: settings.is_in_place,
-                env: &settings.env,
-                args: &args,
-                data_path: &data_path,
-                run_id: &run_id,
-                log_id: &log_id,
-                sink: sink.clone(),
-                started_note: format!(
-                    "run {run_id} started (pid {{pid}}, {})",
-                    match scheduled_for {
-                        Some(at) => format!("scheduled for {}", rfc3339_string(at)),
-                        None => "triggered manually".to_string(),
-                    }
-                ),
-                log_changed: Arc::new(tokio::sync::Notify::new()),
-            })
-            .await;
-        let run = match started {
-            Ok(run) => run,
+        let run = match spawned {
+            Ok(spawned) => self.ctx.runner.attach(
+                spawned,
+                RunLog {
+                    log_id: &log_id,
+                    sink: sink.clone(),
+                    started_note: format!(
+                        "run {run_id} started (pid {{pid}}, {})",
+                        match scheduled_for {
+                            Some(at) => format!("scheduled for {}", rfc3339_string(at)),
+                            None => "triggered manually".to_string(),
+                        }
+                    ),
+                    log_changed: Arc::new(tokio::sync::Notify::new()),
+                },
+            ),
             Err(e) => {
                 let msg = format!("could not start: {e}");
                 logsink::note(&sink, &log_id, true, &msg);

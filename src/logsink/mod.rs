@@ -204,9 +204,17 @@ impl LogSink {
         self.batch.extend_from_slice(line);
         self.batch.push(b'\n');
         self.batch_lines += 1;
-        if self.batch.len() >= AUTO_FLUSH_BYTES {
+        if self.batch.len() >= AUTO_FLUSH_BYTES || self.due_for_rotation() {
             self.flush();
         }
+    }
+
+    /// The batch would carry the file past `log_max_bytes`: write it now so the file is
+    /// rotated before the next line, and a flood read in one large gulp still leaves
+    /// files of about `log_max_bytes` (one line over at most), not a batch over.
+    fn due_for_rotation(&self) -> bool {
+        let after = self.file.size() + self.batch.len() as u64;
+        after > self.file.max_bytes() && after >= self.rotate_retry_at
     }
 
     /// Writes the batch, preceded by what a reader must know after a failure. Returns
@@ -516,6 +524,31 @@ mod tests {
             assert_eq!(lines[0][25..], note[25..]);
         }
         assert_eq!(sink.stats().rotation_errors, 0);
+    }
+
+    /// A flood fed in one gulp (the pump reads up to a megabyte per wake under load)
+    /// used to land in one file whatever `log_max_bytes` said.
+    #[test]
+    fn a_flood_fed_at_once_is_rotated_at_the_limit_not_at_the_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job_log.txt");
+        let mut sink = LogSink::new(path.clone(), 4096, 50);
+        let mut splitter = LineSplitter::new();
+        let flood: Vec<u8> = (0..1000)
+            .flat_map(|n| format!("line {n:04} padding-padding-padding\n").into_bytes())
+            .collect();
+        sink.feed(&mut splitter, "9a2e7d", Stream::Stdout, &flood);
+        sink.flush();
+        let mut files = 1;
+        while dir.path().join(format!("job_log.{files}.txt")).exists() {
+            let len = fs::metadata(dir.path().join(format!("job_log.{files}.txt")))
+                .unwrap()
+                .len();
+            assert!(len <= 4096 + 200, "a rotated file of {len} bytes");
+            files += 1;
+        }
+        assert!(files > 10, "{files} files for ~80 KB at 4 KB each");
+        assert_eq!(sink.stats().dropped_lines, 0);
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub struct Runner {
     pub workspaces: Arc<workspace::Workspaces>,
 }
 
-/// One request to start a run.
+/// What to start: the job's files, entry point, environment and arguments.
 pub struct RunRequest<'a> {
     pub job_name: &'a str,
     pub job_type: JobType,
@@ -71,8 +71,49 @@ pub struct RunRequest<'a> {
     pub args: &'a [OsString],
     /// The job's folder under LOGS (`WEBJOBS_DATA_PATH`).
     pub data_path: &'a Path,
-    /// `WEBJOBS_RUN_ID`.
+    /// `WEBJOBS_RUN_ID` (see [`PreparedRun::set_run_id`] when it is not known yet).
     pub run_id: &'a str,
+    /// The 6-hex id in log lines (also part of the run's private names).
+    pub log_id: &'a str,
+}
+
+/// A run ready to start, everything owned: made by [`Runner::prepare`] on the async
+/// side, started by [`Runner::spawn_prepared`] on the blocking pool.
+pub struct PreparedRun {
+    job_dir: PathBuf,
+    in_place: bool,
+    job_scratch: PathBuf,
+    token: String,
+    shutdown_file: PathBuf,
+    launch: Launch,
+    args: Vec<OsString>,
+    extra: std::collections::BTreeMap<String, String>,
+    webjobs: Vec<(&'static str, OsString)>,
+    mark: String,
+}
+
+impl PreparedRun {
+    /// Sets `WEBJOBS_RUN_ID`, for a caller that learns the run id only on the
+    /// blocking pool (a triggered run's id is the folder it claims there).
+    pub fn set_run_id(&mut self, run_id: &str) {
+        self.webjobs.retain(|(k, _)| *k != "WEBJOBS_RUN_ID");
+        self.webjobs
+            .push(("WEBJOBS_RUN_ID", OsString::from(run_id)));
+    }
+}
+
+/// A process started from a [`PreparedRun`], not yet attached to its log.
+pub struct SpawnedRun {
+    child: spawn::Spawned,
+    exit: oneshot::Receiver<Exit>,
+    workspace: Option<(PathBuf, workspace::Lease)>,
+    shutdown_file: PathBuf,
+    mark: String,
+    display: String,
+}
+
+/// Where a started run's output and notes go.
+pub struct RunLog<'a> {
     /// The 6-hex id in log lines.
     pub log_id: &'a str,
     pub sink: SharedSink,
@@ -81,19 +122,6 @@ pub struct RunRequest<'a> {
     pub started_note: String,
     /// Told when the log's loss counters change, so the status can show them.
     pub log_changed: Arc<tokio::sync::Notify>,
-}
-
-/// What the blocking half of a start needs, owned.
-struct Prepared {
-    job_dir: PathBuf,
-    in_place: bool,
-    job_scratch: PathBuf,
-    token: String,
-    launch: Launch,
-    args: Vec<OsString>,
-    extra: std::collections::BTreeMap<String, String>,
-    webjobs: Vec<(&'static str, OsString)>,
-    mark: String,
 }
 
 /// A started run.
@@ -171,19 +199,38 @@ impl Runner {
         let _ = tokio::task::spawn_blocking(move || ws.forget(&scratch)).await;
     }
 
-    /// The blocking half of [`Runner::start`]: the private copy, then the spawn.
-    #[allow(clippy::type_complexity)]
-    fn prepare_and_spawn(
-        &self,
-        job: Prepared,
-    ) -> Result<
-        (
-            spawn::Spawned,
-            oneshot::Receiver<Exit>,
-            Option<(PathBuf, workspace::Lease)>,
-        ),
-        SpawnError,
-    > {
+    /// Everything a start needs, owned, from a request. Cheap: no file work.
+    pub fn prepare(&self, req: &RunRequest<'_>) -> PreparedRun {
+        let token = format!("{}-{}", req.log_id, crate::ids::random_hex(6));
+        let job_scratch = self.job_scratch(req.job_type, req.job_name);
+        let shutdown_file = job_scratch.join(format!("{token}.shutdown"));
+        PreparedRun {
+            job_dir: req.job_dir.to_path_buf(),
+            in_place: req.in_place,
+            job_scratch,
+            mark: format!("{}/{}", self.host_id, token),
+            token,
+            launch: req.launch.clone(),
+            args: req.args.to_vec(),
+            extra: req.env.clone(),
+            webjobs: vec![
+                ("WEBJOBS_NAME", OsString::from(req.job_name)),
+                ("WEBJOBS_TYPE", OsString::from(req.job_type.as_str())),
+                ("WEBJOBS_DATA_PATH", req.data_path.as_os_str().to_owned()),
+                ("WEBJOBS_RUN_ID", OsString::from(req.run_id)),
+                (
+                    "WEBJOBS_SHUTDOWN_FILE",
+                    shutdown_file.clone().into_os_string(),
+                ),
+                ("WEBJOBS_COMMAND_ARGUMENTS", crate::argv::quote(req.args)),
+            ],
+            shutdown_file,
+        }
+    }
+
+    /// Blocking: the private copy, then the spawn (which waits until the child has
+    /// exec'd). Call on the blocking pool.
+    pub fn spawn_prepared(&self, job: PreparedRun) -> Result<SpawnedRun, SpawnError> {
         let workspace = if job.in_place {
             let _ = std::fs::create_dir_all(&job.job_scratch);
             None
@@ -215,7 +262,14 @@ impl Runner {
         };
         let cmd = spawn::command(&job.launch, &run_dir, &job.args, &env);
         match self.reaper.spawn_run(&cmd) {
-            Ok((child, exit)) => Ok((child, exit, workspace)),
+            Ok((child, exit)) => Ok(SpawnedRun {
+                child,
+                exit,
+                workspace,
+                shutdown_file: job.shutdown_file,
+                mark: job.mark,
+                display: job.launch.display(),
+            }),
             Err(source) => {
                 if let Some((scratch, lease)) = workspace {
                     self.workspaces.checkin_or_remove(&scratch, lease);
@@ -229,63 +283,37 @@ impl Runner {
         }
     }
 
-    pub async fn start(&self, req: RunRequest<'_>) -> Result<Run, SpawnError> {
-        let token = format!("{}-{}", req.log_id, crate::ids::random_hex(6));
-        let job_scratch = self.job_scratch(req.job_type, req.job_name);
-        let shutdown_file = job_scratch.join(format!("{token}.shutdown"));
-
-        let mark = format!("{}/{}", self.host_id, token);
-        // One hop to the blocking pool for the copy and the spawn (which waits until
-        // the child has exec'd), so runs starting together never wait on each other
-        // on the async workers.
-        let job = Prepared {
-            job_dir: req.job_dir.to_path_buf(),
-            in_place: req.in_place,
-            job_scratch: job_scratch.clone(),
-            token: token.clone(),
-            launch: req.launch.clone(),
-            args: req.args.to_vec(),
-            extra: req.env.clone(),
-            webjobs: vec![
-                ("WEBJOBS_NAME", OsString::from(req.job_name)),
-                ("WEBJOBS_TYPE", OsString::from(req.job_type.as_str())),
-                ("WEBJOBS_DATA_PATH", req.data_path.as_os_str().to_owned()),
-                ("WEBJOBS_RUN_ID", OsString::from(req.run_id)),
-                (
-                    "WEBJOBS_SHUTDOWN_FILE",
-                    shutdown_file.clone().into_os_string(),
-                ),
-                ("WEBJOBS_COMMAND_ARGUMENTS", crate::argv::quote(req.args)),
-            ],
-            mark: mark.clone(),
-        };
-        let this = self.clone();
-        let (child, exit, workspace) =
-            tokio::task::spawn_blocking(move || this.prepare_and_spawn(job))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(SpawnError::Start {
-                        command: req.launch.display(),
-                        dir: req.job_dir.to_path_buf(),
-                        source: std::io::Error::other(e),
-                    })
-                })?;
+    /// Takes a spawned process in: the guardian watches it, its started line is
+    /// written and its output pumped into `log`.
+    pub fn attach(&self, spawned: SpawnedRun, log: RunLog<'_>) -> Run {
+        let SpawnedRun {
+            child,
+            exit,
+            workspace,
+            shutdown_file,
+            mark,
+            display,
+        } = spawned;
         let pid = child.pid;
         self.guardian.watch(pid);
         self.lock_leaders().insert(pid);
         // Before the pump starts, so the started line precedes the run's output.
-        let started = req.started_note.replace("{pid}", &pid.to_string());
-        let started = format!("{started}: {}", req.launch.display());
-        logsink::note(&req.sink, req.log_id, false, &started);
+        let started = log.started_note.replace("{pid}", &pid.to_string());
+        logsink::note(
+            &log.sink,
+            log.log_id,
+            false,
+            &format!("{started}: {display}"),
+        );
         let pump = pump::start(
             Some(child.stdout),
             Some(child.stderr),
-            req.sink.clone(),
-            req.log_id.to_string(),
-            req.log_changed,
+            log.sink.clone(),
+            log.log_id.to_string(),
+            log.log_changed,
         );
-        Ok(Run {
-            log_id: req.log_id.to_string(),
+        Run {
+            log_id: log.log_id.to_string(),
             pid,
             started_at: Utc::now(),
             started: Instant::now(),
@@ -298,8 +326,24 @@ impl Runner {
             workspace,
             mark,
             runner: self.clone(),
-            sink: req.sink,
-        })
+            sink: log.sink,
+        }
+    }
+
+    /// Prepares, spawns (on the blocking pool, one hop) and attaches a run.
+    pub async fn start(&self, req: RunRequest<'_>, log: RunLog<'_>) -> Result<Run, SpawnError> {
+        let prepared = self.prepare(&req);
+        let this = self.clone();
+        let spawned = tokio::task::spawn_blocking(move || this.spawn_prepared(prepared))
+            .await
+            .unwrap_or_else(|e| {
+                Err(SpawnError::Start {
+                    command: req.launch.display(),
+                    dir: req.job_dir.to_path_buf(),
+                    source: std::io::Error::other(e),
+                })
+            })?;
+        Ok(self.attach(spawned, log))
     }
 }
 

@@ -60,12 +60,21 @@ pub struct Spawned {
     pub stderr: OwnedFd,
 }
 
+/// The host's own environment, read once: nothing in the host changes it, and a run
+/// start then does not copy it variable by variable from the C library.
+fn host_env() -> &'static [(OsString, OsString)] {
+    static ENV: std::sync::OnceLock<Vec<(OsString, OsString)>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        std::env::vars_os()
+            .filter(|(k, _)| k != super::proctable::MARK_VAR)
+            .collect()
+    })
+}
+
 /// The command for one run.
 pub fn command(launch: &Launch, run_dir: &Path, args: &[OsString], env: &RunEnv<'_>) -> RunCommand {
     let (program, prefix) = launch.command(run_dir);
-    let mut all: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(k, _)| k != super::proctable::MARK_VAR)
-        .collect();
+    let mut all: Vec<(OsString, OsString)> = host_env().to_vec();
     all.extend(
         env.extra
             .iter()
@@ -89,8 +98,16 @@ impl RunCommand {
     /// Starts the process. Blocking (the exec of the child is waited for, so a missing
     /// program or a bad working directory is an error here, not an exit code).
     pub fn spawn(&self) -> io::Result<Spawned> {
+        match self.spawn_resolved(true) {
+            // The program the cache named is gone: look it up again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.spawn_resolved(false),
+            other => other,
+        }
+    }
+
+    fn spawn_resolved(&self, cached: bool) -> io::Result<Spawned> {
         let env = self.envp()?;
-        let program = self.resolve()?;
+        let program = self.resolve(cached)?;
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let argv: Vec<CString> = std::iter::once(self.program.as_os_str())
@@ -155,8 +172,12 @@ impl RunCommand {
     }
 
     /// A program named without a slash is looked up in the run's PATH (the job's own
-    /// `env` may set one), as execvp would in the child.
-    fn resolve(&self) -> io::Result<PathBuf> {
+    /// `env` may set one), as execvp would in the child. Lookups are remembered per
+    /// name and PATH (`cached`), as a shell's hash table does: an interpreter is looked
+    /// up for every run.
+    fn resolve(&self, cached: bool) -> io::Result<PathBuf> {
+        type Lookups = std::collections::HashMap<(PathBuf, OsString), PathBuf>;
+        static FOUND: std::sync::Mutex<Option<Lookups>> = std::sync::Mutex::new(None);
         if self.program.as_os_str().as_bytes().contains(&b'/') {
             return Ok(self.program.clone());
         }
@@ -167,7 +188,13 @@ impl RunCommand {
             .find(|(k, _)| k == "PATH")
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
-        std::env::split_paths(&path)
+        let key = (self.program.clone(), path);
+        let mut found = FOUND.lock().unwrap_or_else(|e| e.into_inner());
+        let found = found.get_or_insert_with(Default::default);
+        if cached && let Some(p) = found.get(&key) {
+            return Ok(p.clone());
+        }
+        let hit = std::env::split_paths(&key.1)
             .map(|d| d.join(&self.program))
             .find(|p| nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok() && p.is_file())
             .ok_or_else(|| {
@@ -175,7 +202,9 @@ impl RunCommand {
                     io::ErrorKind::NotFound,
                     format!("{} not found in PATH", self.program.display()),
                 )
-            })
+            })?;
+        found.insert(key, hit.clone());
+        Ok(hit)
     }
 }
 
