@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::status::{Durability, SCHEMA_VERSION, rfc3339_string, write_atomic, write_atomic_with};
+use crate::status::{SCHEMA_VERSION, rfc3339_string, write_atomic};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunState {
@@ -105,15 +105,13 @@ const STAGING_PREFIX: &str = ".run-";
 /// without a journal, creating files near many recently deleted ones is the largest
 /// cost of a run. The record is on disk before the process starts, so for a scheduled
 /// run it also persists the fired occurrence (`scheduled_for`; see
-/// [`load_last_fired`]). It is not fsynced: it must survive a host crash, which the
-/// page cache guarantees (see [`write`] for the final record).
+/// [`load_last_fired`]). Not fsynced, as [`write`] says why.
 pub fn open_run(
     job_logs: &Path,
     t: DateTime<Utc>,
     keep: u32,
     rec: &mut RunRecord,
 ) -> std::io::Result<OpenedRun> {
-    std::fs::create_dir_all(job_logs)?;
     let mut ids = list_ids(job_logs);
     let staging = job_logs.join(format!("{STAGING_PREFIX}{}", crate::ids::random_hex(8)));
     // Folders beyond `keep` once the new one is there: the oldest is recycled, any
@@ -122,7 +120,12 @@ pub fn open_run(
     let recycled = excess > 0 && recycle(job_logs, &ids[0], &staging);
     if recycled {
         ids.remove(0);
-    } else {
+    } else if let Err(e) = std::fs::create_dir(&staging) {
+        // The job's first run: its folder under LOGS is made now.
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(e);
+        }
+        std::fs::create_dir_all(job_logs)?;
         std::fs::create_dir(&staging)?;
     }
     let opened = stage_and_publish(job_logs, &staging, t, &ids, rec);
@@ -168,14 +171,15 @@ fn stage_and_publish(
     ids: &[String],
     rec: &mut RunRecord,
 ) -> std::io::Result<OpenedRun> {
-    use std::io::Write;
+    // Emptied (a recycled folder) or made here, before anything is written to it, so
+    // the close after the truncation has nothing to flush.
     std::fs::File::create(staging.join("output_log.txt"))?;
     let mut id = first_id(t, ids)?;
     for _ in 0..10_000 {
         rec.id = format!("{id:018}");
         let mut bytes = serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?;
         bytes.push(b'\n');
-        std::fs::File::create(staging.join("status.json"))?.write_all(&bytes)?;
+        overwrite(&staging.join("status.json"), &bytes)?;
         let dir = job_logs.join(&rec.id);
         match nix::fcntl::renameat2(
             nix::fcntl::AT_FDCWD,
@@ -240,15 +244,94 @@ pub fn history(job_logs: &Path) -> Vec<RunRecord> {
         .collect()
 }
 
-/// Replaces a run's record (tmp, rename). Not fsynced: see [`Durability::HostCrash`];
-/// on ext4 a rename over an existing file also starts writing the new data at once
-/// (`auto_da_alloc`), so a power loss leaves the old record or the new one.
+/// Spare files per job folder that a record is written into before it is swapped in.
+const SPARES: usize = 4;
+
+/// Replaces a run's record atomically, without creating or deleting a file: the new
+/// record is written into one of the job folder's spare files, which is then swapped
+/// with `status.json` (`renameat2(RENAME_EXCHANGE)`); the old record becomes the spare.
+/// A tmp file and a rename would create one inode and free another for every run,
+/// and on ext4 without a journal every free inode near recent deletions makes the
+/// next creation slower. Spares are reused least recently written first, so a reader
+/// that opened the old record reads it whole unless it waits for four more writes.
+///
+/// Run records are not fsynced, unlike the host's other state files: a record must
+/// survive a crash of the host, which the kernel's page cache guarantees, and an fsync
+/// for every run start and end cost more than all the rest of a run's bookkeeping. A
+/// power loss can lose the newest records; the runs they describe died with it.
 pub fn write(job_logs: &Path, rec: &RunRecord) -> Result<(), crate::status::StatusError> {
-    write_atomic_with(
-        &job_logs.join(&rec.id).join("status.json"),
-        rec,
-        Durability::HostCrash,
-    )
+    let path = job_logs.join(&rec.id).join("status.json");
+    let err = |source| crate::status::StatusError {
+        path: path.clone(),
+        source,
+    };
+    let mut bytes = serde_json::to_vec_pretty(rec).map_err(|e| err(e.into()))?;
+    bytes.push(b'\n');
+    let spare = oldest_spare(job_logs, rec.instance.as_deref());
+    let swapped = overwrite(&spare, &bytes).and_then(|()| {
+        nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            &spare,
+            nix::fcntl::AT_FDCWD,
+            &path,
+            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+        )
+        .map_err(std::io::Error::from)
+    });
+    match swapped {
+        Ok(()) => Ok(()),
+        // No record yet to swap with, or a file system without RENAME_EXCHANGE: the
+        // spare itself moves into place (a new spare is made next time).
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::EINVAL | libc::ENOTSUP)
+            ) =>
+        {
+            std::fs::rename(&spare, &path).map_err(err)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&spare);
+            Err(err(e))
+        }
+    }
+}
+
+/// Writes `bytes` as the whole content of `path`, created if missing. An existing
+/// file is overwritten from the start and then cut to length, never truncated to zero
+/// first: ext4 flushes a file truncated to zero when it is closed (`auto_da_alloc`),
+/// a disk write for every record.
+fn overwrite(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.set_len(bytes.len() as u64)
+}
+
+/// The spare to write next: a missing one, else the least recently written. Hosts
+/// sharing LOGS each have their own (named after their instance).
+fn oldest_spare(job_logs: &Path, instance: Option<&str>) -> PathBuf {
+    let mut oldest: Option<(PathBuf, std::time::SystemTime)> = None;
+    for i in 0..SPARES {
+        let name = match instance {
+            Some(n) => format!(".status-spare-{n}.{i}"),
+            None => format!(".status-spare.{i}"),
+        };
+        let p = job_logs.join(name);
+        let Ok(modified) = std::fs::symlink_metadata(&p).and_then(|m| m.modified()) else {
+            return p;
+        };
+        if oldest.as_ref().is_none_or(|(_, t)| modified < *t) {
+            oldest = Some((p, modified));
+        }
+    }
+    oldest
+        .map(|(p, _)| p)
+        .unwrap_or_else(|| job_logs.join(".status-spare.0"))
 }
 
 /// Marks runs left `Running` as `Aborted`. Only call while holding `run.lock`: then no
@@ -412,6 +495,43 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names.len(), 3, "no staging folder left: {names:?}");
+    }
+
+    #[test]
+    fn final_records_swap_in_through_a_few_spares_and_read_back_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let mut ids = Vec::new();
+        for k in 0..10 {
+            let mut rec = running(None);
+            open_run(tmp.path(), t + chrono::Duration::seconds(k), 50, &mut rec).unwrap();
+            rec.status = RunState::Success;
+            rec.exit_code = Some(0);
+            write(tmp.path(), &rec).unwrap();
+            assert_eq!(read(tmp.path(), &rec.id).unwrap(), rec);
+            ids.push(rec.id);
+        }
+        let spares: Vec<String> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".status-spare"))
+            .collect();
+        assert!(spares.len() <= SPARES, "{spares:?}");
+        for id in &ids {
+            assert_eq!(read(tmp.path(), id).unwrap().status, RunState::Success);
+        }
+    }
+
+    #[test]
+    fn a_record_written_where_none_was_is_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut rec = running(None);
+        rec.id = "202601010000000000".into();
+        fs::create_dir(tmp.path().join(&rec.id)).unwrap();
+        write(tmp.path(), &rec).unwrap();
+        assert_eq!(read(tmp.path(), &rec.id).unwrap(), rec);
+        rec.id = "202601010000000001".into();
+        assert!(write(tmp.path(), &rec).is_err(), "no run folder: an error");
     }
 
     #[test]

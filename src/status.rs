@@ -108,59 +108,39 @@ pub struct StatusError {
     pub source: std::io::Error,
 }
 
-/// What an atomic write must survive. Readers never see a partial file either way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// fsync before the rename: the new content survives a power loss.
-    PowerLoss,
-    /// No fsync: the new content survives a crash of the host, because the kernel
-    /// has it. For files written for every run (a hundred a second, at worst), where
-    /// an fsync each costs more than the rest of the run's bookkeeping together.
-    HostCrash,
-}
-
 /// Writes `value` as pretty JSON to `path` atomically (tmp, fsync, rename).
 pub fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), StatusError> {
-    write_atomic_with(path, value, Durability::PowerLoss)
-}
-
-/// Writes `value` as pretty JSON to `path` atomically (tmp, [fsync,] rename).
-pub fn write_atomic_with<T: Serialize>(
-    path: &Path,
-    value: &T,
-    durability: Durability,
-) -> Result<(), StatusError> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StatusError {
         path: path.to_path_buf(),
         source: e.into(),
     })?;
     bytes.push(b'\n');
-    write_bytes(path, &bytes, durability)
+    write_atomic_bytes(path, &bytes)
 }
 
 /// Writes `bytes` to `path` atomically (tmp, fsync, rename).
 pub fn write_atomic_bytes(path: &Path, bytes: &[u8]) -> Result<(), StatusError> {
-    write_bytes(path, bytes, Durability::PowerLoss)
-}
-
-fn write_bytes(path: &Path, bytes: &[u8], durability: Durability) -> Result<(), StatusError> {
     let err = |source| StatusError {
         path: path.to_path_buf(),
         source,
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(err)?;
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        // The folder usually exists: make it only when the first try says it does not.
+        let mut f = match std::fs::File::create(&tmp) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir)?;
+                std::fs::File::create(&tmp)?
+            }
+            other => other?,
+        };
         f.write_all(bytes)?;
-        if durability == Durability::PowerLoss {
-            f.sync_all()?;
-        }
+        f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {

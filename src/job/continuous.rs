@@ -359,6 +359,7 @@ impl ContinuousJob {
                     job_name: &self.def.name,
                     job_type: JobType::Continuous,
                     job_dir: &self.def.dir,
+                    fingerprint: self.def.fingerprint,
                     launch: &launch,
                     in_place: settings.is_in_place,
                     env: &settings.env,

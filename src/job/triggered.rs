@@ -221,9 +221,12 @@ impl TriggeredJob {
     }
 
     /// Writes a run's final record.
+    ///
+    /// Written here, not on the blocking pool: it is a write into an existing spare file
+    /// and a rename, no fsync and no file created (see `runs::write`), as cheap as the
+    /// log lines the pump writes on these threads, and cheaper than the hop.
     async fn close_record(&self, rec: &RunRecord) {
-        let (logs, rec) = (self.logs.clone(), rec.clone());
-        if let Some(Err(e)) = blocking(move || runs::close_run(&logs, &rec)).await {
+        if let Err(e) = runs::close_run(&self.logs, rec) {
             tracing::error!(job = %self.def.name, "{e}");
         }
     }
@@ -540,6 +543,7 @@ impl TriggeredJob {
             job_name: &self.def.name,
             job_type: JobType::Triggered,
             job_dir: &self.def.dir,
+            fingerprint: self.def.fingerprint,
             launch: &launch,
             in_place: settings.is_in_place,
             env: &settings.env,

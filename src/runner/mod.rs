@@ -65,6 +65,8 @@ pub struct RunRequest<'a> {
     pub job_name: &'a str,
     pub job_type: JobType,
     pub job_dir: &'a Path,
+    /// The fingerprint of the host's last scan of `job_dir`.
+    pub fingerprint: u64,
     pub launch: &'a Launch,
     pub in_place: bool,
     pub env: &'a std::collections::BTreeMap<String, String>,
@@ -81,6 +83,7 @@ pub struct RunRequest<'a> {
 /// side, started by [`Runner::spawn_prepared`] on the blocking pool.
 pub struct PreparedRun {
     job_dir: PathBuf,
+    fingerprint: u64,
     in_place: bool,
     job_scratch: PathBuf,
     token: String,
@@ -206,6 +209,7 @@ impl Runner {
         let shutdown_file = job_scratch.join(format!("{token}.shutdown"));
         PreparedRun {
             job_dir: req.job_dir.to_path_buf(),
+            fingerprint: req.fingerprint,
             in_place: req.in_place,
             job_scratch,
             mark: format!("{}/{}", self.host_id, token),
@@ -235,10 +239,12 @@ impl Runner {
             let _ = std::fs::create_dir_all(&job.job_scratch);
             None
         } else {
-            match self
-                .workspaces
-                .checkout(&job.job_dir, &job.job_scratch, &job.token)
-            {
+            match self.workspaces.checkout(
+                &job.job_dir,
+                job.fingerprint,
+                &job.job_scratch,
+                &job.token,
+            ) {
                 Ok(lease) => Some((job.job_scratch.clone(), lease)),
                 Err(source) => {
                     return Err(SpawnError::Copy {
@@ -393,8 +399,11 @@ impl Run {
         let Some(children) = proctable::host_children() else {
             return true;
         };
-        let known = self.runner.leaders();
-        children.iter().any(|c| !known.contains(c))
+        let guardian = self.runner.guardian.pid();
+        let leaders = self.runner.lock_leaders();
+        children
+            .iter()
+            .any(|c| !leaders.contains(c) && Some(*c) != guardian)
     }
 
     /// [`Run::membership_after`] on the blocking pool: reading /proc for a hundred

@@ -11,7 +11,7 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -47,7 +47,8 @@ pub struct RunCommand {
     program: PathBuf,
     /// argv[1..].
     args: Vec<OsString>,
-    /// The whole environment of the child, later entries of the same name winning.
+    /// The run's own variables (the job's `env`, WEBJOBS_*, the run marker), later
+    /// entries of the same name winning; they replace the host's of the same name.
     env: Vec<(OsString, OsString)>,
     dir: PathBuf,
 }
@@ -60,21 +61,40 @@ pub struct Spawned {
     pub stderr: OwnedFd,
 }
 
-/// The host's own environment, read once: nothing in the host changes it, and a run
-/// start then does not copy it variable by variable from the C library.
-fn host_env() -> &'static [(OsString, OsString)] {
-    static ENV: std::sync::OnceLock<Vec<(OsString, OsString)>> = std::sync::OnceLock::new();
+/// One variable of the host's environment: its name, and `NAME=value` for the child.
+struct HostVar {
+    name: OsString,
+    value: OsString,
+    entry: CString,
+}
+
+/// The host's own environment, read and converted once: nothing in the host changes
+/// it, and a hundred runs a second would otherwise copy it variable by variable.
+fn host_env() -> &'static [HostVar] {
+    static ENV: std::sync::OnceLock<Vec<HostVar>> = std::sync::OnceLock::new();
     ENV.get_or_init(|| {
         std::env::vars_os()
             .filter(|(k, _)| k != super::proctable::MARK_VAR)
+            .filter_map(|(name, value)| {
+                let entry = env_entry(&name, &value).ok()?;
+                Some(HostVar { name, value, entry })
+            })
             .collect()
     })
+}
+
+fn env_entry(name: &OsStr, value: &OsStr) -> io::Result<CString> {
+    let mut kv = Vec::with_capacity(name.len() + value.len() + 1);
+    kv.extend_from_slice(name.as_bytes());
+    kv.push(b'=');
+    kv.extend_from_slice(value.as_bytes());
+    cstring(OsStr::from_bytes(&kv))
 }
 
 /// The command for one run.
 pub fn command(launch: &Launch, run_dir: &Path, args: &[OsString], env: &RunEnv<'_>) -> RunCommand {
     let (program, prefix) = launch.command(run_dir);
-    let mut all: Vec<(OsString, OsString)> = host_env().to_vec();
+    let mut all: Vec<(OsString, OsString)> = Vec::with_capacity(env.extra.len() + 9);
     all.extend(
         env.extra
             .iter()
@@ -106,7 +126,13 @@ impl RunCommand {
     }
 
     fn spawn_resolved(&self, cached: bool) -> io::Result<Spawned> {
-        let env = self.envp()?;
+        let own = self.own_entries()?;
+        let env: Vec<&std::ffi::CStr> = host_env()
+            .iter()
+            .filter(|h| !self.env.iter().any(|(k, _)| *k == h.name))
+            .map(|h| h.entry.as_c_str())
+            .chain(own.iter().map(CString::as_c_str))
+            .collect();
         let program = self.resolve(cached)?;
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
@@ -141,6 +167,7 @@ impl RunCommand {
         cmd.args(&self.args)
             .current_dir(&self.dir)
             .env_clear()
+            .envs(host_env().iter().map(|h| (&h.name, &h.value)))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -155,18 +182,14 @@ impl RunCommand {
         })
     }
 
-    /// `NAME=value` strings, one per name, the last given value winning.
-    fn envp(&self) -> io::Result<Vec<CString>> {
-        let mut seen = std::collections::HashSet::new();
+    /// `NAME=value` of the run's own variables, one per name, the last given winning.
+    fn own_entries(&self) -> io::Result<Vec<CString>> {
         let mut out = Vec::with_capacity(self.env.len());
-        for (k, v) in self.env.iter().rev() {
-            if !seen.insert(k.as_os_str()) {
+        for (i, (k, v)) in self.env.iter().enumerate() {
+            if self.env[i + 1..].iter().any(|(later, _)| later == k) {
                 continue;
             }
-            let mut kv = k.clone().into_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            out.push(cstring(OsStr::from_bytes(&kv))?);
+            out.push(env_entry(k, v)?);
         }
         Ok(out)
     }
@@ -187,6 +210,12 @@ impl RunCommand {
             .rev()
             .find(|(k, _)| k == "PATH")
             .map(|(_, v)| v.clone())
+            .or_else(|| {
+                host_env()
+                    .iter()
+                    .find(|h| h.name == "PATH")
+                    .map(|h| h.value.clone())
+            })
             .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
         let key = (self.program.clone(), path);
         let mut found = FOUND.lock().unwrap_or_else(|e| e.into_inner());
@@ -234,7 +263,7 @@ mod ffi {
     pub struct Request<'a> {
         pub program: &'a CStr,
         pub argv: &'a [CString],
-        pub envp: &'a [CString],
+        pub envp: &'a [&'a CStr],
         pub dir: &'a CStr,
         pub stdout: RawFd,
         pub stderr: RawFd,
@@ -265,9 +294,9 @@ mod ffi {
         }
     }
 
-    fn null_terminated(v: &[CString]) -> Vec<*mut libc::c_char> {
+    fn null_terminated<S: AsRef<CStr>>(v: &[S]) -> Vec<*mut libc::c_char> {
         v.iter()
-            .map(|s| s.as_ptr().cast_mut())
+            .map(|s| s.as_ref().as_ptr().cast_mut())
             .chain(std::iter::once(std::ptr::null_mut()))
             .collect()
     }

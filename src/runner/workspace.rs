@@ -8,6 +8,11 @@
 //! it was made, judged by the same fingerprint the scanner uses (names, modes, sizes,
 //! mtimes, inodes): a run that wrote into its folder, or a deploy, gets the next run
 //! a fresh copy. Kudu keeps its copies until the job changes, too.
+//!
+//! The job folder's side is the fingerprint of the host's last scan of it, not a new
+//! walk: a run then uses the files of the same scan as its entry point and settings,
+//! and starting a run does not touch JOBS (each directory opened there is an inotify
+//! event for the watcher). A change is rescanned within a second; the copy follows.
 
 use std::collections::HashMap;
 use std::io;
@@ -37,10 +42,16 @@ impl Workspaces {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A pristine copy of `job_dir` for one run: the kept one when nothing changed,
-    /// else a fresh copy at `job_scratch/token`. Blocking (walks and copies files).
-    pub fn checkout(&self, job_dir: &Path, job_scratch: &Path, token: &str) -> io::Result<Lease> {
-        let source = fingerprint(job_dir);
+    /// A pristine copy of `job_dir`, whose scan gave `source`, for one run: the kept
+    /// one when nothing changed, else a fresh copy at `job_scratch/token`. Blocking
+    /// (walks and copies files).
+    pub fn checkout(
+        &self,
+        job_dir: &Path,
+        source: u64,
+        job_scratch: &Path,
+        token: &str,
+    ) -> io::Result<Lease> {
         if let Some(kept) = self.idle().remove(job_scratch) {
             if kept.source == source && fingerprint(&kept.path) == kept.copy {
                 return Ok(kept);
@@ -107,10 +118,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (src, scratch) = job(tmp.path());
         let ws = Workspaces::default();
-        let a = ws.checkout(&src, &scratch, "a").unwrap();
+        let a = ws.checkout(&src, fingerprint(&src), &scratch, "a").unwrap();
         let first = a.path.clone();
         ws.checkin_or_remove(&scratch, a);
-        let b = ws.checkout(&src, &scratch, "b").unwrap();
+        let b = ws.checkout(&src, fingerprint(&src), &scratch, "b").unwrap();
         assert_eq!(b.path, first);
         assert_eq!(
             fs::read_to_string(b.path.join("run.sh")).unwrap(),
@@ -123,11 +134,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (src, scratch) = job(tmp.path());
         let ws = Workspaces::default();
-        let a = ws.checkout(&src, &scratch, "a").unwrap();
+        let a = ws.checkout(&src, fingerprint(&src), &scratch, "a").unwrap();
         fs::write(a.path.join("left-by-the-run.txt"), "x").unwrap();
         let first = a.path.clone();
         ws.checkin_or_remove(&scratch, a);
-        let b = ws.checkout(&src, &scratch, "b").unwrap();
+        let b = ws.checkout(&src, fingerprint(&src), &scratch, "b").unwrap();
         assert_ne!(b.path, first);
         assert!(!first.exists(), "the spoilt copy is removed");
         assert!(!b.path.join("left-by-the-run.txt").exists());
@@ -138,10 +149,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (src, scratch) = job(tmp.path());
         let ws = Workspaces::default();
-        let a = ws.checkout(&src, &scratch, "a").unwrap();
+        let a = ws.checkout(&src, fingerprint(&src), &scratch, "a").unwrap();
         ws.checkin_or_remove(&scratch, a);
         fs::write(src.join("run.sh"), "echo changed\n").unwrap();
-        let b = ws.checkout(&src, &scratch, "b").unwrap();
+        let b = ws.checkout(&src, fingerprint(&src), &scratch, "b").unwrap();
         assert_eq!(
             fs::read_to_string(b.path.join("run.sh")).unwrap(),
             "echo changed\n"
@@ -153,8 +164,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (src, scratch) = job(tmp.path());
         let ws = Workspaces::default();
-        let a = ws.checkout(&src, &scratch, "a").unwrap();
-        let b = ws.checkout(&src, &scratch, "b").unwrap();
+        let a = ws.checkout(&src, fingerprint(&src), &scratch, "a").unwrap();
+        let b = ws.checkout(&src, fingerprint(&src), &scratch, "b").unwrap();
         assert_ne!(a.path, b.path);
         let (pa, pb) = (a.path.clone(), b.path.clone());
         ws.checkin_or_remove(&scratch, a);
