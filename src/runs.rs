@@ -106,18 +106,30 @@ const STAGING_PREFIX: &str = ".run-";
 /// cost of a run. The record is on disk before the process starts, so for a scheduled
 /// run it also persists the fired occurrence (`scheduled_for`; see
 /// [`load_last_fired`]). Not fsynced, as [`write`] says why.
+///
+/// `known` is the job's run ids (oldest first) as this host last saw them, kept by a
+/// caller that is alone on these LOGS to spare a listing per run; `None` lists them.
+/// It holds the ids after this run on return (`None` after an error).
 pub fn open_run(
     job_logs: &Path,
     t: DateTime<Utc>,
     keep: u32,
     rec: &mut RunRecord,
+    known: &mut Option<Vec<String>>,
 ) -> std::io::Result<OpenedRun> {
-    let mut ids = list_ids(job_logs);
+    let remembered = known.is_some();
+    let mut ids = known.take().unwrap_or_else(|| list_ids(job_logs));
     let staging = job_logs.join(format!("{STAGING_PREFIX}{}", crate::ids::random_hex(8)));
     // Folders beyond `keep` once the new one is there: the oldest is recycled, any
     // more (history_size was lowered) are deleted.
-    let excess = (ids.len() + 1).saturating_sub(keep.max(1) as usize);
-    let recycled = excess > 0 && recycle(job_logs, &ids[0], &staging);
+    let excess = |ids: &[String]| (ids.len() + 1).saturating_sub(keep.max(1) as usize);
+    let mut recycled = excess(&ids) > 0 && recycle(job_logs, &ids[0], &staging);
+    if !recycled && remembered && excess(&ids) > 0 {
+        // The remembered oldest is gone (removed by hand, say): look again.
+        ids = list_ids(job_logs);
+        recycled = excess(&ids) > 0 && recycle(job_logs, &ids[0], &staging);
+    }
+    let more = excess(&ids).saturating_sub(usize::from(recycled));
     if recycled {
         ids.remove(0);
     } else if let Err(e) = std::fs::create_dir(&staging) {
@@ -133,10 +145,12 @@ pub fn open_run(
         let _ = std::fs::remove_dir_all(&staging);
     }
     let opened = opened?;
-    let more = excess.saturating_sub(usize::from(recycled));
-    for id in ids.iter().take(more) {
+    for id in ids.drain(..more) {
         let _ = std::fs::remove_dir_all(job_logs.join(id));
     }
+    // Ids only grow (see `first_id`), so the new one goes last.
+    ids.push(rec.id.clone());
+    *known = Some(ids);
     Ok(opened)
 }
 
@@ -432,7 +446,7 @@ mod tests {
         let t = Utc.with_ymd_and_hms(2026, 11, 30, 10, 0, 5).unwrap();
         let open = |at| {
             let mut rec = running(None);
-            open_run(tmp.path(), at, 50, &mut rec).unwrap();
+            open_run(tmp.path(), at, 50, &mut rec, &mut None).unwrap();
             rec.id
         };
         let (a, b) = (open(t), open(t));
@@ -478,7 +492,7 @@ mod tests {
         for k in 0..4 {
             let at = t + chrono::Duration::seconds(k);
             let mut rec = running(Some(at));
-            let opened = open_run(tmp.path(), at, 3, &mut rec).unwrap();
+            let opened = open_run(tmp.path(), at, 3, &mut rec, &mut None).unwrap();
             assert_eq!(opened.dir, tmp.path().join(&rec.id));
             assert_eq!(read(tmp.path(), &rec.id).unwrap(), rec);
             assert_eq!(fs::read(opened.dir.join("output_log.txt")).unwrap(), b"");
@@ -504,7 +518,14 @@ mod tests {
         let mut ids = Vec::new();
         for k in 0..10 {
             let mut rec = running(None);
-            open_run(tmp.path(), t + chrono::Duration::seconds(k), 50, &mut rec).unwrap();
+            open_run(
+                tmp.path(),
+                t + chrono::Duration::seconds(k),
+                50,
+                &mut rec,
+                &mut None,
+            )
+            .unwrap();
             rec.status = RunState::Success;
             rec.exit_code = Some(0);
             write(tmp.path(), &rec).unwrap();
@@ -539,12 +560,19 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let mut old = running(None);
-        let opened = open_run(tmp.path(), t, 1, &mut old).unwrap();
+        let opened = open_run(tmp.path(), t, 1, &mut old, &mut None).unwrap();
         fs::write(opened.dir.join("output_log.txt"), "old output\n").unwrap();
         fs::write(opened.dir.join("output_log.1.txt"), "rotated\n").unwrap();
         fs::create_dir(opened.dir.join("junk")).unwrap();
         let mut new = running(None);
-        let reopened = open_run(tmp.path(), t + chrono::Duration::seconds(1), 1, &mut new).unwrap();
+        let reopened = open_run(
+            tmp.path(),
+            t + chrono::Duration::seconds(1),
+            1,
+            &mut new,
+            &mut None,
+        )
+        .unwrap();
         assert_ne!(new.id, old.id);
         assert_eq!(list_ids(tmp.path()), vec![new.id.clone()]);
         assert_eq!(fs::read(reopened.dir.join("output_log.txt")).unwrap(), b"");
@@ -563,14 +591,57 @@ mod tests {
                 t + chrono::Duration::seconds(k),
                 50,
                 &mut running(None),
+                &mut None,
             )
             .unwrap();
         }
         let mut rec = running(None);
-        open_run(tmp.path(), t + chrono::Duration::seconds(9), 2, &mut rec).unwrap();
+        open_run(
+            tmp.path(),
+            t + chrono::Duration::seconds(9),
+            2,
+            &mut rec,
+            &mut None,
+        )
+        .unwrap();
         let ids = list_ids(tmp.path());
         assert_eq!(ids.len(), 2, "{ids:?}");
         assert_eq!(ids[1], rec.id);
+    }
+
+    #[test]
+    fn a_remembered_listing_is_kept_current_and_refreshed_when_it_is_wrong() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let mut known = None;
+        for k in 0..6 {
+            let mut rec = running(None);
+            open_run(
+                tmp.path(),
+                t + chrono::Duration::seconds(k),
+                3,
+                &mut rec,
+                &mut known,
+            )
+            .unwrap();
+            assert_eq!(known.as_deref(), Some(list_ids(tmp.path()).as_slice()));
+        }
+        // Someone removes the oldest run by hand: the next run notices and recycles
+        // the next oldest, keeping three.
+        let oldest = list_ids(tmp.path())[0].clone();
+        fs::remove_dir_all(tmp.path().join(&oldest)).unwrap();
+        let mut rec = running(None);
+        open_run(
+            tmp.path(),
+            t + chrono::Duration::seconds(9),
+            3,
+            &mut rec,
+            &mut known,
+        )
+        .unwrap();
+        let ids = list_ids(tmp.path());
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        assert_eq!(known.as_deref(), Some(ids.as_slice()));
     }
 
     #[test]
@@ -586,7 +657,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let mut scheduled = running(Some(t));
-        open_run(tmp.path(), t, 50, &mut scheduled).unwrap();
+        open_run(tmp.path(), t, 50, &mut scheduled, &mut None).unwrap();
         // A manual run after it carries no occurrence: the scheduled one still counts.
         let mut manual = running(None);
         manual.trigger = TriggerKind::Manual;
@@ -595,6 +666,7 @@ mod tests {
             t + chrono::Duration::seconds(1),
             50,
             &mut manual,
+            &mut None,
         )
         .unwrap();
         assert_eq!(load_last_fired(tmp.path()), Some(t));

@@ -77,6 +77,7 @@ pub fn spawn(
         pending: None,
         status,
         status_tx,
+        run_ids: None,
     };
     tracker.spawn(job.run_loop(rx, cancel));
     JobHandle {
@@ -122,6 +123,8 @@ struct TriggeredJob {
     sched_log: Arc<Mutex<LogSink>>,
     status: TriggeredStatus,
     status_tx: watch::Sender<TriggeredStatus>,
+    /// The job's run ids as this task last saw them (see `runs::open_run`).
+    run_ids: Option<Vec<String>>,
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -557,24 +560,32 @@ impl TriggeredJob {
         // behind each other's disk work on the async workers, nor pay for more hops.
         let (logs, keep, rec) = (self.logs.clone(), settings.history_size, record.clone());
         let (max, keep_logs) = (settings.log_max_bytes, settings.log_keep);
+        // Alone on these LOGS (no instance name, SPEC 5b), the run ids this task saw
+        // last are current: no listing of the job's folder per run.
+        let mut known = match self.ctx.layout.instance {
+            None => self.run_ids.take(),
+            Some(_) => None,
+        };
         let opened = blocking(move || {
             let mut rec = rec;
-            let opened = runs::open_run(&logs, now, keep, &mut rec)?;
+            let opened = runs::open_run(&logs, now, keep, &mut rec, &mut known);
+            let opened = opened.inspect_err(|_| known = None)?;
             let mut sink = LogSink::new(opened.dir.join("output_log.txt"), max, keep_logs);
             sink.open();
             prepared.set_run_id(&rec.id);
             let spawned = runner.spawn_prepared(prepared);
-            Ok::<_, std::io::Error>((rec, sink, spawned))
+            Ok::<_, std::io::Error>((rec, sink, spawned, known))
         })
         .await
         .unwrap_or_else(|| Err(std::io::Error::other("the host is stopping")));
-        let (rec, sink, spawned) = opened.map_err(|e| {
+        let (rec, sink, spawned, known) = opened.map_err(|e| {
             failed(format!(
                 "creating run folder under {}: {e}",
                 self.logs.display()
             ))
         })?;
         record = rec;
+        self.run_ids = known;
         let run_id = record.id.clone();
         let sink = Arc::new(Mutex::new(sink));
         let run = match spawned {
@@ -633,7 +644,7 @@ impl TriggeredJob {
         });
         self.status.running = Some(run_id.clone());
         self.status.latest_run = Some(record);
-        self.publish();
+        // Published by the caller (a fire, a trigger, the end of the run before).
         Ok(run_id)
     }
 
@@ -722,12 +733,12 @@ impl TriggeredJob {
         self.status.running = None;
         self.status.latest_run = Some(record);
         drop(_lock);
-        self.publish();
         if let Some(p) = self.pending.take()
             && let Err(e) = self.trigger(p.trigger, p.args, p.scheduled_for).await
         {
             self.sched(&format!("queued run could not start: {e}"), true);
         }
+        self.publish();
     }
 
     async fn cancel(&mut self, run_id: Option<String>) -> Result<String, TriggerError> {
