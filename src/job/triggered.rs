@@ -672,23 +672,18 @@ impl TriggeredJob {
         let ActiveRun {
             run,
             mut record,
-            sink,
             settings,
             _lock,
             abort,
             ..
         } = active;
-        let log_id = run.log_id.clone();
         let started = run.started;
-        run.finish(settings.stopping_wait_time).await;
         let (code, signal) = match exit {
             Exit::Code(c) => (Some(c), None),
             Exit::Signal(s) => (None, Some(s)),
         };
         record.exit_code = code;
         record.signal = signal;
-        record.end_time = Some(rfc3339_string(Utc::now()));
-        record.duration_ms = Some(started.elapsed().as_millis() as u64);
         record.status = match (&abort, exit.success()) {
             (Some(_), _) => RunState::Aborted,
             (None, true) => RunState::Success,
@@ -697,20 +692,17 @@ impl TriggeredJob {
         record.error = abort
             .clone()
             .or_else(|| (!exit.success()).then(|| exit.to_string()));
-        match &abort {
-            Some(why) => logsink::note(
-                &sink,
-                &log_id,
-                true,
-                &format!("run {} aborted: {why}", record.id),
-            ),
-            None => logsink::note(
-                &sink,
-                &log_id,
+        let last_note = match &abort {
+            Some(why) => (true, format!("run {} aborted: {why}", record.id)),
+            None => (
                 false,
-                &format!("run {} {}", record.id, record.status.as_str()),
+                format!("run {} {}", record.id, record.status.as_str()),
             ),
-        }
+        };
+        run.finish_with(settings.stopping_wait_time, Some(last_note))
+            .await;
+        record.end_time = Some(rfc3339_string(Utc::now()));
+        record.duration_ms = Some(started.elapsed().as_millis() as u64);
         self.close_record(&record).await;
         self.sched(
             &format!(

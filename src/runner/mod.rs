@@ -467,7 +467,17 @@ impl Run {
     /// After the main process ended: ends whatever of the run is still alive (SIGTERM,
     /// up to `grace`, SIGKILL), drains the output, notes the exit (and any leftovers)
     /// in the run's log, and removes the private copy.
-    pub async fn finish(mut self, grace: Duration) -> Leftovers {
+    pub async fn finish(self, grace: Duration) -> Leftovers {
+        self.finish_with(grace, None).await
+    }
+
+    /// [`Run::finish`], with one more note (`(is_error, text)`) written after the
+    /// runner's own, in the same write.
+    pub async fn finish_with(
+        mut self,
+        grace: Duration,
+        last_note: Option<(bool, String)>,
+    ) -> Leftovers {
         let mut out = Leftovers::default();
         // A read from before the exit would still show processes that are gone.
         let exited_at = self.exited_at.unwrap_or_else(Instant::now);
@@ -497,23 +507,31 @@ impl Run {
             let _ = pump.await;
             out.output_abandoned = true;
         }
-        if let Some(exit) = self.exited {
-            logsink::note(&self.sink, &self.log_id, !exit.success(), &exit.to_string());
-        }
-        if out.killed > 0 {
-            let msg = format!(
-                "ended {} leftover process(es) of the run after its main process exited",
-                out.killed
-            );
-            logsink::note(&self.sink, &self.log_id, false, &msg);
-        }
-        if out.output_abandoned {
-            logsink::note(
-                &self.sink,
-                &self.log_id,
-                true,
-                "output pipes still open after the run ended (a process outside the run holds them): stopped reading",
-            );
+        // The closing notes go out in one write.
+        {
+            let mut log = logsink::lock(&self.sink);
+            if let Some(exit) = self.exited {
+                note_to(&mut log, &self.log_id, !exit.success(), &exit.to_string());
+            }
+            if out.killed > 0 {
+                let msg = format!(
+                    "ended {} leftover process(es) of the run after its main process exited",
+                    out.killed
+                );
+                note_to(&mut log, &self.log_id, false, &msg);
+            }
+            if out.output_abandoned {
+                note_to(
+                    &mut log,
+                    &self.log_id,
+                    true,
+                    "output pipes still open after the run ended (a process outside the run holds them): stopped reading",
+                );
+            }
+            if let Some((error, msg)) = last_note {
+                note_to(&mut log, &self.log_id, error, &msg);
+            }
+            log.flush();
         }
         if let Some((scratch, lease)) = self.workspace.take()
             && let Some(spare) = self.runner.workspaces.checkin(&scratch, lease)
@@ -524,6 +542,14 @@ impl Run {
             let _ = std::fs::remove_file(&self.shutdown_file);
         }
         out
+    }
+}
+
+fn note_to(log: &mut logsink::LogSink, log_id: &str, error: bool, msg: &str) {
+    if error {
+        log.sys_error(log_id, msg);
+    } else {
+        log.sys_info(log_id, msg);
     }
 }
 
