@@ -716,7 +716,13 @@ impl TriggeredJob {
             ),
             record.status != RunState::Success,
         );
-        tracing::info!(job = %self.def.name, run = %record.id, "run ended: {}", record.status.as_str());
+        // The host log names runs that did not succeed; a success is in the job's own
+        // logs (a hundred jobs a second would otherwise fill the host log with them).
+        if record.status == RunState::Success {
+            tracing::debug!(job = %self.def.name, run = %record.id, "run ended: Success");
+        } else {
+            tracing::info!(job = %self.def.name, run = %record.id, "run ended: {}", record.status.as_str());
+        }
         self.ctx.metrics.run_ended(
             &self.def.name,
             record.status.as_str(),

@@ -4,14 +4,15 @@
 //! orphaned grandchild of those runs. Those must be reaped or they stay zombies, and
 //! only a `waitpid(-1)` loop can reap a pid nobody announced. Such a loop would steal
 //! the exit status of our own children from any other waiter, so nothing else in the
-//! host waits on processes: spawns go through [`Reaper::spawn`], which registers the
-//! pid under the same lock the reaping loop takes, so no exit can be reaped between
-//! fork and registration.
+//! host waits on processes: spawns go through [`Reaper::spawn`], which holds a shared
+//! gate from before the fork until the pid is registered, while the reaping loop holds
+//! it exclusively, so no exit can be reaped between fork and registration. Spawns do
+//! not wait on each other: a hundred runs starting together spawn in parallel.
 
 use std::collections::HashMap;
 use std::io;
 use std::process::{Child, Command};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use nix::errno::Errno;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -52,6 +53,8 @@ struct Waiters {
 /// Cloneable handle on the reaping loop.
 #[derive(Clone, Default)]
 pub struct Reaper {
+    /// Shared by spawns (fork to registration), exclusive for a reaping pass.
+    gate: Arc<RwLock<()>>,
     waiters: Arc<Mutex<Waiters>>,
 }
 
@@ -75,10 +78,10 @@ impl Reaper {
 
     /// Spawns `cmd` and returns the child with a receiver for its exit.
     pub fn spawn(&self, cmd: &mut Command) -> io::Result<(Child, oneshot::Receiver<Exit>)> {
-        let mut waiters = self.lock();
+        let _gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
         let child = cmd.spawn()?;
         let (tx, rx) = oneshot::channel();
-        waiters.by_pid.insert(child.id() as i32, tx);
+        self.lock().by_pid.insert(child.id() as i32, tx);
         Ok((child, rx))
     }
 
@@ -88,10 +91,10 @@ impl Reaper {
         &self,
         cmd: &super::spawn::RunCommand,
     ) -> io::Result<(super::spawn::Spawned, oneshot::Receiver<Exit>)> {
-        let mut waiters = self.lock();
+        let _gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
         let spawned = cmd.spawn()?;
         let (tx, rx) = oneshot::channel();
-        waiters.by_pid.insert(spawned.pid, tx);
+        self.lock().by_pid.insert(spawned.pid, tx);
         Ok((spawned, rx))
     }
 
@@ -102,6 +105,7 @@ impl Reaper {
     }
 
     fn reap_all(&self) {
+        let _gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
         let mut waiters = self.lock();
         loop {
             let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
