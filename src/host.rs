@@ -71,9 +71,11 @@ pub fn run(opts: HostOptions) -> anyhow::Result<i32> {
     init_tracing(file);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        // File work of runs (records, folders, copies, spawns) is short; a hundred jobs
-        // firing together would otherwise start a hundred threads, each woken cold.
-        // Sixteen keep the disk busy at a fraction of the context switches (bench/).
+        // File work of runs (records, folders, copies, spawns) is short. A hundred
+        // jobs firing together would otherwise start a hundred threads; even sixteen
+        // spawning at once took the CPU from the async workers, so the fires of the
+        // same second were taken late (bench/: start_time p99 24-42 ms with 16
+        // threads, 4-5 ms with 4, at the same host CPU).
         .max_blocking_threads(BLOCKING_THREADS)
         .enable_all()
         .build()
@@ -82,7 +84,7 @@ pub fn run(opts: HostOptions) -> anyhow::Result<i32> {
 }
 
 /// Threads for blocking work (see where the runtime is built).
-const BLOCKING_THREADS: usize = 16;
+const BLOCKING_THREADS: usize = 4;
 
 /// Where the CLI on this machine finds the running host's address.
 pub fn url_file(logs: &std::path::Path, instance: Option<&str>) -> PathBuf {

@@ -50,6 +50,9 @@ struct Waiters {
     by_pid: HashMap<i32, oneshot::Sender<Exit>>,
 }
 
+/// How soon the reaping loop looks again when spawns hold the gate.
+const GATE_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Cloneable handle on the reaping loop.
 #[derive(Clone, Default)]
 pub struct Reaper {
@@ -67,7 +70,12 @@ impl Reaper {
         let inner = reaper.clone();
         tokio::spawn(async move {
             loop {
-                inner.reap_all();
+                // Never block this async worker on the gate: while spawns are between
+                // fork and registration, look again in a moment. Exits wait at most
+                // until a burst of spawns is over.
+                while !inner.try_reap() {
+                    tokio::time::sleep(GATE_RETRY).await;
+                }
                 if sigchld.recv().await.is_none() {
                     break;
                 }
@@ -104,8 +112,18 @@ impl Reaper {
         self.waiters.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn reap_all(&self) {
-        let _gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
+    /// One reaping pass if no spawn holds the gate; `false` if one does.
+    fn try_reap(&self) -> bool {
+        match self.gate.try_write() {
+            Ok(gate) => self.reap_all(&gate),
+            Err(std::sync::TryLockError::Poisoned(e)) => self.reap_all(&e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        }
+        true
+    }
+
+    /// One reaping pass; `_gate` proves no spawn is between fork and registration.
+    fn reap_all(&self, _gate: &std::sync::RwLockWriteGuard<'_, ()>) {
         let mut waiters = self.lock();
         loop {
             let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
