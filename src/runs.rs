@@ -2,7 +2,9 @@
 //! run ids, history trimming, recovery of runs a dead host left `Running`, and the
 //! scheduler's persisted last-fired occurrence.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -266,8 +268,8 @@ const SPARES: usize = 4;
 /// with `status.json` (`renameat2(RENAME_EXCHANGE)`); the old record becomes the spare.
 /// A tmp file and a rename would create one inode and free another for every run,
 /// and on ext4 without a journal every free inode near recent deletions makes the
-/// next creation slower. Spares are reused least recently written first, so a reader
-/// that opened the old record reads it whole unless it waits for four more writes.
+/// next creation slower. Spares are used in turn, so a reader that opened the old
+/// record reads it whole unless it waits for four more writes.
 ///
 /// Run records are not fsynced, unlike the host's other state files: a record must
 /// survive a crash of the host, which the kernel's page cache guarantees, and an fsync
@@ -281,7 +283,7 @@ pub fn write(job_logs: &Path, rec: &RunRecord) -> Result<(), crate::status::Stat
     };
     let mut bytes = serde_json::to_vec_pretty(rec).map_err(|e| err(e.into()))?;
     bytes.push(b'\n');
-    let spare = oldest_spare(job_logs, rec.instance.as_deref());
+    let spare = next_spare(job_logs, rec.instance.as_deref());
     let swapped = overwrite(&spare, &bytes).and_then(|()| {
         nix::fcntl::renameat2(
             nix::fcntl::AT_FDCWD,
@@ -326,26 +328,25 @@ fn overwrite(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.set_len(bytes.len() as u64)
 }
 
-/// The spare to write next: a missing one, else the least recently written. Hosts
-/// sharing LOGS each have their own (named after their instance).
-fn oldest_spare(job_logs: &Path, instance: Option<&str>) -> PathBuf {
-    let mut oldest: Option<(PathBuf, std::time::SystemTime)> = None;
-    for i in 0..SPARES {
-        let name = match instance {
-            Some(n) => format!(".status-spare-{n}.{i}"),
-            None => format!(".status-spare.{i}"),
-        };
-        let p = job_logs.join(name);
-        let Ok(modified) = std::fs::symlink_metadata(&p).and_then(|m| m.modified()) else {
-            return p;
-        };
-        if oldest.as_ref().is_none_or(|(_, t)| modified < *t) {
-            oldest = Some((p, modified));
-        }
-    }
-    oldest
-        .map(|(p, _)| p)
-        .unwrap_or_else(|| job_logs.join(".status-spare.0"))
+/// The spare to write next: each job folder's spares in turn, so the one written now
+/// was last written four records ago. Hosts sharing LOGS each have their own (named
+/// after their instance). The turn is kept in memory: a restart starting over at the
+/// first spare only shortens the wait of a reader that kept a record open across it.
+fn next_spare(job_logs: &Path, instance: Option<&str>) -> PathBuf {
+    static TURNS: Mutex<Option<HashMap<PathBuf, usize>>> = Mutex::new(None);
+    let i = {
+        let mut turns = TURNS.lock().unwrap_or_else(|e| e.into_inner());
+        let turn = turns
+            .get_or_insert_with(HashMap::new)
+            .entry(job_logs.to_path_buf())
+            .or_insert(0);
+        *turn = (*turn + 1) % SPARES;
+        *turn
+    };
+    job_logs.join(match instance {
+        Some(n) => format!(".status-spare-{n}.{i}"),
+        None => format!(".status-spare.{i}"),
+    })
 }
 
 /// Marks runs left `Running` as `Aborted`. Only call while holding `run.lock`: then no

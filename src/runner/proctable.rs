@@ -148,13 +148,32 @@ impl Tree {
 /// reparents orphans of a subreaper (the first live thread of the process). `None`
 /// where the kernel does not offer the list (`CONFIG_PROC_CHILDREN`).
 pub fn host_children() -> Option<Vec<i32>> {
-    let me = std::process::id();
-    let text = fs::read_to_string(format!("/proc/{me}/task/{me}/children")).ok()?;
-    Some(
-        text.split_ascii_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect(),
-    )
+    use std::io::Read;
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let path = PATH.get_or_init(|| {
+        let me = std::process::id();
+        format!("/proc/{me}/task/{me}/children")
+    });
+    // One read: the list is a few pids long, and asked for at the end of every run.
+    let mut buf = [0u8; 4096];
+    let mut f = fs::File::open(path).ok()?;
+    let len = f.read(&mut buf).ok()?;
+    if len == buf.len() {
+        // Many children: read the rest the ordinary way.
+        let mut rest = Vec::new();
+        f.read_to_end(&mut rest).ok()?;
+        let mut all = buf.to_vec();
+        all.extend(rest);
+        return Some(parse_pids(&all));
+    }
+    Some(parse_pids(&buf[..len]))
+}
+
+fn parse_pids(text: &[u8]) -> Vec<i32> {
+    String::from_utf8_lossy(text)
+        .split_ascii_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 fn stat_full(pid: i32) -> Option<(char, i32, i32)> {
