@@ -197,20 +197,33 @@ fn stage_and_publish(
         bytes.push(b'\n');
         overwrite(&staging.join("status.json"), &bytes)?;
         let dir = job_logs.join(&rec.id);
-        match nix::fcntl::renameat2(
-            nix::fcntl::AT_FDCWD,
-            staging,
-            nix::fcntl::AT_FDCWD,
-            &dir,
-            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-        ) {
+        match rename_noreplace(staging, &dir) {
             Ok(()) => return Ok(OpenedRun { dir }),
             // Another trigger (or host) took this id in the same 1/10000 s.
-            Err(nix::errno::Errno::EEXIST) => id += 1,
-            Err(e) => return Err(e.into()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => id += 1,
+            Err(e) => return Err(e),
         }
     }
     Err(std::io::Error::other("no free run id"))
+}
+
+/// Renames the folder `from` to `to` unless `to` exists (`AlreadyExists` then). Where
+/// the file system has no `RENAME_NOREPLACE`, a plain rename does the same for run
+/// folders: it cannot replace a folder that holds files.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use nix::errno::Errno;
+    let flags = nix::fcntl::RenameFlags::RENAME_NOREPLACE;
+    match nix::fcntl::renameat2(nix::fcntl::AT_FDCWD, from, nix::fcntl::AT_FDCWD, to, flags) {
+        Ok(()) => Ok(()),
+        Err(Errno::EEXIST) => Err(std::io::ErrorKind::AlreadyExists.into()),
+        Err(Errno::EINVAL | Errno::ENOSYS) => match std::fs::rename(from, to) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+                Err(std::io::ErrorKind::AlreadyExists.into())
+            }
+            other => other,
+        },
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The run id for a start at `t`, bounded below by the newest id present: ids only
