@@ -74,6 +74,37 @@ pub struct RunRecord {
     pub instance: Option<String>,
 }
 
+impl RunRecord {
+    /// The record of a run starting at `start`, before its folder gives it an id.
+    pub fn running(
+        name: &str,
+        trigger: TriggerKind,
+        arguments: Vec<String>,
+        start: DateTime<Utc>,
+        scheduled_for: Option<DateTime<Utc>>,
+        instance: Option<String>,
+    ) -> RunRecord {
+        RunRecord {
+            schema_version: SCHEMA_VERSION,
+            id: String::new(),
+            name: name.to_string(),
+            status: RunState::Running,
+            trigger,
+            arguments,
+            start_time: rfc3339_string(start),
+            end_time: None,
+            duration_ms: None,
+            exit_code: None,
+            signal: None,
+            error: None,
+            scheduled_for: scheduled_for.map(rfc3339_string),
+            lateness_ms: scheduled_for.map(|at| (start - at).num_milliseconds()),
+            pid: None,
+            instance,
+        }
+    }
+}
+
 /// `YYYYMMDDHHMMSSffff`: UTC to 1/10000 s, as Kudu.
 pub fn run_id_at(t: DateTime<Utc>) -> String {
     format!(
@@ -234,12 +265,6 @@ fn first_id(t: DateTime<Utc>, ids: &[String]) -> std::io::Result<u64> {
         Some(last) => id.max(last + 1),
         None => id,
     })
-}
-
-/// Writes a run's final record. The history needs no trim here: [`open_run`] left at
-/// most `history_size` folders, this run's included.
-pub fn close_run(job_logs: &Path, rec: &RunRecord) -> Result<(), crate::status::StatusError> {
-    write(job_logs, rec)
 }
 
 /// Run ids present, oldest first.
@@ -478,24 +503,14 @@ mod tests {
     }
 
     fn running(scheduled_for: Option<DateTime<Utc>>) -> RunRecord {
-        RunRecord {
-            schema_version: SCHEMA_VERSION,
-            id: String::new(),
-            name: "job".into(),
-            status: RunState::Running,
-            trigger: TriggerKind::Schedule,
-            arguments: Vec::new(),
-            start_time: rfc3339_string(Utc::now()),
-            end_time: None,
-            duration_ms: None,
-            exit_code: None,
-            signal: None,
-            error: None,
-            scheduled_for: scheduled_for.map(rfc3339_string),
-            lateness_ms: None,
-            pid: None,
-            instance: None,
-        }
+        RunRecord::running(
+            "job",
+            TriggerKind::Schedule,
+            Vec::new(),
+            Utc::now(),
+            scheduled_for,
+            None,
+        )
     }
 
     #[test]

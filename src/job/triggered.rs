@@ -228,8 +228,8 @@ impl TriggeredJob {
     /// Written here, not on the blocking pool: it is a write into an existing spare file
     /// and a rename, no fsync and no file created (see `runs::write`), as cheap as the
     /// log lines the pump writes on these threads, and cheaper than the hop.
-    async fn close_record(&self, rec: &RunRecord) {
-        if let Err(e) = runs::close_run(&self.logs, rec) {
+    fn close_record(&self, rec: &RunRecord) {
+        if let Err(e) = runs::write(&self.logs, rec) {
             tracing::error!(job = %self.def.name, "{e}");
         }
     }
@@ -518,27 +518,16 @@ impl TriggeredJob {
             return Err(failed("no entry point".into()));
         };
         let now = self.ctx.clock.now();
-        let mut record = RunRecord {
-            schema_version: crate::status::SCHEMA_VERSION,
-            id: String::new(),
-            name: self.def.name.clone(),
-            status: RunState::Running,
+        let mut record = RunRecord::running(
+            &self.def.name,
             trigger,
-            arguments: args
-                .iter()
+            args.iter()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect(),
-            start_time: rfc3339_string(now),
-            end_time: None,
-            duration_ms: None,
-            exit_code: None,
-            signal: None,
-            error: None,
-            scheduled_for: scheduled_for.map(rfc3339_string),
-            lateness_ms: scheduled_for.map(|at| (now - at).num_milliseconds()),
-            pid: None,
-            instance: self.ctx.layout.instance.clone(),
-        };
+            now,
+            scheduled_for,
+            self.ctx.layout.instance.clone(),
+        );
         let log_id = crate::ids::random_hex(6);
         let data_path = std::path::absolute(&self.logs).unwrap_or(self.logs.clone());
         let runner = self.ctx.runner.clone();
@@ -611,7 +600,7 @@ impl TriggeredJob {
                 record.error = Some(msg.clone());
                 record.end_time = Some(rfc3339_string(Utc::now()));
                 record.duration_ms = Some(0);
-                self.close_record(&record).await;
+                self.close_record(&record);
                 self.sched(&format!("run {run_id} failed to start: {msg}"), true);
                 self.status.latest_run = Some(record);
                 return Err(failed(msg));
@@ -703,7 +692,7 @@ impl TriggeredJob {
             .await;
         record.end_time = Some(rfc3339_string(Utc::now()));
         record.duration_ms = Some(started.elapsed().as_millis() as u64);
-        self.close_record(&record).await;
+        self.close_record(&record);
         self.sched(
             &format!(
                 "run {} ended: {}{}",

@@ -86,11 +86,7 @@ impl Reaper {
 
     /// Spawns `cmd` and returns the child with a receiver for its exit.
     pub fn spawn(&self, cmd: &mut Command) -> io::Result<(Child, oneshot::Receiver<Exit>)> {
-        let _gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
-        let child = cmd.spawn()?;
-        let (tx, rx) = oneshot::channel();
-        self.lock().by_pid.insert(child.id() as i32, tx);
-        Ok((child, rx))
+        self.spawn_with(|| cmd.spawn(), |c| c.id() as i32)
     }
 
     /// Starts a run's process (see [`super::spawn::RunCommand`]) and returns it with a
@@ -99,11 +95,20 @@ impl Reaper {
         &self,
         cmd: &super::spawn::RunCommand,
     ) -> io::Result<(super::spawn::Spawned, oneshot::Receiver<Exit>)> {
+        self.spawn_with(|| cmd.spawn(), |s| s.pid)
+    }
+
+    /// Holds the gate from before `start` forks until the child's pid is registered.
+    fn spawn_with<T>(
+        &self,
+        start: impl FnOnce() -> io::Result<T>,
+        pid: impl FnOnce(&T) -> i32,
+    ) -> io::Result<(T, oneshot::Receiver<Exit>)> {
         let _gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
-        let spawned = cmd.spawn()?;
+        let child = start()?;
         let (tx, rx) = oneshot::channel();
-        self.lock().by_pid.insert(spawned.pid, tx);
-        Ok((spawned, rx))
+        self.lock().by_pid.insert(pid(&child), tx);
+        Ok((child, rx))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiters> {
