@@ -187,11 +187,18 @@ pub fn open_run(
     Ok(opened)
 }
 
-/// Moves the run folder `id` to `staging` and empties it but for its two files.
+/// Moves the run folder `id` to `staging` and empties it of the old run's files but
+/// the two that are rewritten. The host writes nothing else there but a rotated log,
+/// which starts at `output_log.1.txt`: when a try to delete that file finds none, the
+/// folder is not listed (a listing cost more than the rest of the recycling).
 /// `false` if it cannot (another host took it first, say): the caller makes a new one.
 fn recycle(job_logs: &Path, id: &str, staging: &Path) -> bool {
     if std::fs::rename(job_logs.join(id), staging).is_err() {
         return false;
+    }
+    match std::fs::remove_file(staging.join("output_log.1.txt")) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+        _ => {}
     }
     let Ok(entries) = std::fs::read_dir(staging) else {
         return true;

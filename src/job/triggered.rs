@@ -560,7 +560,8 @@ impl TriggeredJob {
             let opened = runs::open_run(&logs, now, keep, &mut rec, &mut known);
             let opened = opened.inspect_err(|_| known = None)?;
             let mut sink = LogSink::new(opened.dir.join("output_log.txt"), max, keep_logs);
-            sink.open();
+            // `open_run` left the log empty.
+            sink.open_empty();
             prepared.set_run_id(&rec.id);
             let spawned = runner.spawn_prepared(prepared);
             Ok::<_, std::io::Error>((rec, sink, spawned, known))
@@ -693,23 +694,24 @@ impl TriggeredJob {
         record.end_time = Some(rfc3339_string(Utc::now()));
         record.duration_ms = Some(started.elapsed().as_millis() as u64);
         self.close_record(&record);
-        self.sched(
-            &format!(
-                "run {} ended: {}{}",
-                record.id,
-                record.status.as_str(),
-                abort
-                    .as_deref()
-                    .map(|w| format!(" ({w})"))
-                    .unwrap_or_default()
-            ),
-            record.status != RunState::Success,
-        );
-        // The host log names runs that did not succeed; a success is in the job's own
-        // logs (a hundred jobs a second would otherwise fill the host log with them).
+        // The scheduler's log and the host log name runs that did not succeed; a
+        // success is in the run's own log and record (a hundred jobs a second would
+        // otherwise add a line each to both, and a write per run).
         if record.status == RunState::Success {
             tracing::debug!(job = %self.def.name, run = %record.id, "run ended: Success");
         } else {
+            self.sched(
+                &format!(
+                    "run {} ended: {}{}",
+                    record.id,
+                    record.status.as_str(),
+                    abort
+                        .as_deref()
+                        .map(|w| format!(" ({w})"))
+                        .unwrap_or_default()
+                ),
+                true,
+            );
             tracing::info!(job = %self.def.name, run = %record.id, "run ended: {}", record.status.as_str());
         }
         self.ctx.metrics.run_ended(

@@ -112,6 +112,11 @@ impl LogSink {
         let _ = self.file.open();
     }
 
+    /// [`LogSink::open`] for a file the caller has just emptied or created.
+    pub fn open_empty(&mut self) {
+        let _ = self.file.open_empty();
+    }
+
     pub fn set_limits(&mut self, max_bytes: u64, keep: u32) {
         self.file.set_limits(max_bytes, keep);
         self.rotate_retry_at = 0;

@@ -142,6 +142,16 @@ impl RotatingFile {
         self.handle().map(|_| ())
     }
 
+    /// [`RotatingFile::open`] for a file the caller has just made empty (a triggered
+    /// run's log): its size is known, so it is not asked for.
+    pub fn open_empty(&mut self) -> Result<(), LogError> {
+        if self.file.is_none() {
+            self.file = Some(open_creating(&self.path)?);
+            self.size = 0;
+        }
+        Ok(())
+    }
+
     fn handle(&mut self) -> Result<&mut File, LogError> {
         let file = match self.file.take() {
             Some(file) => file,

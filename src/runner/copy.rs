@@ -38,15 +38,38 @@ fn copy_dir(src: &Path, dst: &Path, root: &Path, depth: usize) -> io::Result<()>
             let target = fs::read_link(&from)?;
             let target = relink(&from, &target, root);
             std::os::unix::fs::symlink(target, &to)?;
+            keep_times(&from, &to)?;
         } else if kind.is_file() {
             fs::copy(&from, &to).map_err(|e| {
                 io::Error::new(e.kind(), format!("copying {}: {e}", from.display()))
             })?;
+            keep_times(&from, &to)?;
         }
         // Sockets, FIFOs and devices are not job code: left out of the copy.
     }
     let perms = fs::metadata(src)?.permissions();
-    fs::set_permissions(dst, perms)
+    fs::set_permissions(dst, perms)?;
+    // Last: every entry made above moved the folder's own times.
+    keep_times(src, dst)
+}
+
+/// Gives `to` the access and modification times of `from` (of links themselves,
+/// never of what they point to).
+fn keep_times(from: &Path, to: &Path) -> io::Result<()> {
+    use nix::sys::stat::{UtimensatFlags, utimensat};
+    use nix::sys::time::TimeSpec;
+    use std::os::unix::fs::MetadataExt;
+    let md = fs::symlink_metadata(from)?;
+    let atime = TimeSpec::new(md.atime(), md.atime_nsec());
+    let mtime = TimeSpec::new(md.mtime(), md.mtime_nsec());
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        to,
+        &atime,
+        &mtime,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
 }
 
 /// Keeps a link that stays inside the job folder relative (it then points into the
@@ -116,6 +139,28 @@ mod tests {
             fs::read_link(dst.join("out")).unwrap(),
             tmp.path().join("outside.txt")
         );
+        // Modification times are the originals' (set long ago here, so a copy made
+        // now could not have them by chance).
+        let long_ago = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        for rel in ["run.sh", "lib/data.txt", "lib", ""] {
+            fs::File::open(src.join(rel))
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        let dst = tmp.path().join("copy2");
+        copy_tree(&src, &dst).unwrap();
+        for rel in ["", "run.sh", "lib", "lib/data.txt"] {
+            let (a, b) = (
+                fs::symlink_metadata(src.join(rel)).unwrap(),
+                fs::symlink_metadata(dst.join(rel)).unwrap(),
+            );
+            assert_eq!(
+                (a.modified().unwrap(), a.is_dir()),
+                (b.modified().unwrap(), b.is_dir()),
+                "{rel}"
+            );
+        }
         // A copy, not a hard link: editing the original leaves the copy alone.
         fs::write(src.join("run.sh"), "echo changed\n").unwrap();
         assert_eq!(fs::read_to_string(dst.join("run.sh")).unwrap(), "echo hi\n");

@@ -5,29 +5,91 @@
 //! a file per file and as many deletions afterwards (on ext4, creating files next to
 //! many recently deleted ones is the single largest cost of a run). So a copy is kept
 //! for the job's next run when both the job folder and the copy are unchanged since
-//! it was made, judged by the same fingerprint the scanner uses (names, modes, sizes,
-//! mtimes, inodes): a run that wrote into its folder, or a deploy, gets the next run
-//! a fresh copy. Kudu keeps its copies until the job changes, too.
+//! it was made: a run that wrote into its folder, or a deploy, gets the next run a
+//! fresh copy. Kudu keeps its copies until the job changes, too.
 //!
 //! The job folder's side is the fingerprint of the host's last scan of it, not a new
 //! walk: a run then uses the files of the same scan as its entry point and settings,
 //! and starting a run does not touch JOBS (each directory opened there is an inotify
 //! event for the watcher). A change is rescanned within a second; the copy follows.
+//!
+//! The copy's side is a [`Stamp`] of each of its folders and entries taken when it
+//! was made, and checked with one `lstat` each, without listing a folder: any entry
+//! made, removed or renamed moves its folder's modification time, any write moves the
+//! file's, any chmod or link its change time. The copy keeps the job files' old
+//! modification times (`runner::copy`), so even a write within the clock tick the
+//! stamp was taken in moves the time away from it.
 
 use std::collections::HashMap;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::copy;
-use crate::scan::fingerprint;
+
+/// What a write into a file or folder changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    ino: u64,
+    mode: u32,
+    nlink: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        let md = std::fs::symlink_metadata(path).ok()?;
+        Some(Stamp {
+            ino: md.ino(),
+            mode: md.mode(),
+            nlink: md.nlink(),
+            len: md.len(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+        })
+    }
+}
+
+/// Deeper than the copy can be (`runner::copy` refuses more): a guard, not a limit.
+const MAX_DEPTH: usize = 70;
+
+/// The stamp of `dir` and of everything in it, links not followed.
+fn stamps(dir: &Path, depth: usize, out: &mut Vec<(PathBuf, Stamp)>) {
+    if let Some(s) = Stamp::of(dir) {
+        out.push((dir.to_path_buf(), s));
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() && depth < MAX_DEPTH => stamps(&path, depth + 1, out),
+            _ => {
+                if let Some(s) = Stamp::of(&path) {
+                    out.push((path, s));
+                }
+            }
+        }
+    }
+}
+
+fn unchanged(stamps: &[(PathBuf, Stamp)]) -> bool {
+    !stamps.is_empty()
+        && stamps
+            .iter()
+            .all(|(path, s)| Stamp::of(path).as_ref() == Some(s))
+}
 
 /// A copy lent to one run.
 #[derive(Debug)]
 pub struct Lease {
     pub path: PathBuf,
     source: u64,
-    copy: u64,
+    copy: Vec<(PathBuf, Stamp)>,
 }
 
 /// The idle copy of each job (by its scratch folder), ready for the next run.
@@ -53,7 +115,7 @@ impl Workspaces {
         token: &str,
     ) -> io::Result<Lease> {
         if let Some(kept) = self.idle().remove(job_scratch) {
-            if kept.source == source && fingerprint(&kept.path) == kept.copy {
+            if kept.source == source && unchanged(&kept.copy) {
                 return Ok(kept);
             }
             let _ = std::fs::remove_dir_all(&kept.path);
@@ -63,11 +125,9 @@ impl Workspaces {
             let _ = std::fs::remove_dir_all(&path);
             return Err(e);
         }
-        Ok(Lease {
-            copy: fingerprint(&path),
-            path,
-            source,
-        })
+        let mut copy = Vec::new();
+        stamps(&path, 0, &mut copy);
+        Ok(Lease { copy, path, source })
     }
 
     /// Takes a copy back after its run, to keep for the next one. Returns the copy's
@@ -104,6 +164,7 @@ impl Workspaces {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::scan::fingerprint;
     use std::fs;
 
     fn job(tmp: &Path) -> (PathBuf, PathBuf) {
@@ -142,6 +203,62 @@ mod tests {
         assert_ne!(b.path, first);
         assert!(!first.exists(), "the spoilt copy is removed");
         assert!(!b.path.join("left-by-the-run.txt").exists());
+    }
+
+    #[test]
+    fn any_change_to_a_copy_right_after_it_was_made_is_seen() {
+        use std::os::unix::fs::PermissionsExt;
+        type Change = fn(&Path);
+        let changes: [(&str, Change); 6] = [
+            ("same-size rewrite", |p| {
+                fs::write(p.join("run.sh"), "echo ho\n").unwrap()
+            }),
+            ("file in a subfolder", |p| {
+                fs::write(p.join("lib/new.txt"), "x").unwrap()
+            }),
+            ("removed file", |p| {
+                fs::remove_file(p.join("lib/data.txt")).unwrap()
+            }),
+            ("chmod", |p| {
+                fs::set_permissions(p.join("run.sh"), fs::Permissions::from_mode(0o700)).unwrap()
+            }),
+            ("file renamed over another", |p| {
+                fs::write(p.join("tmp"), "echo hi\n").unwrap();
+                fs::rename(p.join("tmp"), p.join("run.sh")).unwrap();
+            }),
+            ("hard link", |p| {
+                fs::hard_link(p.join("run.sh"), p.join("lib/link")).unwrap()
+            }),
+        ];
+        for (what, change) in changes {
+            let tmp = tempfile::tempdir().unwrap();
+            let (src, scratch) = job(tmp.path());
+            fs::create_dir(src.join("lib")).unwrap();
+            fs::write(src.join("lib/data.txt"), "data").unwrap();
+            // Deployed a while ago, as job files are (and on a kernel without fine
+            // grained times, a file written in the same tick would look unchanged).
+            let long_ago = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+            for rel in ["run.sh", "lib/data.txt", "lib", ""] {
+                let f = fs::File::open(src.join(rel)).unwrap();
+                f.set_modified(long_ago).unwrap();
+            }
+            let ws = Workspaces::default();
+            let a = ws.checkout(&src, fingerprint(&src), &scratch, "a").unwrap();
+            // At once: within the clock tick the copy's stamps were taken in.
+            change(&a.path);
+            ws.checkin_or_remove(&scratch, a);
+            let b = ws.checkout(&src, fingerprint(&src), &scratch, "b").unwrap();
+            assert_eq!(b.path, scratch.join("b"), "{what}: a fresh copy");
+            assert_eq!(
+                fs::read_to_string(b.path.join("run.sh")).unwrap(),
+                "echo hi\n"
+            );
+            assert_eq!(
+                fs::read_to_string(b.path.join("lib/data.txt")).unwrap(),
+                "data"
+            );
+            assert!(!b.path.join("lib/new.txt").exists() && !b.path.join("lib/link").exists());
+        }
     }
 
     #[test]
