@@ -28,8 +28,9 @@ pub struct JobDefinition {
     /// Hash of every file's path, size, mtime, mode and link target.
     pub fingerprint: u64,
     pub disabled: bool,
-    /// `None` when settings.job is invalid (see `errors`).
-    pub settings: Option<JobSettings>,
+    /// `None` when settings.job is invalid (see `errors`). Shared: a run takes its
+    /// job's settings without copying them.
+    pub settings: Option<std::sync::Arc<JobSettings>>,
     pub launch: Option<Launch>,
     pub warnings: Vec<String>,
     pub errors: Vec<String>,
@@ -103,7 +104,7 @@ pub fn load(dir: &Path, job_type: JobType, path_env: Option<&OsStr>) -> JobDefin
     let settings = match settings::load(dir, job_type) {
         Ok((s, w)) => {
             warnings.extend(w.iter().map(ToString::to_string));
-            Some(s)
+            Some(std::sync::Arc::new(s))
         }
         Err(e) => {
             errors.extend(e.problems.iter().map(ToString::to_string));

@@ -47,7 +47,7 @@ pub fn spawn(
     };
     let singleton = def.settings.as_ref().is_some_and(|s| s.is_singleton);
     let sink_path = ctx.layout.job_log(&def.name, singleton);
-    let settings = def.settings.clone().unwrap_or_default();
+    let settings = def.settings.as_deref().cloned().unwrap_or_default();
     let job = ContinuousJob {
         sink: Arc::new(Mutex::new(LogSink::new(
             sink_path,
@@ -73,7 +73,7 @@ pub fn spawn(
 
 /// The configuration a run started from; kept while the folder turns invalid.
 struct Active {
-    settings: JobSettings,
+    settings: Arc<JobSettings>,
     fingerprint: u64,
 }
 

@@ -61,8 +61,8 @@ pub fn spawn(
         latest_run: runs::history(&logs).into_iter().next(),
         ..Default::default()
     };
-    let (status_tx, status_rx) = watch::channel(status.clone());
-    let settings = def.settings.clone().unwrap_or_default();
+    let (status_tx, status_rx) = watch::channel(status);
+    let settings = def.settings.as_deref().cloned().unwrap_or_default();
     let job = TriggeredJob {
         sched_log: Arc::new(Mutex::new(LogSink::new(
             logs.join("job_scheduler.log"),
@@ -75,7 +75,6 @@ pub fn spawn(
         cursor: None,
         active: None,
         pending: None,
-        status,
         status_tx,
         run_ids: None,
     };
@@ -96,7 +95,7 @@ struct ActiveRun {
     run: Run,
     record: RunRecord,
     sink: Arc<Mutex<LogSink>>,
-    settings: JobSettings,
+    settings: Arc<JobSettings>,
     /// Held for the whole run: no other host runs this job meanwhile.
     _lock: Option<File>,
     timeout_at: Option<Instant>,
@@ -121,7 +120,7 @@ struct TriggeredJob {
     active: Option<ActiveRun>,
     pending: Option<PendingRun>,
     sched_log: Arc<Mutex<LogSink>>,
-    status: TriggeredStatus,
+    /// What the API shows of this job (see [`TriggeredJob::set_status`]).
     status_tx: watch::Sender<TriggeredStatus>,
     /// The job's run ids as this task last saw them (see `runs::open_run`).
     run_ids: Option<Vec<String>>,
@@ -235,7 +234,7 @@ impl TriggeredJob {
     }
 
     fn settings(&self) -> Option<&JobSettings> {
-        self.def.settings.as_ref()
+        self.def.settings.as_deref()
     }
 
     fn sched(&self, msg: &str, error: bool) {
@@ -289,29 +288,33 @@ impl TriggeredJob {
                 true,
             );
         }
-        self.status.latest_run = runs::history(&self.logs).into_iter().next();
+        let latest = runs::history(&self.logs).into_iter().next();
+        self.set_status(|s| s.latest_run = latest);
     }
 
     /// Settings changed: reschedule at once; the rest applies from the next run.
     fn apply_definition(&mut self) {
-        self.status.warnings = self.def.warnings.clone();
-        self.status.disabled = self.def.disabled;
-        self.status.run_command = self.def.launch.as_ref().map(|l| l.display());
+        self.set_status(|s| {
+            s.warnings = self.def.warnings.clone();
+            s.disabled = self.def.disabled;
+            s.run_command = self.def.launch.as_ref().map(|l| l.display());
+        });
         for w in &self.def.warnings {
             tracing::warn!(job = %self.def.name, "{w}");
         }
         if !self.def.valid() {
             let err = self.def.errors.join("; ");
-            if self.status.error.as_deref() != Some(err.as_str()) {
+            let told = self.status_tx.borrow().error.as_deref() == Some(err.as_str());
+            if !told {
                 tracing::error!(job = %self.def.name, "triggered job {}: {err}", self.def.name);
                 self.sched(&format!("job not scheduled: {err}"), true);
             }
-            self.status.error = Some(err);
+            self.set_status(|s| s.error = Some(err));
             self.cursor = None;
             self.publish();
             return;
         }
-        self.status.error = None;
+        self.set_status(|s| s.error = None);
         if let Some(s) = self.settings() {
             let (max, keep) = (s.log_max_bytes, s.log_keep);
             logsink::lock(&self.sched_log).set_limits(max, keep);
@@ -358,10 +361,14 @@ impl TriggeredJob {
             }
             None => None,
         };
-        self.status.schedule = self
+        let schedule = self
             .settings()
             .and_then(|s| s.schedule.as_ref().map(|s| s.expr().to_string()));
-        self.status.timezone = self.settings().map(|s| s.timezone.to_string());
+        let timezone = self.settings().map(|s| s.timezone.to_string());
+        self.set_status(|s| {
+            s.schedule = schedule;
+            s.timezone = timezone;
+        });
     }
 
     async fn on_fire(&mut self, poll: Poll) {
@@ -504,7 +511,7 @@ impl TriggeredJob {
     async fn start_run(
         &mut self,
         lock: Option<File>,
-        settings: JobSettings,
+        settings: Arc<JobSettings>,
         trigger: TriggerKind,
         args: Vec<OsString>,
         scheduled_for: Option<DateTime<Utc>>,
@@ -514,7 +521,7 @@ impl TriggeredJob {
             job: job.clone(),
             reason,
         };
-        let Some(launch) = self.def.launch.clone() else {
+        let Some(launch) = self.def.launch.as_ref() else {
             return Err(failed("no entry point".into()));
         };
         let now = self.ctx.clock.now();
@@ -536,7 +543,7 @@ impl TriggeredJob {
             job_type: JobType::Triggered,
             job_dir: &self.def.dir,
             fingerprint: self.def.fingerprint,
-            launch: &launch,
+            launch,
             in_place: settings.is_in_place,
             env: &settings.env,
             args: &args,
@@ -603,7 +610,7 @@ impl TriggeredJob {
                 record.duration_ms = Some(0);
                 self.close_record(&record);
                 self.sched(&format!("run {run_id} failed to start: {msg}"), true);
-                self.status.latest_run = Some(record);
+                self.set_status(|s| s.latest_run = Some(record));
                 return Err(failed(msg));
             }
         };
@@ -632,8 +639,10 @@ impl TriggeredJob {
             idle,
             abort: None,
         });
-        self.status.running = Some(run_id.clone());
-        self.status.latest_run = Some(record);
+        self.set_status(|s| {
+            s.running = Some(run_id.clone());
+            s.latest_run = Some(record);
+        });
         // Published by the caller (a fire, a trigger, the end of the run before).
         Ok(run_id)
     }
@@ -719,8 +728,10 @@ impl TriggeredJob {
             record.status.as_str(),
             started.elapsed().as_secs_f64(),
         );
-        self.status.running = None;
-        self.status.latest_run = Some(record);
+        self.set_status(|s| {
+            s.running = None;
+            s.latest_run = Some(record);
+        });
         drop(_lock);
         if let Some(p) = self.pending.take()
             && let Err(e) = self.trigger(p.trigger, p.args, p.scheduled_for).await
@@ -777,13 +788,25 @@ impl TriggeredJob {
         }
     }
 
+    /// Changes what the API shows without waking its watchers: [`Self::publish`]
+    /// does, once per event. No copy of the status is made per change.
+    fn set_status(&self, change: impl FnOnce(&mut TriggeredStatus)) {
+        self.status_tx.send_if_modified(|s| {
+            change(s);
+            false
+        });
+    }
+
     fn publish(&mut self) {
-        self.status.pending = self.pending.is_some();
-        self.status.next_fire = self
+        let pending = self.pending.is_some();
+        let next_fire = self
             .cursor
             .as_mut()
             .and_then(Cursor::peek_next)
             .map(rfc3339_string);
-        self.status_tx.send_replace(self.status.clone());
+        self.status_tx.send_modify(|s| {
+            s.pending = pending;
+            s.next_fire = next_fire;
+        });
     }
 }
