@@ -148,25 +148,26 @@ impl Tree {
 /// reparents orphans of a subreaper (the first live thread of the process). `None`
 /// where the kernel does not offer the list (`CONFIG_PROC_CHILDREN`).
 pub fn host_children() -> Option<Vec<i32>> {
-    use std::io::Read;
-    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let path = PATH.get_or_init(|| {
-        let me = std::process::id();
-        format!("/proc/{me}/task/{me}/children")
-    });
-    // One read: the list is a few pids long, and asked for at the end of every run.
+    use std::os::unix::fs::FileExt;
+    // Opened once and read from the start each time (a read at offset 0 makes the
+    // kernel list them anew): asked at the end of every run.
+    static FILE: std::sync::OnceLock<Option<fs::File>> = std::sync::OnceLock::new();
+    let file = FILE
+        .get_or_init(|| {
+            let me = std::process::id();
+            fs::File::open(format!("/proc/{me}/task/{me}/children")).ok()
+        })
+        .as_ref()?;
+    let mut all = Vec::new();
     let mut buf = [0u8; 4096];
-    let mut f = fs::File::open(path).ok()?;
-    let len = f.read(&mut buf).ok()?;
-    if len == buf.len() {
-        // Many children: read the rest the ordinary way.
-        let mut rest = Vec::new();
-        f.read_to_end(&mut rest).ok()?;
-        let mut all = buf.to_vec();
-        all.extend(rest);
-        return Some(parse_pids(&all));
+    loop {
+        let len = file.read_at(&mut buf, all.len() as u64).ok()?;
+        all.extend_from_slice(&buf[..len]);
+        // A short read is the end: the list is a few pids long.
+        if len < buf.len() {
+            return Some(parse_pids(&all));
+        }
     }
-    Some(parse_pids(&buf[..len]))
 }
 
 fn parse_pids(text: &[u8]) -> Vec<i32> {

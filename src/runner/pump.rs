@@ -33,7 +33,8 @@ pub fn start(
     log_id: String,
     log_changed: Arc<tokio::sync::Notify>,
 ) -> JoinHandle<()> {
-    let open = |fd: Option<OwnedFd>| fd.and_then(|fd| Receiver::from_owned_fd(fd).ok());
+    // The spawn made them non-blocking pipes (`spawn::Spawned`): nothing to check.
+    let open = |fd: Option<OwnedFd>| fd.and_then(|fd| Receiver::from_owned_fd_unchecked(fd).ok());
     let mut out = Source {
         pipe: open(stdout),
         splitter: LineSplitter::new(),

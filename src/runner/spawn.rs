@@ -53,7 +53,8 @@ pub struct RunCommand {
     dir: PathBuf,
 }
 
-/// A started process: its pid and the read ends of its stdout and stderr.
+/// A started process: its pid and the read ends of its stdout and stderr, which are
+/// pipes in non-blocking mode.
 #[derive(Debug)]
 pub struct Spawned {
     pub pid: i32,
@@ -177,8 +178,8 @@ impl RunCommand {
         let missing = || io::Error::other("the child's pipes were not created");
         Ok(Spawned {
             pid: child.id() as i32,
-            stdout: child.stdout.take().ok_or_else(missing)?.into(),
-            stderr: child.stderr.take().ok_or_else(missing)?.into(),
+            stdout: non_blocking(child.stdout.take().ok_or_else(missing)?.into())?,
+            stderr: non_blocking(child.stderr.take().ok_or_else(missing)?.into())?,
         })
     }
 
@@ -247,8 +248,23 @@ fn cstring(s: &OsStr) -> io::Result<CString> {
 }
 
 /// A pipe whose ends are closed on exec (the child gets copies as fd 1 and 2).
+/// A pipe for a child's output, `(ours, the child's)`: ours does not block (the pump
+/// reads it on the async side), the child's does, as programs expect of their output.
+/// Both close on exec; the child's end is duplicated onto 1 or 2, which clears that.
+/// Made non-blocking here, one flag for one end, rather than asked and set later.
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let (ours, theirs) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    // O_NONBLOCK belongs to each end's open file: clearing it here leaves ours alone.
+    fcntl(&theirs, FcntlArg::F_SETFL(OFlag::empty()))?;
+    Ok((ours, theirs))
+}
+
+/// Our end of a pipe std's `Command` made (blocking) made non-blocking, like [`pipe`]'s.
+fn non_blocking(fd: OwnedFd) -> io::Result<OwnedFd> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    fcntl(&fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    Ok(fd)
 }
 
 /// The one place with raw `posix_spawn` calls: neither std nor nix offers a session
@@ -384,6 +400,15 @@ mod tests {
         }
     }
 
+    /// Reads one of a child's outputs to its end (our ends do not block: wait for data).
+    fn read_all(fd: OwnedFd) -> String {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        fcntl(&fd, FcntlArg::F_SETFL(OFlag::empty())).unwrap();
+        let mut text = String::new();
+        std::fs::File::from(fd).read_to_string(&mut text).unwrap();
+        text
+    }
+
     fn wait(pid: i32) -> nix::sys::wait::WaitStatus {
         nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap()
     }
@@ -393,14 +418,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let script = "echo \"$A $(pwd) $(cut -d' ' -f6 /proc/$$/stat) $$\"; echo err >&2; cat";
         let s = cmd("sh", &["-c", script], tmp.path()).spawn().unwrap();
-        let mut out = String::new();
-        std::fs::File::from(s.stdout)
-            .read_to_string(&mut out)
-            .unwrap();
-        let mut err = String::new();
-        std::fs::File::from(s.stderr)
-            .read_to_string(&mut err)
-            .unwrap();
+        let (out, err) = (read_all(s.stdout), read_all(s.stderr));
         wait(s.pid);
         let dir = tmp.path().canonicalize().unwrap();
         assert_eq!(
@@ -408,6 +426,24 @@ mod tests {
             format!("second {} {} {}", dir.display(), s.pid, s.pid)
         );
         assert_eq!(err, "err\n");
+    }
+
+    #[test]
+    fn our_ends_of_the_pipes_do_not_block_and_the_childs_do() {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let tmp = tempfile::tempdir().unwrap();
+        let s = cmd("sh", &["-c", "grep flags /proc/$$/fdinfo/1"], tmp.path())
+            .spawn()
+            .unwrap();
+        for fd in [&s.stdout, &s.stderr] {
+            let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).unwrap());
+            assert!(flags.contains(OFlag::O_NONBLOCK), "{flags:?}");
+        }
+        let out = read_all(s.stdout);
+        wait(s.pid);
+        let octal = out.split_whitespace().nth(1).unwrap();
+        let flags = i32::from_str_radix(octal, 8).unwrap();
+        assert_eq!(flags & libc::O_NONBLOCK, 0, "the child's stdout: {out}");
     }
 
     #[test]
