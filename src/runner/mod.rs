@@ -303,14 +303,10 @@ impl Runner {
         let pid = child.pid;
         self.guardian.watch(pid);
         self.lock_leaders().insert(pid);
-        // Before the pump starts, so the started line precedes the run's output.
+        // Before the pump starts, so the started line precedes the run's output; left
+        // in the batch for the pump to write with the first output (`pump::HOLD`).
         let started = log.started_note.replace("{pid}", &pid.to_string());
-        logsink::note(
-            &log.sink,
-            log.log_id,
-            false,
-            &format!("{started}: {display}"),
-        );
+        logsink::lock(&log.sink).sys_info(log.log_id, &format!("{started}: {display}"));
         let pump = pump::start(
             Some(child.stdout),
             Some(child.stderr),
