@@ -520,19 +520,30 @@ mod tests {
         )
     }
 
+    /// 2026-01-01 00:00:00 UTC plus `k` seconds.
+    fn at(k: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(k)
+    }
+
+    /// Opens a run at `at(k)` keeping `keep` folders; returns its record.
+    fn open_nth(dir: &Path, k: i64, keep: u32, known: &mut Option<Vec<String>>) -> RunRecord {
+        let mut rec = running(None);
+        open_run(dir, at(k), keep, &mut rec, known).unwrap();
+        rec
+    }
+
     #[test]
     fn an_opened_run_is_on_disk_and_persists_its_occurrence_and_the_history_is_trimmed() {
         let tmp = tempfile::tempdir().unwrap();
-        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let mut ids = Vec::new();
         for k in 0..4 {
-            let at = t + chrono::Duration::seconds(k);
-            let mut rec = running(Some(at));
-            let opened = open_run(tmp.path(), at, 3, &mut rec, &mut None).unwrap();
+            let when = at(k);
+            let mut rec = running(Some(when));
+            let opened = open_run(tmp.path(), when, 3, &mut rec, &mut None).unwrap();
             assert_eq!(opened.dir, tmp.path().join(&rec.id));
             assert_eq!(read(tmp.path(), &rec.id).unwrap(), rec);
             assert_eq!(fs::read(opened.dir.join("output_log.txt")).unwrap(), b"");
-            assert_eq!(load_last_fired(tmp.path()), Some(at));
+            assert_eq!(load_last_fired(tmp.path()), Some(when));
             ids.push(rec.id);
         }
         assert_eq!(
@@ -550,18 +561,9 @@ mod tests {
     #[test]
     fn final_records_swap_in_through_a_few_spares_and_read_back_whole() {
         let tmp = tempfile::tempdir().unwrap();
-        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let mut ids = Vec::new();
         for k in 0..10 {
-            let mut rec = running(None);
-            open_run(
-                tmp.path(),
-                t + chrono::Duration::seconds(k),
-                50,
-                &mut rec,
-                &mut None,
-            )
-            .unwrap();
+            let mut rec = open_nth(tmp.path(), k, 50, &mut None);
             rec.status = RunState::Success;
             rec.exit_code = Some(0);
             write(tmp.path(), &rec).unwrap();
@@ -594,52 +596,28 @@ mod tests {
     #[test]
     fn a_recycled_folder_holds_only_the_new_run() {
         let tmp = tempfile::tempdir().unwrap();
-        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let mut old = running(None);
-        let opened = open_run(tmp.path(), t, 1, &mut old, &mut None).unwrap();
-        fs::write(opened.dir.join("output_log.txt"), "old output\n").unwrap();
-        fs::write(opened.dir.join("output_log.1.txt"), "rotated\n").unwrap();
-        fs::create_dir(opened.dir.join("junk")).unwrap();
-        let mut new = running(None);
-        let reopened = open_run(
-            tmp.path(),
-            t + chrono::Duration::seconds(1),
-            1,
-            &mut new,
-            &mut None,
-        )
-        .unwrap();
+        let old = open_nth(tmp.path(), 0, 1, &mut None);
+        let dir = tmp.path().join(&old.id);
+        fs::write(dir.join("output_log.txt"), "old output\n").unwrap();
+        fs::write(dir.join("output_log.1.txt"), "rotated\n").unwrap();
+        fs::create_dir(dir.join("junk")).unwrap();
+        let new = open_nth(tmp.path(), 1, 1, &mut None);
+        let reopened = tmp.path().join(&new.id);
         assert_ne!(new.id, old.id);
         assert_eq!(list_ids(tmp.path()), vec![new.id.clone()]);
-        assert_eq!(fs::read(reopened.dir.join("output_log.txt")).unwrap(), b"");
-        assert!(!reopened.dir.join("output_log.1.txt").exists());
-        assert!(!reopened.dir.join("junk").exists());
+        assert_eq!(fs::read(reopened.join("output_log.txt")).unwrap(), b"");
+        assert!(!reopened.join("output_log.1.txt").exists());
+        assert!(!reopened.join("junk").exists());
         assert_eq!(read(tmp.path(), &new.id).unwrap(), new);
     }
 
     #[test]
     fn lowering_history_size_deletes_the_surplus_at_the_next_run() {
         let tmp = tempfile::tempdir().unwrap();
-        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         for k in 0..5 {
-            open_run(
-                tmp.path(),
-                t + chrono::Duration::seconds(k),
-                50,
-                &mut running(None),
-                &mut None,
-            )
-            .unwrap();
+            open_nth(tmp.path(), k, 50, &mut None);
         }
-        let mut rec = running(None);
-        open_run(
-            tmp.path(),
-            t + chrono::Duration::seconds(9),
-            2,
-            &mut rec,
-            &mut None,
-        )
-        .unwrap();
+        let rec = open_nth(tmp.path(), 9, 2, &mut None);
         let ids = list_ids(tmp.path());
         assert_eq!(ids.len(), 2, "{ids:?}");
         assert_eq!(ids[1], rec.id);
@@ -648,33 +626,16 @@ mod tests {
     #[test]
     fn a_remembered_listing_is_kept_current_and_refreshed_when_it_is_wrong() {
         let tmp = tempfile::tempdir().unwrap();
-        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let mut known = None;
         for k in 0..6 {
-            let mut rec = running(None);
-            open_run(
-                tmp.path(),
-                t + chrono::Duration::seconds(k),
-                3,
-                &mut rec,
-                &mut known,
-            )
-            .unwrap();
+            open_nth(tmp.path(), k, 3, &mut known);
             assert_eq!(known.as_deref(), Some(list_ids(tmp.path()).as_slice()));
         }
         // Someone removes the oldest run by hand: the next run notices and recycles
         // the next oldest, keeping three.
         let oldest = list_ids(tmp.path())[0].clone();
         fs::remove_dir_all(tmp.path().join(&oldest)).unwrap();
-        let mut rec = running(None);
-        open_run(
-            tmp.path(),
-            t + chrono::Duration::seconds(9),
-            3,
-            &mut rec,
-            &mut known,
-        )
-        .unwrap();
+        open_nth(tmp.path(), 9, 3, &mut known);
         let ids = list_ids(tmp.path());
         assert_eq!(ids.len(), 3, "{ids:?}");
         assert_eq!(known.as_deref(), Some(ids.as_slice()));
@@ -691,23 +652,16 @@ mod tests {
     #[test]
     fn last_fired_is_the_newer_of_the_state_file_and_the_newest_scheduled_run() {
         let tmp = tempfile::tempdir().unwrap();
-        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let t = at(0);
         let mut scheduled = running(Some(t));
         open_run(tmp.path(), t, 50, &mut scheduled, &mut None).unwrap();
         // A manual run after it carries no occurrence: the scheduled one still counts.
         let mut manual = running(None);
         manual.trigger = TriggerKind::Manual;
-        open_run(
-            tmp.path(),
-            t + chrono::Duration::seconds(1),
-            50,
-            &mut manual,
-            &mut None,
-        )
-        .unwrap();
+        open_run(tmp.path(), at(1), 50, &mut manual, &mut None).unwrap();
         assert_eq!(load_last_fired(tmp.path()), Some(t));
         // A skipped occurrence is only in the state file.
-        let skipped = t + chrono::Duration::seconds(2);
+        let skipped = at(2);
         save_last_fired(tmp.path(), skipped).unwrap();
         assert_eq!(load_last_fired(tmp.path()), Some(skipped));
         save_last_fired(tmp.path(), t - chrono::Duration::hours(1)).unwrap();

@@ -525,7 +525,7 @@ impl TriggeredJob {
             return Err(failed("no entry point".into()));
         };
         let now = self.ctx.clock.now();
-        let mut record = RunRecord::running(
+        let record = RunRecord::running(
             &self.def.name,
             trigger,
             args.iter()
@@ -554,7 +554,7 @@ impl TriggeredJob {
         // Folder, record, history trim, log file, private copy and spawn in one hop to
         // the blocking pool: a hundred jobs firing on the same second must not queue
         // behind each other's disk work on the async workers, nor pay for more hops.
-        let (logs, keep, rec) = (self.logs.clone(), settings.history_size, record.clone());
+        let (logs, keep) = (self.logs.clone(), settings.history_size);
         let (max, keep_logs) = (settings.log_max_bytes, settings.log_keep);
         // Alone on these LOGS (no instance name, SPEC 5b), the run ids this task saw
         // last are current: no listing of the job's folder per run.
@@ -563,7 +563,7 @@ impl TriggeredJob {
             Some(_) => None,
         };
         let opened = blocking(move || {
-            let mut rec = rec;
+            let mut rec = record;
             let opened = runs::open_run(&logs, now, keep, &mut rec, &mut known);
             let opened = opened.inspect_err(|_| known = None)?;
             let mut sink = LogSink::new(opened.dir.join("output_log.txt"), max, keep_logs);
@@ -581,7 +581,7 @@ impl TriggeredJob {
                 self.logs.display()
             ))
         })?;
-        record = rec;
+        let mut record = rec;
         self.run_ids = known;
         let run_id = record.id.clone();
         let sink = Arc::new(Mutex::new(sink));

@@ -55,11 +55,7 @@ pub fn lock(sink: &std::sync::Mutex<LogSink>) -> std::sync::MutexGuard<'_, LogSi
 /// are rare and someone tailing the log should see them at once.
 pub fn note(sink: &std::sync::Mutex<LogSink>, run_id: &str, error: bool, msg: &str) {
     let mut s = lock(sink);
-    if error {
-        s.sys_error(run_id, msg);
-    } else {
-        s.sys_info(run_id, msg);
-    }
+    s.sys(run_id, error, msg);
     s.flush();
 }
 
@@ -106,13 +102,9 @@ impl LogSink {
         }
     }
 
-    /// Opens (creating) the file now, so the first line does not have to. A failure is
-    /// left for the first write to report.
-    pub fn open(&mut self) {
-        let _ = self.file.open();
-    }
-
-    /// [`LogSink::open`] for a file the caller has just emptied or created.
+    /// Opens now a file the caller has just emptied or created, so the first line does
+    /// not have to (its size is known: not asked). A failure is left for the first
+    /// write to report.
     pub fn open_empty(&mut self) {
         let _ = self.file.open_empty();
     }
@@ -142,6 +134,16 @@ impl LogSink {
     /// Like [`LogSink::sys_info`], labelled `SYS ERROR`.
     pub fn sys_error(&mut self, run_id: &str, msg: &str) {
         self.note(run_id, Stream::SysError, msg);
+    }
+
+    /// [`LogSink::sys_error`] when `error`, else [`LogSink::sys_info`].
+    pub fn sys(&mut self, run_id: &str, error: bool, msg: &str) {
+        let stream = if error {
+            Stream::SysError
+        } else {
+            Stream::SysInfo
+        };
+        self.note(run_id, stream, msg);
     }
 
     fn note(&mut self, run_id: &str, stream: Stream, msg: &str) {

@@ -308,8 +308,8 @@ impl Runner {
         let started = log.started_note.replace("{pid}", &pid.to_string());
         logsink::lock(&log.sink).sys_info(log.log_id, &format!("{started}: {display}"));
         let pump = pump::start(
-            Some(child.stdout),
-            Some(child.stderr),
+            child.stdout,
+            child.stderr,
             log.sink.clone(),
             log.log_id.to_string(),
             log.log_changed,
@@ -507,25 +507,23 @@ impl Run {
         {
             let mut log = logsink::lock(&self.sink);
             if let Some(exit) = self.exited {
-                note_to(&mut log, &self.log_id, !exit.success(), &exit.to_string());
+                log.sys(&self.log_id, !exit.success(), &exit.to_string());
             }
             if out.killed > 0 {
                 let msg = format!(
                     "ended {} leftover process(es) of the run after its main process exited",
                     out.killed
                 );
-                note_to(&mut log, &self.log_id, false, &msg);
+                log.sys(&self.log_id, false, &msg);
             }
             if out.output_abandoned {
-                note_to(
-                    &mut log,
-                    &self.log_id,
+                log.sys(&self.log_id,
                     true,
                     "output pipes still open after the run ended (a process outside the run holds them): stopped reading",
                 );
             }
             if let Some((error, msg)) = last_note {
-                note_to(&mut log, &self.log_id, error, &msg);
+                log.sys(&self.log_id, error, &msg);
             }
             log.flush();
         }
@@ -538,14 +536,6 @@ impl Run {
             let _ = std::fs::remove_file(&self.shutdown_file);
         }
         out
-    }
-}
-
-fn note_to(log: &mut logsink::LogSink, log_id: &str, error: bool, msg: &str) {
-    if error {
-        log.sys_error(log_id, msg);
-    } else {
-        log.sys_info(log_id, msg);
     }
 }
 

@@ -24,7 +24,7 @@ const READS_PER_WAKE: usize = 16;
 /// `started` note) wait for the first output to be written with it: one write for
 /// both, instead of two, for the many runs that print at once. A silent run's log
 /// shows its `started` line after this.
-pub const HOLD: std::time::Duration = std::time::Duration::from_millis(250);
+const HOLD: std::time::Duration = std::time::Duration::from_millis(250);
 
 struct Source {
     pipe: Option<Receiver>,
@@ -33,14 +33,14 @@ struct Source {
 }
 
 pub fn start(
-    stdout: Option<OwnedFd>,
-    stderr: Option<OwnedFd>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
     sink: Arc<Mutex<LogSink>>,
     log_id: String,
     log_changed: Arc<tokio::sync::Notify>,
 ) -> JoinHandle<()> {
     // The spawn made them non-blocking pipes (`spawn::Spawned`): nothing to check.
-    let open = |fd: Option<OwnedFd>| fd.and_then(|fd| Receiver::from_owned_fd_unchecked(fd).ok());
+    let open = |fd: OwnedFd| Receiver::from_owned_fd_unchecked(fd).ok();
     let mut out = Source {
         pipe: open(stdout),
         splitter: LineSplitter::new(),
@@ -184,13 +184,7 @@ mod tests {
         let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).unwrap();
         let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).unwrap();
         let notify = Arc::new(tokio::sync::Notify::new());
-        let pump = start(
-            Some(out_r),
-            Some(err_r),
-            sink.clone(),
-            "a1b2c3".into(),
-            notify,
-        );
+        let pump = start(out_r, err_r, sink.clone(), "a1b2c3".into(), notify);
         // Nothing printed, pipes still open: the note shows anyway once the hold ends.
         let text = wait_for(&path, "started (pid 1)").await;
         assert!(text.contains("SYS INFO] started (pid 1)"), "{text:?}");

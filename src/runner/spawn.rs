@@ -247,7 +247,6 @@ fn cstring(s: &OsStr) -> io::Result<CString> {
     })
 }
 
-/// A pipe whose ends are closed on exec (the child gets copies as fd 1 and 2).
 /// A pipe for a child's output, `(ours, the child's)`: ours does not block (the pump
 /// reads it on the async side), the child's does, as programs expect of their output.
 /// Both close on exec; the child's end is duplicated onto 1 or 2, which clears that.

@@ -167,6 +167,11 @@ mod tests {
     use crate::scan::fingerprint;
     use std::fs;
 
+    /// A copy of `src` as its scan now sees it.
+    fn take(ws: &Workspaces, src: &Path, scratch: &Path, token: &str) -> Lease {
+        ws.checkout(src, fingerprint(src), scratch, token).unwrap()
+    }
+
     fn job(tmp: &Path) -> (PathBuf, PathBuf) {
         let src = tmp.join("job");
         fs::create_dir_all(&src).unwrap();
@@ -179,10 +184,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (src, scratch) = job(tmp.path());
         let ws = Workspaces::default();
-        let a = ws.checkout(&src, fingerprint(&src), &scratch, "a").unwrap();
+        let a = take(&ws, &src, &scratch, "a");
         let first = a.path.clone();
         ws.checkin_or_remove(&scratch, a);
-        let b = ws.checkout(&src, fingerprint(&src), &scratch, "b").unwrap();
+        let b = take(&ws, &src, &scratch, "b");
         assert_eq!(b.path, first);
         assert_eq!(
             fs::read_to_string(b.path.join("run.sh")).unwrap(),
@@ -195,11 +200,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (src, scratch) = job(tmp.path());
         let ws = Workspaces::default();
-        let a = ws.checkout(&src, fingerprint(&src), &scratch, "a").unwrap();
+        let a = take(&ws, &src, &scratch, "a");
         fs::write(a.path.join("left-by-the-run.txt"), "x").unwrap();
         let first = a.path.clone();
         ws.checkin_or_remove(&scratch, a);
-        let b = ws.checkout(&src, fingerprint(&src), &scratch, "b").unwrap();
+        let b = take(&ws, &src, &scratch, "b");
         assert_ne!(b.path, first);
         assert!(!first.exists(), "the spoilt copy is removed");
         assert!(!b.path.join("left-by-the-run.txt").exists());
@@ -243,11 +248,11 @@ mod tests {
                 f.set_modified(long_ago).unwrap();
             }
             let ws = Workspaces::default();
-            let a = ws.checkout(&src, fingerprint(&src), &scratch, "a").unwrap();
+            let a = take(&ws, &src, &scratch, "a");
             // At once: within the clock tick the copy's stamps were taken in.
             change(&a.path);
             ws.checkin_or_remove(&scratch, a);
-            let b = ws.checkout(&src, fingerprint(&src), &scratch, "b").unwrap();
+            let b = take(&ws, &src, &scratch, "b");
             assert_eq!(b.path, scratch.join("b"), "{what}: a fresh copy");
             assert_eq!(
                 fs::read_to_string(b.path.join("run.sh")).unwrap(),
@@ -266,10 +271,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (src, scratch) = job(tmp.path());
         let ws = Workspaces::default();
-        let a = ws.checkout(&src, fingerprint(&src), &scratch, "a").unwrap();
+        let a = take(&ws, &src, &scratch, "a");
         ws.checkin_or_remove(&scratch, a);
         fs::write(src.join("run.sh"), "echo changed\n").unwrap();
-        let b = ws.checkout(&src, fingerprint(&src), &scratch, "b").unwrap();
+        let b = take(&ws, &src, &scratch, "b");
         assert_eq!(
             fs::read_to_string(b.path.join("run.sh")).unwrap(),
             "echo changed\n"
@@ -281,8 +286,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (src, scratch) = job(tmp.path());
         let ws = Workspaces::default();
-        let a = ws.checkout(&src, fingerprint(&src), &scratch, "a").unwrap();
-        let b = ws.checkout(&src, fingerprint(&src), &scratch, "b").unwrap();
+        let a = take(&ws, &src, &scratch, "a");
+        let b = take(&ws, &src, &scratch, "b");
         assert_ne!(a.path, b.path);
         let (pa, pb) = (a.path.clone(), b.path.clone());
         ws.checkin_or_remove(&scratch, a);
