@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::layout::LogsLayout;
-use crate::supervisor::{Problems, Registry};
+use crate::supervisor::{Problems, Registry, SupervisorHandle};
 
 /// Name of the token file under LOGS.
 pub const TOKEN_FILE: &str = ".jobhost-token";
@@ -27,6 +27,8 @@ pub struct ApiState(pub Arc<ApiInner>);
 
 pub struct ApiInner {
     pub registry: Registry,
+    /// Writes go through it so that the next request sees them.
+    pub supervisor: SupervisorHandle,
     pub problems: Problems,
     pub layout: LogsLayout,
     pub jobs_root: PathBuf,

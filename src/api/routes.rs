@@ -266,9 +266,13 @@ async fn triggered_settings(
     settings_of(&st, JobType::Triggered, &name)
 }
 
-/// `start`/`stop` flip the `disable.job` switch; the watcher does the rest, as if a
-/// person had touched the file.
-fn switch(st: &ApiState, name: &str, disable: bool) -> ApiResult<axum::Json<serde_json::Value>> {
+/// `start`/`stop` flip the `disable.job` switch, as a person touching the file would;
+/// the job is rescanned at once, so the next request sees it stopping or starting.
+async fn switch(
+    st: &ApiState,
+    name: &str,
+    disable: bool,
+) -> ApiResult<axum::Json<serde_json::Value>> {
     let e = entry(st, JobType::Continuous, name)?;
     let file = e.def.dir.join(crate::scan::DISABLE_FILE);
     let result = if disable {
@@ -289,6 +293,7 @@ fn switch(st: &ApiState, name: &str, disable: bool) -> ApiResult<axum::Json<serd
             ),
         )
     })?;
+    st.0.supervisor.refresh(JobType::Continuous, name).await;
     let verb = if disable { "stop" } else { "start" };
     Ok(axum::Json(
         json!({ "message": format!("{name}: {verb} requested ({} {})", if disable { "created" } else { "removed" }, file.display()) }),
@@ -299,14 +304,14 @@ async fn start(
     State(st): State<ApiState>,
     Path(name): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    switch(&st, &name, false)
+    switch(&st, &name, false).await
 }
 
 async fn stop(
     State(st): State<ApiState>,
     Path(name): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    switch(&st, &name, true)
+    switch(&st, &name, true).await
 }
 
 #[derive(Deserialize)]
@@ -655,6 +660,7 @@ async fn deploy_job(
         };
         ApiError(code, e.to_string())
     })?;
+    st.0.supervisor.refresh(t, &name).await;
     let b = base(&headers);
     let path = format!("/api/{}webjobs/{name}", t.as_str());
     let code = if existed {
@@ -662,16 +668,9 @@ async fn deploy_job(
     } else {
         StatusCode::CREATED
     };
-    let mut resp = (
-        code,
-        axum::Json(json!({
-            "name": name,
-            "type": t.as_str(),
-            "url": b.url(&path),
-            "message": format!("{} {name} deployed; the host picks it up within a second", t.as_str()),
-        })),
-    )
-        .into_response();
+    // The job object, as Kudu answers a deploy; the job is already registered.
+    let job = entry(&st, t, &name)?;
+    let mut resp = (code, axum::Json(job_json(&b, &job))).into_response();
     if let Ok(v) = HeaderValue::from_str(&b.url(&path)) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
@@ -709,6 +708,7 @@ async fn delete_job(st: ApiState, t: JobType, name: String) -> ApiResult<impl In
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    st.0.supervisor.refresh(t, &name).await;
     Ok(axum::Json(json!({
         "message": format!("{t} job {name} deleted: it is stopped gracefully; its logs stay")
     })))
@@ -746,6 +746,7 @@ async fn put_settings(
     })?;
     crate::status::write_atomic_bytes(&path, &body)
         .map_err(|err| ApiError(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
+    st.0.supervisor.refresh(t, &name).await;
     Ok(axum::Json(json!({
         "message": format!("{} saved", path.display()),
         "warnings": warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),

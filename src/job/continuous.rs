@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
 use super::plan::{self, Action, Desired, Phase};
-use super::{Ctx, JobCommand, JobHandle, JobView, TriggerError};
+use super::{Begin, Ctx, JobCommand, JobHandle, JobView, TriggerError};
 use crate::logsink::{self, LogSink};
 use crate::runner::{Exit, Run, RunLog, RunRequest};
 use crate::scan::JobDefinition;
@@ -37,6 +37,7 @@ pub fn spawn(
     def: JobDefinition,
     cancel: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
+    begin: Begin,
 ) -> JobHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let status = ContinuousStatus::new(&def.name, ctx.layout.instance.as_deref());
@@ -66,8 +67,9 @@ pub fn spawn(
         status_tx,
         shown_error: None,
         log_changed: Arc::new(tokio::sync::Notify::new()),
+        applied: Vec::new(),
     };
-    tracker.spawn(job.run_loop(rx, cancel));
+    tracker.spawn(job.run_loop(rx, cancel, begin));
     handle
 }
 
@@ -93,6 +95,8 @@ struct ContinuousJob {
     shown_error: Option<String>,
     /// The pump says when lines were lost or the log recovered.
     log_changed: Arc<tokio::sync::Notify>,
+    /// Writers waiting to see their definition applied: answered by the next publish.
+    applied: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -107,9 +111,21 @@ impl ContinuousJob {
         mut self,
         mut rx: mpsc::UnboundedReceiver<JobCommand>,
         cancel: CancellationToken,
+        mut begin: Begin,
     ) {
+        if begin.predecessor.is_some() {
+            self.applied.extend(begin.applied.take());
+            self.status.detailed_status = "waiting for the job's previous run to stop".into();
+            self.publish();
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = begin.predecessor_gone() => {}
+            }
+        }
+        self.applied.extend(begin.applied.take());
         self.log_warnings();
         self.apply().await;
+        self.applied.clear();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => {
@@ -125,7 +141,10 @@ impl ContinuousJob {
                     loop {
                         match next {
                             None | Some(JobCommand::Remove) => removed = true,
-                            Some(JobCommand::Update(def)) => latest = Some(def),
+                            Some(JobCommand::Update(def, applied)) => {
+                                latest = Some(def);
+                                self.applied.extend(applied);
+                            }
                             Some(JobCommand::Trigger { reply, .. }) => {
                                 let _ = reply.send(Err(self.not_triggered()));
                             }
@@ -150,6 +169,9 @@ impl ContinuousJob {
                         self.log_warnings();
                         self.apply().await;
                     }
+                    // Whatever applying published has answered the writers; any left
+                    // (nothing was published) learn it from the dropped sender.
+                    self.applied.clear();
                 }
                 _ = self.log_changed.notified() => self.publish(),
                 exit = wait_run(&mut self.run) => {
@@ -514,6 +536,9 @@ impl ContinuousJob {
         }
         self.status.updated_at = Utc::now();
         self.status_tx.send_replace(self.status.clone());
+        for w in self.applied.drain(..) {
+            let _ = w.send(());
+        }
         let path: Option<PathBuf> = if self.may_write() {
             Some(
                 self.ctx

@@ -33,7 +33,7 @@ pub type Ctx = Arc<HostContext>;
 #[derive(Debug)]
 pub enum JobCommand {
     /// The folder changed (or was rescanned): the latest definition wins.
-    Update(Box<JobDefinition>),
+    Update(Box<JobDefinition>, Applied),
     /// The folder is gone: stop gracefully and end the task.
     Remove,
     /// Start a run now (triggered jobs).
@@ -46,6 +46,38 @@ pub enum JobCommand {
         run_id: Option<String>,
         reply: oneshot::Sender<Result<String, TriggerError>>,
     },
+}
+
+/// Answered (or dropped) once a job task has taken a definition into account and
+/// published the status that follows from it: an API write waits for it, so the very
+/// next request sees what the write did.
+pub type Applied = Option<oneshot::Sender<()>>;
+
+/// Tells a writer waiting on [`Applied`] that its definition is applied.
+pub fn answer(applied: Applied) {
+    if let Some(a) = applied {
+        let _ = a.send(());
+    }
+}
+
+/// How a new job task begins.
+#[derive(Default)]
+pub struct Begin {
+    /// Answered once the first definition is applied.
+    pub applied: Applied,
+    /// The task this one replaces (same type and name, removed and still stopping):
+    /// its runs must be over before this task starts any, or two runs of one job
+    /// would share its log and records.
+    pub predecessor: Option<mpsc::UnboundedSender<JobCommand>>,
+}
+
+impl Begin {
+    /// Waits until the task this one replaces has ended.
+    pub async fn predecessor_gone(&mut self) {
+        if let Some(p) = self.predecessor.take() {
+            p.closed().await;
+        }
+    }
 }
 
 /// A trigger that was taken.

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Accepted, Ctx, JobCommand, JobHandle, JobView, TriggerError};
+use super::{Accepted, Begin, Ctx, JobCommand, JobHandle, JobView, TriggerError, answer};
 use crate::logsink::{self, LogSink};
 use crate::runner::{Exit, Run, RunLog, RunRequest};
 use crate::runs::{self, RunRecord, RunState, TriggerKind};
@@ -53,6 +53,7 @@ pub fn spawn(
     def: JobDefinition,
     cancel: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
+    begin: Begin,
 ) -> JobHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let logs = ctx.layout.job_dir(JobType::Triggered, &def.name);
@@ -78,7 +79,7 @@ pub fn spawn(
         status_tx,
         run_ids: None,
     };
-    tracker.spawn(job.run_loop(rx, cancel));
+    tracker.spawn(job.run_loop(rx, cancel, begin));
     JobHandle {
         tx,
         view: JobView::Triggered(status_rx),
@@ -159,9 +160,21 @@ impl TriggeredJob {
         mut self,
         mut rx: mpsc::UnboundedReceiver<JobCommand>,
         cancel: CancellationToken,
+        mut begin: Begin,
     ) {
+        // The job is listed from the start; while its previous task still stops, it
+        // shows the status it was created with (no run, its history).
+        let mut applied = begin.applied.take();
+        if begin.predecessor.is_some() {
+            answer(applied.take());
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = begin.predecessor_gone() => {}
+            }
+        }
         self.recover_stale().await;
         self.apply_definition();
+        answer(applied);
         loop {
             let clock = self.ctx.clock.clone();
             let timeout_at = self.active.as_ref().and_then(|a| a.timeout_at);
@@ -181,9 +194,10 @@ impl TriggeredJob {
                         self.ctx.runner.forget_job(JobType::Triggered, &self.def.name).await;
                         break;
                     }
-                    Some(JobCommand::Update(def)) => {
+                    Some(JobCommand::Update(def, applied)) => {
                         self.def = *def;
                         self.apply_definition();
+                        answer(applied);
                     }
                     Some(JobCommand::Trigger { args, reply }) => {
                         let r = self.trigger(TriggerKind::Manual, args, None).await;

@@ -200,6 +200,13 @@ impl Api {
     }
 
     /// Waits until `GET path` answers `code`.
+    /// Asserts the answer of the very next request: after a write through the API,
+    /// nothing may need a wait to be seen.
+    fn assert_code(&self, path: &str, code: u16) {
+        let (got, body) = self.get_json(path);
+        assert_eq!(got, code, "GET {path} right after the write: {body:#}");
+    }
+
     fn wait_code(&self, h: &TestHost, path: &str, code: u16) {
         h.wait_for(&format!("GET {path} to answer {code}"), DEADLINE, || {
             self.get(path).status().as_u16() == code
@@ -1822,7 +1829,7 @@ fn deploy_a_zip_creates_then_replaces_a_job() {
         zip_of(&[("run.sh", QUICK_JOB.as_bytes())]),
     );
     assert_eq!(code, 201, "{body:#}");
-    api.wait_code(&h, "/api/triggeredwebjobs/tz", 200);
+    api.assert_code("/api/triggeredwebjobs/tz", 200);
     let id = api.start_run("tz");
     let run = api.wait_run_end(&h, "tz", &id);
     assert_eq!(run["status"], "Success", "{run:#}");
@@ -1862,7 +1869,7 @@ fn deploy_a_single_file_named_by_content_disposition() {
         fs::read_to_string(h.job_dir(TRIGGERED, "single").join("run.sh")).unwrap(),
         QUICK_JOB
     );
-    api.wait_code(&h, "/api/triggeredwebjobs/single", 200);
+    api.assert_code("/api/triggeredwebjobs/single", 200);
     let id = api.start_run("single");
     assert_eq!(api.wait_run_end(&h, "single", &id)["status"], "Success");
     let (_, out) = api.get_text(&format!("/api/triggeredwebjobs/single/history/{id}/output"));
@@ -2066,7 +2073,7 @@ fn delete_stops_the_job_removes_its_folder_and_keeps_its_logs() {
         "the folder is gone"
     );
     h.wait_dead("the deleted job's run", pid);
-    api.wait_code(&h, "/api/continuouswebjobs/doomed", 404);
+    api.assert_code("/api/continuouswebjobs/doomed", 404);
     assert!(
         h.log_dir("doomed").join("job_log.txt").is_file(),
         "logs stay"
@@ -2076,7 +2083,7 @@ fn delete_stops_the_job_removes_its_folder_and_keeps_its_logs() {
     let (code, body) = json_of(api.delete("/api/triggeredwebjobs/tdoomed"));
     assert_eq!(code, 200, "{body:#}");
     assert!(!h.job_dir(TRIGGERED, "tdoomed").exists());
-    api.wait_code(&h, "/api/triggeredwebjobs/tdoomed", 404);
+    api.assert_code("/api/triggeredwebjobs/tdoomed", 404);
     assert!(
         h.logs
             .join(format!("triggered/tdoomed/{id}/output_log.txt"))
@@ -2478,5 +2485,124 @@ exec sleep 100000
         "bad from",
     );
     assert_eq!(r.status(), 400);
+    h.finish();
+}
+
+// ----- read-your-writes --------------------------------------------------------------
+
+/// The status word of a continuous job as `GET /api/continuouswebjobs/NAME` says it.
+fn continuous_status_now(api: &Api, job: &str) -> (u16, String) {
+    let (code, v) = api.get_json(&format!("/api/continuouswebjobs/{job}"));
+    (code, v["status"].as_str().unwrap_or_default().to_string())
+}
+
+#[test]
+fn a_deployed_triggered_job_can_be_triggered_and_read_by_the_very_next_request() {
+    let mut h = TestHost::start_new();
+    let api = connect(&h);
+    // The same name over and over: a job deleted and deployed again at once must not
+    // see its previous task's runs, nor be missing from the next request.
+    for round in 0..15 {
+        let job = if round % 2 == 0 { "ryw" } else { "ryw2" };
+        let path = format!("/api/triggeredwebjobs/{job}");
+        let (code, body) = api.put_file(&path, "run.sh", QUICK_JOB.as_bytes());
+        assert_eq!(code, 201, "round {round}: deploy: {body:#}");
+        assert_eq!(
+            body["name"], job,
+            "the deploy answers the job object: {body:#}"
+        );
+        assert_eq!(body["type"], "triggered", "{body:#}");
+        assert!(body["run_command"].is_string(), "{body:#}");
+
+        let (code, got) = api.get_json(&path);
+        assert_eq!(
+            code, 200,
+            "round {round}: GET right after the deploy: {got:#}"
+        );
+        let (_, list) = api.get_json("/api/triggeredwebjobs");
+        assert!(
+            list.as_array().unwrap().iter().any(|j| j["name"] == job),
+            "round {round}: the listing right after the deploy: {list:#}"
+        );
+        let id = api.start_run(job);
+
+        let settings = br#"{"schedule": "0 0 5 * * *", "history_size": 7}"#;
+        let (code, body) = api.put_settings(&format!("{path}/settings"), settings);
+        assert_eq!(code, 200, "round {round}: PUT settings: {body:#}");
+        let (code, got) = api.get_json(&format!("{path}/settings"));
+        assert_eq!(code, 200);
+        assert_eq!(
+            got,
+            json!({"schedule": "0 0 5 * * *", "history_size": 7}),
+            "round {round}: GET settings right after PUT"
+        );
+        let (_, job_obj) = api.get_json(&path);
+        assert_eq!(job_obj["settings"]["history_size"], 7, "{job_obj:#}");
+
+        let run = api.wait_run_end(&h, job, &id);
+        assert_eq!(run["status"], "Success", "round {round}: {run:#}");
+
+        let r = api.delete(&path);
+        assert_eq!(r.status().as_u16(), 200, "round {round}: DELETE");
+        let (code, got) = api.get_json(&path);
+        assert_eq!(code, 404, "round {round}: GET right after DELETE: {got:#}");
+        let (_, list) = api.get_json("/api/webjobs");
+        assert!(
+            !list.as_array().unwrap().iter().any(|j| j["name"] == job),
+            "round {round}: the listing right after DELETE: {list:#}"
+        );
+        let (code, _, body) = api.trigger(job, "");
+        assert_eq!(
+            code, 404,
+            "round {round}: trigger right after DELETE: {body:#}"
+        );
+    }
+    h.finish();
+}
+
+#[test]
+fn a_stop_or_start_is_in_the_status_of_the_very_next_request() {
+    let mut h = TestHost::start_new();
+    let api = connect(&h);
+    let script = "#!/bin/bash\ntrap 'exit 0' TERM\nwhile true; do sleep 0.2; done\n";
+    let (code, body) = api.put_file("/api/continuouswebjobs/sw", "run.sh", script.as_bytes());
+    assert_eq!(code, 201, "{body:#}");
+    let (code, status) = continuous_status_now(&api, "sw");
+    assert_eq!(code, 200);
+    assert!(
+        ["Starting", "Running"].contains(&status.as_str()),
+        "right after the deploy: {status}"
+    );
+    for round in 0..10 {
+        let (code, body) = api.post_json("/api/continuouswebjobs/sw/stop");
+        assert_eq!(code, 200, "{body:#}");
+        let (_, status) = continuous_status_now(&api, "sw");
+        assert!(
+            ["Stopping", "Stopped"].contains(&status.as_str()),
+            "round {round}: right after stop: {status}"
+        );
+        let (code, body) = api.post_json("/api/continuouswebjobs/sw/start");
+        assert_eq!(code, 200, "{body:#}");
+        let (_, status) = continuous_status_now(&api, "sw");
+        assert!(
+            ["Starting", "Running"].contains(&status.as_str()),
+            "round {round}: right after start: {status}"
+        );
+    }
+    // And through the CLI: `jobhost stop` then `jobhost status` at once.
+    let cli = |args: &[&str]| {
+        let mut full: Vec<std::ffi::OsString> = args.iter().map(|a| (*a).into()).collect();
+        full.push("--logs".into());
+        full.push(h.logs.clone().into_os_string());
+        run_cli(&full)
+    };
+    let (code, out) = cli(&["stop", "sw"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = cli(&["status", "sw", "--json"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("\"Stopping\"") || out.contains("\"Stopped\""),
+        "jobhost status right after jobhost stop: {out}"
+    );
     h.finish();
 }
