@@ -1,6 +1,9 @@
 //! The CLI's side of the HTTP API: `list`, `status`, `start`, `stop`, `trigger`,
-//! `logs`, `history`, `cancel`. Each call names the URL it tried when the host cannot
-//! be reached, and turns the API's error sentence into the command's error.
+//! `logs`, `history`, `cancel`. It turns the API's error sentence into the command's
+//! error, and says what a user needs to fix a failure: the URL tried and where it came
+//! from when the host cannot be reached; where the token came from (or where it was
+//! looked for) when the host refuses us; the nearest job name, or the job's other
+//! type, on a 404. `logs` falls back to reading LOGS itself (offline.rs).
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -444,6 +447,13 @@ pub fn list(api: &Api, json: bool) -> anyhow::Result<i32> {
     let jobs = api.get_json("/api/webjobs", "listing jobs")?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&jobs)?);
+        return Ok(0);
+    }
+    if jobs.as_array().is_none_or(Vec::is_empty) {
+        outln!(
+            "no jobs on the host at {} (a job is a folder: JOBS/continuous/NAME/ or JOBS/triggered/NAME/)",
+            api.ep.url
+        );
         return Ok(0);
     }
     let mut rows = vec![vec![
