@@ -1,48 +1,205 @@
 //! The CLI's side of the HTTP API: `list`, `status`, `start`, `stop`, `trigger`,
-//! `logs`, `history`, `cancel`. Each call names the URL it tried when the host cannot
-//! be reached, and turns the API's error sentence into the command's error.
+//! `logs`, `history`, `cancel`. It turns the API's error sentence into the command's
+//! error, and says what a user needs to fix a failure: the URL tried and where it came
+//! from when the host cannot be reached; where the token came from (or where it was
+//! looked for) when the host refuses us; the nearest job name, or the job's other
+//! type, on a 404. `logs` falls back to reading LOGS itself (offline.rs).
 
+use std::fmt;
 use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use serde_json::Value;
 
+use crate::spec::JobType;
+
+/// How to point the CLI at a host, for every message that could not find one.
+const HOW_TO_POINT: &str = "point the CLI at the host with --logs DIR (the logs folder the host was started with: it holds .jobhost-url and .jobhost-token), or set JOBHOST_URL and JOBHOST_TOKEN";
+
+/// Where the URL the CLI talks to came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlSource {
+    Flag,
+    Env,
+    /// Written by the host into LOGS.
+    UrlFile(PathBuf),
+    /// Nothing said otherwise; this file was looked for.
+    Default {
+        looked: PathBuf,
+    },
+}
+
+impl fmt::Display for UrlSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UrlSource::Flag => write!(f, "from --url"),
+            UrlSource::Env => write!(f, "from JOBHOST_URL"),
+            UrlSource::UrlFile(p) => write!(f, "read from {}", p.display()),
+            UrlSource::Default { looked } => {
+                write!(f, "the default: there is no {}", looked.display())
+            }
+        }
+    }
+}
+
+/// Where the token the CLI sends came from, or where it was looked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    Env,
+    File(PathBuf),
+    Missing { looked: PathBuf },
+    Unreadable { path: PathBuf, why: String },
+}
+
 /// Where the host is and how to prove who we are.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub url: String,
+    pub url_from: UrlSource,
     pub token: Option<String>,
+    pub token_from: TokenSource,
+    /// LOGS as given (`--logs`, `JOBHOST_LOGS` or `logs`): log files can be read
+    /// from there when the host is not running.
+    pub logs: PathBuf,
+    pub instance: Option<String>,
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 impl Endpoint {
     /// `--url`/`JOBHOST_URL`, else the address the host on this machine wrote into
     /// LOGS, else the default; the token from `JOBHOST_TOKEN` or LOGS/.jobhost-token.
-    pub fn resolve(
-        url: Option<String>,
-        logs: &std::path::Path,
-        instance: Option<&str>,
-    ) -> Endpoint {
-        let url = url
-            .or_else(|| {
-                std::fs::read_to_string(crate::host::url_file(logs, instance))
-                    .ok()
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-            })
-            .unwrap_or_else(|| "http://127.0.0.1:7070".to_string());
-        let token = std::env::var("JOBHOST_TOKEN")
+    pub fn resolve(url: Option<String>, logs: &Path, instance: Option<&str>) -> Endpoint {
+        let url_file = crate::host::url_file(logs, instance);
+        let (url, url_from) = match url {
+            Some(u) => {
+                // clap fills the flag from the variable: tell the two apart for messages.
+                let from = if std::env::var("JOBHOST_URL").ok().as_deref() == Some(u.as_str()) {
+                    UrlSource::Env
+                } else {
+                    UrlSource::Flag
+                };
+                (u, from)
+            }
+            None => match std::fs::read_to_string(&url_file)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+            {
+                Some(u) => (u, UrlSource::UrlFile(absolute(&url_file))),
+                None => (
+                    "http://127.0.0.1:7070".to_string(),
+                    UrlSource::Default {
+                        looked: absolute(&url_file),
+                    },
+                ),
+            },
+        };
+        let (token, token_from) = match std::env::var("JOBHOST_TOKEN")
             .ok()
             .filter(|t| !t.trim().is_empty())
-            .or_else(|| {
-                std::fs::read_to_string(logs.join(crate::api::TOKEN_FILE))
-                    .ok()
-                    .map(|s| s.trim().to_string())
-            });
+        {
+            Some(t) => (Some(t.trim().to_string()), TokenSource::Env),
+            None => {
+                let path = absolute(&logs.join(crate::api::TOKEN_FILE));
+                match std::fs::read_to_string(&path) {
+                    Ok(t) if !t.trim().is_empty() => {
+                        (Some(t.trim().to_string()), TokenSource::File(path))
+                    }
+                    Ok(_) => (
+                        None,
+                        TokenSource::Unreadable {
+                            path,
+                            why: "the file is empty".into(),
+                        },
+                    ),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        (None, TokenSource::Missing { looked: path })
+                    }
+                    Err(e) => (
+                        None,
+                        TokenSource::Unreadable {
+                            path,
+                            why: e.to_string(),
+                        },
+                    ),
+                }
+            }
+        };
         Endpoint {
             url: url.trim_end_matches('/').to_string(),
+            url_from,
             token,
+            token_from,
+            logs: logs.to_path_buf(),
+            instance: instance.map(str::to_string),
+        }
+    }
+
+    /// Whether the URL was a guess from LOGS (not named by the user), so a host that
+    /// does not answer means "not running" rather than "wrong address".
+    pub fn url_guessed(&self) -> bool {
+        matches!(
+            self.url_from,
+            UrlSource::UrlFile(_) | UrlSource::Default { .. }
+        )
+    }
+
+    /// Why the host refused us (401), by where the token came from.
+    fn explain_refusal(&self, what: &str, msg: &str) -> String {
+        let url = &self.url;
+        match &self.token_from {
+            TokenSource::Env => format!(
+                "{what}: the host at {url} refused the token from JOBHOST_TOKEN ({msg}): set JOBHOST_TOKEN to that host's token, or unset it to use the token file in the host's logs folder"
+            ),
+            TokenSource::File(p) => format!(
+                "{what}: the host at {url} refused the token read from {} ({msg}): that file belongs to another host; pass --logs DIR with this host's logs folder, or set JOBHOST_TOKEN",
+                p.display()
+            ),
+            TokenSource::Missing { looked } => format!(
+                "{what}: the host at {url} ({}) asks for a token and the CLI found none: JOBHOST_TOKEN is not set and there is no {}; {HOW_TO_POINT}",
+                self.url_from,
+                looked.display()
+            ),
+            TokenSource::Unreadable { path, why } => format!(
+                "{what}: the host at {url} asks for a token and the CLI could not read {}: {why}; fix the file, or set JOBHOST_TOKEN",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// The host did not answer at all (nothing listens, or the connection timed out).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach the jobhost API at {url} ({url_from}) while {what}: {hint}")]
+pub struct Unreachable {
+    pub url: String,
+    pub url_from: UrlSource,
+    pub what: String,
+    hint: String,
+}
+
+impl Unreachable {
+    fn new(ep: &Endpoint, what: &str) -> Unreachable {
+        let hint = match &ep.url_from {
+            UrlSource::Flag | UrlSource::Env => {
+                "is `jobhost run` running there? Check --url / JOBHOST_URL".to_string()
+            }
+            UrlSource::UrlFile(_) => {
+                "the host that wrote that file is not running (start it with `jobhost run`), or pass --url / set JOBHOST_URL if it listens elsewhere".to_string()
+            }
+            UrlSource::Default { .. } => format!("is `jobhost run` running? If so, {HOW_TO_POINT}"),
+        };
+        Unreachable {
+            url: ep.url.clone(),
+            url_from: ep.url_from.clone(),
+            what: what.to_string(),
+            hint,
         }
     }
 }
@@ -57,6 +214,14 @@ fn enc(bytes: &[u8]) -> String {
     percent_encoding::percent_encode(bytes, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// What a command that names a job wants it to be, for the message on a 404.
+#[derive(Debug, Clone, Copy)]
+struct Named<'a> {
+    name: &'a str,
+    want: Option<JobType>,
+    command: &'a str,
+}
+
 impl Api {
     pub fn new(ep: Endpoint) -> anyhow::Result<Api> {
         let http = Client::builder()
@@ -65,6 +230,10 @@ impl Api {
             .build()
             .context("building the HTTP client")?;
         Ok(Api { ep, http })
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.ep
     }
 
     fn req(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
@@ -83,16 +252,52 @@ impl Api {
         Err(self.refusal(resp, what))
     }
 
-    /// Sends, turning "could not connect" into a sentence naming the URL tried.
+    /// Like `send`, but a 404 is explained for the job the command named: the nearest
+    /// name, or that it is a job of the other type.
+    fn send_for(&self, rb: RequestBuilder, what: &str, job: Named) -> anyhow::Result<Response> {
+        let resp = self.reach(rb, what)?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        if resp.status() == StatusCode::NOT_FOUND
+            && let Some(msg) = self.unknown_job(job)
+        {
+            return Err(anyhow!(msg));
+        }
+        Err(self.refusal(resp, what))
+    }
+
+    /// The sentence for a job that is not there, or `None` if it is (the 404 was
+    /// about something else, such as a run id).
+    fn unknown_job(&self, job: Named) -> Option<String> {
+        let jobs: Vec<(String, JobType)> = match self.get_json("/api/webjobs", "listing jobs") {
+            Ok(list) => list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|j| {
+                    let t = match s(j, "type") {
+                        "continuous" => JobType::Continuous,
+                        "triggered" => JobType::Triggered,
+                        _ => return None,
+                    };
+                    Some((s(j, "name").to_string(), t))
+                })
+                .collect(),
+            // Without the list, no suggestion; the host's own answer still stands.
+            Err(_) => return None,
+        };
+        crate::suggest::explain_unknown(job.name, job.want, job.command, &jobs)
+    }
+
+    /// Sends, turning "could not connect" into a sentence naming the URL tried and
+    /// where it came from (an `Unreachable` inside the error, for callers to test).
     fn reach(&self, rb: RequestBuilder, what: &str) -> anyhow::Result<Response> {
         rb.send().map_err(|e| {
             if e.is_connect() || e.is_timeout() {
-                anyhow!(
-                    "cannot reach the jobhost API at {} ({what}): is `jobhost run` running? Pass --url or set JOBHOST_URL if it listens elsewhere",
-                    self.ep.url
-                )
+                anyhow::Error::new(Unreachable::new(&self.ep, what))
             } else {
-                anyhow!("{what} at {}: {e}", self.ep.url)
+                anyhow!("{what} at {} ({}): {e}", self.ep.url, self.ep.url_from)
             }
         })
     }
@@ -106,15 +311,19 @@ impl Api {
             .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
             .unwrap_or(text);
         if status == StatusCode::UNAUTHORIZED {
-            return anyhow!(
-                "{what}: the host refused our token ({msg}); the CLI reads LOGS/.jobhost-token (pass --logs) or JOBHOST_TOKEN"
-            );
+            return anyhow!(self.ep.explain_refusal(what, &msg));
         }
         anyhow!("{what}: {msg}")
     }
 
     pub fn get_json(&self, path: &str, what: &str) -> anyhow::Result<Value> {
         let resp = self.send(self.req(reqwest::Method::GET, path), what)?;
+        resp.json()
+            .with_context(|| format!("{what}: the host sent something that is not JSON"))
+    }
+
+    fn get_json_for(&self, path: &str, what: &str, job: Named) -> anyhow::Result<Value> {
+        let resp = self.send_for(self.req(reqwest::Method::GET, path), what, job)?;
         resp.json()
             .with_context(|| format!("{what}: the host sent something that is not JSON"))
     }
@@ -134,18 +343,30 @@ impl Api {
         self.send(self.req(reqwest::Method::POST, path), what)
     }
 
+    fn post_for(&self, path: &str, what: &str, job: Named) -> anyhow::Result<Response> {
+        self.send_for(self.req(reqwest::Method::POST, path), what, job)
+    }
+
     /// The job under either type; continuous first.
-    pub fn find_job(&self, name: &str) -> anyhow::Result<Value> {
+    pub fn find_job(&self, name: &str, command: &str) -> anyhow::Result<Value> {
         let n = enc(name.as_bytes());
         for kind in ["continuouswebjobs", "triggeredwebjobs"] {
             if let Some(v) = self.try_get_json(&format!("/api/{kind}/{n}"))? {
                 return Ok(v);
             }
         }
-        bail!(
-            "no job named `{name}` on the host at {} (jobhost list shows the jobs)",
-            self.ep.url
-        )
+        let job = Named {
+            name,
+            want: None,
+            command,
+        };
+        match self.unknown_job(job) {
+            Some(msg) => bail!(msg),
+            None => bail!(
+                "no job named {name} on the host at {} (jobhost list shows the jobs)",
+                self.ep.url
+            ),
+        }
     }
 
     /// Copies a (possibly endless) text stream to stdout as it arrives.
@@ -228,6 +449,13 @@ pub fn list(api: &Api, json: bool) -> anyhow::Result<i32> {
         outln!("{}", serde_json::to_string_pretty(&jobs)?);
         return Ok(0);
     }
+    if jobs.as_array().is_none_or(Vec::is_empty) {
+        outln!(
+            "no jobs on the host at {} (a job is a folder: JOBS/continuous/NAME/ or JOBS/triggered/NAME/)",
+            api.ep.url
+        );
+        return Ok(0);
+    }
     let mut rows = vec![vec![
         "NAME".into(),
         "TYPE".into(),
@@ -281,63 +509,137 @@ pub fn list(api: &Api, json: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// A field of a job or run object as a person reads it; `None` when absent or null.
+fn human(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(true) => Some("yes".into()),
+        Value::Bool(false) => Some("no".into()),
+        Value::Object(m) if m.is_empty() => Some("(none)".into()),
+        Value::Object(m) => Some(
+            m.iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => format!("{k}={s}"),
+                    other => format!("{k}={other}"),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        Value::Array(a) => Some(
+            a.iter()
+                .map(|x| human(x).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        other => Some(other.to_string()),
+    }
+}
+
+/// An exit as words: `code 3`, `signal 9`, with the time when known.
+fn exit_words(code: Option<i64>, signal: Option<i64>, at: Option<&str>) -> Option<String> {
+    let what = match (code, signal) {
+        (Some(c), _) => format!("code {c}"),
+        (None, Some(sig)) => format!("signal {sig}"),
+        _ => return None,
+    };
+    Some(match at {
+        Some(t) if !t.is_empty() => format!("{what} at {t}"),
+        _ => what,
+    })
+}
+
 pub fn status(api: &Api, name: &str, json: bool) -> anyhow::Result<i32> {
-    let job = api.find_job(name)?;
+    let job = api.find_job(name, "status")?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&job)?);
         return Ok(0);
     }
-    let field = |k: &str| {
-        job.get(k).filter(|v| !v.is_null()).map(|v| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-    };
-    outln!("{} ({})", s(&job, "name"), s(&job, "type"));
-    let rows: &[(&str, &str)] = if s(&job, "type") == "continuous" {
-        &[
-            ("status", "status"),
+    let continuous = s(&job, "type") == "continuous";
+    outln!("{} ({} job)", s(&job, "name"), s(&job, "type"));
+    let row = |label: &str, value: String| outln!("  {label:<13} {value}");
+    let field = |k: &str| job.get(k).and_then(human);
+    if continuous {
+        if let Some(v) = field("status") {
+            row("status", colour(&v));
+        }
+        for (label, key) in [
             ("why", "detailed_status"),
             ("pid", "pid"),
             ("started at", "started_at"),
             ("restarts", "restarts"),
-            ("last exit", "last_exit"),
-            ("next restart", "next_restart_at"),
-            ("disabled", "disabled"),
-            ("error", "error"),
-            ("command", "run_command"),
-            ("settings", "settings"),
-        ]
+        ] {
+            if let Some(v) = field(key) {
+                row(label, v);
+            }
+        }
+        if let Some(e) = job.get("last_exit").filter(|e| !e.is_null()) {
+            let words = exit_words(
+                e.get("code").and_then(Value::as_i64),
+                e.get("signal").and_then(Value::as_i64),
+                e.get("at").and_then(Value::as_str),
+            );
+            if let Some(w) = words {
+                row("last exit", w);
+            }
+        }
+        if let Some(v) = field("next_restart_at") {
+            row("next restart", v);
+        }
+        if job.get("disabled").and_then(Value::as_bool) == Some(true) {
+            row(
+                "disabled",
+                format!("yes: disable.job exists (jobhost start {name} removes it)"),
+            );
+        }
     } else {
-        &[
+        for (label, key) in [
             ("schedule", "schedule"),
             ("timezone", "timezone"),
             ("next fire", "next_fire"),
-            ("running", "running"),
-            ("queued", "pending"),
-            ("disabled", "disabled"),
-            ("error", "error"),
-            ("command", "run_command"),
-            ("settings", "settings"),
-        ]
-    };
-    for (label, key) in rows {
-        if let Some(v) = field(key) {
-            let v = if *key == "status" { colour(&v) } else { v };
-            outln!("  {label:<13} {v}");
+            ("running run", "running"),
+        ] {
+            if let Some(v) = field(key) {
+                row(label, v);
+            }
+        }
+        if job.get("pending").and_then(Value::as_bool) == Some(true) {
+            row("queued", "a run waits for the one going".into());
+        }
+        if job.get("disabled").and_then(Value::as_bool) == Some(true) {
+            row(
+                "disabled",
+                "yes: disable.job exists, the schedule does not fire (manual runs still go)".into(),
+            );
         }
     }
+    if let Some(v) = field("error") {
+        row("error", v);
+    }
+    if let Some(v) = field("run_command") {
+        row("command", v);
+    }
+    if let Some(v) = field("settings") {
+        row("settings", v);
+    }
     if let Some(r) = job.get("latest_run").filter(|r| !r.is_null()) {
-        outln!(
-            "  {:<13} {} {} {} exit {}",
-            "latest run",
+        let mut line = format!(
+            "{} {} started {}",
             s(r, "id"),
             colour(s(r, "status")),
-            s(r, "start_time"),
-            r.get("exit_code")
-                .map(|c| c.to_string())
-                .unwrap_or_default()
+            s(r, "start_time")
         );
+        if let Some(w) = exit_words(
+            r.get("exit_code").and_then(Value::as_i64),
+            r.get("signal").and_then(Value::as_i64),
+            None,
+        ) {
+            line.push_str(&format!(", exit {w}"));
+        }
+        if let Some(e) = r.get("error").and_then(Value::as_str) {
+            line.push_str(&format!(": {e}"));
+        }
+        row("latest run", line);
     }
     for w in job
         .get("warnings")
@@ -345,16 +647,21 @@ pub fn status(api: &Api, name: &str, json: bool) -> anyhow::Result<i32> {
         .into_iter()
         .flatten()
     {
-        outln!("  {:<13} {}", "warning", w.as_str().unwrap_or_default());
+        row("warning", w.as_str().unwrap_or_default().to_string());
     }
     Ok(0)
 }
 
 pub fn switch(api: &Api, name: &str, start: bool) -> anyhow::Result<i32> {
     let verb = if start { "start" } else { "stop" };
-    let resp = api.post(
+    let resp = api.post_for(
         &format!("/api/continuouswebjobs/{}/{verb}", enc(name.as_bytes())),
         &format!("{verb} {name}"),
+        Named {
+            name,
+            want: Some(JobType::Continuous),
+            command: verb,
+        },
     )?;
     let v: Value = resp.json().unwrap_or_default();
     outln!("{}", s(&v, "message"));
@@ -373,7 +680,15 @@ pub fn trigger(
     if !args.is_empty() {
         path.push_str(&format!("?arguments={}", enc(quoted.as_bytes())));
     }
-    let resp = api.post(&path, &format!("triggering {name}"))?;
+    let resp = api.post_for(
+        &path,
+        &format!("triggering {name}"),
+        Named {
+            name,
+            want: Some(JobType::Triggered),
+            command: "trigger",
+        },
+    )?;
     let v: Value = resp.json().context("reading the trigger answer")?;
     if v.get("schedule_disabled").and_then(Value::as_bool) == Some(true) {
         eprintln!("note: {name}'s schedule is disabled (disable.job); this manual run goes ahead");
@@ -423,7 +738,14 @@ pub fn logs(
     follow: bool,
     lines: Option<usize>,
 ) -> anyhow::Result<i32> {
-    let job = api.find_job(name)?;
+    let job = match api.find_job(name, "logs") {
+        Ok(job) => job,
+        // No host answers where LOGS says it runs: the files are there to read.
+        Err(e) if e.downcast_ref::<Unreachable>().is_some() && api.ep.url_guessed() => {
+            return crate::offline::logs(api.endpoint(), name, run, follow, lines, &e);
+        }
+        Err(e) => return Err(e),
+    };
     let n = enc(name.as_bytes());
     let mut q = Vec::new();
     if follow {
@@ -462,12 +784,27 @@ pub fn logs(
 }
 
 pub fn history(api: &Api, name: &str, json: bool) -> anyhow::Result<i32> {
-    let h = api.get_json(
+    let h = api.get_json_for(
         &format!("/api/triggeredwebjobs/{}/history", enc(name.as_bytes())),
         &format!("reading the history of {name}"),
+        Named {
+            name,
+            want: Some(JobType::Triggered),
+            command: "history",
+        },
     )?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&h)?);
+        return Ok(0);
+    }
+    let runs: Vec<&Value> = h
+        .get("runs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    if runs.is_empty() {
+        outln!("{name} has no runs yet (jobhost trigger {name} starts one)");
         return Ok(0);
     }
     let mut rows = vec![vec![
@@ -478,12 +815,7 @@ pub fn history(api: &Api, name: &str, json: bool) -> anyhow::Result<i32> {
         "DURATION".into(),
         "EXIT".into(),
     ]];
-    for r in h
-        .get("runs")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for r in runs {
         rows.push(vec![
             s(r, "id").into(),
             s(r, "trigger").into(),
@@ -509,25 +841,32 @@ pub fn history(api: &Api, name: &str, json: bool) -> anyhow::Result<i32> {
 
 pub fn cancel(api: &Api, name: &str, run: Option<&str>) -> anyhow::Result<i32> {
     let n = enc(name.as_bytes());
+    let job = Named {
+        name,
+        want: Some(JobType::Triggered),
+        command: "cancel",
+    };
     let id = match run {
         Some(id) => id.to_string(),
         None => {
-            let job = api.get_json(
+            let v = api.get_json_for(
                 &format!("/api/triggeredwebjobs/{n}"),
                 &format!("reading {name}"),
+                job,
             )?;
-            job.get("running")
+            v.get("running")
                 .and_then(Value::as_str)
                 .map(str::to_string)
                 .ok_or_else(|| anyhow!("{name} has no run going"))?
         }
     };
-    let resp = api.post(
+    let resp = api.post_for(
         &format!(
             "/api/triggeredwebjobs/{n}/history/{}/cancel",
             enc(id.as_bytes())
         ),
         &format!("cancelling run {id} of {name}"),
+        job,
     )?;
     let v: Value = resp.json().unwrap_or_default();
     outln!("{}", s(&v, "message"));

@@ -56,6 +56,9 @@ pub fn run(opts: HostOptions) -> anyhow::Result<i32> {
             opts.logs.display()
         )
     })?;
+    // Before the host log is opened, a job started or the API bound: a host refused
+    // here has touched nothing the running host owns.
+    let _lock = crate::hostlock::HostLock::acquire(&opts.logs, opts.instance.as_deref())?;
     let layout = LogsLayout::new(opts.logs.clone(), opts.instance.clone());
     let host_log = layout.host_log();
     let file = OpenOptions::new()
@@ -114,16 +117,32 @@ pub fn url_file(logs: &std::path::Path, instance: Option<&str>) -> PathBuf {
     }
 }
 
-fn write_url_file(path: &std::path::Path, bound: std::net::SocketAddr) {
-    // An unspecified address is not one a client can connect to: use loopback.
-    let host = if bound.ip().is_unspecified() {
+/// The address a client on this machine connects to: an unspecified address (0.0.0.0,
+/// ::) is not one a client can connect to, so loopback stands in for it.
+fn client_addr(bound: std::net::SocketAddr) -> String {
+    if bound.ip().is_unspecified() {
         format!("127.0.0.1:{}", bound.port())
     } else {
         bound.to_string()
-    };
+    }
+}
+
+fn write_url_file(path: &std::path::Path, bound: std::net::SocketAddr) {
+    let host = client_addr(bound);
     if let Err(e) = crate::status::write_atomic_bytes(path, format!("http://{host}\n").as_bytes()) {
         tracing::warn!("{e}");
     }
+}
+
+/// Where the API token comes from, for the start-up line (never the token itself).
+/// Mirrors `api::load_or_create_token`: `JOBHOST_TOKEN` wins over the file.
+fn token_origin(logs: &std::path::Path) -> String {
+    if std::env::var("JOBHOST_TOKEN").is_ok_and(|t| !t.trim().is_empty()) {
+        return "from JOBHOST_TOKEN".to_string();
+    }
+    let path = logs.join(crate::api::TOKEN_FILE);
+    let path = std::path::absolute(&path).unwrap_or(path);
+    format!("in {}", path.display())
 }
 
 fn init_tracing(file: std::fs::File) {
@@ -229,6 +248,8 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
         cancel: cancel.clone(),
         metrics: ctx.metrics.clone(),
     }));
+    tracing::info!("dashboard: http://{}/", client_addr(bound));
+    tracing::info!("API token: {}", token_origin(&opts.logs));
     let api_task = tokio::spawn(crate::api::serve(listener, api));
     let sup_task = tokio::spawn(supervisor.run(hint_rx, degraded));
 

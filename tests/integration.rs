@@ -14,6 +14,8 @@ mod bad_input;
 mod check;
 #[path = "integration/cli.rs"]
 mod cli;
+#[path = "integration/cli_polish.rs"]
+mod cli_polish;
 #[path = "integration/continuous.rs"]
 mod continuous;
 #[path = "integration/singleton.rs"]

@@ -459,7 +459,7 @@ fn status_shows_a_queued_run_as_pending() {
     assert!(
         out.stdout
             .lines()
-            .any(|l| l.contains("queued") && l.contains("true")),
+            .any(|l| l.contains("queued") && l.contains("a run waits")),
         "jobhost status shows the queued run: {}",
         out.all()
     );

@@ -931,3 +931,52 @@ pub fn texts(lines: &[LogLine], label: &str) -> Vec<String> {
 pub fn sleeper(tag: &str) -> String {
     format!("#!/bin/bash\necho $$ >> \"$TEST_STATE/{tag}.pids\"\necho ready\nexec sleep 100000\n")
 }
+
+// ----- commands run from elsewhere ------------------------------------------------------
+
+/// A finished `jobhost` command run from `dir` with `env` added (and no other
+/// JOBHOST_* variable): code, stdout, stderr.
+pub fn run_cli_in(
+    dir: &Path,
+    args: &[OsString],
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).stdin(Stdio::null()).current_dir(dir);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("JOBHOST_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    die_with_test(&mut cmd);
+    let out = cmd.output().expect("running jobhost");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Pids of the processes that have `path` open, by /proc/PID/fd.
+pub fn processes_holding(path: &Path) -> Vec<i32> {
+    let mut found = Vec::new();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return found;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| fs::read_link(fd.path()).is_ok_and(|l| l == path))
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
