@@ -16,6 +16,8 @@ mod check;
 mod cli;
 #[path = "integration/continuous.rs"]
 mod continuous;
+#[path = "integration/deploy_safety.rs"]
+mod deploy_safety;
 #[path = "integration/singleton.rs"]
 mod singleton;
 #[path = "integration/triggered.rs"]

@@ -616,6 +616,17 @@ async fn deploy_job(
     body: Body,
 ) -> ApiResult<Response> {
     check_name(&name)?;
+    // A declared size past the limit is refused before a byte is read (a client that
+    // sent `Expect: 100-continue` then sends nothing); the stream is counted anyway.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > deploy::MAX_UPLOAD as u64) {
+        return Err(deploy_error(deploy::DeployError::UploadTooLarge {
+            limit: deploy::MAX_UPLOAD as u64,
+        }));
+    }
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
