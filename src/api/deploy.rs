@@ -32,7 +32,7 @@ use crate::runner::copy::MAX_DEPTH;
 
 /// Most a deploy may unpack to.
 pub const MAX_UNPACKED: u64 = 256 * 1024 * 1024;
-/// Most a deploy request body may be.
+/// Most a deploy request body may be; counted as it streams to disk.
 pub const MAX_UPLOAD: usize = 64 * 1024 * 1024;
 /// Most links one link's target may go through (Linux's own bound, `MAXSYMLINKS`).
 pub const MAX_LINK_HOPS: usize = 40;
@@ -70,12 +70,12 @@ pub enum DeployError {
     #[error("the zip unpacks to more than {} MiB: nothing was written", MAX_UNPACKED / (1024 * 1024))]
     TooLarge,
     #[error(
-        "the request body is larger than {} MiB, the most a deploy may be: nothing was written",
+        "the request body is larger than {} MiB, the most a deploy may be: nothing was written; keep large data out of the job's zip",
         .limit / (1024 * 1024)
     )]
     UploadTooLarge { limit: u64 },
     #[error(
-        "the request body is larger than {limit} bytes, the most {what} may be: nothing was written"
+        "the request body is larger than {limit} bytes, the most {what} may be: nothing was written; shorten it"
     )]
     BodyTooLarge { what: &'static str, limit: u64 },
     #[error("the request body could not be read to its end: {0}")]
@@ -278,9 +278,12 @@ pub async fn receive(staging: &Staging, body: Body, limit: u64) -> Result<u64, D
     use futures_util::StreamExt;
     use tokio::io::AsyncWriteExt;
     let path = staging.upload();
-    let mut out = tokio::fs::File::create(&path)
+    let file = tokio::fs::File::create(&path)
         .await
         .map_err(io("writing", &path))?;
+    // Each write of a tokio file is a trip to a blocking thread: batch the body's
+    // small chunks into large writes.
+    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
     let mut stream = body.into_data_stream();
     let mut total: u64 = 0;
     while let Some(chunk) = stream.next().await {
@@ -291,7 +294,8 @@ pub async fn receive(staging: &Staging, body: Body, limit: u64) -> Result<u64, D
         }
         out.write_all(&chunk).await.map_err(io("writing", &path))?;
     }
-    // A tokio file may still have a write in flight: finish it before anyone reads.
+    // Flushing also waits for the tokio file's last write in flight, so the file is
+    // whole before anyone reads it.
     out.flush().await.map_err(io("writing", &path))?;
     Ok(total)
 }
