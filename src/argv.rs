@@ -13,6 +13,20 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 pub enum SplitError {
     #[error("the arguments end inside a {0} quote: close it")]
     Unclosed(&'static str),
+    /// A process's arguments are C strings: a NUL cannot be passed, only cut.
+    #[error(
+        "argument {0} holds a NUL byte (%00 or \\u0000), which a program's arguments cannot carry: remove it"
+    )]
+    Nul(usize),
+}
+
+/// Refuses arguments that no process could receive: one with a NUL byte (the first
+/// such is named, counting from 1).
+pub fn refuse_nul(args: &[OsString]) -> Result<(), SplitError> {
+    match args.iter().position(|a| a.as_bytes().contains(&0)) {
+        Some(i) => Err(SplitError::Nul(i + 1)),
+        None => Ok(()),
+    }
 }
 
 /// Splits `s` into words by POSIX quoting rules.
@@ -81,6 +95,7 @@ pub fn split(s: &[u8]) -> Result<Vec<OsString>, SplitError> {
     if in_word {
         words.push(OsString::from_vec(cur));
     }
+    refuse_nul(&words)?;
     Ok(words)
 }
 
@@ -151,6 +166,18 @@ mod tests {
     fn unclosed_quotes_are_errors() {
         assert_eq!(split(b"'abc"), Err(SplitError::Unclosed("single")));
         assert_eq!(split(b"\"abc"), Err(SplitError::Unclosed("double")));
+    }
+
+    #[test]
+    fn a_nul_in_arguments_is_refused_naming_the_argument() {
+        assert_eq!(split(b"a b\0c"), Err(SplitError::Nul(2)));
+        assert_eq!(split(b"'\0'"), Err(SplitError::Nul(1)));
+        assert_eq!(refuse_nul(&words(&["a", "b"])), Ok(()));
+        assert_eq!(
+            refuse_nul(&[OsString::from("x"), OsString::from("y\0")]),
+            Err(SplitError::Nul(2))
+        );
+        assert!(SplitError::Nul(2).to_string().contains("NUL"));
     }
 
     #[test]

@@ -101,7 +101,9 @@ pub fn load(dir: &Path, job_type: JobType, path_env: Option<&OsStr>) -> JobDefin
         .unwrap_or_default();
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
-    let settings = match settings::load(dir, job_type) {
+    // One capped read of settings.job serves both the settings and the API's echo.
+    let (settings, settings_raw) = settings::load_with_raw(dir, job_type);
+    let settings = match settings {
         Ok((s, w)) => {
             warnings.extend(w.iter().map(ToString::to_string));
             Some(std::sync::Arc::new(s))
@@ -128,10 +130,7 @@ pub fn load(dir: &Path, job_type: JobType, path_env: Option<&OsStr>) -> JobDefin
         launch,
         warnings,
         errors,
-        settings_raw: std::fs::read(dir.join(settings::FILE_NAME))
-            .ok()
-            .and_then(|b| settings::raw_value(&b))
-            .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+        settings_raw,
     }
 }
 

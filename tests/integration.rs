@@ -18,6 +18,8 @@ mod cli;
 mod cli_polish;
 #[path = "integration/continuous.rs"]
 mod continuous;
+#[path = "integration/deploy_safety.rs"]
+mod deploy_safety;
 #[path = "integration/singleton.rs"]
 mod singleton;
 #[path = "integration/triggered.rs"]

@@ -342,7 +342,10 @@ fn arguments(query: Option<&str>, headers: &HeaderMap, body: &Bytes) -> ApiResul
                 format!("the body must be {{\"arguments\": [\"a\", \"b c\"]}}: {e}"),
             )
         })?;
-        return Ok(parsed.arguments.into_iter().map(OsString::from).collect());
+        let args: Vec<OsString> = parsed.arguments.into_iter().map(OsString::from).collect();
+        crate::argv::refuse_nul(&args)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("arguments: {e}")))?;
+        return Ok(args);
     }
     let Some(q) = query else {
         return Ok(Vec::new());
@@ -608,58 +611,56 @@ fn job_folder(st: &ApiState, t: JobType, name: &str) -> PathBuf {
 }
 
 /// `PUT .../NAME`: a zip (`Content-Type: application/zip`) or one file named by
-/// `Content-Disposition`, swapped in atomically.
+/// `Content-Disposition`, streamed to disk and swapped in atomically. A single file
+/// named `settings.job` updates the settings only, as `PUT .../NAME/settings` does.
 async fn deploy_job(
     st: ApiState,
     t: JobType,
     name: String,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     check_name(&name)?;
-    if body.is_empty() {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "the deploy body is empty: send a zip or a script".into(),
-        ));
+    // A declared size past the limit is refused before a byte is read (a client that
+    // sent `Expect: 100-continue` then sends nothing); the stream is counted anyway.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > deploy::MAX_UPLOAD as u64) {
+        return Err(deploy_error(deploy::DeployError::UploadTooLarge {
+            limit: deploy::MAX_UPLOAD as u64,
+        }));
     }
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let file_name = headers
-        .get(header::CONTENT_DISPOSITION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(deploy::disposition_file_name);
-    let is_zip = ctype.starts_with("application/zip")
-        || ctype.starts_with("application/x-zip")
-        || (file_name.is_none() && body.starts_with(b"PK\x03\x04"));
+    let file_name = match headers.get(header::CONTENT_DISPOSITION) {
+        Some(v) => deploy::disposition_file_name(v.to_str().map_err(|_| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                "Content-Disposition is not ASCII: give the file name as filename*=UTF-8''NAME"
+                    .into(),
+            )
+        })?)
+        .map_err(deploy_error)?,
+        None => None,
+    };
+    let is_zip = ctype.starts_with("application/zip") || ctype.starts_with("application/x-zip");
     let dir = job_folder(&st, t, &name);
+    if !is_zip && file_name.as_deref() == Some(crate::spec::settings::FILE_NAME) {
+        return deploy_settings_file(st, t, name, &dir, body).await;
+    }
+    let upload = match file_name {
+        _ if is_zip => Upload::Zip,
+        Some(n) => Upload::File(n),
+        None => Upload::Unnamed,
+    };
     let existed = dir.exists();
-    let result = tokio::task::spawn_blocking(move || {
-        let upload = if is_zip {
-            Upload::Zip(&body)
-        } else {
-            match file_name.as_deref() {
-                Some(n) => Upload::File {
-                    name: n,
-                    bytes: &body,
-                },
-                None => return Err(deploy::DeployError::NoFileName),
-            }
-        };
-        deploy::deploy(&dir, upload)
-    })
-    .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    result.map_err(|e| {
-        let code = if e.is_client_error() {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
-        };
-        ApiError(code, e.to_string())
-    })?;
+    receive_and_install(dir, upload, body)
+        .await
+        .map_err(deploy_error)?;
     st.0.supervisor.refresh(t, &name).await;
     let b = base(&headers);
     let path = format!("/api/{}webjobs/{name}", t.as_str());
@@ -677,11 +678,70 @@ async fn deploy_job(
     Ok(resp)
 }
 
+fn deploy_error(e: deploy::DeployError) -> ApiError {
+    ApiError(e.status(), e.to_string())
+}
+
+/// The file work of a deploy: the body streamed into a staging folder beside the job
+/// (413 past `deploy::MAX_UPLOAD`), then unpacked there and swapped in. The staging
+/// folder goes whatever happens, a client that hangs up included.
+async fn receive_and_install(
+    dir: PathBuf,
+    upload: Upload,
+    body: Body,
+) -> Result<(), deploy::DeployError> {
+    // Two mkdirs: not worth a blocking thread.
+    let staging = deploy::Staging::new(&dir)?;
+    let size = deploy::receive(&staging, body, deploy::MAX_UPLOAD as u64).await?;
+    if size == 0 {
+        return Err(deploy::DeployError::Empty);
+    }
+    let path = dir.clone();
+    // `staging` moves into the blocking task, so removing it (perhaps a whole old job)
+    // happens there too.
+    tokio::task::spawn_blocking(move || deploy::install(&staging, &dir, upload))
+        .await
+        .map_err(|e| deploy::DeployError::Io {
+            what: "deploying",
+            path,
+            source: std::io::Error::other(e),
+        })?
+}
+
+/// A single file named `settings.job`: the job's settings, validated and saved as
+/// `PUT .../NAME/settings` does; it never replaces the job.
+async fn deploy_settings_file(
+    st: ApiState,
+    t: JobType,
+    name: String,
+    dir: &std::path::Path,
+    body: Body,
+) -> ApiResult<Response> {
+    if !dir.is_dir() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no {t} job named `{name}` to take this settings.job: deploy a script or zip first, then its settings"
+            ),
+        ));
+    }
+    let body = deploy::collect_capped(
+        body,
+        crate::spec::settings::MAX_FILE_BYTES,
+        "a settings.job",
+    )
+    .await
+    .map_err(deploy_error)?;
+    put_settings(st, t, name, body)
+        .await
+        .map(IntoResponse::into_response)
+}
+
 async fn deploy_continuous(
     State(st): State<ApiState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     deploy_job(st, JobType::Continuous, name, headers, body).await
 }
@@ -690,7 +750,7 @@ async fn deploy_triggered(
     State(st): State<ApiState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     deploy_job(st, JobType::Triggered, name, headers, body).await
 }
@@ -738,6 +798,27 @@ async fn put_settings(
 ) -> ApiResult<impl IntoResponse> {
     let e = entry(&st, t, &name)?;
     let path = e.def.dir.join(crate::spec::settings::FILE_NAME);
+    let limit = crate::spec::settings::MAX_FILE_BYTES;
+    if body.len() as u64 > limit {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "settings not saved: the body is {} bytes; settings.job may be at most {limit}: shorten it",
+                body.len()
+            ),
+        ));
+    }
+    // An empty body would truncate the file; `{}` is how to reset every key.
+    let text = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&body);
+    if text.trim_ascii().is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "settings not saved: the body is empty; send a JSON object (`{{}}` resets every key to its default); {} is unchanged",
+                path.display()
+            ),
+        ));
+    }
     let (_, warnings) = crate::spec::settings::parse(&body, &path, t).map_err(|err| {
         ApiError(
             StatusCode::BAD_REQUEST,

@@ -17,7 +17,8 @@ pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
     copy_dir(src, dst, src, 0)
 }
 
-const MAX_DEPTH: usize = 64;
+/// Deepest folder nesting a private copy follows; a deploy refuses deeper zips.
+pub const MAX_DEPTH: usize = 64;
 
 fn copy_dir(src: &Path, dst: &Path, root: &Path, depth: usize) -> io::Result<()> {
     if depth > MAX_DEPTH {

@@ -18,6 +18,10 @@ use crate::schedule::{Schedule, parse_timezone};
 use crate::spec::JobType;
 
 pub const FILE_NAME: &str = "settings.job";
+/// Largest settings.job the host reads. A real one is a few hundred bytes; a larger
+/// file is the job's error, never parsed nor kept (the API would echo it in every
+/// listing).
+pub const MAX_FILE_BYTES: u64 = 64 * 1024;
 /// Longest accepted duration: 10 years, far beyond any sane setting, and small
 /// enough that adding it to any timestamp or doubling it cannot overflow.
 pub const MAX_DURATION_SECS: u64 = 10 * 365 * 24 * 60 * 60;
@@ -155,30 +159,80 @@ const KEYS: [(&str, Applies); 14] = [
     ("env", Applies::Both),
 ];
 
-/// Reads `JOB_DIR/settings.job`; a missing file gives defaults; an unreadable one is
-/// an error.
+/// Reads `JOB_DIR/settings.job`; a missing file gives defaults; an unreadable or
+/// oversized one is an error.
 pub fn load(
     job_dir: &Path,
     job_type: JobType,
 ) -> Result<(JobSettings, Vec<Warning>), SettingsError> {
+    load_with_raw(job_dir, job_type).0
+}
+
+/// [`load`], plus the file as written ([`raw_value`], `{}` when absent, invalid or
+/// too large), from one read of the file.
+pub fn load_with_raw(
+    job_dir: &Path,
+    job_type: JobType,
+) -> (Result<(JobSettings, Vec<Warning>), SettingsError>, Value) {
     let file = job_dir.join(FILE_NAME);
-    match fs::read(&file) {
-        Ok(bytes) => parse(&bytes, &file, job_type),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            Ok((JobSettings::default(), Vec::new()))
-        }
-        Err(err) => Err(SettingsError {
-            problems: vec![Problem {
-                file,
-                line: None,
-                column: None,
-                key: None,
-                message: format!(
-                    "reading it failed: {err}; make it a readable file (chmod a+r) or remove it"
-                ),
-            }],
-        }),
+    let empty = || Value::Object(Map::new());
+    match read_file(&file) {
+        Ok(Some(bytes)) => (
+            parse(&bytes, &file, job_type),
+            raw_value(&bytes).unwrap_or_else(empty),
+        ),
+        Ok(None) => (Ok((JobSettings::default(), Vec::new())), empty()),
+        Err(e) => (Err(e), empty()),
     }
+}
+
+/// The bytes of a settings file, at most [`MAX_FILE_BYTES`] of them; `Ok(None)`
+/// when there is no file.
+pub fn read_file(file: &Path) -> Result<Option<Vec<u8>>, SettingsError> {
+    use io::Read;
+    let problem = |message: String| SettingsError {
+        problems: vec![Problem {
+            file: file.to_path_buf(),
+            line: None,
+            column: None,
+            key: None,
+            message,
+        }],
+    };
+    let unreadable = |err: io::Error| {
+        problem(format!(
+            "reading it failed: {err}; make it a readable file (chmod a+r) or remove it"
+        ))
+    };
+    let too_big = |size: String| {
+        problem(format!(
+            "is {size} bytes; the limit is {MAX_FILE_BYTES}: shorten it"
+        ))
+    };
+    let meta = match fs::metadata(file) {
+        Ok(m) => m,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(unreadable(err)),
+    };
+    // Opening a FIFO would wait for a writer; a folder cannot be read.
+    if !meta.is_file() {
+        return Err(problem(
+            "reading it failed: it is not a regular file; make it a file or remove it".into(),
+        ));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_big(meta.len().to_string()));
+    }
+    let f = fs::File::open(file).map_err(unreadable)?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // The file may grow between the stat and the read: never take more than the cap.
+    f.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_big(format!("more than {MAX_FILE_BYTES}")));
+    }
+    Ok(Some(bytes))
 }
 
 /// The file as a JSON value (BOM and comments removed), for showing it as written;
@@ -1289,6 +1343,30 @@ mod tests {
             e.to_string()
                 .starts_with(&dir.path().join(FILE_NAME).display().to_string())
         );
+
+        // Past the cap: an error naming size and limit, never parsed.
+        let mut big = b"{\"env\": {\"X\": \"".to_vec();
+        big.resize(MAX_FILE_BYTES as usize + 1, b'x');
+        fs::write(dir.path().join(FILE_NAME), &big).unwrap();
+        let (result, raw) = load_with_raw(dir.path(), JobType::Triggered);
+        let e = result.unwrap_err().to_string();
+        assert!(
+            e.contains("is 65537 bytes; the limit is 65536: shorten it"),
+            "{e}"
+        );
+        assert_eq!(raw, Value::Object(Map::new()));
+        // At the cap: read.
+        fs::write(
+            dir.path().join(FILE_NAME),
+            format!(
+                "{{\"timeout\": 3}}{}",
+                " ".repeat(MAX_FILE_BYTES as usize - 14)
+            ),
+        )
+        .unwrap();
+        let (result, raw) = load_with_raw(dir.path(), JobType::Triggered);
+        assert_eq!(result.unwrap().0.timeout, Some(secs(3)));
+        assert_eq!(raw["timeout"], 3);
 
         // A folder where the file should be cannot be read, even by root.
         fs::remove_file(dir.path().join(FILE_NAME)).unwrap();
