@@ -34,6 +34,7 @@ pub mod cli;
 pub mod client;
 pub mod guardian;
 pub mod host;
+pub mod hostlog;
 pub mod ids;
 pub mod job;
 pub mod layout;

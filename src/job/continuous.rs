@@ -213,6 +213,16 @@ impl ContinuousJob {
         if self.def.valid() {
             self.shown_error = None;
             self.status.error = None;
+            // Valid again (fixed, or the bad settings.job deleted: defaults apply)
+            // while the run went on: it no longer runs on "last valid settings". A
+            // change of files restarts it below; the same files keep it as it is.
+            if self.run.is_some()
+                && let Some(at) = self.status.started_at
+            {
+                self.status.status = ContinuousState::Running;
+                self.status.detailed_status =
+                    format!("running since {}", status::rfc3339_string(at));
+            }
         }
         match plan::on_definition(self.phase(), desired) {
             Action::Nothing => {
