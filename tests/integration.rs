@@ -16,6 +16,8 @@ mod check;
 mod cli;
 #[path = "integration/continuous.rs"]
 mod continuous;
+#[path = "integration/robustness.rs"]
+mod robustness;
 #[path = "integration/singleton.rs"]
 mod singleton;
 #[path = "integration/triggered.rs"]

@@ -30,6 +30,11 @@ use crate::status::{self, ContinuousState, ContinuousStatus, LastExit};
 const LOCK_RETRY: Duration = Duration::from_secs(3);
 /// Id used on SYS lines that belong to no run.
 const NO_RUN: &str = "000000";
+/// While a run writes, the API's view of its log counters is this fresh...
+const LOG_STATS_VIEW: Duration = Duration::from_secs(1);
+/// ...and `status.json` at most this stale: a flood of output must not cost a status
+/// file write (and its rename) per line.
+const LOG_STATS_FILE: Duration = Duration::from_secs(5);
 
 /// Starts the task for `def` and returns its handle.
 pub fn spawn(
@@ -66,6 +71,8 @@ pub fn spawn(
         status_tx,
         shown_error: None,
         log_changed: Arc::new(tokio::sync::Notify::new()),
+        unrunnable: None,
+        status_file_at: Instant::now(),
     };
     tracker.spawn(job.run_loop(rx, cancel));
     handle
@@ -93,6 +100,11 @@ struct ContinuousJob {
     shown_error: Option<String>,
     /// The pump says when lines were lost or the log recovered.
     log_changed: Arc<tokio::sync::Notify>,
+    /// The fingerprint of files whose program the kernel refused to execute, and
+    /// why: not started again until the files change.
+    unrunnable: Option<(u64, String)>,
+    /// When `status.json` was last written.
+    status_file_at: Instant,
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -110,6 +122,8 @@ impl ContinuousJob {
     ) {
         self.log_warnings();
         self.apply().await;
+        let mut log_stats = tokio::time::interval(LOG_STATS_VIEW);
+        log_stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => {
@@ -152,6 +166,7 @@ impl ContinuousJob {
                     }
                 }
                 _ = self.log_changed.notified() => self.publish(),
+                _ = log_stats.tick(), if self.run.is_some() => self.refresh_log_stats(),
                 exit = wait_run(&mut self.run) => {
                     self.on_exit(exit).await;
                 }
@@ -202,6 +217,20 @@ impl ContinuousJob {
 
     /// Carries out what the folder now says.
     async fn apply(&mut self) {
+        if self.def.disabled
+            || self
+                .unrunnable
+                .as_ref()
+                .is_some_and(|(fp, _)| *fp != self.def.fingerprint)
+        {
+            // New files (or a switch off and on) are worth another try.
+            self.unrunnable = None;
+        }
+        if self.unrunnable.is_some() && self.def.valid() {
+            // The same files the kernel refused: stay in Error with its reason.
+            self.show_unrunnable();
+            return;
+        }
         let desired = Desired {
             valid: self.def.valid(),
             disabled: self.def.disabled,
@@ -290,6 +319,14 @@ impl ContinuousJob {
         }
     }
 
+    fn show_unrunnable(&mut self) {
+        self.status.error = self.unrunnable.as_ref().map(|(_, msg)| msg.clone());
+        self.set_idle(
+            ContinuousState::Error,
+            "its program cannot be executed; fix the job's files and it starts",
+        );
+    }
+
     fn log_warnings(&mut self) {
         self.status.warnings = self.def.warnings.clone();
         for w in &self.def.warnings {
@@ -337,6 +374,13 @@ impl ContinuousJob {
 
     async fn start(&mut self) {
         if !self.def.valid() || self.def.disabled || self.run.is_some() {
+            return;
+        }
+        if self
+            .unrunnable
+            .as_ref()
+            .is_some_and(|(fp, _)| *fp == self.def.fingerprint)
+        {
             return;
         }
         let (Some(settings), Some(launch)) = (self.def.settings.clone(), self.def.launch.clone())
@@ -404,6 +448,16 @@ impl ContinuousJob {
                 self.publish();
             }
             Err(e) => {
+                if let Some(reason) = e.unrunnable() {
+                    // Starting the same files again fails the same way: an Error
+                    // until the job's files change, not a restart loop.
+                    let msg = format!("cannot run: {reason}");
+                    self.sys_error(&log_id, &msg);
+                    tracing::error!(job = %self.def.name, "{msg}");
+                    self.unrunnable = Some((self.def.fingerprint, msg));
+                    self.show_unrunnable();
+                    return;
+                }
                 let msg = format!("could not start: {e}");
                 self.sys_error(&log_id, &msg);
                 tracing::error!(job = %self.def.name, "{msg}");
@@ -512,16 +566,40 @@ impl ContinuousJob {
         }
     }
 
+    /// Copies the log's counters into the status; true when they changed.
+    fn take_log_stats(&mut self) -> bool {
+        let s = logsink::lock(&self.sink);
+        let stats = s.stats();
+        let st = &mut self.status;
+        let changed = st.log_written_bytes != stats.written_bytes
+            || st.log_dropped_lines != stats.dropped_lines
+            || st.log_dropped_bytes != stats.dropped_bytes
+            || st.log_error != stats.last_error;
+        st.log_written_bytes = stats.written_bytes;
+        st.log_dropped_lines = stats.dropped_lines;
+        st.log_dropped_bytes = stats.dropped_bytes;
+        st.log_error = stats.last_error.clone();
+        changed
+    }
+
+    /// A run that keeps writing changes nothing else: its log counters reach the API
+    /// (and `/metrics`) every second, and `status.json` every few seconds.
+    fn refresh_log_stats(&mut self) {
+        if !self.take_log_stats() {
+            return;
+        }
+        if self.status_file_at.elapsed() >= LOG_STATS_FILE {
+            self.publish();
+        } else {
+            self.status.updated_at = Utc::now();
+            self.status_tx.send_replace(self.status.clone());
+        }
+    }
+
     /// Sends the status to watchers and writes the status file this host may write.
     fn publish(&mut self) {
-        {
-            let s = logsink::lock(&self.sink);
-            let stats = s.stats();
-            self.status.log_written_bytes = stats.written_bytes;
-            self.status.log_dropped_lines = stats.dropped_lines;
-            self.status.log_dropped_bytes = stats.dropped_bytes;
-            self.status.log_error = stats.last_error.clone();
-        }
+        self.take_log_stats();
+        self.status_file_at = Instant::now();
         self.status.updated_at = Utc::now();
         self.status_tx.send_replace(self.status.clone());
         let path: Option<PathBuf> = if self.may_write() {

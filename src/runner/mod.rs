@@ -46,6 +46,43 @@ pub enum SpawnError {
     },
 }
 
+impl SpawnError {
+    /// Why the job's files cannot run at all, with the fix, when starting again with
+    /// the same files would fail the same way: the kernel refused the program
+    /// (ENOEXEC: text without a `#!` line, or a binary for another machine), may not
+    /// execute it (EACCES), or it or its `#!` interpreter does not exist (ENOENT).
+    /// `None` for a failure that may pass (a full disk while copying, no memory).
+    pub fn unrunnable(&self) -> Option<String> {
+        let SpawnError::Start {
+            command, source, ..
+        } = self
+        else {
+            return None;
+        };
+        let reason = match source.raw_os_error() {
+            Some(libc::ENOEXEC) => format!(
+                "`{command}` is not a program this system can execute (exec format error): \
+                 add a #! line naming its interpreter as its first line (e.g. #!/bin/sh), \
+                 or build it for this machine ({} Linux)",
+                std::env::consts::ARCH
+            ),
+            Some(libc::EACCES) => format!(
+                "`{command}` may not be executed (permission denied): make it executable \
+                 (chmod +x) and check that its folder is not on a noexec mount"
+            ),
+            Some(libc::ENOENT) => format!(
+                "`{command}` could not be started: it, or the interpreter its #! line \
+                 names, does not exist: fix the #! line or install the interpreter"
+            ),
+            _ if source.kind() == std::io::ErrorKind::NotFound => format!(
+                "`{command}` could not be started: {source}: install it or fix the entry point"
+            ),
+            _ => return None,
+        };
+        Some(reason)
+    }
+}
+
 /// What every run of this host shares.
 #[derive(Clone)]
 pub struct Runner {
