@@ -193,10 +193,10 @@ fn spawn_guardian(
 async fn watch_guardian(link: Weak<GuardianLink>, mut exit: oneshot::Receiver<Exit>) {
     let mut started = tokio::time::Instant::now();
     loop {
-        let how = match (&mut exit).await {
-            Ok(e) => e.to_string(),
-            Err(_) => "its exit was not seen".to_string(),
-        };
+        // No exit without a reaped process: the reaper is gone with the host, and a
+        // guardian that may still live must keep its pipe (closing it is its signal
+        // to kill every run).
+        let Ok(how) = (&mut exit).await else { return };
         if started.elapsed() < RESPAWN_PAUSE {
             tokio::time::sleep(RESPAWN_PAUSE).await;
         }

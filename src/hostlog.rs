@@ -114,15 +114,24 @@ thread_local! {
     static REPEATED: Cell<u64> = const { Cell::new(0) };
 }
 
+type Clock = Box<dyn Fn() -> Instant + Send + Sync>;
+
 /// The layer that holds back repeated warnings and errors for every output.
 pub struct RepeatGuard {
     limiter: Mutex<RepeatLimiter>,
+    clock: Clock,
 }
 
 impl RepeatGuard {
     pub fn new(window: Duration) -> RepeatGuard {
+        RepeatGuard::with_clock(window, Box::new(Instant::now))
+    }
+
+    /// For tests: time is what `clock` says.
+    pub fn with_clock(window: Duration, clock: Clock) -> RepeatGuard {
         RepeatGuard {
             limiter: Mutex::new(RepeatLimiter::new(window)),
+            clock,
         }
     }
 }
@@ -152,7 +161,7 @@ impl<S: Subscriber> Layer<S> for RepeatGuard {
             .limiter
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .check(place, &text.0, Instant::now());
+            .check(place, &text.0, (self.clock)());
         match verdict {
             Verdict::Hold => false,
             Verdict::Show { repeated } => {
@@ -251,6 +260,79 @@ mod tests {
         assert_eq!(
             l.check(7, "No space left on device", t0 + Duration::from_secs(12)),
             Verdict::Show { repeated: 45_999 }
+        );
+    }
+
+    /// The whole path: the guard in a subscriber, the note on the line that follows a
+    /// quiet window, other levels and messages untouched.
+    #[test]
+    fn a_subscriber_with_the_guard_writes_one_line_and_then_the_count() {
+        use std::sync::Arc;
+        use tracing_subscriber::layer::SubscriberExt;
+
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+
+        let now = Arc::new(Mutex::new(Instant::now()));
+        let clock = {
+            let now = now.clone();
+            Box::new(move || *now.lock().unwrap_or_else(|e| e.into_inner()))
+        };
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(RepeatGuard::with_clock(Duration::from_secs(10), clock))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .without_time()
+                    .with_target(false)
+                    .with_writer(move || writer.clone())
+                    .map_event_format(NoteRepeats),
+            );
+        tracing::subscriber::with_default(subscriber, || {
+            let full =
+                |job: &str| tracing::error!(job, "writing status.json: No space left on device");
+            for _ in 0..1000 {
+                full("a");
+            }
+            full("b");
+            for _ in 0..3 {
+                tracing::info!("an info line is never held");
+            }
+            *now.lock().unwrap_or_else(|e| e.into_inner()) += Duration::from_secs(11);
+            full("a");
+        });
+        let out =
+            String::from_utf8_lossy(&buf.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 6, "{out}");
+        assert!(
+            lines[0].ends_with("No space left on device job=\"a\""),
+            "{out}"
+        );
+        assert!(lines[1].contains("job=\"b\""), "{out}");
+        assert!(!lines[1].contains("repeated"), "{out}");
+        assert_eq!(
+            out.matches("an info line is never held").count(),
+            3,
+            "{out}"
+        );
+        assert!(
+            lines[5].ends_with("job=\"a\" (repeated 999 times)"),
+            "{out}"
         );
     }
 

@@ -68,7 +68,8 @@ impl SpawnError {
             ),
             Some(libc::EACCES) => format!(
                 "`{command}` may not be executed (permission denied): make it executable \
-                 (chmod +x) and check that its folder is not on a noexec mount"
+                 (chmod +x) and check that its folder is not on a noexec mount (runs start \
+                 from a private copy under TMPDIR unless is_in_place is true)"
             ),
             Some(libc::ENOENT) => format!(
                 "`{command}` could not be started: it, or the interpreter its #! line \
@@ -587,6 +588,60 @@ impl Drop for Run {
         }
         if let Some((_, lease)) = self.workspace.take() {
             let _ = std::fs::remove_dir_all(lease.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start_error(source: std::io::Error) -> SpawnError {
+        SpawnError::Start {
+            command: "run".into(),
+            dir: PathBuf::from("/jobs/continuous/x"),
+            source,
+        }
+    }
+
+    /// Failures that repeat with the same files are named with their fix; the rest
+    /// (a full disk, no memory, a copy that failed) are retried as before.
+    #[test]
+    fn unrunnable_table() {
+        let os = std::io::Error::from_raw_os_error;
+        let cases: Vec<(SpawnError, Option<&str>)> = vec![
+            (start_error(os(libc::ENOEXEC)), Some("add a #! line")),
+            (start_error(os(libc::EACCES)), Some("chmod +x")),
+            (start_error(os(libc::ENOENT)), Some("fix the #! line")),
+            (
+                start_error(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "python3 not found in PATH",
+                )),
+                Some("python3 not found in PATH: install it"),
+            ),
+            (start_error(os(libc::ENOSPC)), None),
+            (start_error(os(libc::ENOMEM)), None),
+            (start_error(os(libc::EAGAIN)), None),
+            (
+                SpawnError::Copy {
+                    from: PathBuf::from("a"),
+                    to: PathBuf::from("b"),
+                    source: os(libc::ENOENT),
+                },
+                None,
+            ),
+        ];
+        for (err, want) in cases {
+            let got = err.unrunnable();
+            match want {
+                None => assert_eq!(got, None, "{err}"),
+                Some(w) => {
+                    let got = got.unwrap_or_else(|| panic!("{err}: not unrunnable"));
+                    assert!(got.contains(w), "{err}: {got}");
+                    assert!(!got.contains("os error"), "in our words: {got}");
+                }
+            }
         }
     }
 }
