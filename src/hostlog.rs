@@ -155,8 +155,15 @@ impl<S: Subscriber> Layer<S> for RepeatGuard {
         }
         let mut text = Text(String::new());
         event.record(&mut text);
-        // Each call site has one static metadata: its address names the place.
-        let place = std::ptr::from_ref(meta) as usize;
+        // The place: the call site's target, file, line and name. (Not the metadata's
+        // address: events bridged from the `log` crate share one; their fields, in
+        // the text, carry their own file and line.)
+        let place = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (meta.target(), meta.file(), meta.line(), meta.name()).hash(&mut h);
+            h.finish() as usize
+        };
         let verdict = self
             .limiter
             .lock()

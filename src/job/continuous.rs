@@ -152,6 +152,13 @@ impl ContinuousJob {
                             Err(_) => break,
                         }
                     }
+                    // The channel also closes when the host stops (its senders go
+                    // with the API): that is a shutdown, not a removal.
+                    if removed && cancel.is_cancelled() {
+                        self.stop_run("host shutting down").await;
+                        self.set_idle(ContinuousState::Stopped, "host stopped");
+                        break;
+                    }
                     if removed {
                         self.stop_run("job folder removed").await;
                         self.release_lock();

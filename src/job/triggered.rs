@@ -188,9 +188,15 @@ impl TriggeredJob {
                 cmd = rx.recv() => match cmd {
                     None | Some(JobCommand::Remove) => {
                         let dropped = self.pending.take();
-                        self.abort_run("the job folder was removed").await;
+                        // The channel also closes when the host stops: say which.
+                        let (why, lost) = if self.host_stopping.is_cancelled() {
+                            ("the host is shutting down", "the host stopped before it could start")
+                        } else {
+                            ("the job folder was removed", "the job folder was removed before it could start")
+                        };
+                        self.abort_run(why).await;
                         if let Some(p) = dropped {
-                            self.drop_pending(&p, "the job folder was removed before it could start");
+                            self.drop_pending(&p, lost);
                         }
                         self.ctx.runner.forget_job(JobType::Triggered, &self.def.name).await;
                         break;
@@ -476,6 +482,11 @@ impl TriggeredJob {
         scheduled_for: Option<DateTime<Utc>>,
     ) -> Result<Accepted, TriggerError> {
         let job = self.def.name.clone();
+        // Nothing starts once the host is stopping: it would be stopped at once, or
+        // left `Running` by a host that exits.
+        if self.host_stopping.is_cancelled() {
+            return Err(TriggerError::Gone { job });
+        }
         let (Some(settings), Some(_)) = (self.def.settings.clone(), self.def.launch.as_ref())
         else {
             return Err(TriggerError::Invalid {

@@ -376,3 +376,33 @@ fn a_triggered_program_the_kernel_cannot_execute_fails_its_run_with_the_reason()
     );
     h.finish();
 }
+
+#[test]
+fn restart_delay_zero_still_waits_at_least_the_floor_and_doubles() {
+    let mut h = TestHost::new();
+    h.write_job(
+        CONTINUOUS,
+        "quick",
+        &[
+            ("settings.job", r#"{"restart_delay": 0}"#),
+            (
+                "run.sh",
+                "#!/bin/bash\necho $$ >> \"$TEST_STATE/quick.pids\"\nexit 1\n",
+            ),
+        ],
+    );
+    h.start();
+    h.wait_pids("quick.pids", 4);
+    let lines = parse_log(&h.read_log_all("quick"));
+    let waits: Vec<String> = texts(&lines, "SYS INFO")
+        .into_iter()
+        .filter(|t| t.starts_with("restart in"))
+        .take(3)
+        .collect();
+    assert_eq!(
+        waits,
+        ["restart in 0.1 s", "restart in 0.2 s", "restart in 0.4 s"],
+        "{lines:#?}"
+    );
+    h.finish();
+}
