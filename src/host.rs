@@ -146,21 +146,28 @@ fn token_origin(logs: &std::path::Path) -> String {
 }
 
 fn init_tracing(file: std::fs::File) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("JOBHOST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Dependencies at WARN, repeated warnings and errors held back (see `hostlog`).
+    let env = std::env::var("JOBHOST_LOG").ok();
+    let filter = tracing_subscriber::EnvFilter::try_new(crate::hostlog::directives(env.as_deref()))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(crate::hostlog::directives(None)));
     let _ = tracing_subscriber::registry()
         .with(filter)
+        .with(crate::hostlog::RepeatGuard::new(
+            crate::hostlog::REPEAT_WINDOW,
+        ))
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_target(false),
+                .with_target(false)
+                .map_event_format(crate::hostlog::NoteRepeats),
         )
         .with(
             tracing_subscriber::fmt::layer()
                 .with_ansi(false)
                 .with_target(false)
-                .with_writer(Mutex::new(file)),
+                .with_writer(Mutex::new(file))
+                .map_event_format(crate::hostlog::NoteRepeats),
         )
         .try_init();
 }

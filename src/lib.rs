@@ -35,6 +35,7 @@ pub mod client;
 pub mod guardian;
 pub mod host;
 pub mod hostlock;
+pub mod hostlog;
 pub mod ids;
 pub mod job;
 pub mod layout;

@@ -126,7 +126,7 @@ impl Schedule {
         let normalized = fields.join(" ");
         let cron = parser()
             .parse(&normalized)
-            .map_err(|err| invalid(explain(&fields, &err.to_string())))?;
+            .map_err(|_| invalid(explain(&fields)))?;
         let schedule = Schedule {
             expr: trimmed.to_string(),
             cron,
@@ -175,22 +175,115 @@ impl Schedule {
     }
 }
 
-/// croner's errors do not say which field is wrong: find the first field that fails
-/// on its own (all others `*`) and name it with its allowed values.
-fn explain(fields: &[&str], croner_message: &str) -> String {
+/// croner's errors do not say which field is wrong, and say what they do say in its
+/// own terms ("Component error: Number out of bounds."): find the first field that
+/// fails on its own (all others `*`), name it with its allowed values, and say in
+/// our words what is wrong with it.
+fn explain(fields: &[&str]) -> String {
     let culprit = (0..fields.len()).find(|&i| {
         let mut probe = ["*"; 6];
         probe[i] = fields[i];
         parser().parse(&probe.join(" ")).is_err()
     });
-    match culprit.and_then(|i| FIELDS.get(i).map(|field| (fields[i], field))) {
-        Some((value, (name, range))) => format!(
-            "the {name} field `{value}` is wrong ({croner_message}); allowed: {range}, \
-             with `*`, `,`, `-` and `*/N` or `A-B/N` steps (N >= 1)"
+    match culprit.and_then(|i| FIELDS.get(i).map(|field| (i, fields[i], field))) {
+        Some((i, value, (name, range))) => format!(
+            "the {name} field `{value}` is wrong: {}; allowed: {range}, \
+             with `*`, `,`, `-` and `*/N` or `A-B/N` steps (N >= 1)",
+            field_problem(i, value)
         ),
-        None => {
-            format!("{croner_message}; fields are `sec min hour day month weekday`: check each one")
+        None => "the fields are each valid but not together; fields are \
+                 `sec min hour day month weekday`: check each one"
+            .to_string(),
+    }
+}
+
+/// Numeric bounds of each field, in [`FIELDS`] order.
+const BOUNDS: [(u32, u32); 6] = [(0, 59), (0, 59), (0, 23), (1, 31), (1, 12), (0, 7)];
+
+const MONTHS: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+const WEEKDAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+/// What is wrong with field number `index` written as `value`, in a few words. The
+/// first problem found is named; croner has already said there is one.
+fn field_problem(index: usize, value: &str) -> String {
+    let (min, max) = BOUNDS[index];
+    let names: &[&str] = match index {
+        4 => &MONTHS,
+        5 => &WEEKDAYS,
+        _ => &[],
+    };
+    let value = if index == 5 {
+        value.strip_prefix('+').unwrap_or(value)
+    } else {
+        value
+    };
+    for part in value.split(',') {
+        if part.is_empty() {
+            return "it has an empty item (two commas, or a comma at an end)".to_string();
         }
+        let (base, step) = match part.split_once('/') {
+            Some((b, s)) => (b, Some(s)),
+            None => (part, None),
+        };
+        if let Some(step) = step {
+            match step.parse::<u32>() {
+                Ok(n) if n >= 1 => {}
+                Ok(_) => return format!("the step `/{step}` must be 1 or more"),
+                Err(_) => return format!("the step `/{step}` is not a whole number"),
+            }
+        }
+        if base == "*" || base == "?" {
+            continue;
+        }
+        let ends: Vec<&str> = base.split('-').collect();
+        if ends.len() > 2 || ends.iter().any(|e| e.is_empty()) {
+            return format!("`{base}` is not a value or a range A-B");
+        }
+        let mut numbers = Vec::new();
+        for end in &ends {
+            if let Ok(n) = end.parse::<u32>() {
+                if n < min || n > max {
+                    return format!("{n} is outside {min}-{max}");
+                }
+                numbers.push(n);
+            } else if let Some(pos) = names.iter().position(|n| n.eq_ignore_ascii_case(end)) {
+                numbers.push(pos as u32 + u32::from(index == 4));
+            } else if !special(index, end) {
+                return match index {
+                    4 => format!("`{end}` is not a month number or a name such as JAN"),
+                    5 => format!("`{end}` is not a weekday number or a name such as MON"),
+                    _ => format!("`{end}` is not a number"),
+                };
+            }
+        }
+        if let [a, b] = numbers[..]
+            && a > b
+        {
+            return format!("the range {base} runs backwards: write the smaller value first");
+        }
+    }
+    "it is not a value this field accepts".to_string()
+}
+
+/// The letters croner accepts in a day (`L`, `15W`, `LW`) or weekday (`5L`, `5#2`)
+/// field, roughly: enough to not call them "not a number".
+fn special(index: usize, token: &str) -> bool {
+    let t = token.to_ascii_uppercase();
+    match index {
+        3 => {
+            t == "L"
+                || t == "LW"
+                || t.strip_suffix('W')
+                    .is_some_and(|d| d.parse::<u32>().is_ok())
+        }
+        5 => {
+            t.strip_suffix('L')
+                .is_some_and(|d| d.parse::<u32>().is_ok() || WEEKDAYS.contains(&d))
+                || t.split_once('#').is_some()
+        }
+        _ => false,
     }
 }
 
@@ -298,6 +391,72 @@ mod tests {
                 "{expr}: {err}"
             );
             assert!(err.to_string().contains(want), "{expr}: {err}");
+        }
+    }
+
+    /// croner's own words ("Component error: Number out of bounds.") never reach a
+    /// user: each error says which field, what is wrong with it, and what it allows.
+    #[test]
+    fn errors_are_in_our_words_not_cronerss() {
+        let cases = [
+            (
+                "0 70 * * * *",
+                "minute field `70` is wrong: 70 is outside 0-59",
+            ),
+            (
+                "61 * * * * *",
+                "second field `61` is wrong: 61 is outside 0-59",
+            ),
+            (
+                "0 0 24 * * *",
+                "hour field `24` is wrong: 24 is outside 0-23",
+            ),
+            ("0 0 0 0 * *", "day field `0` is wrong: 0 is outside 1-31"),
+            (
+                "0 0 0 * 13 *",
+                "month field `13` is wrong: 13 is outside 1-12",
+            ),
+            (
+                "0 0 0 * * 8",
+                "weekday field `8` is wrong: 8 is outside 0-7",
+            ),
+            (
+                "0 0 0 * * 1-9",
+                "weekday field `1-9` is wrong: 9 is outside 0-7",
+            ),
+            (
+                "*/0 * * * * *",
+                "second field `*/0` is wrong: the step `/0` must be 1 or more",
+            ),
+            ("0 */x * * * *", "the step `/x` is not a whole number"),
+            (
+                "0 0 0 * * MONDAY",
+                "`MONDAY` is not a weekday number or a name such as MON",
+            ),
+            (
+                "0 0 0 * JANUARY *",
+                "`JANUARY` is not a month number or a name such as JAN",
+            ),
+            (
+                "0 a * * * *",
+                "minute field `a` is wrong: `a` is not a number",
+            ),
+            ("0 1-2-3 * * * *", "`1-2-3` is not a value or a range A-B"),
+        ];
+        for (expr, want) in cases {
+            let Err(err) = Schedule::parse(expr, Tz::UTC) else {
+                panic!("{expr} was accepted");
+            };
+            let err = err.to_string();
+            assert!(err.contains(want), "{expr}: {err}");
+            for theirs in [
+                "Component error",
+                "out of bounds",
+                "Invalid pattern",
+                "illegal",
+            ] {
+                assert!(!err.contains(theirs), "{expr}: croner's words in {err}");
+            }
         }
     }
 

@@ -20,6 +20,8 @@ mod cli_polish;
 mod continuous;
 #[path = "integration/deploy_safety.rs"]
 mod deploy_safety;
+#[path = "integration/robustness.rs"]
+mod robustness;
 #[path = "integration/singleton.rs"]
 mod singleton;
 #[path = "integration/triggered.rs"]

@@ -30,6 +30,11 @@ use crate::status::{self, ContinuousState, ContinuousStatus, LastExit};
 const LOCK_RETRY: Duration = Duration::from_secs(3);
 /// Id used on SYS lines that belong to no run.
 const NO_RUN: &str = "000000";
+/// While a run writes, the API's view of its log counters is this fresh...
+const LOG_STATS_VIEW: Duration = Duration::from_secs(1);
+/// ...and `status.json` at most this stale: a flood of output must not cost a status
+/// file write (and its rename) per line.
+const LOG_STATS_FILE: Duration = Duration::from_secs(5);
 
 /// Starts the task for `def` and returns its handle.
 pub fn spawn(
@@ -68,6 +73,8 @@ pub fn spawn(
         shown_error: None,
         log_changed: Arc::new(tokio::sync::Notify::new()),
         applied: Vec::new(),
+        unrunnable: None,
+        status_file_at: Instant::now(),
     };
     tracker.spawn(job.run_loop(rx, cancel, begin));
     handle
@@ -97,6 +104,11 @@ struct ContinuousJob {
     log_changed: Arc<tokio::sync::Notify>,
     /// Writers waiting to see their definition applied: answered by the next publish.
     applied: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// The fingerprint of files whose program the kernel refused to execute, and
+    /// why: not started again until the files change.
+    unrunnable: Option<(u64, String)>,
+    /// When `status.json` was last written.
+    status_file_at: Instant,
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -126,6 +138,8 @@ impl ContinuousJob {
         self.log_warnings();
         self.apply().await;
         self.applied.clear();
+        let mut log_stats = tokio::time::interval(LOG_STATS_VIEW);
+        log_stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => {
@@ -157,6 +171,13 @@ impl ContinuousJob {
                             Err(_) => break,
                         }
                     }
+                    // The channel also closes when the host stops (its senders go
+                    // with the API): that is a shutdown, not a removal.
+                    if removed && cancel.is_cancelled() {
+                        self.stop_run("host shutting down").await;
+                        self.set_idle(ContinuousState::Stopped, "host stopped");
+                        break;
+                    }
                     if removed {
                         self.stop_run("job folder removed").await;
                         self.release_lock();
@@ -174,6 +195,7 @@ impl ContinuousJob {
                     self.applied.clear();
                 }
                 _ = self.log_changed.notified() => self.publish(),
+                _ = log_stats.tick(), if self.run.is_some() => self.refresh_log_stats(),
                 exit = wait_run(&mut self.run) => {
                     self.on_exit(exit).await;
                 }
@@ -224,6 +246,20 @@ impl ContinuousJob {
 
     /// Carries out what the folder now says.
     async fn apply(&mut self) {
+        if self.def.disabled
+            || self
+                .unrunnable
+                .as_ref()
+                .is_some_and(|(fp, _)| *fp != self.def.fingerprint)
+        {
+            // New files (or a switch off and on) are worth another try.
+            self.unrunnable = None;
+        }
+        if self.unrunnable.is_some() && self.def.valid() {
+            // The same files the kernel refused: stay in Error with its reason.
+            self.show_unrunnable();
+            return;
+        }
         let desired = Desired {
             valid: self.def.valid(),
             disabled: self.def.disabled,
@@ -235,6 +271,16 @@ impl ContinuousJob {
         if self.def.valid() {
             self.shown_error = None;
             self.status.error = None;
+            // Valid again (fixed, or the bad settings.job deleted: defaults apply)
+            // while the run went on: it no longer runs on "last valid settings". A
+            // change of files restarts it below; the same files keep it as it is.
+            if self.run.is_some()
+                && let Some(at) = self.status.started_at
+            {
+                self.status.status = ContinuousState::Running;
+                self.status.detailed_status =
+                    format!("running since {}", status::rfc3339_string(at));
+            }
         }
         match plan::on_definition(self.phase(), desired) {
             Action::Nothing => {
@@ -302,6 +348,14 @@ impl ContinuousJob {
         }
     }
 
+    fn show_unrunnable(&mut self) {
+        self.status.error = self.unrunnable.as_ref().map(|(_, msg)| msg.clone());
+        self.set_idle(
+            ContinuousState::Error,
+            "its program cannot be executed; fix the job's files and it starts",
+        );
+    }
+
     fn log_warnings(&mut self) {
         self.status.warnings = self.def.warnings.clone();
         for w in &self.def.warnings {
@@ -349,6 +403,13 @@ impl ContinuousJob {
 
     async fn start(&mut self) {
         if !self.def.valid() || self.def.disabled || self.run.is_some() {
+            return;
+        }
+        if self
+            .unrunnable
+            .as_ref()
+            .is_some_and(|(fp, _)| *fp == self.def.fingerprint)
+        {
             return;
         }
         let (Some(settings), Some(launch)) = (self.def.settings.clone(), self.def.launch.clone())
@@ -416,6 +477,16 @@ impl ContinuousJob {
                 self.publish();
             }
             Err(e) => {
+                if let Some(reason) = e.unrunnable() {
+                    // Starting the same files again fails the same way: an Error
+                    // until the job's files change, not a restart loop.
+                    let msg = format!("cannot run: {reason}");
+                    self.sys_error(&log_id, &msg);
+                    tracing::error!(job = %self.def.name, "{msg}");
+                    self.unrunnable = Some((self.def.fingerprint, msg));
+                    self.show_unrunnable();
+                    return;
+                }
                 let msg = format!("could not start: {e}");
                 self.sys_error(&log_id, &msg);
                 tracing::error!(job = %self.def.name, "{msg}");
@@ -524,16 +595,40 @@ impl ContinuousJob {
         }
     }
 
+    /// Copies the log's counters into the status; true when they changed.
+    fn take_log_stats(&mut self) -> bool {
+        let s = logsink::lock(&self.sink);
+        let stats = s.stats();
+        let st = &mut self.status;
+        let changed = st.log_written_bytes != stats.written_bytes
+            || st.log_dropped_lines != stats.dropped_lines
+            || st.log_dropped_bytes != stats.dropped_bytes
+            || st.log_error != stats.last_error;
+        st.log_written_bytes = stats.written_bytes;
+        st.log_dropped_lines = stats.dropped_lines;
+        st.log_dropped_bytes = stats.dropped_bytes;
+        st.log_error = stats.last_error.clone();
+        changed
+    }
+
+    /// A run that keeps writing changes nothing else: its log counters reach the API
+    /// (and `/metrics`) every second, and `status.json` every few seconds.
+    fn refresh_log_stats(&mut self) {
+        if !self.take_log_stats() {
+            return;
+        }
+        if self.status_file_at.elapsed() >= LOG_STATS_FILE {
+            self.publish();
+        } else {
+            self.status.updated_at = Utc::now();
+            self.status_tx.send_replace(self.status.clone());
+        }
+    }
+
     /// Sends the status to watchers and writes the status file this host may write.
     fn publish(&mut self) {
-        {
-            let s = logsink::lock(&self.sink);
-            let stats = s.stats();
-            self.status.log_written_bytes = stats.written_bytes;
-            self.status.log_dropped_lines = stats.dropped_lines;
-            self.status.log_dropped_bytes = stats.dropped_bytes;
-            self.status.log_error = stats.last_error.clone();
-        }
+        self.take_log_stats();
+        self.status_file_at = Instant::now();
         self.status.updated_at = Utc::now();
         self.status_tx.send_replace(self.status.clone());
         for w in self.applied.drain(..) {

@@ -78,6 +78,8 @@ pub fn spawn(
         pending: None,
         status_tx,
         run_ids: None,
+        host_stopping: cancel.clone(),
+        unrunnable: None,
     };
     tracker.spawn(job.run_loop(rx, cancel, begin));
     JobHandle {
@@ -125,6 +127,10 @@ struct TriggeredJob {
     status_tx: watch::Sender<TriggeredStatus>,
     /// The job's run ids as this task last saw them (see `runs::open_run`).
     run_ids: Option<Vec<String>>,
+    /// Cancelled when the host stops: no queued run starts after that.
+    host_stopping: CancellationToken,
+    /// The fingerprint of files whose program the kernel refused, and why.
+    unrunnable: Option<(u64, String)>,
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -184,13 +190,27 @@ impl TriggeredJob {
                 .and_then(|a| a.idle.as_ref().map(|i| i.next_check));
             tokio::select! {
                 _ = cancel.cancelled() => {
+                    // Taken before the stop: the end of the run going would start it.
+                    let dropped = self.pending.take();
                     self.abort_run("the host is shutting down").await;
+                    if let Some(p) = dropped {
+                        self.drop_pending(&p, "the host stopped before it could start");
+                    }
                     break;
                 }
                 cmd = rx.recv() => match cmd {
                     None | Some(JobCommand::Remove) => {
-                        self.abort_run("the job folder was removed").await;
-                        self.pending = None;
+                        let dropped = self.pending.take();
+                        // The channel also closes when the host stops: say which.
+                        let (why, lost) = if self.host_stopping.is_cancelled() {
+                            ("the host is shutting down", "the host stopped before it could start")
+                        } else {
+                            ("the job folder was removed", "the job folder was removed before it could start")
+                        };
+                        self.abort_run(why).await;
+                        if let Some(p) = dropped {
+                            self.drop_pending(&p, lost);
+                        }
                         self.ctx.runner.forget_job(JobType::Triggered, &self.def.name).await;
                         break;
                     }
@@ -220,6 +240,18 @@ impl TriggeredJob {
             }
         }
         self.publish();
+    }
+
+    /// A queued run that was accepted (202) and will never start: said where its
+    /// caller and the operator look, the scheduler log and the host log.
+    fn drop_pending(&self, p: &PendingRun, why: &str) {
+        let name = &self.def.name;
+        let msg = format!(
+            "queued run of {name} dropped: {why} ({} trigger)",
+            p.trigger.as_str()
+        );
+        tracing::warn!(job = %name, "{msg}");
+        self.sched(&msg, true);
     }
 
     async fn save_last_fired(&self, at: DateTime<Utc>) {
@@ -328,7 +360,16 @@ impl TriggeredJob {
             self.publish();
             return;
         }
-        self.set_status(|s| s.error = None);
+        // A program the kernel refused stays the job's error until its files change.
+        if self
+            .unrunnable
+            .as_ref()
+            .is_some_and(|(fp, _)| *fp != self.def.fingerprint)
+        {
+            self.unrunnable = None;
+        }
+        let error = self.unrunnable.as_ref().map(|(_, msg)| msg.clone());
+        self.set_status(|s| s.error = error);
         if let Some(s) = self.settings() {
             let (max, keep) = (s.log_max_bytes, s.log_keep);
             logsink::lock(&self.sched_log).set_limits(max, keep);
@@ -455,6 +496,11 @@ impl TriggeredJob {
         scheduled_for: Option<DateTime<Utc>>,
     ) -> Result<Accepted, TriggerError> {
         let job = self.def.name.clone();
+        // Nothing starts once the host is stopping: it would be stopped at once, or
+        // left `Running` by a host that exits.
+        if self.host_stopping.is_cancelled() {
+            return Err(TriggerError::Gone { job });
+        }
         let (Some(settings), Some(_)) = (self.def.settings.clone(), self.def.launch.as_ref())
         else {
             return Err(TriggerError::Invalid {
@@ -616,7 +662,18 @@ impl TriggeredJob {
                 },
             ),
             Err(e) => {
-                let msg = format!("could not start: {e}");
+                let unrunnable = e.unrunnable();
+                let msg = match &unrunnable {
+                    Some(reason) => format!("cannot run: {reason}"),
+                    None => format!("could not start: {e}"),
+                };
+                if unrunnable.is_some() {
+                    // Every run fails the same way until the files change: the job
+                    // says so itself (cleared by the next definition).
+                    tracing::error!(job = %self.def.name, "{msg}");
+                    self.unrunnable = Some((self.def.fingerprint, msg.clone()));
+                    self.set_status(|s| s.error = Some(msg.clone()));
+                }
                 logsink::note(&sink, &log_id, true, &msg);
                 record.status = RunState::Failed;
                 record.error = Some(msg.clone());
@@ -747,7 +804,10 @@ impl TriggeredJob {
             s.latest_run = Some(record);
         });
         drop(_lock);
-        if let Some(p) = self.pending.take()
+        // A run that ends as the host stops leaves its queued one to be dropped (and
+        // said so) by the shutdown, not started and left `Running`.
+        if !self.host_stopping.is_cancelled()
+            && let Some(p) = self.pending.take()
             && let Err(e) = self.trigger(p.trigger, p.args, p.scheduled_for).await
         {
             self.sched(&format!("queued run could not start: {e}"), true);

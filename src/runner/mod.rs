@@ -46,6 +46,44 @@ pub enum SpawnError {
     },
 }
 
+impl SpawnError {
+    /// Why the job's files cannot run at all, with the fix, when starting again with
+    /// the same files would fail the same way: the kernel refused the program
+    /// (ENOEXEC: text without a `#!` line, or a binary for another machine), may not
+    /// execute it (EACCES), or it or its `#!` interpreter does not exist (ENOENT).
+    /// `None` for a failure that may pass (a full disk while copying, no memory).
+    pub fn unrunnable(&self) -> Option<String> {
+        let SpawnError::Start {
+            command, source, ..
+        } = self
+        else {
+            return None;
+        };
+        let reason = match source.raw_os_error() {
+            Some(libc::ENOEXEC) => format!(
+                "`{command}` is not a program this system can execute (exec format error): \
+                 add a #! line naming its interpreter as its first line (e.g. #!/bin/sh), \
+                 or build it for this machine ({} Linux)",
+                std::env::consts::ARCH
+            ),
+            Some(libc::EACCES) => format!(
+                "`{command}` may not be executed (permission denied): make it executable \
+                 (chmod +x) and check that its folder is not on a noexec mount (runs start \
+                 from a private copy under TMPDIR unless is_in_place is true)"
+            ),
+            Some(libc::ENOENT) => format!(
+                "`{command}` could not be started: it, or the interpreter its #! line \
+                 names, does not exist: fix the #! line or install the interpreter"
+            ),
+            _ if source.kind() == std::io::ErrorKind::NotFound => format!(
+                "`{command}` could not be started: {source}: install it or fix the entry point"
+            ),
+            _ => return None,
+        };
+        Some(reason)
+    }
+}
+
 /// What every run of this host shares.
 #[derive(Clone)]
 pub struct Runner {
@@ -550,6 +588,60 @@ impl Drop for Run {
         }
         if let Some((_, lease)) = self.workspace.take() {
             let _ = std::fs::remove_dir_all(lease.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start_error(source: std::io::Error) -> SpawnError {
+        SpawnError::Start {
+            command: "run".into(),
+            dir: PathBuf::from("/jobs/continuous/x"),
+            source,
+        }
+    }
+
+    /// Failures that repeat with the same files are named with their fix; the rest
+    /// (a full disk, no memory, a copy that failed) are retried as before.
+    #[test]
+    fn unrunnable_table() {
+        let os = std::io::Error::from_raw_os_error;
+        let cases: Vec<(SpawnError, Option<&str>)> = vec![
+            (start_error(os(libc::ENOEXEC)), Some("add a #! line")),
+            (start_error(os(libc::EACCES)), Some("chmod +x")),
+            (start_error(os(libc::ENOENT)), Some("fix the #! line")),
+            (
+                start_error(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "python3 not found in PATH",
+                )),
+                Some("python3 not found in PATH: install it"),
+            ),
+            (start_error(os(libc::ENOSPC)), None),
+            (start_error(os(libc::ENOMEM)), None),
+            (start_error(os(libc::EAGAIN)), None),
+            (
+                SpawnError::Copy {
+                    from: PathBuf::from("a"),
+                    to: PathBuf::from("b"),
+                    source: os(libc::ENOENT),
+                },
+                None,
+            ),
+        ];
+        for (err, want) in cases {
+            let got = err.unrunnable();
+            match want {
+                None => assert_eq!(got, None, "{err}"),
+                Some(w) => {
+                    let got = got.unwrap_or_else(|| panic!("{err}: not unrunnable"));
+                    assert!(got.contains(w), "{err}: {got}");
+                    assert!(!got.contains("os error"), "in our words: {got}");
+                }
+            }
         }
     }
 }
