@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use super::deploy::{self, Upload};
 use super::dto::{self, Base};
 use super::follow::{self, Start, Until};
-use super::{ApiState, auth};
+use super::{ApiState, auth, guard};
 use crate::job::{JobCommand, JobView, TriggerError};
 use crate::runs;
 use crate::spec::JobType;
@@ -83,6 +83,12 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        // Outside the token check: a request for another host or from another site
+        // is refused whoever sends it, and every answer carries the browser headers.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::check_request,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
@@ -99,6 +105,8 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// This server's URL as the client addressed it. `guard::check_request` has checked
+/// the Host header against the listen address (or set it to that address).
 fn base(headers: &HeaderMap) -> Base {
     let host = headers
         .get(header::HOST)
