@@ -16,6 +16,8 @@ mod check;
 mod cli;
 #[path = "integration/continuous.rs"]
 mod continuous;
+#[path = "integration/security.rs"]
+mod security;
 #[path = "integration/singleton.rs"]
 mod singleton;
 #[path = "integration/triggered.rs"]
