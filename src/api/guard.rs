@@ -13,15 +13,20 @@
 //!   (`Sec-Fetch-Site`, `Origin`); a write whose origin is not this server is
 //!   refused. Clients that send neither header (curl, the CLI, Kudu's clients) are
 //!   not browsers and are unaffected.
+//! - **Stalled bodies.** A request body that pauses longer than the client timeout
+//!   fails the request (and frees its connection), as slow headers do.
 //! - **Framing and sniffing.** No response may be framed (clickjacking of the
 //!   dashboard's buttons) or content-sniffed (a log shown as HTML).
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 
 use super::ApiState;
 
@@ -58,9 +63,49 @@ pub async fn check_request(State(st): State<ApiState>, mut req: Request, next: N
     {
         return refuse(StatusCode::FORBIDDEN, why);
     }
+    if has_body(&req) {
+        let (parts, body) = req.into_parts();
+        req = Request::from_parts(
+            parts,
+            limit_body_pauses(body, super::server::client_timeout()),
+        );
+    }
     let mut resp = next.run(req).await;
     add_security_headers(&mut resp);
     resp
+}
+
+fn has_body(req: &Request) -> bool {
+    req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+/// The body, failing when no piece of it arrives for `idle`: a client that sends
+/// headers and then stops would otherwise hold its connection (and a handler) for
+/// ever.
+fn limit_body_pauses(body: Body, idle: Duration) -> Body {
+    let stream = futures_util::stream::unfold(Some(body.into_data_stream()), move |s| async move {
+        let mut s = s?;
+        match tokio::time::timeout(idle, s.next()).await {
+            Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(s))),
+            Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), None)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the request body paused for more than {} ms",
+                        idle.as_millis()
+                    ),
+                )),
+                None,
+            )),
+        }
+    });
+    Body::from_stream(stream)
 }
 
 fn header_str<'a>(req: &'a Request, name: &str) -> Option<&'a str> {

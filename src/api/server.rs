@@ -7,7 +7,8 @@
 //! open files". So:
 //! - a connection must send its request headers within a deadline (which also ends
 //!   idle keep-alive connections: waiting for the next request is waiting for
-//!   headers);
+//!   headers), and a request body may not pause longer than that deadline either
+//!   (`guard` enforces it, see `limit_body_pauses`);
 //! - at most `connection_limit()` connections are open at once, a share of the
 //!   descriptor limit that leaves most to the jobs. At the limit the loop stops
 //!   accepting: new clients wait in the kernel's backlog (costing the host nothing)
@@ -29,11 +30,11 @@ use tokio_util::task::TaskTracker;
 
 use super::ApiState;
 
-/// Default time a client has to send its request headers (and an idle keep-alive
-/// connection to start its next request).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Overrides `HEADER_TIMEOUT`, in milliseconds (tests; very slow links).
-pub const HEADER_TIMEOUT_VAR: &str = "JOBHOST_HEADER_TIMEOUT_MS";
+/// Default time a client has to send its request headers (an idle keep-alive
+/// connection, to start its next request; a body, to send its next piece).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Overrides `CLIENT_TIMEOUT`, in milliseconds (tests; very slow links).
+pub const CLIENT_TIMEOUT_VAR: &str = "JOBHOST_CLIENT_TIMEOUT_MS";
 /// Never more connections than this, whatever the descriptor limit.
 const MAX_CONNECTIONS: usize = 512;
 /// Never fewer (a tiny limit still lets the CLI and a dashboard in).
@@ -48,7 +49,7 @@ pub async fn serve(listener: TcpListener, state: ApiState) -> std::io::Result<()
     let cancel = state.0.cancel.clone();
     let app = super::routes::router(state);
     let limit = connection_limit(soft_nofile());
-    let header_timeout = header_timeout(std::env::var(HEADER_TIMEOUT_VAR).ok().as_deref());
+    let header_timeout = client_timeout();
     tracing::debug!(
         "HTTP API: at most {limit} connections, {} ms for request headers",
         header_timeout.as_millis()
@@ -149,13 +150,21 @@ fn is_per_connection(e: &std::io::Error) -> bool {
     )
 }
 
-/// The header timeout: `value` (milliseconds, from `JOBHOST_HEADER_TIMEOUT_MS`) when
-/// it is a positive number, else the default.
-pub fn header_timeout(value: Option<&str>) -> Duration {
+/// How long the API waits for a slow client: `JOBHOST_CLIENT_TIMEOUT_MS`, else
+/// `CLIENT_TIMEOUT`. Read once.
+pub fn client_timeout() -> Duration {
+    static TIMEOUT: std::sync::LazyLock<Duration> = std::sync::LazyLock::new(|| {
+        parse_timeout(std::env::var(CLIENT_TIMEOUT_VAR).ok().as_deref())
+    });
+    *TIMEOUT
+}
+
+/// `value` (milliseconds) when it is a positive number, else the default.
+fn parse_timeout(value: Option<&str>) -> Duration {
     value
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|ms| *ms > 0)
-        .map_or(HEADER_TIMEOUT, Duration::from_millis)
+        .map_or(CLIENT_TIMEOUT, Duration::from_millis)
 }
 
 /// The soft `RLIMIT_NOFILE`, if it can be read.
@@ -191,10 +200,10 @@ mod tests {
     }
 
     #[test]
-    fn the_header_timeout_is_configurable_in_milliseconds() {
-        assert_eq!(header_timeout(None), HEADER_TIMEOUT);
-        assert_eq!(header_timeout(Some("250")), Duration::from_millis(250));
-        assert_eq!(header_timeout(Some("0")), HEADER_TIMEOUT);
-        assert_eq!(header_timeout(Some("soon")), HEADER_TIMEOUT);
+    fn the_client_timeout_is_configurable_in_milliseconds() {
+        assert_eq!(parse_timeout(None), CLIENT_TIMEOUT);
+        assert_eq!(parse_timeout(Some("250")), Duration::from_millis(250));
+        assert_eq!(parse_timeout(Some("0")), CLIENT_TIMEOUT);
+        assert_eq!(parse_timeout(Some("soon")), CLIENT_TIMEOUT);
     }
 }

@@ -653,7 +653,7 @@ fn half_sent_requests_beyond_the_fd_limit_leave_jobs_working_and_the_api_recover
     );
     h.start_with(|cmd| {
         // The half-sent sockets are held until the test closes them.
-        cmd.env("JOBHOST_HEADER_TIMEOUT_MS", "600000");
+        cmd.env("JOBHOST_CLIENT_TIMEOUT_MS", "600000");
         // SAFETY: setrlimit(2) between fork and exec is async-signal-safe and the
         // closure allocates nothing.
         #[allow(unsafe_code)]
@@ -722,10 +722,10 @@ fn half_sent_requests_beyond_the_fd_limit_leave_jobs_working_and_the_api_recover
 }
 
 #[test]
-fn a_client_that_never_finishes_its_headers_is_disconnected_after_the_header_timeout() {
+fn a_client_that_never_finishes_its_headers_or_body_is_disconnected_after_the_client_timeout() {
     let mut h = TestHost::new();
     h.start_with(|cmd| {
-        cmd.env("JOBHOST_HEADER_TIMEOUT_MS", "300");
+        cmd.env("JOBHOST_CLIENT_TIMEOUT_MS", "300");
     });
     let api = connect(&h);
     let mut s = half_sent(&api.addr);
@@ -740,6 +740,27 @@ fn a_client_that_never_finishes_its_headers_is_disconnected_after_the_header_tim
                 .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
         "the half-sent connection was not closed within {DEADLINE:?}: {closed:?}"
     );
+    // So is a request whose body stops coming; nothing is changed.
+    h.write_job(TRIGGERED, "tj", &[("run.sh", &marker_job("tj"))]);
+    let mut b = TcpStream::connect(&api.addr).unwrap();
+    b.set_read_timeout(Some(DEADLINE)).unwrap();
+    b.write_all(
+        format!(
+            "PUT /api/triggeredwebjobs/tj/settings HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"sched",
+            api.addr, api.token
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let closed = b.read_to_end(&mut answer);
+    assert!(
+        closed.is_ok(),
+        "the stalled upload was not ended: {closed:?}"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+    assert!(!h.job_dir(TRIGGERED, "tj").join("settings.job").exists());
     // An idle keep-alive connection is closed the same way.
     let mut k = TcpStream::connect(&api.addr).unwrap();
     k.set_read_timeout(Some(DEADLINE)).unwrap();
