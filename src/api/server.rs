@@ -56,19 +56,17 @@ pub async fn serve(listener: TcpListener, state: ApiState) -> std::io::Result<()
     );
     let slots = Arc::new(Semaphore::new(limit));
     let connections = TaskTracker::new();
+    // Each said at most once a minute: a flood must not flood the host log too.
+    let mut limit_notice = Notice::default();
+    let mut accept_notice = Notice::default();
     let mut failing = false;
-    let mut at_limit = false;
     loop {
         // A free slot first, then accept: at the limit new clients wait in the
         // kernel's backlog.
         let permit = match slots.clone().try_acquire_owned() {
-            Ok(p) => {
-                at_limit = false;
-                p
-            }
+            Ok(p) => p,
             Err(_) => {
-                if !at_limit {
-                    at_limit = true;
+                if limit_notice.due() {
                     tracing::warn!(
                         "HTTP API: {limit} connections open (the limit); new ones wait until one closes"
                     );
@@ -89,7 +87,7 @@ pub async fn serve(listener: TcpListener, state: ApiState) -> std::io::Result<()
                 Ok((stream, _)) => stream,
                 Err(e) if is_per_connection(&e) => continue,
                 Err(e) => {
-                    if !failing {
+                    if accept_notice.due() {
                         failing = true;
                         tracing::warn!(
                             "HTTP API: accepting a connection failed: {e}; retrying every {} ms (jobs keep running)",
@@ -138,6 +136,29 @@ pub async fn serve(listener: TcpListener, state: ApiState) -> std::io::Result<()
     // shutdown does not wait that long for it.
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, connections.wait()).await;
     Ok(())
+}
+
+/// A warning that repeats is logged once per `NOTICE_EVERY`.
+const NOTICE_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct Notice {
+    last: Option<std::time::Instant>,
+}
+
+impl Notice {
+    /// True (and remembered) when the warning may be logged now.
+    fn due(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < NOTICE_EVERY)
+        {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
 }
 
 /// Errors of one connection that died in the backlog: try the next.
