@@ -173,6 +173,8 @@ fn init_tracing(file: std::fs::File) {
 }
 
 async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
+    // Before anything starts: a token file the host must not trust stops it here.
+    let token = crate::api::load_or_create_token(&opts.logs)?;
     // Orphaned grandchildren of runs come back to us instead of to init, so the stop
     // sequence can find and reap them.
     nix::sys::prctl::set_child_subreaper(true).context("becoming a child subreaper (prctl)")?;
@@ -250,10 +252,11 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
         problems: supervisor.problems(),
         layout: ctx.layout.clone(),
         jobs_root: opts.jobs.clone(),
-        token: crate::api::load_or_create_token(&opts.logs)?,
+        token,
         started: std::time::Instant::now(),
         cancel: cancel.clone(),
         metrics: ctx.metrics.clone(),
+        bound,
     }));
     tracing::info!("dashboard: http://{}/", client_addr(bound));
     tracing::info!("API token: {}", token_origin(&opts.logs));

@@ -22,6 +22,8 @@ mod continuous;
 mod deploy_safety;
 #[path = "integration/robustness.rs"]
 mod robustness;
+#[path = "integration/security.rs"]
+mod security;
 #[path = "integration/singleton.rs"]
 mod singleton;
 #[path = "integration/triggered.rs"]

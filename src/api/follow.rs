@@ -307,17 +307,53 @@ pub fn stream(
 
 /// One server-sent event: the lines as `data:` fields, the end position as `id`.
 /// SSE is text: bytes that are not UTF-8 are replaced (the plain text form keeps them).
+///
+/// The SSE grammar ends a line at `\r\n`, `\r` or `\n`, so the data is split at every
+/// one of them: a bare `\r` left inside a `data:` line would end that line in the
+/// client, and what follows it (`id: forged`, `event: x`) would be read as fields of
+/// the event, chosen by the job.
 pub fn sse_event(chunk: &Chunk) -> Bytes {
     let text = String::from_utf8_lossy(&chunk.bytes);
     let mut out = String::with_capacity(text.len() + 64);
     out.push_str(&format!("id: {}\n", chunk.end));
-    for line in text.trim_end_matches('\n').split('\n') {
+    for line in sse_lines(&text) {
         out.push_str("data: ");
-        out.push_str(line.trim_end_matches('\r'));
+        out.push_str(line);
         out.push('\n');
     }
     out.push('\n');
     Bytes::from(out)
+}
+
+/// `text` cut at `\r\n`, `\r` and `\n`; a final terminator ends the last line and
+/// makes no empty one. The pieces contain neither `\r` nor `\n`.
+fn sse_lines(text: &str) -> Vec<&str> {
+    let mut lines = Vec::new();
+    let bytes = text.as_bytes();
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\r' => {
+                lines.push(&text[start..i]);
+                i += if bytes.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                start = i;
+            }
+            b'\n' => {
+                lines.push(&text[start..i]);
+                i += 1;
+                start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    if start < bytes.len() || lines.is_empty() {
+        lines.push(&text[start..]);
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -425,5 +461,23 @@ mod tests {
             end: p,
         });
         assert_eq!(ev, Bytes::from("id: 12:345\ndata: x\ndata: y\n\n"));
+    }
+
+    #[test]
+    fn a_bare_cr_in_output_cannot_forge_sse_fields() {
+        let ev = sse_event(&Chunk {
+            bytes: Bytes::from("a\rid: forged\revent: x\r\nb\r\n\nc\n"),
+            end: Position { ino: 1, offset: 2 },
+        });
+        assert_eq!(
+            ev,
+            Bytes::from(
+                "id: 1:2\ndata: a\ndata: id: forged\ndata: event: x\ndata: b\ndata: \ndata: c\n\n"
+            )
+        );
+        assert_eq!(sse_lines("x"), ["x"]);
+        assert_eq!(sse_lines(""), [""]);
+        assert_eq!(sse_lines("x\r"), ["x"]);
+        assert_eq!(sse_lines("x\r\r\ny"), ["x", "", "y"]);
     }
 }

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use super::deploy::{self, Upload};
 use super::dto::{self, Base};
 use super::follow::{self, Start, Until};
-use super::{ApiState, auth};
+use super::{ApiState, auth, guard};
 use crate::job::{JobCommand, JobView, TriggerError};
 use crate::runs;
 use crate::spec::JobType;
@@ -30,6 +30,7 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/", get(dashboard))
+        .route("/dashboard.js", get(dashboard_script))
         .route("/api/health", get(health))
         .route("/api/webjobs", get(all_jobs))
         .route("/api/continuouswebjobs", get(continuous_jobs))
@@ -83,6 +84,12 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        // Outside the token check: a request for another host or from another site
+        // is refused whoever sends it, and every answer carries the browser headers.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::check_request,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
@@ -99,6 +106,8 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// This server's URL as the client addressed it. `guard::check_request` has checked
+/// the Host header against the listen address (or set it to that address).
 fn base(headers: &HeaderMap) -> Base {
     let host = headers
         .get(header::HOST)
@@ -148,15 +157,31 @@ async fn not_found() -> ApiError {
     )
 }
 
-/// The dashboard: one self-contained page that reads this API with the browser's
+/// The dashboard: a page and its script that read this API with the browser's
 /// credentials (the token as a Basic password, which the browser asks for).
 async fn dashboard() -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, DASHBOARD_POLICY),
         ],
         include_str!("assets/dashboard.html"),
+    )
+}
+
+/// What the dashboard may load: its script from this server (no inline script, so
+/// markup slipped into a job's name or error could not run), its inline styles,
+/// requests to this server only; and it may not be framed.
+pub const DASHBOARD_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+async fn dashboard_script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("assets/dashboard.js"),
     )
 }
 

@@ -980,3 +980,39 @@ pub fn processes_holding(path: &Path) -> Vec<i32> {
     }
     found
 }
+
+// ----- hosts with a changed command (tests/integration/security.rs) -------------------
+
+impl TestHost {
+    /// Starts `jobhost run` after `tweak` has changed its command (environment,
+    /// resource limits); panics if this host is already running.
+    pub fn start_with(&mut self, tweak: impl FnOnce(&mut Command)) {
+        assert!(self.child.is_none(), "host already running");
+        let mut cmd = self.command();
+        tweak(&mut cmd);
+        self.child = Some(cmd.spawn().expect("starting jobhost run"));
+    }
+
+    /// `run_to_exit` after `tweak` has changed the command.
+    pub fn run_to_exit_with(&mut self, tweak: impl FnOnce(&mut Command)) -> (ExitStatus, String) {
+        let mut cmd = self.command();
+        tweak(&mut cmd);
+        let stderr = self.sb.root.join(format!(
+            "host-{}-{}.stderr",
+            self.instance.as_deref().unwrap_or("main"),
+            self.starts
+        ));
+        let mut child = cmd.spawn().expect("starting jobhost run");
+        match wait_child(&mut child, DEADLINE) {
+            Some(s) => (s, read_lossy(&stderr)),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "jobhost run was expected to exit by itself but kept running\n{}",
+                    self.sb.dump()
+                );
+            }
+        }
+    }
+}
