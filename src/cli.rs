@@ -19,7 +19,11 @@ Environment:
                     (default: what the host wrote into LOGS/.jobhost-url)
   JOBHOST_TOKEN     the API token: `run` uses it instead of generating LOGS/.jobhost-token;
                     client commands send it instead of reading LOGS/.jobhost-token
-  JOBHOST_LOG       the host log's level filter, e.g. debug or info (default: info)
+  JOBHOST_LOG       jobhost's own log level, e.g. debug (libraries stay at warn); a full
+                    filter such as `info,notify=debug` is taken as written
+                    (default: warn,jobhost=info)
+  JOBHOST_CLIENT_TIMEOUT_MS  how long the API waits for a client's headers, an idle
+                    keep-alive connection or a paused request body (default: 10000)
 
 Exit codes: 0 ok, 1 failed operation, 2 bad usage.
 `jobhost help COMMAND` explains a command and each of its flags.";
@@ -260,7 +264,9 @@ mod tests {
             .flat_map(|c| c.get_arguments())
             .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
             .collect();
-        envs.extend(["JOBHOST_TOKEN".to_string(), "JOBHOST_LOG".to_string()]);
+        envs.extend(
+            ["JOBHOST_TOKEN", "JOBHOST_LOG", "JOBHOST_CLIENT_TIMEOUT_MS"].map(String::from),
+        );
         for e in envs {
             assert!(
                 ENVIRONMENT.contains(&format!("  {e} ")),

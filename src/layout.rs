@@ -1,4 +1,4 @@
-//! Where things live under LOGS (SPEC sections 1 and 5b), in one place.
+//! Where things live under LOGS (docs/jobs.md, docs/logs.md), in one place.
 //!
 //! With an instance name, files that two hosts sharing LOGS would both write carry
 //! it; a singleton's files do not, because only the lock holder writes them.

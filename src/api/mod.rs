@@ -1,4 +1,4 @@
-//! The HTTP API (SPEC section 8): Kudu's WebJobs paths and JSON shapes, token auth,
+//! The HTTP API (docs/api.md): Kudu's WebJobs paths and JSON shapes, token auth,
 //! log streaming. Handlers only translate: they read statuses from the registry and
 //! send commands to job tasks; no job logic lives here. `server` accepts connections
 //! within limits, `guard` checks Host and origin before `auth` checks the token, and

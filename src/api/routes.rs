@@ -36,10 +36,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/continuouswebjobs", get(continuous_jobs))
         .route(
             "/api/continuouswebjobs/{name}",
+            // A deploy streams its body to disk and counts it there (deploy::receive).
             get(continuous_job)
                 .put(deploy_continuous)
-                .delete(delete_continuous)
-                .layer(DefaultBodyLimit::max(deploy::MAX_UPLOAD)),
+                .delete(delete_continuous),
         )
         .route("/api/continuouswebjobs/{name}/start", post(start))
         .route("/api/continuouswebjobs/{name}/stop", post(stop))
@@ -51,10 +51,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/triggeredwebjobs", get(triggered_jobs))
         .route(
             "/api/triggeredwebjobs/{name}",
+            // A deploy streams its body to disk and counts it there (deploy::receive).
             get(triggered_job)
                 .put(deploy_triggered)
-                .delete(delete_triggered)
-                .layer(DefaultBodyLimit::max(deploy::MAX_UPLOAD)),
+                .delete(delete_triggered),
         )
         .route("/api/triggeredwebjobs/{name}/run", post(run))
         .route("/api/triggeredwebjobs/{name}/history", get(history))
@@ -194,7 +194,7 @@ async fn health(State(st): State<ApiState>) -> impl IntoResponse {
     }))
 }
 
-/// Looks a job up; names are checked against the SPEC rule before anything else, so
+/// Looks a job up; names are checked against the job name rule before anything else, so
 /// `..` or encoded slashes never reach the disk.
 fn entry(st: &ApiState, job_type: JobType, name: &str) -> ApiResult<RegistryEntry> {
     if !is_valid(name) {

@@ -292,7 +292,7 @@ impl TriggeredJob {
     }
 
     /// The run lock, when other hosts may share these LOGS (`--instance`); a host
-    /// without an instance name is alone by the SPEC and needs none. `Err` when another
+    /// without an instance name is alone by definition (docs/jobs.md) and needs none. `Err` when another
     /// host holds it.
     ///
     /// A busy lock is asked again for a moment: while any process of this host forks
@@ -616,7 +616,7 @@ impl TriggeredJob {
         // behind each other's disk work on the async workers, nor pay for more hops.
         let (logs, keep) = (self.logs.clone(), settings.history_size);
         let (max, keep_logs) = (settings.log_max_bytes, settings.log_keep);
-        // Alone on these LOGS (no instance name, SPEC 5b), the run ids this task saw
+        // Alone on these LOGS (no instance name, docs/jobs.md), the run ids this task saw
         // last are current: no listing of the job's folder per run.
         let mut known = match self.ctx.layout.instance {
             None => self.run_ids.take(),

@@ -1,4 +1,4 @@
-//! Framing of job output into log lines: the line format of SPEC section 6
+//! Framing of job output into log lines: the line format of docs/logs.md
 //! (`[2026-11-30T10:00:00.123Z > 9a2e7d: INFO] text`) and the splitter that cuts a
 //! byte stream into lines. Pure code without I/O; the sink in `super` owns the file.
 

@@ -1,4 +1,4 @@
-//! The entry-point rule of SPEC section 2: which file in a job folder's root starts a
+//! The entry-point rule of docs/jobs.md (entry point): which file in a job folder's root starts a
 //! run, and with what program. `detect` is the pure rule over a listing; `resolve`
 //! applies it to a real folder and checks what the rule needs (execute bit,
 //! interpreter on PATH, readable script) so a bad job is reported before it runs.
@@ -23,7 +23,7 @@ pub enum EntryKind {
     WindowsScript,
 }
 
-/// Extensions in the order of the SPEC table, which is also the precedence among
+/// Extensions in the order of the table in docs/jobs.md, which is also the precedence among
 /// `run.EXT` files. `run` without extension ranks before all of them.
 const EXTENSIONS: [(&str, EntryKind); 9] = [
     ("exe", EntryKind::Binary),

@@ -1,4 +1,4 @@
-//! The job name rule of SPEC section 1: a job folder's name is
+//! The job name rule of docs/jobs.md: a job folder's name is
 //! `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`. Names starting with `.` belong to editors and
 //! deploy tools and are ignored silently; any other bad name is reported.
 

@@ -1,4 +1,4 @@
-//! `settings.job` (SPEC section 3), read in two stages: the text is made plain JSON
+//! `settings.job` (docs/settings.md), read in two stages: the text is made plain JSON
 //! (BOM and comments removed, positions kept) and parsed into a `serde_json::Value`;
 //! then every key is validated into `JobSettings`, collecting *every* problem at once
 //! so one edit can fix them all. Unknown keys and keys meant for the other job type

@@ -1,4 +1,4 @@
-//! The HTTP API (SPEC section 8) against the real server: token auth on every route,
+//! The HTTP API (docs/api.md) against the real server: token auth on every route,
 //! every route and its status codes, argument passing, cancel, log streaming,
 //! settings, deploy (zip, single file, zip-slip, links, zip bomb), delete, path
 //! traversal, /metrics, and the JSON shapes checked against golden files in
@@ -11,223 +11,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::Method;
-use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::blocking::Response;
 use serde_json::{Value, json};
 
+use crate::support::client::*;
 use crate::support::*;
-
-// ----- client ----------------------------------------------------------------------
-
-/// The API of one running host: its base URL and token, from the files it writes.
-struct Api {
-    base: String,
-    token: String,
-    http: Client,
-}
-
-fn http_client() -> Client {
-    Client::builder()
-        // Per read, not in total: it only bounds a hang.
-        .timeout(Duration::from_secs(60))
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("building the HTTP client")
-}
-
-/// Waits for `LOGS/.jobhost-url` and `LOGS/.jobhost-token`, then for the server to
-/// answer `/api/health`.
-fn connect(h: &TestHost) -> Api {
-    let url_file = h.logs.join(".jobhost-url");
-    let token_file = h.logs.join(".jobhost-token");
-    let (mut base, mut token) = (String::new(), String::new());
-    h.wait_for(
-        "the host to write LOGS/.jobhost-url and LOGS/.jobhost-token",
-        DEADLINE,
-        || {
-            base = fs::read_to_string(&url_file)
-                .unwrap_or_default()
-                .trim()
-                .to_string();
-            token = fs::read_to_string(&token_file)
-                .unwrap_or_default()
-                .trim()
-                .to_string();
-            !base.is_empty() && !token.is_empty()
-        },
-    );
-    assert!(
-        base.starts_with("http://127.0.0.1:"),
-        "the URL file holds {base:?}"
-    );
-    let api = Api {
-        base,
-        token,
-        http: http_client(),
-    };
-    h.wait_for("GET /api/health to answer 200", DEADLINE, || {
-        api.http
-            .get(api.url("/api/health"))
-            .send()
-            .is_ok_and(|r| r.status() == 200)
-    });
-    api
-}
-
-impl Api {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// A request carrying the token.
-    fn req(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, self.url(path))
-            .bearer_auth(&self.token)
-    }
-
-    fn get(&self, path: &str) -> Response {
-        send(self.req(Method::GET, path), "GET", path)
-    }
-
-    fn post(&self, path: &str) -> Response {
-        send(self.req(Method::POST, path), "POST", path)
-    }
-
-    fn delete(&self, path: &str) -> Response {
-        send(self.req(Method::DELETE, path), "DELETE", path)
-    }
-
-    fn get_json(&self, path: &str) -> (u16, Value) {
-        json_of(self.get(path))
-    }
-
-    fn post_json(&self, path: &str) -> (u16, Value) {
-        json_of(self.post(path))
-    }
-
-    fn get_text(&self, path: &str) -> (u16, String) {
-        let r = self.get(path);
-        let code = r.status().as_u16();
-        (code, r.text().expect("reading a text body"))
-    }
-
-    /// `PUT` of a zip.
-    fn put_zip(&self, path: &str, zip: Vec<u8>) -> (u16, Value) {
-        json_of(send(
-            self.req(Method::PUT, path)
-                .header("Content-Type", "application/zip")
-                .body(zip),
-            "PUT",
-            path,
-        ))
-    }
-
-    /// `PUT` of one file named by `Content-Disposition`.
-    fn put_file(&self, path: &str, file_name: &str, bytes: &[u8]) -> (u16, Value) {
-        json_of(send(
-            self.req(Method::PUT, path)
-                .header("Content-Type", "application/octet-stream")
-                .header(
-                    "Content-Disposition",
-                    format!("attachment; filename={file_name}"),
-                )
-                .body(bytes.to_vec()),
-            "PUT",
-            path,
-        ))
-    }
-
-    fn put_settings(&self, path: &str, body: &[u8]) -> (u16, Value) {
-        json_of(send(
-            self.req(Method::PUT, path)
-                .header("Content-Type", "application/json")
-                .body(body.to_vec()),
-            "PUT",
-            path,
-        ))
-    }
-
-    /// `POST .../run`: the status, the `Location` header and the body.
-    fn trigger(&self, job: &str, query: &str) -> (u16, Option<String>, Value) {
-        let path = format!("/api/triggeredwebjobs/{job}/run{query}");
-        let r = self.post(&path);
-        let location = r
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let (code, body) = json_of(r);
-        (code, location, body)
-    }
-
-    /// Triggers a run that must be accepted and returns its id.
-    fn start_run(&self, job: &str) -> String {
-        let (code, _, body) = self.trigger(job, "");
-        assert_eq!(code, 202, "POST run of {job}: {body:#}");
-        body["id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("202 body without an id: {body:#}"))
-            .to_string()
-    }
-
-    /// Waits until run `id` of `job` has ended and returns its run object.
-    fn wait_run_end(&self, h: &TestHost, job: &str, id: &str) -> Value {
-        let path = format!("/api/triggeredwebjobs/{job}/history/{id}");
-        let mut last = Value::Null;
-        h.wait_for(&format!("run {id} of {job} to end"), DEADLINE, || {
-            let (code, v) = self.get_json(&path);
-            last = v;
-            code == 200 && last["status"].is_string() && last["status"] != "Running"
-        });
-        last
-    }
-
-    /// Waits until the API reports `job` (continuous) with `status`.
-    fn wait_continuous_status(&self, h: &TestHost, job: &str, status: &str) -> Value {
-        let path = format!("/api/continuouswebjobs/{job}");
-        let mut last = Value::Null;
-        h.wait_for(
-            &format!("GET {path} to say status {status}"),
-            DEADLINE,
-            || {
-                let (code, v) = self.get_json(&path);
-                last = v;
-                code == 200 && last["status"] == status
-            },
-        );
-        last
-    }
-
-    /// Waits until `GET path` answers `code`.
-    /// Asserts the answer of the very next request: after a write through the API,
-    /// nothing may need a wait to be seen.
-    fn assert_code(&self, path: &str, code: u16) {
-        let (got, body) = self.get_json(path);
-        assert_eq!(got, code, "GET {path} right after the write: {body:#}");
-    }
-
-    fn wait_code(&self, h: &TestHost, path: &str, code: u16) {
-        h.wait_for(&format!("GET {path} to answer {code}"), DEADLINE, || {
-            self.get(path).status().as_u16() == code
-        });
-    }
-}
-
-fn send(rb: RequestBuilder, method: &str, path: &str) -> Response {
-    rb.send().unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-}
-
-/// Status and JSON body; panics (showing the body) if the body is not JSON.
-fn json_of(r: Response) -> (u16, Value) {
-    let code = r.status().as_u16();
-    let url = r.url().to_string();
-    let text = r.text().expect("reading a response body");
-    let v = serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!("{url} answered {code} with a body that is not JSON ({e}): {text:?}")
-    });
-    (code, v)
-}
 
 /// A request written by hand on a TCP connection, so the path reaches the server
 /// exactly as given (an HTTP client would resolve `..` and `%2e%2e` itself).
@@ -289,11 +77,11 @@ fn assert_keys(what: &str, v: &Value, keys: &[&str]) {
     let missing: Vec<_> = keys.iter().filter(|k| !obj.contains_key(**k)).collect();
     assert!(
         missing.is_empty(),
-        "{what} lacks the SPEC fields {missing:?}: {v:#}"
+        "{what} lacks the documented fields {missing:?}: {v:#}"
     );
 }
 
-/// Kudu's job object fields (SPEC section 8).
+/// Kudu's job object fields (docs/api.md).
 const JOB_KEYS: [&str; 7] = [
     "name",
     "type",
@@ -557,9 +345,6 @@ while [ ! -e "$TEST_STATE/release.$WEBJOBS_RUN_ID" ]; do sleep 0.05; done
 echo last
 "#;
 
-/// A triggered job that prints a line and exits 0.
-const QUICK_JOB: &str = "#!/bin/bash\necho \"hello from $WEBJOBS_NAME\"\n";
-
 fn release(h: &TestHost, id: &str) {
     fs::write(h.state_path(&format!("release.{id}")), "").unwrap();
 }
@@ -603,31 +388,6 @@ fn zip_with_link(target: &str) -> Vec<u8> {
     w.add_symlink("link", target, zip::write::SimpleFileOptions::default())
         .unwrap();
     w.finish().unwrap().into_inner()
-}
-
-/// Every path under `dir`, relative, sorted (symlinks not followed).
-fn tree(dir: &Path) -> Vec<String> {
-    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
-        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            out.push(p.strip_prefix(base).unwrap().display().to_string());
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                walk(base, &p, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
-}
-
-/// Names of hidden deploy leftovers (`.deploy-*`, `.deleted-*`) under JOBS.
-fn staging_leftovers(h: &TestHost) -> Vec<String> {
-    tree(&h.jobs)
-        .into_iter()
-        .filter(|p| p.contains("/.deploy-") || p.contains("/.deleted-"))
-        .collect()
 }
 
 // ----- a zip bomb, built by hand -------------------------------------------------------------
@@ -1264,11 +1024,7 @@ fn a_run_is_accepted_with_the_location_of_the_run_and_shows_in_history() {
 
 #[test]
 fn run_arguments_come_from_the_query_string_or_a_json_body() {
-    let mut h = TestHost::new();
-    h.write_job(TRIGGERED, "argv", &[("run.sh", ARGV_JOB)]);
-    h.start();
-    let api = connect(&h);
-    api.wait_code(&h, "/api/triggeredwebjobs/argv", 200);
+    let (mut h, api) = host_with_triggered("argv", ARGV_JOB);
 
     let cases: [(&str, &[&str]); 5] = [
         ("?arguments=a%20%22b%20c%22", &["a", "b c"]),
@@ -1292,7 +1048,7 @@ fn run_arguments_come_from_the_query_string_or_a_json_body() {
         assert_eq!(argv_of(&h, &id), want, "argv of run{query}");
     }
     assert!(
-        !h.tmp.join("pwned").exists() && tree(&h.root).iter().all(|p| !p.ends_with("pwned")),
+        !h.tmp.join("pwned").exists() && tree_names(&h.root).iter().all(|p| !p.ends_with("pwned")),
         "arguments are never given to a shell"
     );
 
@@ -1351,11 +1107,7 @@ fn run_arguments_come_from_the_query_string_or_a_json_body() {
 
 #[test]
 fn a_trigger_while_a_run_is_going_is_409_with_overlap_skip() {
-    let mut h = TestHost::new();
-    h.write_job(TRIGGERED, "gate", &[("run.sh", GATED_JOB)]);
-    h.start();
-    let api = connect(&h);
-    api.wait_code(&h, "/api/triggeredwebjobs/gate", 200);
+    let (mut h, api) = host_with_triggered("gate", GATED_JOB);
 
     let id = api.start_run("gate");
     h.wait_pids("gate.pids", 1);
@@ -1485,11 +1237,7 @@ fn cancel_aborts_the_run_and_is_409_when_it_is_not_running() {
 
 #[test]
 fn run_output_is_served_and_follow_streams_until_the_run_ends() {
-    let mut h = TestHost::new();
-    h.write_job(TRIGGERED, "gate", &[("run.sh", GATED_JOB)]);
-    h.start();
-    let api = connect(&h);
-    api.wait_code(&h, "/api/triggeredwebjobs/gate", 200);
+    let (mut h, api) = host_with_triggered("gate", GATED_JOB);
 
     let id = api.start_run("gate");
     h.wait_pids("gate.pids", 1);
@@ -1817,11 +1565,7 @@ fn deploy_a_zip_creates_then_replaces_a_job() {
         !dir.join("old.txt").exists(),
         "a re-deploy replaces the folder, it does not merge"
     );
-    assert!(
-        staging_leftovers(&h).is_empty(),
-        "{:?}",
-        staging_leftovers(&h)
-    );
+    assert_no_staging_leftovers(&h);
 
     // A triggered job from a zip runs when triggered.
     let (code, body) = api.put_zip(
@@ -1847,11 +1591,7 @@ fn deploy_a_zip_creates_then_replaces_a_job() {
     let (code, body) = api.put_zip("/api/triggeredwebjobs/-bad", zip_of(&[("run.sh", b"x")]));
     assert_eq!(code, 400, "a bad name: {body:#}");
     assert!(!h.job_dir(TRIGGERED, "bad").exists());
-    assert!(
-        staging_leftovers(&h).is_empty(),
-        "{:?}",
-        staging_leftovers(&h)
-    );
+    assert_no_staging_leftovers(&h);
     h.finish();
 }
 
@@ -1906,21 +1646,13 @@ fn deploy_a_single_file_named_by_content_disposition() {
     assert!(
         !h.jobs.join("escape.sh").exists() && !h.jobs.join(TRIGGERED).join("escape.sh").exists()
     );
-    assert!(
-        staging_leftovers(&h).is_empty(),
-        "{:?}",
-        staging_leftovers(&h)
-    );
+    assert_no_staging_leftovers(&h);
     h.finish();
 }
 
 #[test]
 fn deploy_refuses_zip_slip_and_links_out_of_the_job() {
-    let mut h = TestHost::new();
-    h.write_job(TRIGGERED, "keep", &[("run.sh", QUICK_JOB)]);
-    h.start();
-    let api = connect(&h);
-    api.wait_code(&h, "/api/triggeredwebjobs/keep", 200);
+    let (mut h, api) = host_with_triggered("keep", QUICK_JOB);
     let abs = h.root.join("abs-escape");
     let abs_name = abs.display().to_string();
     let outside = [
@@ -1930,7 +1662,7 @@ fn deploy_refuses_zip_slip_and_links_out_of_the_job() {
         abs.clone(),
     ];
     let jobs_before = tree(&h.jobs);
-    let root_before = tree(&h.root)
+    let root_before = tree_names(&h.root)
         .into_iter()
         .filter(|p| !p.starts_with("logs") && !p.starts_with("state") && !p.starts_with("tmp"))
         .collect::<Vec<_>>();
@@ -1984,7 +1716,7 @@ fn deploy_refuses_zip_slip_and_links_out_of_the_job() {
             }
         }
     }
-    let root_after = tree(&h.root)
+    let root_after = tree_names(&h.root)
         .into_iter()
         .filter(|p| !p.starts_with("logs") && !p.starts_with("state") && !p.starts_with("tmp"))
         .collect::<Vec<_>>();
@@ -2044,12 +1776,8 @@ fn deploy_refuses_a_zip_bomb() {
     let msg = body["message"].as_str().unwrap_or_default();
     assert!(msg.contains("256 MiB"), "{msg}");
     assert!(!h.job_dir(TRIGGERED, "bomb").exists());
-    assert!(
-        staging_leftovers(&h).is_empty(),
-        "{:?}",
-        staging_leftovers(&h)
-    );
-    assert_eq!(tree(&h.jobs), [CONTINUOUS, TRIGGERED]);
+    assert_no_staging_leftovers(&h);
+    assert_eq!(tree_names(&h.jobs), [CONTINUOUS, TRIGGERED]);
     h.finish();
 }
 
@@ -2090,11 +1818,7 @@ fn delete_stops_the_job_removes_its_folder_and_keeps_its_logs() {
             .is_file(),
         "run logs stay"
     );
-    assert!(
-        staging_leftovers(&h).is_empty(),
-        "{:?}",
-        staging_leftovers(&h)
-    );
+    assert_no_staging_leftovers(&h);
 
     for (path, want) in [
         ("/api/continuouswebjobs/doomed", 404),
@@ -2306,7 +2030,7 @@ fn path_traversal_never_reaches_outside_jobs_or_logs() {
         "TOP-SECRET\n"
     );
     assert_eq!(
-        tree(&secret),
+        tree_names(&secret),
         ["job_log.txt", "job_scheduler.log", "settings.job"],
         "nothing written beside the bait"
     );
@@ -2380,8 +2104,8 @@ fn metrics_are_prometheus_text() {
 
 #[test]
 fn the_dashboard_is_served_at_the_root() {
-    // SPEC section 8: "... and a dashboard at `/`" (behind the token like every path
-    // but /api/health).
+    // A dashboard at `/`, behind the token like every path but /api/health
+    // (docs/api.md).
     let mut h = TestHost::start_new();
     let api = connect(&h);
     let r = api.http.get(api.url("/")).send().unwrap();

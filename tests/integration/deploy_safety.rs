@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::Method;
-use reqwest::blocking::{Client, RequestBuilder};
-use serde_json::{Value, json};
+use serde_json::json;
 
+use crate::support::client::*;
 use crate::support::*;
 
 /// The most a deploy body may be (`deploy::MAX_UPLOAD`).
@@ -23,108 +23,6 @@ const MAX_UPLOAD: usize = 64 * 1024 * 1024;
 const MAX_SETTINGS: usize = 64 * 1024;
 /// How deep a run's private copy goes (`runner::copy::MAX_DEPTH`).
 const MAX_DEPTH: usize = 64;
-
-const QUICK_JOB: &str = "#!/bin/bash\necho \"hello from $WEBJOBS_NAME\"\n";
-
-// ----- a small client ----------------------------------------------------------------
-
-struct Api {
-    base: String,
-    token: String,
-    http: Client,
-}
-
-fn connect(h: &TestHost) -> Api {
-    let (mut base, mut token) = (String::new(), String::new());
-    h.wait_for(
-        "the host to write its URL and token files",
-        DEADLINE,
-        || {
-            base = fs::read_to_string(h.logs.join(".jobhost-url"))
-                .unwrap_or_default()
-                .trim()
-                .to_string();
-            token = fs::read_to_string(h.logs.join(".jobhost-token"))
-                .unwrap_or_default()
-                .trim()
-                .to_string();
-            !base.is_empty() && !token.is_empty()
-        },
-    );
-    let http = Client::builder()
-        .timeout(Duration::from_secs(120))
-        .no_proxy()
-        .build()
-        .unwrap();
-    let api = Api { base, token, http };
-    h.wait_for("GET /api/health to answer 200", DEADLINE, || {
-        api.http
-            .get(format!("{}/api/health", api.base))
-            .send()
-            .is_ok_and(|r| r.status() == 200)
-    });
-    api
-}
-
-impl Api {
-    fn req(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-    }
-
-    fn call(&self, rb: RequestBuilder) -> (u16, Value) {
-        let r = rb.send().unwrap();
-        let code = r.status().as_u16();
-        let text = r.text().unwrap();
-        let v = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("answer {code} is not JSON ({e}): {text:?}"));
-        (code, v)
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        self.call(self.req(Method::GET, path))
-    }
-
-    fn put_zip(&self, path: &str, zip: Vec<u8>) -> (u16, Value) {
-        self.call(
-            self.req(Method::PUT, path)
-                .header("Content-Type", "application/zip")
-                .body(zip),
-        )
-    }
-
-    fn put_disposition(&self, path: &str, disposition: &str, body: &[u8]) -> (u16, Value) {
-        self.call(
-            self.req(Method::PUT, path)
-                .header("Content-Type", "application/octet-stream")
-                .header("Content-Disposition", disposition)
-                .body(body.to_vec()),
-        )
-    }
-
-    fn put_settings(&self, path: &str, body: &[u8]) -> (u16, Value) {
-        self.call(
-            self.req(Method::PUT, path)
-                .header("Content-Type", "application/json")
-                .body(body.to_vec()),
-        )
-    }
-
-    fn wait_code(&self, h: &TestHost, path: &str, want: u16) {
-        h.wait_for(&format!("GET {path} to answer {want}"), DEADLINE, || {
-            self.get(path).0 == want
-        });
-    }
-
-    fn addr(&self) -> &str {
-        self.base.strip_prefix("http://").unwrap()
-    }
-}
-
-fn message(body: &Value) -> &str {
-    body["message"].as_str().unwrap_or_default()
-}
 
 // ----- zips and trees ----------------------------------------------------------------
 
@@ -149,38 +47,6 @@ fn zip_of(entries: &[E<'_>]) -> Vec<u8> {
         }
     }
     w.finish().unwrap().into_inner()
-}
-
-/// Every path under `dir` with its content (files) or target (links), sorted; links
-/// are not followed.
-fn tree(dir: &Path) -> Vec<String> {
-    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
-        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            let rel = p.strip_prefix(base).unwrap().display().to_string();
-            let t = e.file_type().unwrap();
-            if t.is_dir() {
-                out.push(format!("{rel}/"));
-                walk(base, &p, out);
-            } else if t.is_symlink() {
-                out.push(format!("{rel} -> {}", fs::read_link(&p).unwrap().display()));
-            } else {
-                out.push(format!("{rel} = {:?}", fs::read(&p).unwrap_or_default()));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
-}
-
-/// Hidden deploy leftovers under JOBS.
-fn staging_leftovers(h: &TestHost) -> Vec<String> {
-    tree(&h.jobs)
-        .into_iter()
-        .filter(|p| p.contains("/.deploy-") || p.contains("/.deleted-"))
-        .collect()
 }
 
 /// A folder beside JOBS holding one file: what an escaping zip would write into.
@@ -295,33 +161,19 @@ fn zip_with_a_chain_of_symlinks_cannot_write_outside_the_job_folder() {
         fs::read_to_string(dir.join("run.sh")).unwrap(),
         "#!/bin/bash\necho \"from v2\"\n"
     );
-    api.wait_code(&h, "/api/triggeredwebjobs/linked", 200);
+    api.assert_code("/api/triggeredwebjobs/linked", 200);
     let (code, body) = api.call(api.req(Method::POST, "/api/triggeredwebjobs/linked/run"));
     assert_eq!(code, 202, "{body:#}");
     let id = body["id"].as_str().unwrap().to_string();
-    let mut run = Value::Null;
-    h.wait_for("the run of the linked job to end", DEADLINE, || {
-        run = api
-            .get(&format!("/api/triggeredwebjobs/linked/history/{id}"))
-            .1;
-        run["status"] != "Running" && run["status"].is_string()
-    });
+    let run = api.wait_run_end(&h, "linked", &id);
     assert_eq!(run["status"], "Success", "{run:#}");
-    assert!(
-        staging_leftovers(&h).is_empty(),
-        "{:?}",
-        staging_leftovers(&h)
-    );
+    assert_no_staging_leftovers(&h);
     h.finish();
 }
 
 #[test]
 fn zip_nested_deeper_than_a_run_can_copy_is_refused_at_deploy() {
-    let mut h = TestHost::new();
-    h.write_job(TRIGGERED, "deep", &[("run.sh", QUICK_JOB)]);
-    h.start();
-    let api = connect(&h);
-    api.wait_code(&h, "/api/triggeredwebjobs/deep", 200);
+    let (mut h, api) = host_with_triggered("deep", QUICK_JOB);
     let folders = |n: usize| (0..n).map(|i| format!("d{i}/")).collect::<String>();
     let too_deep = format!("{}data.txt", folders(MAX_DEPTH + 1));
     let before = tree(&h.jobs);
@@ -431,11 +283,7 @@ fn a_deploy_larger_than_the_upload_limit_is_413_and_leaves_no_temp_file() {
     );
     let answer = raw_upload(&api, &head, MAX_UPLOAD + (2 << 20));
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    assert!(
-        staging_leftovers(&h).is_empty(),
-        "{:?}",
-        staging_leftovers(&h)
-    );
+    assert_no_staging_leftovers(&h);
     assert_eq!(tree(&h.jobs), jobs_before);
 
     // A normal one, a few MiB, works.
@@ -454,11 +302,7 @@ fn a_deploy_larger_than_the_upload_limit_is_413_and_leaves_no_temp_file() {
             .len(),
         3 << 20
     );
-    assert!(
-        staging_leftovers(&h).is_empty(),
-        "{:?}",
-        staging_leftovers(&h)
-    );
+    assert_no_staging_leftovers(&h);
     h.finish();
 }
 
@@ -507,11 +351,7 @@ fn content_disposition_file_names_that_are_paths_are_refused() {
 
 #[test]
 fn a_single_file_deploy_named_settings_job_updates_only_the_settings() {
-    let mut h = TestHost::new();
-    h.write_job(TRIGGERED, "conf", &[("run.sh", QUICK_JOB)]);
-    h.start();
-    let api = connect(&h);
-    api.wait_code(&h, "/api/triggeredwebjobs/conf", 200);
+    let (mut h, api) = host_with_triggered("conf", QUICK_JOB);
     let dir = h.job_dir(TRIGGERED, "conf");
     let disposition = "attachment; filename=settings.job";
 
@@ -545,11 +385,7 @@ fn a_single_file_deploy_named_settings_job_updates_only_the_settings() {
         "{body:#}"
     );
     assert!(!h.job_dir(TRIGGERED, "nojob").exists());
-    assert!(
-        staging_leftovers(&h).is_empty(),
-        "{:?}",
-        staging_leftovers(&h)
-    );
+    assert_no_staging_leftovers(&h);
     h.finish();
 }
 
@@ -611,15 +447,15 @@ fn a_settings_job_over_64_kib_is_the_jobs_error_and_is_not_echoed() {
     h.start();
     let api = connect(&h);
     api.wait_code(&h, "/api/triggeredwebjobs/huge", 200);
-    let (_, job) = api.get("/api/triggeredwebjobs/huge");
+    let (_, job) = api.get_json("/api/triggeredwebjobs/huge");
     assert!(
         job["error"].as_str().unwrap_or_default().contains(&want),
         "{job:#}"
     );
     assert_eq!(job["settings"], json!({}), "the file is not echoed");
-    let (code, settings) = api.get("/api/triggeredwebjobs/huge/settings");
+    let (code, settings) = api.get_json("/api/triggeredwebjobs/huge/settings");
     assert_eq!((code, settings), (200, json!({})));
-    let (_, all) = api.get("/api/webjobs");
+    let (_, all) = api.get_json("/api/webjobs");
     assert!(all.to_string().len() < 10_000, "{}", all.to_string().len());
     h.finish();
 }
@@ -653,7 +489,7 @@ fn a_nul_in_arguments_is_a_400_and_nothing_starts() {
     );
     assert_eq!(code, 400, "{body:#}");
     assert!(message(&body).contains("argument 2"), "{body:#}");
-    let (code, history) = api.get("/api/triggeredwebjobs/args/history");
+    let (code, history) = api.get_json("/api/triggeredwebjobs/args/history");
     assert_eq!(code, 200);
     assert_eq!(history["runs"], json!([]), "nothing was started");
     assert!(!h.state_exists("args.runs"));

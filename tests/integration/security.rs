@@ -13,83 +13,16 @@ use std::time::Duration;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use serde_json::Value;
 
+use crate::support::client::*;
 use crate::support::*;
 
 // ----- client ----------------------------------------------------------------------
 
-/// A running host's address (`127.0.0.1:PORT`) and token, from the files it writes.
-struct Api {
-    addr: String,
-    token: String,
-    http: Client,
-}
-
-fn connect(h: &TestHost) -> Api {
-    let (mut addr, mut token) = (String::new(), String::new());
-    h.wait_for(
-        "the host to write its URL and token files",
-        DEADLINE,
-        || {
-            addr = fs::read_to_string(h.logs.join(".jobhost-url"))
-                .unwrap_or_default()
-                .trim()
-                .trim_start_matches("http://")
-                .to_string();
-            token = fs::read_to_string(h.logs.join(".jobhost-token"))
-                .unwrap_or_default()
-                .trim()
-                .to_string();
-            !addr.is_empty() && !token.is_empty()
-        },
-    );
-    let api = Api {
-        addr,
-        token,
-        http: Client::builder()
-            .timeout(Duration::from_secs(60))
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-    };
-    h.wait_for("GET /api/health to answer 200", DEADLINE, || {
-        api.http
-            .get(api.url("/api/health"))
-            .send()
-            .is_ok_and(|r| r.status() == 200)
-    });
-    api
-}
-
 impl Api {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// A request with the token as a Basic password, as a browser caches it.
-    fn basic(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, self.url(path))
-            .basic_auth("any", Some(&self.token))
-    }
-
-    fn get_json(&self, path: &str) -> (u16, Value) {
-        json_of(self.basic(reqwest::Method::GET, path).send().unwrap())
-    }
-
-    /// Waits until `GET path` answers `code`.
-    fn wait_code(&self, h: &TestHost, path: &str, code: u16) {
-        h.wait_for(&format!("GET {path} to answer {code}"), DEADLINE, || {
-            self.basic(reqwest::Method::GET, path)
-                .send()
-                .is_ok_and(|r| r.status().as_u16() == code)
-        });
-    }
-
     /// A request written by hand (so `Host` is exactly what the test says, or
     /// absent); `Connection: close`. Returns status, head and body.
     fn raw(&self, request_line: &str, headers: &[(&str, &str)], body: &str) -> Raw {
-        let mut s = TcpStream::connect(&self.addr).unwrap();
+        let mut s = TcpStream::connect(self.addr()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let mut req = format!(
             "{request_line}\r\nAuthorization: Bearer {}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -131,14 +64,6 @@ impl Raw {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}\n{}", self.body, self.head))
     }
-}
-
-fn json_of(r: Response) -> (u16, Value) {
-    let code = r.status().as_u16();
-    let text = r.text().unwrap();
-    let v = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("answered {code} with a body that is not JSON ({e}): {text:?}"));
-    (code, v)
 }
 
 /// A job that appends a line to `$TEST_STATE/NAME.runs` each time it runs.
@@ -320,7 +245,7 @@ fn cross_site_simple_posts_with_cached_basic_credentials_cannot_run_stop_or_dele
             api.basic(post.clone(), "/api/continuouswebjobs/c/stop")
                 .header(
                     "Origin",
-                    format!("http://127.0.0.1:{}", port_of(&api.addr) ^ 1).as_str(),
+                    format!("http://127.0.0.1:{}", port_of(api.addr()) ^ 1).as_str(),
                 ),
         ),
         (
@@ -372,7 +297,7 @@ fn cross_site_simple_posts_with_cached_basic_credentials_cannot_run_stop_or_dele
     // The dashboard's own requests (same origin) work...
     let (code, body) = json_of(
         api.basic(post.clone(), "/api/triggeredwebjobs/tj/run")
-            .header("Origin", format!("http://{}", api.addr).as_str())
+            .header("Origin", format!("http://{}", api.addr()).as_str())
             .header("Sec-Fetch-Site", "same-origin")
             .send()
             .unwrap(),
@@ -404,7 +329,7 @@ fn a_host_header_naming_another_server_is_refused_and_never_echoed() {
     h.start();
     let api = connect(&h);
     api.wait_code(&h, "/api/triggeredwebjobs/tj", 200);
-    let port = port_of(&api.addr);
+    let port = port_of(api.addr());
 
     // DNS rebinding: the browser sends the attacker's name with our port.
     for host in [
@@ -446,7 +371,7 @@ fn a_host_header_naming_another_server_is_refused_and_never_echoed() {
     assert_eq!(r.code, 200, "{}", r.body);
     assert_eq!(
         r.json()["url"],
-        format!("http://{}/api/triggeredwebjobs/tj", api.addr)
+        format!("http://{}/api/triggeredwebjobs/tj", api.addr())
     );
     // The Location of an accepted run carries the checked Host.
     let r = api.raw(
@@ -676,7 +601,7 @@ fn half_sent_requests_beyond_the_fd_limit_leave_jobs_working_and_the_api_recover
     // More half-sent connections than the host has descriptors: its connection
     // limit (a quarter of them) is taken and the rest wait in the listen backlog
     // (128 connections, as std and tokio make it: a few more would not connect).
-    let flood: Vec<TcpStream> = (0..FD_LIMIT + 16).map(|_| half_sent(&api.addr)).collect();
+    let flood: Vec<TcpStream> = (0..FD_LIMIT + 16).map(|_| half_sent(api.addr())).collect();
     h.wait_for(
         "the host to say the API is at its connection limit",
         DEADLINE,
@@ -728,7 +653,7 @@ fn a_client_that_never_finishes_its_headers_or_body_is_disconnected_after_the_cl
         cmd.env("JOBHOST_CLIENT_TIMEOUT_MS", "300");
     });
     let api = connect(&h);
-    let mut s = half_sent(&api.addr);
+    let mut s = half_sent(api.addr());
     s.set_read_timeout(Some(DEADLINE)).unwrap();
     // The server closes (a 408 at most, then EOF) instead of waiting for ever.
     let mut got = Vec::new();
@@ -742,12 +667,12 @@ fn a_client_that_never_finishes_its_headers_or_body_is_disconnected_after_the_cl
     );
     // So is a request whose body stops coming; nothing is changed.
     h.write_job(TRIGGERED, "tj", &[("run.sh", &marker_job("tj"))]);
-    let mut b = TcpStream::connect(&api.addr).unwrap();
+    let mut b = TcpStream::connect(api.addr()).unwrap();
     b.set_read_timeout(Some(DEADLINE)).unwrap();
     b.write_all(
         format!(
             "PUT /api/triggeredwebjobs/tj/settings HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"sched",
-            api.addr, api.token
+            api.addr(), api.token
         )
         .as_bytes(),
     )
@@ -762,9 +687,9 @@ fn a_client_that_never_finishes_its_headers_or_body_is_disconnected_after_the_cl
     assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
     assert!(!h.job_dir(TRIGGERED, "tj").join("settings.job").exists());
     // An idle keep-alive connection is closed the same way.
-    let mut k = TcpStream::connect(&api.addr).unwrap();
+    let mut k = TcpStream::connect(api.addr()).unwrap();
     k.set_read_timeout(Some(DEADLINE)).unwrap();
-    k.write_all(format!("GET /api/health HTTP/1.1\r\nHost: {}\r\n\r\n", api.addr).as_bytes())
+    k.write_all(format!("GET /api/health HTTP/1.1\r\nHost: {}\r\n\r\n", api.addr()).as_bytes())
         .unwrap();
     let mut all = Vec::new();
     let closed = k.read_to_end(&mut all);

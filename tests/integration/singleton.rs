@@ -1,4 +1,4 @@
-//! Several hosts on one shared JOBS and LOGS (SPEC 5b): singletons run on exactly one
+//! Several hosts on one shared JOBS and LOGS (docs/jobs.md): singletons run on exactly one
 //! host and move when it dies; other jobs run everywhere with per-instance files.
 
 use crate::support::*;

@@ -17,6 +17,8 @@
 
 #![allow(dead_code)]
 
+pub mod client;
+
 use std::ffi::OsString;
 use std::fs;
 use std::io::Write;
@@ -663,34 +665,13 @@ impl TestHost {
 
     /// Starts `jobhost run`; panics if this host is already running.
     pub fn start(&mut self) {
-        assert!(self.child.is_none(), "host already running");
-        let mut cmd = self.command();
-        let child = cmd.spawn().expect("starting jobhost run");
-        self.child = Some(child);
+        self.start_with(|_| {});
     }
 
     /// Runs `jobhost run` expecting it to exit by itself (bad arguments, unusable
     /// folders). Returns the exit status and its stderr.
     pub fn run_to_exit(&mut self) -> (ExitStatus, String) {
-        let mut cmd = self.command();
-        let stderr = self.sb.root.join(format!(
-            "host-{}-{}.stderr",
-            self.instance.as_deref().unwrap_or("main"),
-            self.starts
-        ));
-        let mut child = cmd.spawn().expect("starting jobhost run");
-        let status = wait_child(&mut child, DEADLINE);
-        match status {
-            Some(s) => (s, read_lossy(&stderr)),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "jobhost run was expected to exit by itself but kept running\n{}",
-                    self.sb.dump()
-                );
-            }
-        }
+        self.run_to_exit_with(|_| {})
     }
 
     /// The host's exit status if it has exited (it is reaped then), else `None`.
@@ -815,7 +796,7 @@ pub fn run_cli(args: &[OsString]) -> (Option<i32>, String) {
 
 // ----- log lines -------------------------------------------------------------------------
 
-/// One line of a job log, as SPEC section 6 frames it:
+/// One line of a job log, as docs/logs.md frames it:
 /// `[2026-11-30T10:00:00.123Z > 9a2e7d: INFO] text`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
@@ -834,7 +815,7 @@ impl LogLine {
 
 const LABELS: [&str; 4] = ["SYS INFO", "SYS ERROR", "INFO", "ERROR"];
 
-/// Parses one line (without its newline) strictly; `None` if it is not in SPEC form.
+/// Parses one line (without its newline) strictly; `None` if it is not in the documented form.
 pub fn parse_line(line: &[u8]) -> Option<LogLine> {
     let rest = line.strip_prefix(b"[")?;
     let ts = rest.get(..24)?;
@@ -878,7 +859,7 @@ pub fn is_rfc3339_ms_z(ts: &str) -> bool {
 }
 
 /// Splits a log into lines and parses each; panics naming the first line that is not
-/// in SPEC form. A missing final newline is a torn line, also a failure.
+/// in the documented form. A missing final newline is a torn line, also a failure.
 pub fn parse_log(bytes: &[u8]) -> Vec<LogLine> {
     if bytes.is_empty() {
         return Vec::new();
@@ -894,7 +875,7 @@ pub fn parse_log(bytes: &[u8]) -> Vec<LogLine> {
         .map(|(i, l)| {
             parse_line(l).unwrap_or_else(|| {
                 panic!(
-                    "log line {} is not in SPEC form `[RFC3339-ms-Z > 6hex: LABEL] text`: {:?}",
+                    "log line {} is not in the documented form `[RFC3339-ms-Z > 6hex: LABEL] text`: {:?}",
                     i + 1,
                     String::from_utf8_lossy(&l[..l.len().min(300)])
                 )
