@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::spec::JobType;
 use crate::spec::entry::{self, Launch};
 use crate::spec::name::{NameCheck, check_name};
+use crate::spec::problem::Problem;
 use crate::spec::settings::{self, JobSettings};
 
 /// The switch file: never part of a job's code.
@@ -33,7 +34,12 @@ pub struct JobDefinition {
     pub settings: Option<std::sync::Arc<JobSettings>>,
     pub launch: Option<Launch>,
     pub warnings: Vec<String>,
+    /// `problems` flattened to one line each (`Problem`'s display), as the job tasks
+    /// report them.
     pub errors: Vec<String>,
+    /// Every error, structured (file, line, column, key, message, fix), for the API
+    /// and `jobhost check`; `errors` in the same order.
+    pub problems: Vec<Problem>,
     /// settings.job as written (comments stripped), `{}` when absent or not JSON; read
     /// here once so the API does not open every job's file on every request.
     pub settings_raw: serde_json::Value,
@@ -99,7 +105,7 @@ pub fn load(dir: &Path, job_type: JobType, path_env: Option<&OsStr>) -> JobDefin
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut errors = Vec::new();
+    let mut problems = Vec::new();
     let mut warnings = Vec::new();
     // One capped read of settings.job serves both the settings and the API's echo.
     let (settings, settings_raw) = settings::load_with_raw(dir, job_type);
@@ -109,14 +115,14 @@ pub fn load(dir: &Path, job_type: JobType, path_env: Option<&OsStr>) -> JobDefin
             Some(std::sync::Arc::new(s))
         }
         Err(e) => {
-            errors.extend(e.problems.iter().map(ToString::to_string));
+            problems.extend(e.problems);
             None
         }
     };
     let launch = match entry::resolve(dir, path_env) {
         Ok(l) => Some(l),
         Err(e) => {
-            errors.push(e.to_string());
+            problems.push(e.problem());
             None
         }
     };
@@ -129,7 +135,8 @@ pub fn load(dir: &Path, job_type: JobType, path_env: Option<&OsStr>) -> JobDefin
         settings,
         launch,
         warnings,
-        errors,
+        errors: problems.iter().map(ToString::to_string).collect(),
+        problems,
         settings_raw,
     }
 }

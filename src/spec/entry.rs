@@ -9,6 +9,8 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::spec::problem::Problem;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
     /// `run` without extension, or `.exe`: the file itself.
@@ -157,38 +159,83 @@ impl Launch {
 
 const KNOWN: &str = "run, run.exe, run.sh, run.py, run.js, run.php, run.jar, run.ps1";
 
+/// Displayed as `PATH WHAT: FIX`; [`EntryError::problem`] keeps the three apart.
 #[derive(Debug, thiserror::Error)]
+#[error("{} {}: {}", self.file().display(), self.what(), self.fix())]
 pub enum EntryError {
-    #[error(
-        "{} has no entry point: add an executable `run` or a script such as run.sh or run.py \
-         (known: {KNOWN}, or any file with one of those extensions)",
-        dir.display()
-    )]
-    NoEntry { dir: PathBuf },
-    #[error(
-        "{} is a Windows script (.cmd/.bat), which cannot run on Linux: replace it with \
-         run.sh or another supported entry point",
-        path.display()
-    )]
-    Unsupported { path: PathBuf },
-    #[error(
-        "{} needs `{interpreter}`, which is not on PATH: install it or change the entry point",
-        path.display()
-    )]
+    NoEntry {
+        dir: PathBuf,
+    },
+    Unsupported {
+        path: PathBuf,
+    },
     InterpreterMissing {
         interpreter: &'static str,
         path: PathBuf,
     },
-    #[error(
-        "{} is not executable: run `chmod +x {}` or use a script entry such as run.sh",
-        path.display(),
-        path.display()
-    )]
-    NotExecutable { path: PathBuf },
-    #[error("reading {}: {source}: make the file readable (chmod a+r)", path.display())]
-    Unreadable { path: PathBuf, source: io::Error },
-    #[error("listing job folder {}: {source}: check that it exists and is readable", dir.display())]
-    ListFailed { dir: PathBuf, source: io::Error },
+    NotExecutable {
+        path: PathBuf,
+    },
+    Unreadable {
+        path: PathBuf,
+        source: io::Error,
+    },
+    ListFailed {
+        dir: PathBuf,
+        source: io::Error,
+    },
+}
+
+impl EntryError {
+    /// The file or folder at fault.
+    pub fn file(&self) -> &Path {
+        match self {
+            EntryError::NoEntry { dir } | EntryError::ListFailed { dir, .. } => dir,
+            EntryError::Unsupported { path }
+            | EntryError::InterpreterMissing { path, .. }
+            | EntryError::NotExecutable { path }
+            | EntryError::Unreadable { path, .. } => path,
+        }
+    }
+
+    fn what(&self) -> String {
+        match self {
+            EntryError::NoEntry { .. } => "has no entry point".into(),
+            EntryError::Unsupported { .. } => {
+                "is a Windows script (.cmd/.bat), which cannot run on Linux".into()
+            }
+            EntryError::InterpreterMissing { interpreter, .. } => {
+                format!("needs `{interpreter}`, which is not on PATH")
+            }
+            EntryError::NotExecutable { .. } => "is not executable".into(),
+            EntryError::Unreadable { source, .. } => format!("could not be read: {source}"),
+            EntryError::ListFailed { source, .. } => format!("could not be listed: {source}"),
+        }
+    }
+
+    fn fix(&self) -> String {
+        match self {
+            EntryError::NoEntry { .. } => format!(
+                "add an executable `run` or a script such as run.sh or run.py \
+                 (known: {KNOWN}, or any file with one of those extensions)"
+            ),
+            EntryError::Unsupported { .. } => {
+                "replace it with run.sh or another supported entry point".into()
+            }
+            EntryError::InterpreterMissing { .. } => "install it or change the entry point".into(),
+            EntryError::NotExecutable { path } => format!(
+                "run `chmod +x {}` or use a script entry such as run.sh",
+                path.display()
+            ),
+            EntryError::Unreadable { .. } => "make the file readable (chmod a+r)".into(),
+            EntryError::ListFailed { .. } => "check that it exists and is readable".into(),
+        }
+    }
+
+    /// The structured form, for the API and `jobhost check`.
+    pub fn problem(&self) -> Problem {
+        Problem::whole_file(self.file(), self.what(), &self.fix())
+    }
 }
 
 /// Regular files (and symlinks to them) in `dir`, not subfolders. Names that are not

@@ -4,6 +4,7 @@
 
 pub mod entry;
 pub mod name;
+pub mod problem;
 pub mod settings;
 
 use std::fmt;

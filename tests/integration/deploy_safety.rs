@@ -437,7 +437,7 @@ fn a_settings_job_over_64_kib_is_the_jobs_error_and_is_not_echoed() {
         &[("run.sh", QUICK_JOB), ("settings.job", &big)],
     );
     let size = big.len();
-    let want = format!("is {size} bytes; the limit is 65536: shorten it");
+    let want = format!("is {size} bytes; the limit is 65536; shorten it");
 
     // `jobhost check` says so and fails.
     let (code, out) = run_cli(&["check".into(), "--jobs".into(), h.jobs.clone().into()]);
