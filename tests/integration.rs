@@ -24,6 +24,8 @@ mod deploy_safety;
 mod robustness;
 #[path = "integration/security.rs"]
 mod security;
+#[path = "integration/settings_problems.rs"]
+mod settings_problems;
 #[path = "integration/singleton.rs"]
 mod singleton;
 #[path = "integration/triggered.rs"]

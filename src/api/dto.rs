@@ -6,6 +6,7 @@ use serde_json::Value;
 use crate::job::triggered::TriggeredStatus;
 use crate::runs::RunRecord;
 use crate::scan::JobDefinition;
+use crate::spec::problem::Problem;
 use crate::status::ContinuousStatus;
 
 /// `http://HOST` as the client reached us, for absolute URLs as Kudu gives them.
@@ -29,6 +30,10 @@ pub struct JobCommon {
     pub error: Option<String>,
     pub settings: Value,
     pub using_sdk: bool,
+    // Beyond Kudu: what is wrong with the job's folder (settings.job, entry point),
+    // structured; `[]` when nothing is. `error` is its one-line form (or a runtime
+    // error).
+    pub problems: Vec<Problem>,
 }
 
 #[derive(Debug, Serialize)]
@@ -107,6 +112,7 @@ fn common(base: &Base, def: &JobDefinition, status_error: Option<&String>) -> Jo
             .or_else(|| (!def.errors.is_empty()).then(|| def.errors.join("; "))),
         settings: def.settings_raw.clone(),
         using_sdk: false,
+        problems: def.problems.clone(),
     }
 }
 

@@ -757,9 +757,7 @@ async fn deploy_settings_file(
     )
     .await
     .map_err(deploy_error)?;
-    put_settings(st, t, name, body)
-        .await
-        .map(IntoResponse::into_response)
+    put_settings(st, t, name, body).await
 }
 
 async fn deploy_continuous(
@@ -815,12 +813,7 @@ async fn delete_triggered(
 
 /// `PUT .../NAME/settings`: validated exactly as the host reads the file; a bad body
 /// is a 400 naming every problem and the old file stays untouched.
-async fn put_settings(
-    st: ApiState,
-    t: JobType,
-    name: String,
-    body: Bytes,
-) -> ApiResult<impl IntoResponse> {
+async fn put_settings(st: ApiState, t: JobType, name: String, body: Bytes) -> ApiResult<Response> {
     let e = entry(&st, t, &name)?;
     let path = e.def.dir.join(crate::spec::settings::FILE_NAME);
     let limit = crate::spec::settings::MAX_FILE_BYTES;
@@ -844,12 +837,15 @@ async fn put_settings(
             ),
         ));
     }
-    let (_, warnings) = crate::spec::settings::parse(&body, &path, t).map_err(|err| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("settings not saved: {err}"),
-        )
-    })?;
+    let warnings = match crate::spec::settings::parse(&body, &path, t) {
+        Ok((_, warnings)) => warnings,
+        // A 400 like `ApiError`'s, plus the problems structured (docs/settings.md).
+        Err(err) => {
+            let message = format!("settings not saved: {err}");
+            let body = json!({ "message": message, "problems": err.problems });
+            return Ok((StatusCode::BAD_REQUEST, axum::Json(body)).into_response());
+        }
+    };
     crate::status::write_atomic_bytes(&path, &body)
         .map_err(|err| ApiError(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
     st.0.supervisor.refresh(t, &name).await;
@@ -857,7 +853,8 @@ async fn put_settings(
         "message": format!("{} saved", path.display()),
         "warnings": warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "settings": crate::spec::settings::raw_value(&body),
-    })))
+    }))
+    .into_response())
 }
 
 async fn put_continuous_settings(

@@ -1442,9 +1442,16 @@ fn settings_get_and_put() {
         (b"[1, 2]", &[]),
     ];
     for (body, words) in refused {
-        let (code, resp) = api.put_settings(path, body);
+        let (code, mut resp) = api.put_settings(path, body);
         let shown = String::from_utf8_lossy(body);
         assert_eq!(code, 400, "PUT settings {shown}: {resp:#}");
+        // The settings problems, structured, beside the error's message
+        // (tests/integration/settings_problems.rs checks them).
+        let problems = resp.as_object_mut().and_then(|o| o.remove("problems"));
+        assert!(
+            problems.is_some_and(|p| p.as_array().is_some_and(|a| !a.is_empty())),
+            "PUT settings {shown}: {resp:#}"
+        );
         check_shape("error", &resp);
         let msg = resp["message"].as_str().unwrap_or_default();
         for w in words {
