@@ -2,7 +2,9 @@
 //!
 //! It prints one block per job (entry point, warnings, errors, and for triggered jobs
 //! the schedule with its next three fire times) and a summary; the caller exits 1 when
-//! anything is an error.
+//! anything is an error. Errors are the scan's structured problems, one line each in
+//! the compiler form `FILE:LINE:COLUMN: key `KEY`: MESSAGE; FIX`, so the fix quotes
+//! the settings table's example for the key.
 
 use std::io::Write;
 use std::path::Path;
@@ -37,7 +39,7 @@ pub fn check(jobs_root: &Path, out: &mut dyn Write) -> std::io::Result<Summary> 
     }
     for def in scan.jobs.values() {
         sum.jobs += 1;
-        sum.errors += def.errors.len();
+        sum.errors += def.problems.len();
         sum.warnings += def.warnings.len();
         report(def, out)?;
     }
@@ -51,7 +53,7 @@ pub fn check(jobs_root: &Path, out: &mut dyn Write) -> std::io::Result<Summary> 
 
 fn report(def: &JobDefinition, out: &mut dyn Write) -> std::io::Result<()> {
     let id = format!("{}/{}", def.job_type.as_str(), def.name);
-    let verdict = if def.errors.is_empty() {
+    let verdict = if def.problems.is_empty() {
         "ok   "
     } else {
         "error"
@@ -63,8 +65,8 @@ fn report(def: &JobDefinition, out: &mut dyn Write) -> std::io::Result<()> {
         .unwrap_or_else(|| "-".into());
     let disabled = if def.disabled { " (disabled)" } else { "" };
     writeln!(out, "{verdict}  {id}: {command}{disabled}")?;
-    for e in &def.errors {
-        writeln!(out, "       error: {e}")?;
+    for p in &def.problems {
+        writeln!(out, "       error: {p}")?;
     }
     for w in &def.warnings {
         writeln!(out, "       warning: {w}")?;

@@ -237,4 +237,29 @@ mod tests {
         assert!(s.problems.iter().any(|p| p.contains("bad name!")));
         assert!(s.problems.iter().any(|p| p.contains("not a folder")));
     }
+
+    #[test]
+    fn problems_are_structured_and_errors_are_their_lines() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("triggered/x");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("settings.job"), "{\n  \"timeout\": -1\n}").unwrap();
+        let def = load(&dir, JobType::Triggered, None);
+        assert!(!def.valid());
+        let got: Vec<_> = def
+            .problems
+            .iter()
+            .map(|p| (p.file.clone(), p.line, p.key.as_deref(), p.fix.is_empty()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (dir.join("settings.job"), Some(2), Some("timeout"), false),
+                (dir.clone(), None, None, false),
+            ]
+        );
+        assert_eq!(def.problems[1].message, "has no entry point");
+        let lines: Vec<String> = def.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(def.errors, lines);
+    }
 }

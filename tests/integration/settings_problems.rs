@@ -187,3 +187,30 @@ fn fixing_a_bad_settings_job_through_the_api_clears_its_problems_at_once() {
     assert_eq!(job["problems"], json!([]), "the very next GET: {job:#}");
     h.finish();
 }
+
+#[test]
+fn check_prints_each_problem_with_its_position_key_and_fix() {
+    let sb = Sandbox::new();
+    sb.write_job(
+        TRIGGERED,
+        "tbad",
+        &[
+            ("settings.job", BAD_TRIGGERED),
+            ("run.sh", "#!/bin/bash\necho hi\n"),
+        ],
+    );
+    let (code, out) = run_cli(&[
+        std::ffi::OsString::from("check"),
+        std::ffi::OsString::from("--jobs"),
+        sb.jobs.clone().into(),
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    let file = sb.job_dir(TRIGGERED, "tbad").join("settings.job");
+    let want = format!(
+        "error: {}:3:14: key `timeout`: must be a whole number of seconds >= 0, got -1; \
+         fix the value, e.g. `\"timeout\": 3600`",
+        file.display()
+    );
+    assert!(out.contains(&want), "{want}\nin:\n{out}");
+    assert!(out.contains("1 job(s), 1 error(s), 0 warning(s)"), "{out}");
+}
