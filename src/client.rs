@@ -75,7 +75,7 @@ impl Endpoint {
     /// `--url`/`JOBHOST_URL`, else the address the host on this machine wrote into
     /// LOGS, else the default; the token from `JOBHOST_TOKEN` or LOGS/.jobhost-token.
     pub fn resolve(url: Option<String>, logs: &Path, instance: Option<&str>) -> Endpoint {
-        let url_file = crate::host::url_file(logs, instance);
+        let url_file = crate::layout::url_file(logs, instance);
         let (url, url_from) = match url {
             Some(u) => {
                 // clap fills the flag from the variable: tell the two apart for messages.
@@ -106,7 +106,7 @@ impl Endpoint {
         {
             Some(t) => (Some(t.trim().to_string()), TokenSource::Env),
             None => {
-                let path = absolute(&logs.join(crate::api::TOKEN_FILE));
+                let path = absolute(&logs.join(crate::layout::TOKEN_FILE));
                 match std::fs::read_to_string(&path) {
                     Ok(t) if !t.trim().is_empty() => {
                         (Some(t.trim().to_string()), TokenSource::File(path))

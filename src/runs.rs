@@ -9,7 +9,9 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::status::{SCHEMA_VERSION, rfc3339_string, write_atomic};
+use crate::fsutil::{WriteError, rfc3339_string, write_atomic};
+use crate::layout::{RUN_OUTPUT, RUN_RECORD, SCHEDULER_STATE};
+use crate::status::SCHEMA_VERSION;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunState {
@@ -205,7 +207,7 @@ fn recycle(job_logs: &Path, id: &str, staging: &Path) -> bool {
     };
     for e in entries.flatten() {
         let name = e.file_name();
-        if name != "output_log.txt" && name != "status.json" {
+        if name != RUN_OUTPUT && name != RUN_RECORD {
             let path = e.path();
             let _ = match e.file_type() {
                 Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
@@ -227,13 +229,13 @@ fn stage_and_publish(
 ) -> std::io::Result<OpenedRun> {
     // Emptied (a recycled folder) or made here, before anything is written to it, so
     // the close after the truncation has nothing to flush.
-    std::fs::File::create(staging.join("output_log.txt"))?;
+    std::fs::File::create(staging.join(RUN_OUTPUT))?;
     let mut id = first_id(t, ids)?;
     for _ in 0..10_000 {
         rec.id = format!("{id:018}");
         let mut bytes = serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?;
         bytes.push(b'\n');
-        overwrite(&staging.join("status.json"), &bytes)?;
+        overwrite(&staging.join(RUN_RECORD), &bytes)?;
         let dir = job_logs.join(&rec.id);
         match rename_noreplace(staging, &dir) {
             Ok(()) => return Ok(OpenedRun { dir }),
@@ -292,7 +294,7 @@ pub fn read(job_logs: &Path, id: &str) -> Option<RunRecord> {
     if !is_run_id(id) {
         return None;
     }
-    let bytes = std::fs::read(job_logs.join(id).join("status.json")).ok()?;
+    let bytes = std::fs::read(job_logs.join(id).join(RUN_RECORD)).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -320,9 +322,9 @@ const SPARES: usize = 4;
 /// survive a crash of the host, which the kernel's page cache guarantees, and an fsync
 /// for every run start and end cost more than all the rest of a run's bookkeeping. A
 /// power loss can lose the newest records; the runs they describe died with it.
-pub fn write(job_logs: &Path, rec: &RunRecord) -> Result<(), crate::status::StatusError> {
-    let path = job_logs.join(&rec.id).join("status.json");
-    let err = |source| crate::status::StatusError {
+pub fn write(job_logs: &Path, rec: &RunRecord) -> Result<(), WriteError> {
+    let path = job_logs.join(&rec.id).join(RUN_RECORD);
+    let err = |source| WriteError {
         path: path.clone(),
         source,
     };
@@ -430,7 +432,7 @@ struct SchedulerState {
 }
 
 fn state_path(job_logs: &Path) -> PathBuf {
-    job_logs.join("scheduler_state.json")
+    job_logs.join(SCHEDULER_STATE)
 }
 
 /// How many of the newest run records [`load_last_fired`] reads for a scheduled run
@@ -459,10 +461,7 @@ pub fn load_last_fired(job_logs: &Path) -> Option<DateTime<Utc>> {
     from_state.max(from_runs)
 }
 
-pub fn save_last_fired(
-    job_logs: &Path,
-    t: DateTime<Utc>,
-) -> Result<(), crate::status::StatusError> {
+pub fn save_last_fired(job_logs: &Path, t: DateTime<Utc>) -> Result<(), WriteError> {
     let st = SchedulerState {
         schema_version: SCHEMA_VERSION,
         last_fired: Some(rfc3339_string(t)),

@@ -1,14 +1,10 @@
-//! `status.json` files: their schema and their atomic writing.
-//!
-//! A status file is written to a temporary name in the same folder, fsynced, then
-//! renamed over the old one, so a reader sees either the old or the new file, never a
-//! partial one, even if the host dies mid-write.
+//! A continuous job's `status.json`: its schema (docs/jobs.md). Writing it is
+//! [`crate::fsutil::write_atomic`]'s job; its times are [`crate::fsutil::rfc3339`].
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::fsutil::{rfc3339, rfc3339_opt};
 
 /// Bumped when a field changes meaning; readers can tell old files apart.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -101,100 +97,11 @@ impl ContinuousStatus {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("writing status file {path}: {source}")]
-pub struct StatusError {
-    pub path: PathBuf,
-    pub source: std::io::Error,
-}
-
-/// Writes `value` as pretty JSON to `path` atomically (tmp, fsync, rename).
-pub fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), StatusError> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StatusError {
-        path: path.to_path_buf(),
-        source: e.into(),
-    })?;
-    bytes.push(b'\n');
-    write_atomic_bytes(path, &bytes)
-}
-
-/// Writes `bytes` to `path` atomically (tmp, fsync, rename).
-pub fn write_atomic_bytes(path: &Path, bytes: &[u8]) -> Result<(), StatusError> {
-    let err = |source| StatusError {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        // The folder usually exists: make it only when the first try says it does not.
-        let mut f = match std::fs::File::create(&tmp) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir)?;
-                std::fs::File::create(&tmp)?
-            }
-            other => other?,
-        };
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(err)
-}
-
-pub fn rfc3339_string(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-mod rfc3339 {
-    use chrono::{DateTime, Utc};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::rfc3339_string(*t))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        let s = String::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-mod rfc3339_opt {
-    use chrono::{DateTime, Utc};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
-        match t {
-            Some(t) => s.serialize_str(&super::rfc3339_string(*t)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-        let s = Option::<String>::deserialize(d)?;
-        s.map(|s| {
-            DateTime::parse_from_rfc3339(&s)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(serde::de::Error::custom)
-        })
-        .transpose()
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::fsutil::write_atomic;
 
     #[test]
     fn atomic_write_round_trips_and_leaves_no_temp_file() {
@@ -218,13 +125,5 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("status.json")]);
-    }
-
-    #[test]
-    fn times_are_rfc3339_utc_with_millis() {
-        let t = DateTime::parse_from_rfc3339("2026-11-30T10:00:00.123456Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(rfc3339_string(t), "2026-11-30T10:00:00.123Z");
     }
 }

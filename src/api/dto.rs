@@ -119,8 +119,8 @@ pub fn continuous(base: &Base, def: &JobDefinition, st: &ContinuousStatus) -> Co
         common,
         pid: st.pid,
         restarts: st.restarts,
-        started_at: st.started_at.map(crate::status::rfc3339_string),
-        next_restart_at: st.next_restart_at.map(crate::status::rfc3339_string),
+        started_at: st.started_at.map(crate::fsutil::rfc3339_string),
+        next_restart_at: st.next_restart_at.map(crate::fsutil::rfc3339_string),
         last_exit: st
             .last_exit
             .as_ref()

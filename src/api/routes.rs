@@ -592,7 +592,7 @@ async fn run_output(
 ) -> ApiResult<Response> {
     find_run(&st, &name, &id)?;
     let dir = job_logs(&st, &name);
-    let path = dir.join(&id).join("output_log.txt");
+    let path = st.0.layout.run_output(&name, &id);
     let until = if q.follow() {
         let (dir, id) = (dir.clone(), id.clone());
         Until::Done(std::sync::Arc::new(move || {
@@ -611,7 +611,7 @@ async fn scheduler_log(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     entry(&st, JobType::Triggered, &name)?;
-    let path = job_logs(&st, &name).join("job_scheduler.log");
+    let path = st.0.layout.scheduler_log(&name);
     let until = if q.follow() {
         Until::Forever
     } else {
@@ -850,7 +850,7 @@ async fn put_settings(
             format!("settings not saved: {err}"),
         )
     })?;
-    crate::status::write_atomic_bytes(&path, &body)
+    crate::fsutil::write_atomic_bytes(&path, &body)
         .map_err(|err| ApiError(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
     st.0.supervisor.refresh(t, &name).await;
     Ok(axum::Json(json!({
