@@ -413,12 +413,12 @@ async fn run(
     };
     let mut resp = (
         StatusCode::ACCEPTED,
-        axum::Json(json!({
-            "id": accepted.run_id,
-            "queued_behind": accepted.queued_behind,
-            "schedule_disabled": accepted.schedule_disabled,
-            "url": b.url(&location),
-        })),
+        axum::Json(dto::Accepted {
+            id: accepted.run_id,
+            queued_behind: accepted.queued_behind,
+            schedule_disabled: accepted.schedule_disabled,
+            url: b.url(&location),
+        }),
     )
         .into_response();
     if let Ok(v) = HeaderValue::from_str(&b.url(&location)) {
@@ -902,19 +902,10 @@ async fn metrics(State(st): State<ApiState>) -> impl IntoResponse {
                 m.log_dropped_bytes
                     .get_or_create(&labels)
                     .set(s.log_dropped_bytes as i64);
-                s.status.as_str().to_string()
+                dto::status_word(&e.def, dto::Status::Continuous(&s)).to_string()
             }
             JobView::Triggered(rx) => {
-                let s = rx.borrow();
-                if s.error.is_some() {
-                    "Error".into()
-                } else if s.running.is_some() {
-                    "Running".into()
-                } else if e.def.disabled {
-                    "Disabled".into()
-                } else {
-                    "Ready".into()
-                }
+                dto::status_word(&e.def, dto::Status::Triggered(&rx.borrow())).to_string()
             }
         };
         m.job_status
