@@ -7,6 +7,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -544,20 +545,26 @@ fn text_stream(
             .is_some_and(|v| v.contains("text/event-stream"));
     let first = follow::start_position(&path, start);
     let chunks = follow::stream(path, start, until, st.0.cancel.clone(), sse);
-    let body = if sse {
-        Body::from_stream(chunks.map(|c| Ok::<_, std::convert::Infallible>(follow::sse_event(&c))))
+    let mut resp = if sse {
+        // axum's SSE sets the event-stream type and `no-cache`, and sends the
+        // keep-alive comments while the log is quiet.
+        let events = chunks.map(|c| Ok::<_, std::convert::Infallible>(follow::sse_event(&c)));
+        Sse::new(events)
+            .keep_alive(KeepAlive::new().interval(follow::SSE_KEEP_ALIVE))
+            .into_response()
     } else {
-        Body::from_stream(chunks.map(|c| Ok::<_, std::convert::Infallible>(c.bytes)))
+        let mut resp = Response::new(Body::from_stream(
+            chunks.map(|c| Ok::<_, std::convert::Infallible>(c.bytes)),
+        ));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        resp
     };
-    let mut resp = Response::new(body);
     let h = resp.headers_mut();
-    let ctype = if sse {
-        "text/event-stream"
-    } else {
-        "text/plain; charset=utf-8"
-    };
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if let Ok(v) = HeaderValue::from_str(&first.to_string()) {
         h.insert("x-log-position", v);
     }
