@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fsutil::{WriteError, rfc3339_string, write_atomic};
 use crate::layout::{RUN_OUTPUT, RUN_RECORD, SCHEDULER_STATE};
-use crate::status::SCHEMA_VERSION;
+use crate::status::{SCHEMA_VERSION, parse_versioned};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunState {
@@ -294,8 +294,9 @@ pub fn read(job_logs: &Path, id: &str) -> Option<RunRecord> {
     if !is_run_id(id) {
         return None;
     }
-    let bytes = std::fs::read(job_logs.join(id).join(RUN_RECORD)).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    let path = job_logs.join(id).join(RUN_RECORD);
+    let bytes = std::fs::read(&path).ok()?;
+    parse_versioned(&path, &bytes, |r: &RunRecord| r.schema_version)
 }
 
 /// Newest first, as the API's history.
@@ -425,8 +426,10 @@ pub fn recover_stale(job_logs: &Path, why: &str) -> Vec<String> {
     fixed
 }
 
+/// `scheduler_state.json`.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct SchedulerState {
+    #[serde(default)]
     schema_version: u32,
     last_fired: Option<String>,
 }
@@ -448,9 +451,10 @@ pub fn load_last_fired(job_logs: &Path) -> Option<DateTime<Utc>> {
             .ok()
             .map(|t| t.with_timezone(&Utc))
     };
-    let from_state = std::fs::read(state_path(job_logs))
+    let path = state_path(job_logs);
+    let from_state = std::fs::read(&path)
         .ok()
-        .and_then(|b| serde_json::from_slice::<SchedulerState>(&b).ok())
+        .and_then(|b| parse_versioned(&path, &b, |s: &SchedulerState| s.schema_version))
         .and_then(|st| parse(st.last_fired.as_deref()?));
     let from_runs = list_ids(job_logs)
         .iter()
@@ -665,5 +669,35 @@ mod tests {
         assert_eq!(load_last_fired(tmp.path()), Some(skipped));
         save_last_fired(tmp.path(), t - chrono::Duration::hours(1)).unwrap();
         assert_eq!(load_last_fired(tmp.path()), Some(t));
+    }
+
+    #[test]
+    fn records_and_state_from_a_newer_schema_are_ignored_and_left_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut old = running(Some(at(0)));
+        open_run(tmp.path(), at(0), 50, &mut old, &mut None).unwrap();
+        // A newer host's record, still `Running`: neither listed nor "recovered".
+        let mut newer = running(Some(at(5)));
+        open_run(tmp.path(), at(5), 50, &mut newer, &mut None).unwrap();
+        let newer_path = tmp.path().join(&newer.id).join(RUN_RECORD);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&fs::read(&newer_path).unwrap()).unwrap();
+        v["schema_version"] = (SCHEMA_VERSION + 1).into();
+        let newer_bytes = serde_json::to_vec_pretty(&v).unwrap();
+        fs::write(&newer_path, &newer_bytes).unwrap();
+        assert_eq!(read(tmp.path(), &newer.id), None);
+        assert_eq!(history(tmp.path()), vec![old.clone()]);
+        assert_eq!(recover_stale(tmp.path(), "test"), vec![old.id.clone()]);
+        assert_eq!(fs::read(&newer_path).unwrap(), newer_bytes);
+        // A newer state file does not count; the old record's occurrence does.
+        fs::write(
+            state_path(tmp.path()),
+            format!(
+                r#"{{"schema_version": {}, "last_fired": "2030-01-01T00:00:00.000Z"}}"#,
+                SCHEMA_VERSION + 1
+            ),
+        )
+        .unwrap();
+        assert_eq!(load_last_fired(tmp.path()), Some(at(0)));
     }
 }

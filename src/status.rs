@@ -1,13 +1,56 @@
-//! A continuous job's `status.json`: its schema (docs/jobs.md). Writing it is
-//! [`crate::fsutil::write_atomic`]'s job; its times are [`crate::fsutil::rfc3339`].
+//! A continuous job's `status.json`: its schema (docs/jobs.md), and the schema
+//! version every state file the host writes carries (`status.json`, run records,
+//! `scheduler_state.json`). Writing is [`crate::fsutil::write_atomic`]'s job; times
+//! are [`crate::fsutil::rfc3339`]. The shapes on disk are pinned by the golden files
+//! in tests/data/golden/.
+
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil::{rfc3339, rfc3339_opt};
 
 /// Bumped when a field changes meaning; readers can tell old files apart.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// Whether this build reads a file written with schema `version`. A newer file is
+/// refused with a warning naming it: a newer jobhost wrote it, and its fields may mean
+/// what this build would misread (or, rewriting it, destroy).
+pub fn known_schema(path: &Path, version: u32) -> bool {
+    if version <= SCHEMA_VERSION {
+        return true;
+    }
+    tracing::warn!(
+        "{}: schema_version {version} is newer than this jobhost reads ({SCHEMA_VERSION}): the file is ignored and left as it is; run the jobhost version that wrote it",
+        path.display()
+    );
+    false
+}
+
+/// Parses a state file read from `path`; `None` when it is not valid or its schema is
+/// newer than this build's (said in the log, even when the newer shape does not parse).
+pub fn parse_versioned<T: DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+    version: impl Fn(&T) -> u32,
+) -> Option<T> {
+    #[derive(Deserialize)]
+    struct Header {
+        #[serde(default)]
+        schema_version: u32,
+    }
+    match serde_json::from_slice::<T>(bytes) {
+        Ok(v) => known_schema(path, version(&v)).then_some(v),
+        Err(_) => {
+            if let Ok(h) = serde_json::from_slice::<Header>(bytes) {
+                known_schema(path, h.schema_version);
+            }
+            None
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ContinuousState {
@@ -125,5 +168,32 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("status.json")]);
+    }
+
+    #[test]
+    fn a_state_file_from_a_newer_schema_is_refused_even_when_it_would_parse() {
+        let mut st = ContinuousStatus::new("web", None);
+        // Files keep milliseconds; compare with a time that has no finer part.
+        st.updated_at = DateTime::parse_from_rfc3339("2026-11-30T10:00:00.123Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut v = serde_json::to_value(&st).unwrap();
+        let path = Path::new("L/continuous/web/status.json");
+        let parse = |v: &serde_json::Value| {
+            parse_versioned(
+                path,
+                &serde_json::to_vec(v).unwrap(),
+                |s: &ContinuousStatus| s.schema_version,
+            )
+        };
+        assert_eq!(parse(&v), Some(st));
+        v["schema_version"] = (SCHEMA_VERSION + 1).into();
+        assert_eq!(parse(&v), None);
+        // A newer shape that does not parse at all is refused too (and said so).
+        v["status"] = "Hibernating".into();
+        assert_eq!(parse(&v), None);
+        assert!(known_schema(path, SCHEMA_VERSION));
+        assert!(known_schema(path, 0));
+        assert!(!known_schema(path, SCHEMA_VERSION + 1));
     }
 }
