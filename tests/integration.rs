@@ -20,6 +20,8 @@ mod cli_polish;
 mod continuous;
 #[path = "integration/deploy_safety.rs"]
 mod deploy_safety;
+#[path = "integration/on_disk.rs"]
+mod on_disk;
 #[path = "integration/robustness.rs"]
 mod robustness;
 #[path = "integration/security.rs"]
