@@ -28,5 +28,7 @@ mod robustness;
 mod security;
 #[path = "integration/singleton.rs"]
 mod singleton;
+#[path = "integration/status_word.rs"]
+mod status_word;
 #[path = "integration/triggered.rs"]
 mod triggered;
