@@ -326,6 +326,21 @@ pub fn sse_event(chunk: &Chunk) -> axum::response::sse::Event {
         .data(sse_lines(&text).join("\n"))
 }
 
+/// The event-stream response for `chunks`: axum's SSE sets the event-stream type and
+/// `no-cache`, and sends a keep-alive comment (`:`) whenever the log is quiet for
+/// [`SSE_KEEP_ALIVE`].
+pub fn sse_response(
+    chunks: impl futures_util::Stream<Item = Chunk> + Send + 'static,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use axum::response::sse::{KeepAlive, Sse};
+    use futures_util::StreamExt;
+    let events = chunks.map(|c| Ok::<_, std::convert::Infallible>(sse_event(&c)));
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE))
+        .into_response()
+}
+
 /// `text` cut at `\r\n`, `\r` and `\n`; a final terminator ends the last line and
 /// makes no empty one. The pieces contain neither `\r` nor `\n`.
 fn sse_lines(text: &str) -> Vec<&str> {
@@ -354,6 +369,7 @@ fn sse_lines(text: &str) -> Vec<&str> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use futures_util::StreamExt;
 
     #[test]
     fn tail_offsets() {
@@ -371,7 +387,6 @@ mod tests {
 
     #[tokio::test]
     async fn follow_crosses_a_rotation() {
-        use futures_util::StreamExt;
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("job_log.txt");
         std::fs::write(&p, "one\n").unwrap();
@@ -395,7 +410,6 @@ mod tests {
     /// from the id it got yields exactly the lines it missed, in order, across files.
     #[tokio::test]
     async fn resume_after_rotations_misses_and_repeats_nothing() {
-        use futures_util::StreamExt;
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("job_log.txt");
         std::fs::write(&p, "a\nb\n").unwrap();
@@ -447,6 +461,28 @@ mod tests {
         axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
             .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_event_stream_sends_a_keep_alive_comment_every_15_s() {
+        let chunk = Chunk {
+            bytes: Bytes::from("x\n"),
+            end: Position { ino: 1, offset: 2 },
+        };
+        let quiet = futures_util::stream::iter([chunk]).chain(futures_util::stream::pending());
+        let resp = sse_response(quiet);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        let mut body = resp.into_body().into_data_stream();
+        let start = tokio::time::Instant::now();
+        assert_eq!(
+            body.next().await.unwrap().unwrap(),
+            Bytes::from("id: 1:2\ndata: x\n\n")
+        );
+        for n in 1..=2 {
+            assert_eq!(body.next().await.unwrap().unwrap(), Bytes::from(":\n\n"));
+            // Paused time: the clock moved only as far as the keep-alive timer.
+            assert_eq!(start.elapsed(), SSE_KEEP_ALIVE * n);
+        }
     }
 
     #[tokio::test]

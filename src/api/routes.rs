@@ -7,7 +7,6 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -546,12 +545,7 @@ fn text_stream(
     let first = follow::start_position(&path, start);
     let chunks = follow::stream(path, start, until, st.0.cancel.clone(), sse);
     let mut resp = if sse {
-        // axum's SSE sets the event-stream type and `no-cache`, and sends the
-        // keep-alive comments while the log is quiet.
-        let events = chunks.map(|c| Ok::<_, std::convert::Infallible>(follow::sse_event(&c)));
-        Sse::new(events)
-            .keep_alive(KeepAlive::new().interval(follow::SSE_KEEP_ALIVE))
-            .into_response()
+        follow::sse_response(chunks)
     } else {
         let mut resp = Response::new(Body::from_stream(
             chunks.map(|c| Ok::<_, std::convert::Infallible>(c.bytes)),
