@@ -100,7 +100,7 @@ pub struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, axum::Json(json!({ "message": self.1 }))).into_response()
+        (self.0, axum::Json(dto::Message { message: self.1 })).into_response()
     }
 }
 
@@ -141,7 +141,7 @@ async fn json_errors(resp: Response) -> Response {
         (_, true) => status.canonical_reason().unwrap_or("error").to_string(),
         (_, false) => text,
     };
-    let mut out = (status, axum::Json(json!({ "message": message }))).into_response();
+    let mut out = (status, axum::Json(dto::Message { message })).into_response();
     for (k, v) in parts.headers.iter() {
         if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
             out.headers_mut().insert(k.clone(), v.clone());

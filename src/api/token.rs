@@ -12,8 +12,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// Name of the token file under LOGS.
-pub use crate::layout::TOKEN_FILE;
+use crate::layout::TOKEN_FILE;
 
 /// Shortest token accepted from `JOBHOST_TOKEN`: guessing 16 bytes over the network
 /// is out of reach even for a poor choice of characters; fewer invites it.
