@@ -5,6 +5,11 @@
 //! backslashes exactly as `sh` does for words, and nothing else: no expansion, no
 //! substitution, no globbing, so `$(rm -rf /)` arrives as those bytes. Both work on
 //! bytes, so arguments that are not UTF-8 survive the trip.
+//!
+//! Written by hand rather than with a shell-words crate: `shell-words` works on `str`
+//! (a non-UTF-8 argument could not make the trip), and `shlex`, which splits bytes,
+//! answers a string it cannot split with `None` alone, while the API's 400 must say
+//! which quote is left open. The tests here pin the rules to what `sh` does.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};

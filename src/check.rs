@@ -90,7 +90,7 @@ fn report(def: &JobDefinition, out: &mut dyn Write) -> std::io::Result<()> {
                     writeln!(
                         out,
                         "       next: {}  ({})",
-                        crate::status::rfc3339_string(next),
+                        crate::fsutil::rfc3339_string(next),
                         next.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z")
                     )?;
                     t = next;

@@ -153,7 +153,7 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Internal: the process that cleans up after the host (see guardian.rs).
+    /// Internal: the process that cleans up after the host (see runner/guardian.rs).
     #[command(name = "__guardian", hide = true)]
     Guardian { host_id: String, scratch: PathBuf },
 }
@@ -226,7 +226,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             client,
         } => client::cancel(&client.api()?, &name, run_id.as_deref()),
         Command::Guardian { host_id, scratch } => {
-            crate::guardian::run(&host_id, &scratch);
+            crate::runner::guardian::run(&host_id, &scratch);
             Ok(0)
         }
     }

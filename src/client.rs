@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow, bail};
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder, Response};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::api::dto::{self, Job};
 use crate::spec::JobType;
 
 /// How to point the CLI at a host, for every message that could not find one.
@@ -75,7 +77,7 @@ impl Endpoint {
     /// `--url`/`JOBHOST_URL`, else the address the host on this machine wrote into
     /// LOGS, else the default; the token from `JOBHOST_TOKEN` or LOGS/.jobhost-token.
     pub fn resolve(url: Option<String>, logs: &Path, instance: Option<&str>) -> Endpoint {
-        let url_file = crate::host::url_file(logs, instance);
+        let url_file = crate::layout::url_file(logs, instance);
         let (url, url_from) = match url {
             Some(u) => {
                 // clap fills the flag from the variable: tell the two apart for messages.
@@ -106,7 +108,7 @@ impl Endpoint {
         {
             Some(t) => (Some(t.trim().to_string()), TokenSource::Env),
             None => {
-                let path = absolute(&logs.join(crate::api::TOKEN_FILE));
+                let path = absolute(&logs.join(crate::layout::TOKEN_FILE));
                 match std::fs::read_to_string(&path) {
                     Ok(t) if !t.trim().is_empty() => {
                         (Some(t.trim().to_string()), TokenSource::File(path))
@@ -270,19 +272,13 @@ impl Api {
     /// The sentence for a job that is not there, or `None` if it is (the 404 was
     /// about something else, such as a run id).
     fn unknown_job(&self, job: Named) -> Option<String> {
-        let jobs: Vec<(String, JobType)> = match self.get_json("/api/webjobs", "listing jobs") {
+        let list = self
+            .get_json("/api/webjobs", "listing jobs")
+            .and_then(|v| typed::<Vec<Job>>(&v, "listing jobs"));
+        let jobs: Vec<(String, JobType)> = match list {
             Ok(list) => list
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|j| {
-                    let t = match s(j, "type") {
-                        "continuous" => JobType::Continuous,
-                        "triggered" => JobType::Triggered,
-                        _ => return None,
-                    };
-                    Some((s(j, "name").to_string(), t))
-                })
+                .iter()
+                .map(|j| (j.common().name.clone(), j.common().job_type))
                 .collect(),
             // Without the list, no suggestion; the host's own answer still stands.
             Err(_) => return None,
@@ -306,9 +302,8 @@ impl Api {
     fn refusal(&self, resp: Response, what: &str) -> anyhow::Error {
         let status = resp.status();
         let text = resp.text().unwrap_or_default();
-        let msg = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+        let msg = serde_json::from_str::<dto::Message>(&text)
+            .map(|m| m.message)
             .unwrap_or(text);
         if status == StatusCode::UNAUTHORIZED {
             return anyhow!(self.ep.explain_refusal(what, &msg));
@@ -347,12 +342,14 @@ impl Api {
         self.send_for(self.req(reqwest::Method::POST, path), what, job)
     }
 
-    /// The job under either type; continuous first.
-    pub fn find_job(&self, name: &str, command: &str) -> anyhow::Result<Value> {
+    /// The job under either type; continuous first. The answer as sent (for
+    /// `--json`) and as read.
+    pub fn find_job(&self, name: &str, command: &str) -> anyhow::Result<(Value, Job)> {
         let n = enc(name.as_bytes());
         for kind in ["continuouswebjobs", "triggeredwebjobs"] {
             if let Some(v) = self.try_get_json(&format!("/api/{kind}/{n}"))? {
-                return Ok(v);
+                let job = typed(&v, "reading the job")?;
+                return Ok((v, job));
             }
         }
         let job = Named {
@@ -401,8 +398,19 @@ macro_rules! outln {
     }};
 }
 
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or("")
+/// The API's answer read into its `dto` struct: the host and the CLI share them, so
+/// this fails only against a host of another version.
+fn typed<T: DeserializeOwned>(v: &Value, what: &str) -> anyhow::Result<T> {
+    T::deserialize(v).map_err(|e| {
+        anyhow!("{what}: the host's answer is not what this CLI reads ({e}); is the CLI the same version as the host?")
+    })
+}
+
+/// A sentence answer (`{"message": ...}`); an answer without one prints nothing.
+fn message(resp: Response) -> String {
+    resp.json::<dto::Message>()
+        .map(|m| m.message)
+        .unwrap_or_default()
 }
 
 fn colour(word: &str) -> String {
@@ -449,7 +457,8 @@ pub fn list(api: &Api, json: bool) -> anyhow::Result<i32> {
         outln!("{}", serde_json::to_string_pretty(&jobs)?);
         return Ok(0);
     }
-    if jobs.as_array().is_none_or(Vec::is_empty) {
+    let jobs: Vec<Job> = typed(&jobs, "listing jobs")?;
+    if jobs.is_empty() {
         outln!(
             "no jobs on the host at {} (a job is a folder: JOBS/continuous/NAME/ or JOBS/triggered/NAME/)",
             api.ep.url
@@ -465,44 +474,27 @@ pub fn list(api: &Api, json: bool) -> anyhow::Result<i32> {
         "LAST RUN".into(),
         "RESTARTS".into(),
     ]];
-    for j in jobs.as_array().into_iter().flatten() {
-        let triggered = s(j, "type") == "triggered";
-        let status = if triggered {
-            if !s(j, "error").is_empty() {
-                "Error".to_string()
-            } else if j.get("running").is_some_and(|r| !r.is_null()) {
-                "Running".to_string()
-            } else if j.get("disabled").and_then(Value::as_bool) == Some(true) {
-                "Disabled".to_string()
-            } else {
-                "Ready".to_string()
-            }
-        } else {
-            s(j, "status").to_string()
+    for j in &jobs {
+        let (schedule, next, last, restarts) = match j {
+            Job::Continuous(c) => (None, None, "-".into(), c.restarts.to_string()),
+            Job::Triggered(t) => (
+                t.schedule.as_deref(),
+                t.next_fire.as_deref(),
+                t.latest_run
+                    .as_ref()
+                    .map(|r| format!("{} {}", r.status, r.start_time))
+                    .unwrap_or_else(|| "-".into()),
+                "-".into(),
+            ),
         };
-        let last = j
-            .get("latest_run")
-            .filter(|r| !r.is_null())
-            .map(|r| format!("{} {}", s(r, "status"), s(r, "start_time")))
-            .unwrap_or_else(|| "-".into());
         rows.push(vec![
-            s(j, "name").to_string(),
-            s(j, "type").to_string(),
-            status,
-            j.get("schedule")
-                .and_then(Value::as_str)
-                .unwrap_or("-")
-                .to_string(),
-            j.get("next_fire")
-                .and_then(Value::as_str)
-                .unwrap_or("-")
-                .to_string(),
-            if triggered { last } else { "-".into() },
-            if triggered {
-                "-".into()
-            } else {
-                j.get("restarts").map(|r| r.to_string()).unwrap_or_default()
-            },
+            j.common().name.clone(),
+            j.common().job_type.to_string(),
+            j.status().to_string(),
+            schedule.unwrap_or("-").to_string(),
+            next.unwrap_or("-").to_string(),
+            last,
+            restarts,
         ]);
     }
     print_table(&rows);
@@ -537,7 +529,7 @@ fn human(v: &Value) -> Option<String> {
 }
 
 /// An exit as words: `code 3`, `signal 9`, with the time when known.
-fn exit_words(code: Option<i64>, signal: Option<i64>, at: Option<&str>) -> Option<String> {
+fn exit_words(code: Option<i32>, signal: Option<i32>, at: Option<&str>) -> Option<String> {
     let what = match (code, signal) {
         (Some(c), _) => format!("code {c}"),
         (None, Some(sig)) => format!("signal {sig}"),
@@ -550,104 +542,82 @@ fn exit_words(code: Option<i64>, signal: Option<i64>, at: Option<&str>) -> Optio
 }
 
 pub fn status(api: &Api, name: &str, json: bool) -> anyhow::Result<i32> {
-    let job = api.find_job(name, "status")?;
+    let (raw, job) = api.find_job(name, "status")?;
     if json {
-        outln!("{}", serde_json::to_string_pretty(&job)?);
+        outln!("{}", serde_json::to_string_pretty(&raw)?);
         return Ok(0);
     }
-    let continuous = s(&job, "type") == "continuous";
-    outln!("{} ({} job)", s(&job, "name"), s(&job, "type"));
+    let common = job.common();
+    outln!("{} ({} job)", common.name, common.job_type);
     let row = |label: &str, value: String| outln!("  {label:<13} {value}");
-    let field = |k: &str| job.get(k).and_then(human);
-    if continuous {
-        if let Some(v) = field("status") {
-            row("status", colour(&v));
+    let opt = |label: &str, value: Option<&String>| {
+        if let Some(v) = value {
+            row(label, v.clone());
         }
-        for (label, key) in [
-            ("why", "detailed_status"),
-            ("pid", "pid"),
-            ("started at", "started_at"),
-            ("restarts", "restarts"),
-        ] {
-            if let Some(v) = field(key) {
-                row(label, v);
+    };
+    match &job {
+        Job::Continuous(c) => {
+            row("status", colour(&c.status));
+            row("why", c.detailed_status.clone());
+            opt("pid", c.pid.map(|p| p.to_string()).as_ref());
+            opt("started at", c.started_at.as_ref());
+            row("restarts", c.restarts.to_string());
+            if let Some(e) = &c.last_exit {
+                let at = crate::fsutil::rfc3339_string(e.at);
+                if let Some(w) = exit_words(e.code, e.signal, Some(&at)) {
+                    row("last exit", w);
+                }
+            }
+            opt("next restart", c.next_restart_at.as_ref());
+            if c.disabled {
+                row(
+                    "disabled",
+                    format!("yes: disable.job exists (jobhost start {name} removes it)"),
+                );
             }
         }
-        if let Some(e) = job.get("last_exit").filter(|e| !e.is_null()) {
-            let words = exit_words(
-                e.get("code").and_then(Value::as_i64),
-                e.get("signal").and_then(Value::as_i64),
-                e.get("at").and_then(Value::as_str),
-            );
-            if let Some(w) = words {
-                row("last exit", w);
+        Job::Triggered(t) => {
+            opt("schedule", t.schedule.as_ref());
+            opt("timezone", t.timezone.as_ref());
+            opt("next fire", t.next_fire.as_ref());
+            opt("running run", t.running.as_ref());
+            if t.pending {
+                row("queued", "a run waits for the one going".into());
+            }
+            if t.disabled {
+                row(
+                    "disabled",
+                    "yes: disable.job exists, the schedule does not fire (manual runs still go)"
+                        .into(),
+                );
             }
         }
-        if let Some(v) = field("next_restart_at") {
-            row("next restart", v);
-        }
-        if job.get("disabled").and_then(Value::as_bool) == Some(true) {
-            row(
-                "disabled",
-                format!("yes: disable.job exists (jobhost start {name} removes it)"),
-            );
-        }
-    } else {
-        for (label, key) in [
-            ("schedule", "schedule"),
-            ("timezone", "timezone"),
-            ("next fire", "next_fire"),
-            ("running run", "running"),
-        ] {
-            if let Some(v) = field(key) {
-                row(label, v);
-            }
-        }
-        if job.get("pending").and_then(Value::as_bool) == Some(true) {
-            row("queued", "a run waits for the one going".into());
-        }
-        if job.get("disabled").and_then(Value::as_bool) == Some(true) {
-            row(
-                "disabled",
-                "yes: disable.job exists, the schedule does not fire (manual runs still go)".into(),
-            );
-        }
     }
-    if let Some(v) = field("error") {
-        row("error", v);
-    }
-    if let Some(v) = field("run_command") {
-        row("command", v);
-    }
-    if let Some(v) = field("settings") {
+    opt("error", common.error.as_ref());
+    row("command", common.run_command.clone());
+    if let Some(v) = human(&common.settings) {
         row("settings", v);
     }
-    if let Some(r) = job.get("latest_run").filter(|r| !r.is_null()) {
-        let mut line = format!(
-            "{} {} started {}",
-            s(r, "id"),
-            colour(s(r, "status")),
-            s(r, "start_time")
-        );
-        if let Some(w) = exit_words(
-            r.get("exit_code").and_then(Value::as_i64),
-            r.get("signal").and_then(Value::as_i64),
-            None,
-        ) {
+    let latest = match &job {
+        Job::Triggered(t) => t.latest_run.as_ref(),
+        Job::Continuous(_) => None,
+    };
+    if let Some(r) = latest {
+        let mut line = format!("{} {} started {}", r.id, colour(&r.status), r.start_time);
+        if let Some(w) = exit_words(r.exit_code, r.signal, None) {
             line.push_str(&format!(", exit {w}"));
         }
-        if let Some(e) = r.get("error").and_then(Value::as_str) {
+        if let Some(e) = &r.error {
             line.push_str(&format!(": {e}"));
         }
         row("latest run", line);
     }
-    for w in job
-        .get("warnings")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        row("warning", w.as_str().unwrap_or_default().to_string());
+    let warnings = match &job {
+        Job::Continuous(c) => &c.warnings,
+        Job::Triggered(t) => &t.warnings,
+    };
+    for w in warnings {
+        row("warning", w.clone());
     }
     Ok(0)
 }
@@ -663,8 +633,7 @@ pub fn switch(api: &Api, name: &str, start: bool) -> anyhow::Result<i32> {
             command: verb,
         },
     )?;
-    let v: Value = resp.json().unwrap_or_default();
-    outln!("{}", s(&v, "message"));
+    outln!("{}", message(resp));
     Ok(0)
 }
 
@@ -690,11 +659,15 @@ pub fn trigger(
         },
     )?;
     let v: Value = resp.json().context("reading the trigger answer")?;
-    if v.get("schedule_disabled").and_then(Value::as_bool) == Some(true) {
+    let accepted: dto::Accepted = typed(&v, "reading the trigger answer")?;
+    if accepted.schedule_disabled {
         eprintln!("note: {name}'s schedule is disabled (disable.job); this manual run goes ahead");
     }
-    let Some(id) = v.get("id").and_then(Value::as_str).map(str::to_string) else {
-        outln!("queued behind run {}", s(&v, "queued_behind"));
+    let Some(id) = accepted.id else {
+        outln!(
+            "queued behind run {}",
+            accepted.queued_behind.unwrap_or_default()
+        );
         return Ok(0);
     };
     if !wait {
@@ -709,23 +682,17 @@ pub fn trigger(
         &format!("{base}/output?follow=1"),
         "following the run's output",
     )?;
-    let run = api.get_json(&base, "reading the run")?;
-    let code = match (
-        run.get("exit_code").and_then(Value::as_i64),
-        run.get("signal").and_then(Value::as_i64),
-    ) {
-        (Some(c), _) => c as i32,
-        (None, Some(sig)) => 128 + sig as i32,
+    let run: dto::Run = typed(&api.get_json(&base, "reading the run")?, "reading the run")?;
+    let code = match (run.exit_code, run.signal) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => 128 + sig,
         _ => 1,
     };
-    if s(&run, "status") != "Success" {
+    if run.status != "Success" {
         eprintln!(
             "run {id} {}{}",
-            s(&run, "status"),
-            run.get("error")
-                .and_then(Value::as_str)
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
+            run.status,
+            run.error.map(|e| format!(": {e}")).unwrap_or_default()
         );
     }
     Ok(code)
@@ -739,7 +706,7 @@ pub fn logs(
     lines: Option<usize>,
 ) -> anyhow::Result<i32> {
     let job = match api.find_job(name, "logs") {
-        Ok(job) => job,
+        Ok((_, job)) => job,
         // No host answers where LOGS says it runs: the files are there to read.
         Err(e) if e.downcast_ref::<Unreachable>().is_some() && api.ep.url_guessed() => {
             return crate::offline::logs(api.endpoint(), name, run, follow, lines, &e);
@@ -759,25 +726,24 @@ pub fn logs(
     } else {
         format!("?{}", q.join("&"))
     };
-    let path = if s(&job, "type") == "continuous" {
-        if run.is_some() {
-            bail!("{name} is a continuous job: it has one log, --run is for triggered jobs");
-        }
-        format!("/api/continuouswebjobs/{n}/log{qs}")
-    } else {
+    let path = if let Job::Triggered(t) = &job {
         let id = match run {
             Some(id) => id.to_string(),
-            None => job
-                .get("latest_run")
-                .and_then(|r| r.get("id"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
+            None => t
+                .latest_run
+                .as_ref()
+                .map(|r| r.id.clone())
                 .ok_or_else(|| anyhow!("{name} has no runs yet: jobhost trigger {name}"))?,
         };
         format!(
             "/api/triggeredwebjobs/{n}/history/{}/output{qs}",
             enc(id.as_bytes())
         )
+    } else {
+        if run.is_some() {
+            bail!("{name} is a continuous job: it has one log, --run is for triggered jobs");
+        }
+        format!("/api/continuouswebjobs/{n}/log{qs}")
     };
     api.stream_to_stdout(&path, &format!("reading the log of {name}"))?;
     Ok(0)
@@ -797,12 +763,7 @@ pub fn history(api: &Api, name: &str, json: bool) -> anyhow::Result<i32> {
         outln!("{}", serde_json::to_string_pretty(&h)?);
         return Ok(0);
     }
-    let runs: Vec<&Value> = h
-        .get("runs")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .collect();
+    let runs = typed::<dto::History>(&h, &format!("reading the history of {name}"))?.runs;
     if runs.is_empty() {
         outln!("{name} has no runs yet (jobhost trigger {name} starts one)");
         return Ok(0);
@@ -817,18 +778,14 @@ pub fn history(api: &Api, name: &str, json: bool) -> anyhow::Result<i32> {
     ]];
     for r in runs {
         rows.push(vec![
-            s(r, "id").into(),
-            s(r, "trigger").into(),
-            s(r, "status").into(),
-            s(r, "start_time").into(),
-            r.get("duration_ms")
-                .and_then(Value::as_u64)
+            r.id,
+            r.trigger,
+            r.status,
+            r.start_time,
+            r.duration_ms
                 .map(|ms| format!("{:.3}s", ms as f64 / 1000.0))
                 .unwrap_or_else(|| "-".into()),
-            match (
-                r.get("exit_code").and_then(Value::as_i64),
-                r.get("signal").and_then(Value::as_i64),
-            ) {
+            match (r.exit_code, r.signal) {
                 (Some(c), _) => c.to_string(),
                 (None, Some(sig)) => format!("signal {sig}"),
                 _ => "-".into(),
@@ -849,14 +806,10 @@ pub fn cancel(api: &Api, name: &str, run: Option<&str>) -> anyhow::Result<i32> {
     let id = match run {
         Some(id) => id.to_string(),
         None => {
-            let v = api.get_json_for(
-                &format!("/api/triggeredwebjobs/{n}"),
-                &format!("reading {name}"),
-                job,
-            )?;
-            v.get("running")
-                .and_then(Value::as_str)
-                .map(str::to_string)
+            let what = format!("reading {name}");
+            let v = api.get_json_for(&format!("/api/triggeredwebjobs/{n}"), &what, job)?;
+            typed::<dto::TriggeredJob>(&v, &what)?
+                .running
                 .ok_or_else(|| anyhow!("{name} has no run going"))?
         }
     };
@@ -868,7 +821,6 @@ pub fn cancel(api: &Api, name: &str, run: Option<&str>) -> anyhow::Result<i32> {
         &format!("cancelling run {id} of {name}"),
         job,
     )?;
-    let v: Value = resp.json().unwrap_or_default();
-    outln!("{}", s(&v, "message"));
+    outln!("{}", message(resp));
     Ok(0)
 }

@@ -18,9 +18,9 @@ use tokio_util::task::TaskTracker;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::guardian::{self, GuardianLink};
 use crate::job::HostContext;
 use crate::layout::LogsLayout;
+use crate::runner::guardian::{self, GuardianLink};
 use crate::runner::{Reaper, Runner};
 use crate::spec::name;
 use crate::supervisor::Supervisor;
@@ -109,14 +109,6 @@ fn worker_threads() -> usize {
     (cores / 2).max(1)
 }
 
-/// Where the CLI on this machine finds the running host's address.
-pub fn url_file(logs: &std::path::Path, instance: Option<&str>) -> PathBuf {
-    match instance {
-        Some(i) => logs.join(format!(".jobhost-url-{i}")),
-        None => logs.join(".jobhost-url"),
-    }
-}
-
 /// The address a client on this machine connects to: an unspecified address (0.0.0.0,
 /// ::) is not one a client can connect to, so loopback stands in for it.
 fn client_addr(bound: std::net::SocketAddr) -> String {
@@ -129,7 +121,7 @@ fn client_addr(bound: std::net::SocketAddr) -> String {
 
 fn write_url_file(path: &std::path::Path, bound: std::net::SocketAddr) {
     let host = client_addr(bound);
-    if let Err(e) = crate::status::write_atomic_bytes(path, format!("http://{host}\n").as_bytes()) {
+    if let Err(e) = crate::fsutil::write_atomic_bytes(path, format!("http://{host}\n").as_bytes()) {
         tracing::warn!("{e}");
     }
 }
@@ -140,7 +132,7 @@ fn token_origin(logs: &std::path::Path) -> String {
     if std::env::var("JOBHOST_TOKEN").is_ok_and(|t| !t.trim().is_empty()) {
         return "from JOBHOST_TOKEN".to_string();
     }
-    let path = logs.join(crate::api::TOKEN_FILE);
+    let path = logs.join(crate::layout::TOKEN_FILE);
     let path = std::path::absolute(&path).unwrap_or(path);
     format!("in {}", path.display())
 }
@@ -199,7 +191,7 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
             workspaces: Default::default(),
         },
         layout,
-        clock: Arc::new(crate::scheduler::SystemClock),
+        clock: Arc::new(crate::schedule::SystemClock),
         metrics: Arc::new(crate::metrics::Metrics::new()),
     });
     tracing::info!(
@@ -221,7 +213,10 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
     let bound = listener
         .local_addr()
         .context("reading the API's bound address")?;
-    write_url_file(&url_file(&opts.logs, opts.instance.as_deref()), bound);
+    write_url_file(
+        &crate::layout::url_file(&opts.logs, opts.instance.as_deref()),
+        bound,
+    );
     if bound.ip().is_loopback() {
         tracing::info!("HTTP API on http://{bound}");
     } else {

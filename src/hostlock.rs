@@ -20,13 +20,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// The lock every host takes (exclusive or shared).
-pub const LOCK_FILE: &str = ".jobhost.lock";
-
-/// The lock a host with an instance name takes exclusively.
-pub fn instance_lock_file(logs: &Path, instance: &str) -> PathBuf {
-    logs.join(format!(".jobhost-{instance}.lock"))
-}
+use crate::layout::{LOCK_FILE, instance_lock_file, instance_of_lock_file};
 
 /// Held for the host's life; dropping it releases LOGS.
 #[derive(Debug)]
@@ -184,7 +178,7 @@ fn describe_holders(logs: &Path, main_path: &Path) -> String {
         .flatten()
         .filter_map(|e| {
             let file = e.file_name().to_str()?.to_string();
-            let name = file.strip_prefix(".jobhost-")?.strip_suffix(".lock")?;
+            let name = instance_of_lock_file(&file)?;
             pid_in(&e.path()).map(|pid| format!("{name} (pid {pid})"))
         })
         .collect();

@@ -1,4 +1,6 @@
-//! Where things live under LOGS (docs/jobs.md, docs/logs.md), in one place.
+//! Where things live under LOGS (docs/jobs.md, docs/logs.md), in one place: the host
+//! writes these names and the CLI (online and offline) reads them, so both take them
+//! from here.
 //!
 //! With an instance name, files that two hosts sharing LOGS would both write carry
 //! it; a singleton's files do not, because only the lock holder writes them.
@@ -6,6 +8,37 @@
 use std::path::{Path, PathBuf};
 
 use crate::spec::JobType;
+
+/// The API token, created by the first host on LOGS (docs/security.md).
+pub const TOKEN_FILE: &str = ".jobhost-token";
+/// The lock every host takes on LOGS (exclusive or shared, see `hostlock`).
+pub const LOCK_FILE: &str = ".jobhost.lock";
+/// A triggered run's output, in its `RUN_ID` folder.
+pub const RUN_OUTPUT: &str = "output_log.txt";
+/// A triggered run's record, in its `RUN_ID` folder.
+pub const RUN_RECORD: &str = "status.json";
+/// A triggered job's scheduler log, in its job folder.
+pub const SCHEDULER_LOG: &str = "job_scheduler.log";
+/// A triggered job's last fired occurrence, in its job folder.
+pub const SCHEDULER_STATE: &str = "scheduler_state.json";
+
+/// Where the CLI on this machine finds the running host's address.
+pub fn url_file(logs: &Path, instance: Option<&str>) -> PathBuf {
+    match instance {
+        Some(i) => logs.join(format!(".jobhost-url-{i}")),
+        None => logs.join(".jobhost-url"),
+    }
+}
+
+/// The lock a host with an instance name takes exclusively.
+pub fn instance_lock_file(logs: &Path, instance: &str) -> PathBuf {
+    logs.join(format!(".jobhost-{instance}.lock"))
+}
+
+/// The instance name in a file name written by [`instance_lock_file`].
+pub fn instance_of_lock_file(file_name: &str) -> Option<&str> {
+    file_name.strip_prefix(".jobhost-")?.strip_suffix(".lock")
+}
 
 #[derive(Debug, Clone)]
 pub struct LogsLayout {
@@ -57,6 +90,17 @@ impl LogsLayout {
     pub fn singleton_lock(&self, name: &str) -> PathBuf {
         self.job_dir(JobType::Continuous, name)
             .join("singleton.lock")
+    }
+
+    /// A triggered run's output file.
+    pub fn run_output(&self, name: &str, run_id: &str) -> PathBuf {
+        self.job_dir(JobType::Triggered, name)
+            .join(run_id)
+            .join(RUN_OUTPUT)
+    }
+
+    pub fn scheduler_log(&self, name: &str) -> PathBuf {
+        self.job_dir(JobType::Triggered, name).join(SCHEDULER_LOG)
     }
 }
 

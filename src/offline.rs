@@ -83,7 +83,7 @@ fn run_output(dir: &Path, name: &str, run: Option<&str>) -> anyhow::Result<PathB
             None => bail!("{name} has no runs yet (nothing in {})", dir.display()),
         },
     };
-    Ok(dir.join(id).join("output_log.txt"))
+    Ok(dir.join(id).join(crate::layout::RUN_OUTPUT))
 }
 
 /// The jobs LOGS has folders for, to suggest a name.

@@ -9,7 +9,9 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::status::{SCHEMA_VERSION, rfc3339_string, write_atomic};
+use crate::fsutil::{WriteError, rfc3339_string, write_atomic};
+use crate::layout::{RUN_OUTPUT, RUN_RECORD, SCHEDULER_STATE};
+use crate::status::{SCHEMA_VERSION, parse_versioned};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunState {
@@ -205,7 +207,7 @@ fn recycle(job_logs: &Path, id: &str, staging: &Path) -> bool {
     };
     for e in entries.flatten() {
         let name = e.file_name();
-        if name != "output_log.txt" && name != "status.json" {
+        if name != RUN_OUTPUT && name != RUN_RECORD {
             let path = e.path();
             let _ = match e.file_type() {
                 Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
@@ -227,13 +229,13 @@ fn stage_and_publish(
 ) -> std::io::Result<OpenedRun> {
     // Emptied (a recycled folder) or made here, before anything is written to it, so
     // the close after the truncation has nothing to flush.
-    std::fs::File::create(staging.join("output_log.txt"))?;
+    std::fs::File::create(staging.join(RUN_OUTPUT))?;
     let mut id = first_id(t, ids)?;
     for _ in 0..10_000 {
         rec.id = format!("{id:018}");
         let mut bytes = serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?;
         bytes.push(b'\n');
-        overwrite(&staging.join("status.json"), &bytes)?;
+        overwrite(&staging.join(RUN_RECORD), &bytes)?;
         let dir = job_logs.join(&rec.id);
         match rename_noreplace(staging, &dir) {
             Ok(()) => return Ok(OpenedRun { dir }),
@@ -292,8 +294,9 @@ pub fn read(job_logs: &Path, id: &str) -> Option<RunRecord> {
     if !is_run_id(id) {
         return None;
     }
-    let bytes = std::fs::read(job_logs.join(id).join("status.json")).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    let path = job_logs.join(id).join(RUN_RECORD);
+    let bytes = std::fs::read(&path).ok()?;
+    parse_versioned(&path, &bytes, |r: &RunRecord| r.schema_version)
 }
 
 /// Newest first, as the API's history.
@@ -320,9 +323,9 @@ const SPARES: usize = 4;
 /// survive a crash of the host, which the kernel's page cache guarantees, and an fsync
 /// for every run start and end cost more than all the rest of a run's bookkeeping. A
 /// power loss can lose the newest records; the runs they describe died with it.
-pub fn write(job_logs: &Path, rec: &RunRecord) -> Result<(), crate::status::StatusError> {
-    let path = job_logs.join(&rec.id).join("status.json");
-    let err = |source| crate::status::StatusError {
+pub fn write(job_logs: &Path, rec: &RunRecord) -> Result<(), WriteError> {
+    let path = job_logs.join(&rec.id).join(RUN_RECORD);
+    let err = |source| WriteError {
         path: path.clone(),
         source,
     };
@@ -423,14 +426,16 @@ pub fn recover_stale(job_logs: &Path, why: &str) -> Vec<String> {
     fixed
 }
 
+/// `scheduler_state.json`.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct SchedulerState {
+    #[serde(default)]
     schema_version: u32,
     last_fired: Option<String>,
 }
 
 fn state_path(job_logs: &Path) -> PathBuf {
-    job_logs.join("scheduler_state.json")
+    job_logs.join(SCHEDULER_STATE)
 }
 
 /// How many of the newest run records [`load_last_fired`] reads for a scheduled run
@@ -446,9 +451,10 @@ pub fn load_last_fired(job_logs: &Path) -> Option<DateTime<Utc>> {
             .ok()
             .map(|t| t.with_timezone(&Utc))
     };
-    let from_state = std::fs::read(state_path(job_logs))
+    let path = state_path(job_logs);
+    let from_state = std::fs::read(&path)
         .ok()
-        .and_then(|b| serde_json::from_slice::<SchedulerState>(&b).ok())
+        .and_then(|b| parse_versioned(&path, &b, |s: &SchedulerState| s.schema_version))
         .and_then(|st| parse(st.last_fired.as_deref()?));
     let from_runs = list_ids(job_logs)
         .iter()
@@ -459,10 +465,7 @@ pub fn load_last_fired(job_logs: &Path) -> Option<DateTime<Utc>> {
     from_state.max(from_runs)
 }
 
-pub fn save_last_fired(
-    job_logs: &Path,
-    t: DateTime<Utc>,
-) -> Result<(), crate::status::StatusError> {
+pub fn save_last_fired(job_logs: &Path, t: DateTime<Utc>) -> Result<(), WriteError> {
     let st = SchedulerState {
         schema_version: SCHEMA_VERSION,
         last_fired: Some(rfc3339_string(t)),
@@ -666,5 +669,35 @@ mod tests {
         assert_eq!(load_last_fired(tmp.path()), Some(skipped));
         save_last_fired(tmp.path(), t - chrono::Duration::hours(1)).unwrap();
         assert_eq!(load_last_fired(tmp.path()), Some(t));
+    }
+
+    #[test]
+    fn records_and_state_from_a_newer_schema_are_ignored_and_left_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut old = running(Some(at(0)));
+        open_run(tmp.path(), at(0), 50, &mut old, &mut None).unwrap();
+        // A newer host's record, still `Running`: neither listed nor "recovered".
+        let mut newer = running(Some(at(5)));
+        open_run(tmp.path(), at(5), 50, &mut newer, &mut None).unwrap();
+        let newer_path = tmp.path().join(&newer.id).join(RUN_RECORD);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&fs::read(&newer_path).unwrap()).unwrap();
+        v["schema_version"] = (SCHEMA_VERSION + 1).into();
+        let newer_bytes = serde_json::to_vec_pretty(&v).unwrap();
+        fs::write(&newer_path, &newer_bytes).unwrap();
+        assert_eq!(read(tmp.path(), &newer.id), None);
+        assert_eq!(history(tmp.path()), vec![old.clone()]);
+        assert_eq!(recover_stale(tmp.path(), "test"), vec![old.id.clone()]);
+        assert_eq!(fs::read(&newer_path).unwrap(), newer_bytes);
+        // A newer state file does not count; the old record's occurrence does.
+        fs::write(
+            state_path(tmp.path()),
+            format!(
+                r#"{{"schema_version": {}, "last_fired": "2030-01-01T00:00:00.000Z"}}"#,
+                SCHEMA_VERSION + 1
+            ),
+        )
+        .unwrap();
+        assert_eq!(load_last_fired(tmp.path()), Some(at(0)));
     }
 }

@@ -1,17 +1,56 @@
-//! `status.json` files: their schema and their atomic writing.
-//!
-//! A status file is written to a temporary name in the same folder, fsynced, then
-//! renamed over the old one, so a reader sees either the old or the new file, never a
-//! partial one, even if the host dies mid-write.
+//! A continuous job's `status.json`: its schema (docs/jobs.md), and the schema
+//! version every state file the host writes carries (`status.json`, run records,
+//! `scheduler_state.json`). Writing is [`crate::fsutil::write_atomic`]'s job; times
+//! are [`crate::fsutil::rfc3339`]. The shapes on disk are pinned by the golden files
+//! in tests/data/golden/.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::fsutil::{rfc3339, rfc3339_opt};
 
 /// Bumped when a field changes meaning; readers can tell old files apart.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// Whether this build reads a file written with schema `version`. A newer file is
+/// refused with a warning naming it: a newer jobhost wrote it, and its fields may mean
+/// what this build would misread (or, rewriting it, destroy).
+pub fn known_schema(path: &Path, version: u32) -> bool {
+    if version <= SCHEMA_VERSION {
+        return true;
+    }
+    tracing::warn!(
+        "{}: schema_version {version} is newer than this jobhost reads ({SCHEMA_VERSION}): the file is ignored and left as it is; run the jobhost version that wrote it",
+        path.display()
+    );
+    false
+}
+
+/// Parses a state file read from `path`; `None` when it is not valid or its schema is
+/// newer than this build's (said in the log, even when the newer shape does not parse).
+pub fn parse_versioned<T: DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+    version: impl Fn(&T) -> u32,
+) -> Option<T> {
+    #[derive(Deserialize)]
+    struct Header {
+        #[serde(default)]
+        schema_version: u32,
+    }
+    match serde_json::from_slice::<T>(bytes) {
+        Ok(v) => known_schema(path, version(&v)).then_some(v),
+        Err(_) => {
+            if let Ok(h) = serde_json::from_slice::<Header>(bytes) {
+                known_schema(path, h.schema_version);
+            }
+            None
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ContinuousState {
@@ -101,100 +140,11 @@ impl ContinuousStatus {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("writing status file {path}: {source}")]
-pub struct StatusError {
-    pub path: PathBuf,
-    pub source: std::io::Error,
-}
-
-/// Writes `value` as pretty JSON to `path` atomically (tmp, fsync, rename).
-pub fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), StatusError> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StatusError {
-        path: path.to_path_buf(),
-        source: e.into(),
-    })?;
-    bytes.push(b'\n');
-    write_atomic_bytes(path, &bytes)
-}
-
-/// Writes `bytes` to `path` atomically (tmp, fsync, rename).
-pub fn write_atomic_bytes(path: &Path, bytes: &[u8]) -> Result<(), StatusError> {
-    let err = |source| StatusError {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        // The folder usually exists: make it only when the first try says it does not.
-        let mut f = match std::fs::File::create(&tmp) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir)?;
-                std::fs::File::create(&tmp)?
-            }
-            other => other?,
-        };
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(err)
-}
-
-pub fn rfc3339_string(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-mod rfc3339 {
-    use chrono::{DateTime, Utc};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::rfc3339_string(*t))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        let s = String::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-mod rfc3339_opt {
-    use chrono::{DateTime, Utc};
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
-        match t {
-            Some(t) => s.serialize_str(&super::rfc3339_string(*t)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-        let s = Option::<String>::deserialize(d)?;
-        s.map(|s| {
-            DateTime::parse_from_rfc3339(&s)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(serde::de::Error::custom)
-        })
-        .transpose()
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::fsutil::write_atomic;
 
     #[test]
     fn atomic_write_round_trips_and_leaves_no_temp_file() {
@@ -221,10 +171,29 @@ mod tests {
     }
 
     #[test]
-    fn times_are_rfc3339_utc_with_millis() {
-        let t = DateTime::parse_from_rfc3339("2026-11-30T10:00:00.123456Z")
+    fn a_state_file_from_a_newer_schema_is_refused_even_when_it_would_parse() {
+        let mut st = ContinuousStatus::new("web", None);
+        // Files keep milliseconds; compare with a time that has no finer part.
+        st.updated_at = DateTime::parse_from_rfc3339("2026-11-30T10:00:00.123Z")
             .unwrap()
             .with_timezone(&Utc);
-        assert_eq!(rfc3339_string(t), "2026-11-30T10:00:00.123Z");
+        let mut v = serde_json::to_value(&st).unwrap();
+        let path = Path::new("L/continuous/web/status.json");
+        let parse = |v: &serde_json::Value| {
+            parse_versioned(
+                path,
+                &serde_json::to_vec(v).unwrap(),
+                |s: &ContinuousStatus| s.schema_version,
+            )
+        };
+        assert_eq!(parse(&v), Some(st));
+        v["schema_version"] = (SCHEMA_VERSION + 1).into();
+        assert_eq!(parse(&v), None);
+        // A newer shape that does not parse at all is refused too (and said so).
+        v["status"] = "Hibernating".into();
+        assert_eq!(parse(&v), None);
+        assert!(known_schema(path, SCHEMA_VERSION));
+        assert!(known_schema(path, 0));
+        assert!(!known_schema(path, SCHEMA_VERSION + 1));
     }
 }

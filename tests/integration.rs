@@ -20,6 +20,8 @@ mod cli_polish;
 mod continuous;
 #[path = "integration/deploy_safety.rs"]
 mod deploy_safety;
+#[path = "integration/on_disk.rs"]
+mod on_disk;
 #[path = "integration/robustness.rs"]
 mod robustness;
 #[path = "integration/security.rs"]
@@ -28,5 +30,7 @@ mod security;
 mod settings_problems;
 #[path = "integration/singleton.rs"]
 mod singleton;
+#[path = "integration/status_word.rs"]
+mod status_word;
 #[path = "integration/triggered.rs"]
 mod triggered;

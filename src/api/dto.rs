@@ -1,13 +1,18 @@
 //! Kudu's JSON shapes (snake_case fields, absolute URLs) built from our statuses.
+//!
+//! The host serializes these and the CLI deserializes the same structs, so a field
+//! renamed here is renamed for both (and the golden files in tests/data/golden say
+//! when the wire shape changed).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::job::triggered::TriggeredStatus;
 use crate::runs::RunRecord;
 use crate::scan::JobDefinition;
+use crate::spec::JobType;
 use crate::spec::problem::Problem;
-use crate::status::ContinuousStatus;
+use crate::status::{ContinuousStatus, LastExit};
 
 /// `http://HOST` as the client reached us, for absolute URLs as Kudu gives them.
 #[derive(Debug, Clone)]
@@ -20,11 +25,11 @@ impl Base {
 }
 
 /// The fields every Kudu job object has.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobCommon {
     pub name: String,
     #[serde(rename = "type")]
-    pub job_type: &'static str,
+    pub job_type: JobType,
     pub url: String,
     pub run_command: String,
     pub error: Option<String>,
@@ -36,7 +41,7 @@ pub struct JobCommon {
     pub problems: Vec<Problem>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContinuousJob {
     #[serde(flatten)]
     pub common: JobCommon,
@@ -48,15 +53,17 @@ pub struct ContinuousJob {
     pub restarts: u64,
     pub started_at: Option<String>,
     pub next_restart_at: Option<String>,
-    pub last_exit: Option<Value>,
+    pub last_exit: Option<LastExit>,
     pub warnings: Vec<String>,
     pub disabled: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TriggeredJob {
     #[serde(flatten)]
     pub common: JobCommon,
+    // Beyond Kudu (a continuous job's `status` has the same meaning): see `status_word`.
+    pub status: String,
     pub latest_run: Option<Run>,
     pub history_url: String,
     pub scheduler_logs_url: String,
@@ -70,7 +77,7 @@ pub struct TriggeredJob {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Run {
     pub id: String,
     pub name: String,
@@ -92,15 +99,101 @@ pub struct Run {
     pub scheduled_for: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct History {
     pub runs: Vec<Run>,
+}
+
+/// A job of either type, as `/api/webjobs` lists them: told apart by `type`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Job {
+    Continuous(Box<ContinuousJob>),
+    Triggered(Box<TriggeredJob>),
+}
+
+impl Job {
+    pub fn common(&self) -> &JobCommon {
+        match self {
+            Job::Continuous(j) => &j.common,
+            Job::Triggered(j) => &j.common,
+        }
+    }
+
+    /// The word `status_word` chose for this job.
+    pub fn status(&self) -> &str {
+        match self {
+            Job::Continuous(j) => &j.status,
+            Job::Triggered(j) => &j.status,
+        }
+    }
+}
+
+/// Reads `type` first, so a malformed job is reported against its own type's fields
+/// (an untagged enum would only say that no variant matched).
+impl<'de> Deserialize<'de> for Job {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Job, D::Error> {
+        use serde::de::Error;
+        let v = Value::deserialize(d)?;
+        let t = JobType::deserialize(v.get("type").unwrap_or(&Value::Null))
+            .map_err(D::Error::custom)?;
+        match t {
+            JobType::Continuous => serde_json::from_value(v).map(|c| Job::Continuous(Box::new(c))),
+            JobType::Triggered => serde_json::from_value(v).map(|t| Job::Triggered(Box::new(t))),
+        }
+        .map_err(D::Error::custom)
+    }
+}
+
+/// The answer of every request whose result is a sentence (start, stop, cancel,
+/// delete) and of every error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Message {
+    pub message: String,
+}
+
+/// `POST .../run`: the run started (`id`) or queued behind the one going.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Accepted {
+    pub id: Option<String>,
+    pub queued_behind: Option<String>,
+    pub schedule_disabled: bool,
+    pub url: String,
+}
+
+/// A job's status as the host holds it, for [`status_word`].
+#[derive(Debug, Clone, Copy)]
+pub enum Status<'a> {
+    Continuous(&'a ContinuousStatus),
+    Triggered(&'a TriggeredStatus),
+}
+
+/// The one word a job shows, wherever it is shown: the API's `status` field (which
+/// the CLI's STATUS column and the dashboard print) and the `status` label of
+/// `/metrics`. A continuous job shows its state (Running, PendingRestart, Stopped,
+/// Error, …); a triggered job shows Error (it cannot run as written), Running (a run
+/// is going), Disabled (disable.job switches its schedule off) or Ready.
+pub fn status_word(def: &JobDefinition, st: Status<'_>) -> &'static str {
+    match st {
+        Status::Continuous(s) => s.status.as_str(),
+        Status::Triggered(s) => {
+            if s.error.is_some() || !def.errors.is_empty() {
+                "Error"
+            } else if s.running.is_some() {
+                "Running"
+            } else if def.disabled {
+                "Disabled"
+            } else {
+                "Ready"
+            }
+        }
+    }
 }
 
 fn common(base: &Base, def: &JobDefinition, status_error: Option<&String>) -> JobCommon {
     JobCommon {
         name: def.name.clone(),
-        job_type: def.job_type.as_str(),
+        job_type: def.job_type,
         url: base.url(&format!(
             "/api/{}webjobs/{}",
             def.job_type.as_str(),
@@ -119,18 +212,15 @@ fn common(base: &Base, def: &JobDefinition, status_error: Option<&String>) -> Jo
 pub fn continuous(base: &Base, def: &JobDefinition, st: &ContinuousStatus) -> ContinuousJob {
     let common = common(base, def, st.error.as_ref());
     ContinuousJob {
-        status: st.status.as_str().to_string(),
+        status: status_word(def, Status::Continuous(st)).to_string(),
         detailed_status: st.detailed_status.clone(),
         log_url: format!("{}/log", common.url),
         common,
         pid: st.pid,
         restarts: st.restarts,
-        started_at: st.started_at.map(crate::status::rfc3339_string),
-        next_restart_at: st.next_restart_at.map(crate::status::rfc3339_string),
-        last_exit: st
-            .last_exit
-            .as_ref()
-            .and_then(|e| serde_json::to_value(e).ok()),
+        started_at: st.started_at.map(crate::fsutil::rfc3339_string),
+        next_restart_at: st.next_restart_at.map(crate::fsutil::rfc3339_string),
+        last_exit: st.last_exit.clone(),
         warnings: st.warnings.clone(),
         disabled: def.disabled,
     }
@@ -139,6 +229,7 @@ pub fn continuous(base: &Base, def: &JobDefinition, st: &ContinuousStatus) -> Co
 pub fn triggered(base: &Base, def: &JobDefinition, st: &TriggeredStatus) -> TriggeredJob {
     let common = common(base, def, st.error.as_ref());
     TriggeredJob {
+        status: status_word(def, Status::Triggered(st)).to_string(),
         latest_run: st.latest_run.as_ref().map(|r| run(base, r)),
         history_url: format!("{}/history", common.url),
         scheduler_logs_url: format!("{}/schedulerlog", common.url),

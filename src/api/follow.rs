@@ -115,9 +115,9 @@ pub fn tail_offset(path: &std::path::Path, lines: usize) -> u64 {
         if f.seek(SeekFrom::Start(start)).is_err() || f.read_exact(&mut buf[..n]).is_err() {
             return 0;
         }
-        for i in (0..n).rev() {
+        for i in memchr::memrchr_iter(b'\n', &buf[..n]) {
             // The file's last newline ends the last line; it does not start one.
-            if buf[i] == b'\n' && start + i as u64 + 1 != len {
+            if start + i as u64 + 1 != len {
                 seen += 1;
                 if seen == lines {
                     return start + i as u64 + 1;
@@ -178,7 +178,7 @@ fn read_at(f: &mut File, pos: u64, whole_lines: bool) -> Vec<u8> {
         .unwrap_or(0);
     buf.truncate(n);
     if whole_lines {
-        match buf.iter().rposition(|&b| b == b'\n') {
+        match memchr::memrchr(b'\n', &buf) {
             Some(i) => buf.truncate(i + 1),
             // A line longer than a chunk cannot happen in our logs (64 KiB pieces plus
             // a prefix can): hand it out as it is rather than stall.
@@ -305,50 +305,59 @@ pub fn stream(
     })
 }
 
+/// How often an idle event stream sends a comment, so proxies and clients that drop
+/// quiet connections keep a follow of a log that has nothing new to say.
+pub const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
 /// One server-sent event: the lines as `data:` fields, the end position as `id`.
 /// SSE is text: bytes that are not UTF-8 are replaced (the plain text form keeps them).
 ///
 /// The SSE grammar ends a line at `\r\n`, `\r` or `\n`, so the data is split at every
 /// one of them: a bare `\r` left inside a `data:` line would end that line in the
 /// client, and what follows it (`id: forged`, `event: x`) would be read as fields of
-/// the event, chosen by the job.
-pub fn sse_event(chunk: &Chunk) -> Bytes {
+/// the event, chosen by the job. axum's `Event::data` splits at `\r` too, but keeps a
+/// `\r\n` as two line ends (an empty line the job never wrote) and turns a final
+/// newline into an empty last line; so the lines are cut here, as a log line is read,
+/// and handed to axum joined by `\n` alone.
+pub fn sse_event(chunk: &Chunk) -> axum::response::sse::Event {
     let text = String::from_utf8_lossy(&chunk.bytes);
-    let mut out = String::with_capacity(text.len() + 64);
-    out.push_str(&format!("id: {}\n", chunk.end));
-    for line in sse_lines(&text) {
-        out.push_str("data: ");
-        out.push_str(line);
-        out.push('\n');
-    }
-    out.push('\n');
-    Bytes::from(out)
+    axum::response::sse::Event::default()
+        .id(chunk.end.to_string())
+        .data(sse_lines(&text).join("\n"))
+}
+
+/// The event-stream response for `chunks`: axum's SSE sets the event-stream type and
+/// `no-cache`, and sends a keep-alive comment (`:`) whenever the log is quiet for
+/// [`SSE_KEEP_ALIVE`].
+pub fn sse_response(
+    chunks: impl futures_util::Stream<Item = Chunk> + Send + 'static,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use axum::response::sse::{KeepAlive, Sse};
+    use futures_util::StreamExt;
+    let events = chunks.map(|c| Ok::<_, std::convert::Infallible>(sse_event(&c)));
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE))
+        .into_response()
 }
 
 /// `text` cut at `\r\n`, `\r` and `\n`; a final terminator ends the last line and
 /// makes no empty one. The pieces contain neither `\r` nor `\n`.
 fn sse_lines(text: &str) -> Vec<&str> {
-    let mut lines = Vec::new();
     let bytes = text.as_bytes();
-    let (mut start, mut i) = (0, 0);
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\r' => {
-                lines.push(&text[start..i]);
-                i += if bytes.get(i + 1) == Some(&b'\n') {
-                    2
-                } else {
-                    1
-                };
-                start = i;
-            }
-            b'\n' => {
-                lines.push(&text[start..i]);
-                i += 1;
-                start = i;
-            }
-            _ => i += 1,
+    let mut lines = Vec::new();
+    let mut start = 0;
+    for i in memchr::memchr2_iter(b'\r', b'\n', bytes) {
+        if i < start {
+            // The `\n` of a `\r\n` already taken.
+            continue;
         }
+        lines.push(&text[start..i]);
+        start = if bytes[i] == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
+            i + 2
+        } else {
+            i + 1
+        };
     }
     if start < bytes.len() || lines.is_empty() {
         lines.push(&text[start..]);
@@ -360,6 +369,7 @@ fn sse_lines(text: &str) -> Vec<&str> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use futures_util::StreamExt;
 
     #[test]
     fn tail_offsets() {
@@ -377,7 +387,6 @@ mod tests {
 
     #[tokio::test]
     async fn follow_crosses_a_rotation() {
-        use futures_util::StreamExt;
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("job_log.txt");
         std::fs::write(&p, "one\n").unwrap();
@@ -401,7 +410,6 @@ mod tests {
     /// from the id it got yields exactly the lines it missed, in order, across files.
     #[tokio::test]
     async fn resume_after_rotations_misses_and_repeats_nothing() {
-        use futures_util::StreamExt;
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("job_log.txt");
         std::fs::write(&p, "a\nb\n").unwrap();
@@ -444,8 +452,41 @@ mod tests {
         assert_eq!(String::from_utf8(got).unwrap(), "b\nc\nd\ne\n");
     }
 
-    #[test]
-    fn positions_and_events() {
+    /// The bytes axum sends for `events`, keep-alive aside.
+    async fn wire(events: Vec<axum::response::sse::Event>) -> Bytes {
+        use axum::response::IntoResponse;
+        let stream =
+            futures_util::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>));
+        let resp = axum::response::sse::Sse::new(stream).into_response();
+        axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_event_stream_sends_a_keep_alive_comment_every_15_s() {
+        let chunk = Chunk {
+            bytes: Bytes::from("x\n"),
+            end: Position { ino: 1, offset: 2 },
+        };
+        let quiet = futures_util::stream::iter([chunk]).chain(futures_util::stream::pending());
+        let resp = sse_response(quiet);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        let mut body = resp.into_body().into_data_stream();
+        let start = tokio::time::Instant::now();
+        assert_eq!(
+            body.next().await.unwrap().unwrap(),
+            Bytes::from("id: 1:2\ndata: x\n\n")
+        );
+        for n in 1..=2 {
+            assert_eq!(body.next().await.unwrap().unwrap(), Bytes::from(":\n\n"));
+            // Paused time: the clock moved only as far as the keep-alive timer.
+            assert_eq!(start.elapsed(), SSE_KEEP_ALIVE * n);
+        }
+    }
+
+    #[tokio::test]
+    async fn positions_and_events() {
         let p: Position = "12:345".parse().unwrap();
         assert_eq!(
             p,
@@ -460,17 +501,20 @@ mod tests {
             bytes: Bytes::from("x\ny\n"),
             end: p,
         });
-        assert_eq!(ev, Bytes::from("id: 12:345\ndata: x\ndata: y\n\n"));
+        assert_eq!(
+            wire(vec![ev]).await,
+            Bytes::from("id: 12:345\ndata: x\ndata: y\n\n")
+        );
     }
 
-    #[test]
-    fn a_bare_cr_in_output_cannot_forge_sse_fields() {
+    #[tokio::test]
+    async fn a_bare_cr_in_output_cannot_forge_sse_fields() {
         let ev = sse_event(&Chunk {
             bytes: Bytes::from("a\rid: forged\revent: x\r\nb\r\n\nc\n"),
             end: Position { ino: 1, offset: 2 },
         });
         assert_eq!(
-            ev,
+            wire(vec![ev]).await,
             Bytes::from(
                 "id: 1:2\ndata: a\ndata: id: forged\ndata: event: x\ndata: b\ndata: \ndata: c\n\n"
             )
@@ -479,5 +523,6 @@ mod tests {
         assert_eq!(sse_lines(""), [""]);
         assert_eq!(sse_lines("x\r"), ["x"]);
         assert_eq!(sse_lines("x\r\r\ny"), ["x", "", "y"]);
+        assert_eq!(sse_lines("\r\n\n\r"), ["", "", ""]);
     }
 }

@@ -23,7 +23,7 @@ use crate::layout::LogsLayout;
 use crate::supervisor::{Problems, Registry, SupervisorHandle};
 
 pub use server::serve;
-pub use token::{MIN_TOKEN_LEN, TOKEN_FILE, TokenError, load_or_create_token};
+pub use token::{MIN_TOKEN_LEN, TokenError, load_or_create_token};
 
 /// What every handler can reach.
 #[derive(Clone)]

@@ -100,7 +100,7 @@ pub struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, axum::Json(json!({ "message": self.1 }))).into_response()
+        (self.0, axum::Json(dto::Message { message: self.1 })).into_response()
     }
 }
 
@@ -141,7 +141,7 @@ async fn json_errors(resp: Response) -> Response {
         (_, true) => status.canonical_reason().unwrap_or("error").to_string(),
         (_, false) => text,
     };
-    let mut out = (status, axum::Json(json!({ "message": message }))).into_response();
+    let mut out = (status, axum::Json(dto::Message { message })).into_response();
     for (k, v) in parts.headers.iter() {
         if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
             out.headers_mut().insert(k.clone(), v.clone());
@@ -413,12 +413,12 @@ async fn run(
     };
     let mut resp = (
         StatusCode::ACCEPTED,
-        axum::Json(json!({
-            "id": accepted.run_id,
-            "queued_behind": accepted.queued_behind,
-            "schedule_disabled": accepted.schedule_disabled,
-            "url": b.url(&location),
-        })),
+        axum::Json(dto::Accepted {
+            id: accepted.run_id,
+            queued_behind: accepted.queued_behind,
+            schedule_disabled: accepted.schedule_disabled,
+            url: b.url(&location),
+        }),
     )
         .into_response();
     if let Ok(v) = HeaderValue::from_str(&b.url(&location)) {
@@ -544,20 +544,21 @@ fn text_stream(
             .is_some_and(|v| v.contains("text/event-stream"));
     let first = follow::start_position(&path, start);
     let chunks = follow::stream(path, start, until, st.0.cancel.clone(), sse);
-    let body = if sse {
-        Body::from_stream(chunks.map(|c| Ok::<_, std::convert::Infallible>(follow::sse_event(&c))))
+    let mut resp = if sse {
+        follow::sse_response(chunks)
     } else {
-        Body::from_stream(chunks.map(|c| Ok::<_, std::convert::Infallible>(c.bytes)))
+        let mut resp = Response::new(Body::from_stream(
+            chunks.map(|c| Ok::<_, std::convert::Infallible>(c.bytes)),
+        ));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        resp
     };
-    let mut resp = Response::new(body);
     let h = resp.headers_mut();
-    let ctype = if sse {
-        "text/event-stream"
-    } else {
-        "text/plain; charset=utf-8"
-    };
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if let Ok(v) = HeaderValue::from_str(&first.to_string()) {
         h.insert("x-log-position", v);
     }
@@ -592,7 +593,7 @@ async fn run_output(
 ) -> ApiResult<Response> {
     find_run(&st, &name, &id)?;
     let dir = job_logs(&st, &name);
-    let path = dir.join(&id).join("output_log.txt");
+    let path = st.0.layout.run_output(&name, &id);
     let until = if q.follow() {
         let (dir, id) = (dir.clone(), id.clone());
         Until::Done(std::sync::Arc::new(move || {
@@ -611,7 +612,7 @@ async fn scheduler_log(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     entry(&st, JobType::Triggered, &name)?;
-    let path = job_logs(&st, &name).join("job_scheduler.log");
+    let path = st.0.layout.scheduler_log(&name);
     let until = if q.follow() {
         Until::Forever
     } else {
@@ -846,7 +847,7 @@ async fn put_settings(st: ApiState, t: JobType, name: String, body: Bytes) -> Ap
             return Ok((StatusCode::BAD_REQUEST, axum::Json(body)).into_response());
         }
     };
-    crate::status::write_atomic_bytes(&path, &body)
+    crate::fsutil::write_atomic_bytes(&path, &body)
         .map_err(|err| ApiError(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
     st.0.supervisor.refresh(t, &name).await;
     Ok(axum::Json(json!({
@@ -899,19 +900,10 @@ async fn metrics(State(st): State<ApiState>) -> impl IntoResponse {
                 m.log_dropped_bytes
                     .get_or_create(&labels)
                     .set(s.log_dropped_bytes as i64);
-                s.status.as_str().to_string()
+                dto::status_word(&e.def, dto::Status::Continuous(&s)).to_string()
             }
             JobView::Triggered(rx) => {
-                let s = rx.borrow();
-                if s.error.is_some() {
-                    "Error".into()
-                } else if s.running.is_some() {
-                    "Running".into()
-                } else if e.def.disabled {
-                    "Disabled".into()
-                } else {
-                    "Ready".into()
-                }
+                dto::status_word(&e.def, dto::Status::Triggered(&rx.borrow())).to_string()
             }
         };
         m.job_status

@@ -12,8 +12,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// Name of the token file under LOGS.
-pub const TOKEN_FILE: &str = ".jobhost-token";
+use crate::layout::TOKEN_FILE;
 
 /// Shortest token accepted from `JOBHOST_TOKEN`: guessing 16 bytes over the network
 /// is out of reach even for a poor choice of characters; fewer invites it.

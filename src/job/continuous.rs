@@ -19,12 +19,13 @@ use tokio_util::sync::CancellationToken;
 use super::backoff::Backoff;
 use super::plan::{self, Action, Desired, Phase};
 use super::{Begin, Ctx, JobCommand, JobHandle, JobView, TriggerError};
+use crate::fsutil::{rfc3339_string, write_atomic};
 use crate::logsink::{self, LogSink};
 use crate::runner::{Exit, Run, RunLog, RunRequest};
 use crate::scan::JobDefinition;
 use crate::spec::JobType;
 use crate::spec::settings::JobSettings;
-use crate::status::{self, ContinuousState, ContinuousStatus, LastExit};
+use crate::status::{ContinuousState, ContinuousStatus, LastExit};
 
 /// How often a host that lost the singleton race asks again.
 const LOCK_RETRY: Duration = Duration::from_secs(3);
@@ -278,8 +279,7 @@ impl ContinuousJob {
                 && let Some(at) = self.status.started_at
             {
                 self.status.status = ContinuousState::Running;
-                self.status.detailed_status =
-                    format!("running since {}", status::rfc3339_string(at));
+                self.status.detailed_status = format!("running since {}", rfc3339_string(at));
             }
         }
         match plan::on_definition(self.phase(), desired) {
@@ -468,7 +468,7 @@ impl ContinuousJob {
                 tracing::info!(job = %self.def.name, pid = run.pid, "started");
                 self.status.status = ContinuousState::Running;
                 self.status.detailed_status =
-                    format!("running since {}", status::rfc3339_string(run.started_at));
+                    format!("running since {}", rfc3339_string(run.started_at));
                 self.status.pid = Some(run.pid);
                 self.status.started_at = Some(run.started_at);
                 self.status.next_restart_at = None;
@@ -551,7 +551,7 @@ impl ContinuousJob {
         self.status.next_restart_at = Some(at);
         self.status.detailed_status = format!(
             "in restart backoff until {} (quick exit number {})",
-            status::rfc3339_string(at),
+            rfc3339_string(at),
             self.backoff.attempt
         );
         self.publish();
@@ -644,7 +644,7 @@ impl ContinuousJob {
             self.ctx.layout.inactive_status_file(&self.def.name)
         };
         if let Some(path) = path
-            && let Err(e) = status::write_atomic(&path, &self.status)
+            && let Err(e) = write_atomic(&path, &self.status)
         {
             tracing::error!(job = %self.def.name, "{e}");
         }

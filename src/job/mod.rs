@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::layout::LogsLayout;
 use crate::runner::Runner;
 use crate::scan::JobDefinition;
-use crate::scheduler::Clock;
+use crate::schedule::Clock;
 use crate::status::ContinuousStatus;
 use triggered::TriggeredStatus;
 

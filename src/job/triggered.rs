@@ -19,14 +19,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Accepted, Begin, Ctx, JobCommand, JobHandle, JobView, TriggerError, answer};
+use crate::fsutil::rfc3339_string;
 use crate::logsink::{self, LogSink};
 use crate::runner::{Exit, Run, RunLog, RunRequest};
 use crate::runs::{self, RunRecord, RunState, TriggerKind};
 use crate::scan::JobDefinition;
-use crate::scheduler::{Cursor, Poll};
+use crate::schedule::{Cursor, Poll};
 use crate::spec::JobType;
 use crate::spec::settings::{JobSettings, Overlap};
-use crate::status::rfc3339_string;
 
 const NO_RUN: &str = "000000";
 /// How often a run with an `idle_timeout` is checked for output and CPU use.
@@ -140,7 +140,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-async fn next_fire(cursor: &mut Option<Cursor>, clock: &dyn crate::scheduler::Clock) -> Poll {
+async fn next_fire(cursor: &mut Option<Cursor>, clock: &dyn crate::schedule::Clock) -> Poll {
     match cursor {
         Some(c) => c.next(clock).await,
         None => std::future::pending().await,

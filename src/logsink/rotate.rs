@@ -3,6 +3,11 @@
 //! copy-and-truncate: a reader following the file by name (`jobhost logs -f`) then sees
 //! a fresh file instead of a truncated one, and no byte is written twice or lost
 //! between the copy and the truncate.
+//!
+//! Written by hand rather than with a rotating-file crate: those rotate by time or
+//! copy-and-truncate, number files the other way round, or own the writer; here the
+//! sink needs rename-only rotation in Kudu's numbering, `log_keep` files, an inode a
+//! follower can track through the renames, and every failure named with its file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Write};

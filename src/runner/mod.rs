@@ -6,6 +6,7 @@
 //! the clean-up after any exit live here, so continuous and triggered jobs share them.
 
 pub mod copy;
+pub mod guardian;
 pub mod proctable;
 pub mod pump;
 pub mod reaper;
@@ -23,10 +24,10 @@ use nix::unistd::Pid;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::guardian::GuardianLink;
 use crate::logsink::{self, SharedSink};
 use crate::spec::JobType;
 use crate::spec::entry::Launch;
+use guardian::GuardianLink;
 pub use reaper::{Exit, Reaper};
 
 /// Why a run could not start.
@@ -526,8 +527,7 @@ impl Run {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             let (groups, mark) = ([self.pid], self.mark.clone());
-            let _ =
-                tokio::task::spawn_blocking(move || crate::guardian::sweep(&groups, &mark)).await;
+            let _ = tokio::task::spawn_blocking(move || guardian::sweep(&groups, &mark)).await;
         }
         self.runner.guardian.unwatch(self.pid);
         self.runner.lock_leaders().remove(&self.pid);

@@ -9,8 +9,11 @@ pub mod settings;
 
 use std::fmt;
 
-/// The two kinds of job, named as their folders under JOBS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+use serde::{Deserialize, Serialize};
+
+/// The two kinds of job, named as their folders under JOBS (and so in the API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum JobType {
     Continuous,
     Triggered,

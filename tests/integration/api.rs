@@ -7,7 +7,7 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::Method;
@@ -120,91 +120,17 @@ fn assert_run_object(v: &Value, job: &str) {
 
 // ----- golden JSON shapes --------------------------------------------------------------
 
-const GOLDEN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/golden");
-
-fn bless() -> bool {
-    std::env::var_os("JOBHOST_BLESS").is_some_and(|v| v == "1")
-}
-
 /// Compares the shape of `actual` (keys, recursively, and value types) with
 /// `tests/data/golden/NAME.json`; with `JOBHOST_BLESS=1` rewrites that file from
 /// `actual`, volatile values (times, ids, pids, ports, paths) replaced by placeholders.
 fn check_golden(name: &str, actual: &Value, api: &Api, h: &TestHost) {
-    let normal = normalise(actual, api, h);
-    let path = Path::new(GOLDEN_DIR).join(format!("{name}.json"));
-    if bless() {
-        fs::create_dir_all(GOLDEN_DIR).unwrap();
-        let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
-        fs::write(&tmp, serde_json::to_string_pretty(&normal).unwrap() + "\n").unwrap();
-        fs::rename(&tmp, &path).unwrap();
-        return;
-    }
-    check_shape(name, &normal);
+    check_golden_file(name, &normalise(actual, api, h), Golden::Shape);
 }
 
 /// `check_golden` without blessing, for responses whose values differ from the one
 /// that wrote the golden file (error messages of other errors).
 fn check_shape(name: &str, actual: &Value) {
-    let path = Path::new(GOLDEN_DIR).join(format!("{name}.json"));
-    let text = fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "reading golden file {} ({e}): run the tests once with JOBHOST_BLESS=1 and review it",
-            path.display()
-        )
-    });
-    let golden: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("golden file {} is not JSON: {e}", path.display()));
-    let mut diffs = Vec::new();
-    diff_shape("$", &golden, actual, &mut diffs);
-    assert!(
-        diffs.is_empty(),
-        "the `{name}` JSON shape differs from {}:\n  {}\nactual:\n{actual:#}\n\
-         (if the change is intended: rerun with JOBHOST_BLESS=1 and review the diff)",
-        path.display(),
-        diffs.join("\n  ")
-    );
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-fn diff_shape(at: &str, golden: &Value, actual: &Value, out: &mut Vec<String>) {
-    match (golden, actual) {
-        (Value::Object(g), Value::Object(a)) => {
-            for k in g.keys().filter(|k| !a.contains_key(*k)) {
-                out.push(format!("{at}.{k}: missing"));
-            }
-            for k in a.keys().filter(|k| !g.contains_key(*k)) {
-                out.push(format!("{at}.{k}: not in the golden file"));
-            }
-            for (k, gv) in g {
-                if let Some(av) = a.get(k) {
-                    diff_shape(&format!("{at}.{k}"), gv, av, out);
-                }
-            }
-        }
-        (Value::Array(g), Value::Array(a)) => {
-            if let Some(g0) = g.first() {
-                for (i, av) in a.iter().enumerate() {
-                    diff_shape(&format!("{at}[{i}]"), g0, av, out);
-                }
-            }
-        }
-        _ if type_name(golden) != type_name(actual) => out.push(format!(
-            "{at}: golden {} but the answer has {} ({actual})",
-            type_name(golden),
-            type_name(actual)
-        )),
-        _ => {}
-    }
+    assert_golden(name, actual, Golden::Shape);
 }
 
 fn normalise(v: &Value, api: &Api, h: &TestHost) -> Value {
@@ -246,84 +172,6 @@ fn is_timespan(s: &str) -> bool {
         && b.iter().enumerate().all(|(i, c)| {
             c.is_ascii_digit() || [b.len() - 8, b.len() - 11, b.len() - 14].contains(&i)
         })
-}
-
-/// Every RFC 3339 time in `s` (`2026-11-30T10:00:00.123Z`, `...+01:00`) becomes
-/// `TIME`.
-fn replace_times(s: &str) -> String {
-    let b = s.as_bytes();
-    let digits = |from: usize, n: usize| {
-        b.get(from..from + n)
-            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
-    };
-    let at = |i: usize, c: u8| b.get(i) == Some(&c);
-    let mut out = String::new();
-    let mut i = 0;
-    let mut copied = 0;
-    while i < b.len() {
-        let head = digits(i, 4)
-            && at(i + 4, b'-')
-            && digits(i + 5, 2)
-            && at(i + 7, b'-')
-            && digits(i + 8, 2)
-            && at(i + 10, b'T')
-            && digits(i + 11, 2)
-            && at(i + 13, b':')
-            && digits(i + 14, 2)
-            && at(i + 16, b':')
-            && digits(i + 17, 2);
-        if !head {
-            i += 1;
-            continue;
-        }
-        let mut j = i + 19;
-        if at(j, b'.') {
-            j += 1;
-            while digits(j, 1) {
-                j += 1;
-            }
-        }
-        if at(j, b'Z') {
-            j += 1;
-        } else if (at(j, b'+') || at(j, b'-'))
-            && digits(j + 1, 2)
-            && at(j + 3, b':')
-            && digits(j + 4, 2)
-        {
-            j += 6;
-        } else {
-            i += 1;
-            continue;
-        }
-        out.push_str(&s[copied..i]);
-        out.push_str("TIME");
-        copied = j;
-        i = j;
-    }
-    out.push_str(&s[copied..]);
-    out
-}
-
-/// Every run of exactly 18 digits becomes `RUN_ID`.
-fn replace_run_ids(s: &str) -> String {
-    let mut out = String::new();
-    let mut digits = String::new();
-    for c in s.chars().chain(std::iter::once('\0')) {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        if digits.len() == 18 {
-            out.push_str("RUN_ID");
-        } else {
-            out.push_str(&digits);
-        }
-        digits.clear();
-        if c != '\0' {
-            out.push(c);
-        }
-    }
-    out
 }
 
 // ----- job scripts and zips ---------------------------------------------------------------

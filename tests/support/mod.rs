@@ -997,3 +997,192 @@ impl TestHost {
         }
     }
 }
+
+// ----- golden files ------------------------------------------------------------------
+
+/// Golden JSON files: the API's answers and the state files the host writes.
+pub const GOLDEN_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/golden");
+
+/// How much of a golden file must match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Golden {
+    /// Keys, recursively, and value types (every array item against the first).
+    Shape,
+    /// The shape and every value (volatile values masked by the caller).
+    Values,
+}
+
+fn bless() -> bool {
+    std::env::var_os("JOBHOST_BLESS").is_some_and(|v| v == "1")
+}
+
+/// Checks `actual` (already normalised) against `tests/data/golden/NAME.json`; with
+/// `JOBHOST_BLESS=1` rewrites that file from `actual` instead.
+pub fn check_golden_file(name: &str, actual: &Value, mode: Golden) {
+    if bless() {
+        let path = Path::new(GOLDEN_DIR).join(format!("{name}.json"));
+        fs::create_dir_all(GOLDEN_DIR).unwrap();
+        let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
+        fs::write(&tmp, serde_json::to_string_pretty(actual).unwrap() + "\n").unwrap();
+        fs::rename(&tmp, &path).unwrap();
+        return;
+    }
+    assert_golden(name, actual, mode);
+}
+
+/// `check_golden_file` without blessing.
+pub fn assert_golden(name: &str, actual: &Value, mode: Golden) {
+    let path = Path::new(GOLDEN_DIR).join(format!("{name}.json"));
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "reading golden file {} ({e}): run the tests once with JOBHOST_BLESS=1 and review it",
+            path.display()
+        )
+    });
+    let golden: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("golden file {} is not JSON: {e}", path.display()));
+    let mut diffs = Vec::new();
+    golden_diff("$", &golden, actual, mode, &mut diffs);
+    assert!(
+        diffs.is_empty(),
+        "the `{name}` JSON differs from {}:\n  {}\nactual:\n{actual:#}\n\
+         (if the change is intended: rerun with JOBHOST_BLESS=1 and review the diff)",
+        path.display(),
+        diffs.join("\n  ")
+    );
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn golden_diff(at: &str, golden: &Value, actual: &Value, mode: Golden, out: &mut Vec<String>) {
+    match (golden, actual) {
+        (Value::Object(g), Value::Object(a)) => {
+            for k in g.keys().filter(|k| !a.contains_key(*k)) {
+                out.push(format!("{at}.{k}: missing"));
+            }
+            for k in a.keys().filter(|k| !g.contains_key(*k)) {
+                out.push(format!("{at}.{k}: not in the golden file"));
+            }
+            for (k, gv) in g {
+                if let Some(av) = a.get(k) {
+                    golden_diff(&format!("{at}.{k}"), gv, av, mode, out);
+                }
+            }
+        }
+        (Value::Array(g), Value::Array(a)) if mode == Golden::Values => {
+            if g.len() != a.len() {
+                out.push(format!(
+                    "{at}: golden has {} items, the file {}",
+                    g.len(),
+                    a.len()
+                ));
+            }
+            for (i, (gv, av)) in g.iter().zip(a).enumerate() {
+                golden_diff(&format!("{at}[{i}]"), gv, av, mode, out);
+            }
+        }
+        (Value::Array(g), Value::Array(a)) => {
+            if let Some(g0) = g.first() {
+                for (i, av) in a.iter().enumerate() {
+                    golden_diff(&format!("{at}[{i}]"), g0, av, mode, out);
+                }
+            }
+        }
+        _ if type_name(golden) != type_name(actual) => out.push(format!(
+            "{at}: golden {} but the answer has {} ({actual})",
+            type_name(golden),
+            type_name(actual)
+        )),
+        _ if mode == Golden::Values && golden != actual => {
+            out.push(format!("{at}: golden {golden} but the file has {actual}"))
+        }
+        _ => {}
+    }
+}
+
+/// Every RFC 3339 time in `s` (`2026-11-30T10:00:00.123Z`, `...+01:00`) becomes
+/// `TIME`.
+pub fn replace_times(s: &str) -> String {
+    let b = s.as_bytes();
+    let digits = |from: usize, n: usize| {
+        b.get(from..from + n)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+    };
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    let mut out = String::new();
+    let mut i = 0;
+    let mut copied = 0;
+    while i < b.len() {
+        let head = digits(i, 4)
+            && at(i + 4, b'-')
+            && digits(i + 5, 2)
+            && at(i + 7, b'-')
+            && digits(i + 8, 2)
+            && at(i + 10, b'T')
+            && digits(i + 11, 2)
+            && at(i + 13, b':')
+            && digits(i + 14, 2)
+            && at(i + 16, b':')
+            && digits(i + 17, 2);
+        if !head {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 19;
+        if at(j, b'.') {
+            j += 1;
+            while digits(j, 1) {
+                j += 1;
+            }
+        }
+        if at(j, b'Z') {
+            j += 1;
+        } else if (at(j, b'+') || at(j, b'-'))
+            && digits(j + 1, 2)
+            && at(j + 3, b':')
+            && digits(j + 4, 2)
+        {
+            j += 6;
+        } else {
+            i += 1;
+            continue;
+        }
+        out.push_str(&s[copied..i]);
+        out.push_str("TIME");
+        copied = j;
+        i = j;
+    }
+    out.push_str(&s[copied..]);
+    out
+}
+
+/// Every run of exactly 18 digits becomes `RUN_ID`.
+pub fn replace_run_ids(s: &str) -> String {
+    let mut out = String::new();
+    let mut digits = String::new();
+    for c in s.chars().chain(std::iter::once('\0')) {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        if digits.len() == 18 {
+            out.push_str("RUN_ID");
+        } else {
+            out.push_str(&digits);
+        }
+        digits.clear();
+        if c != '\0' {
+            out.push(c);
+        }
+    }
+    out
+}

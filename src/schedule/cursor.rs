@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::schedule::Schedule;
+use super::Schedule;
 
 /// How old a passed occurrence may be and still run once.
 pub const CATCH_UP: Duration = Duration::from_secs(600);

@@ -1,6 +1,7 @@
 //! Cron schedules of triggered jobs: parsing (5 or 6 fields, `@` macros, a time zone)
-//! and the next fire time. Deciding *when* to fire lives here, as pure functions over
-//! `DateTime<Utc>`; acting on it (timers, missed fires) belongs to the scheduler.
+//! and the next fire time, as pure functions over `DateTime<Utc>`. Walking a schedule
+//! over the wall clock (the last fire, late wakes, missed fires after downtime) is
+//! [`cursor`]'s job; the triggered job task acts on what the cursor says.
 //!
 //! Fields are `sec min hour day month weekday`; with 5 fields the seconds are 0.
 //! Weekdays 0 and 7 are both Sunday (POSIX, and Kudu's NCRONTAB). When both the day
@@ -23,6 +24,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
+
+pub mod cursor;
+
+pub use cursor::{CATCH_UP, Clock, Cursor, MAX_SLEEP, ManualClock, Poll, SystemClock};
 
 /// A parsed schedule, read in one time zone.
 #[derive(Debug, Clone)]

@@ -21,8 +21,8 @@ use std::time::Duration;
 use nix::sys::signal::{SigSet, Signal, kill, killpg};
 use nix::unistd::Pid;
 
-use crate::runner::proctable::{self, Membership};
-use crate::runner::reaper::{Exit, Reaper};
+use super::proctable::{self, Membership};
+use super::reaper::{Exit, Reaper};
 use tokio::sync::oneshot;
 
 /// The host's end of the guardian pipe.
@@ -184,7 +184,7 @@ fn spawn_guardian(
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .env_remove(proctable::MARK_VAR);
-    crate::runner::spawn::new_session(&mut cmd);
+    super::spawn::new_session(&mut cmd);
     reaper.spawn(&mut cmd)
 }
 
