@@ -387,6 +387,68 @@ impl Runner {
     }
 }
 
+/// The seam between a job task and its processes: the real [`Runner`] in the host, a
+/// fake on paused time in the job tasks' tests.
+pub trait Processes: Send + Sync + 'static {
+    type Run: Process;
+    /// Starts a run (see [`Runner::start`]).
+    fn start(
+        &self,
+        req: RunRequest<'_>,
+        log: RunLog<'_>,
+    ) -> impl std::future::Future<Output = Result<Self::Run, SpawnError>> + Send;
+    /// Removes what the host keeps for a job that is gone.
+    fn forget_job(
+        &self,
+        job_type: JobType,
+        name: &str,
+    ) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// A started run, as a job task uses it (see [`Run`]).
+pub trait Process: Send + 'static {
+    fn pid(&self) -> i32;
+    fn started_at(&self) -> DateTime<Utc>;
+    /// Waits for the main process to end. Cancel-safe.
+    fn wait(&mut self) -> impl std::future::Future<Output = Exit> + Send;
+    /// The stop sequence (see [`Run::stop`]).
+    fn stop(
+        &mut self,
+        grace: Duration,
+        why: &str,
+    ) -> impl std::future::Future<Output = Stopped> + Send;
+    /// The clean-up after the main process ended (see [`Run::finish`]).
+    fn finish(self, grace: Duration) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl Processes for Runner {
+    type Run = Run;
+    async fn start(&self, req: RunRequest<'_>, log: RunLog<'_>) -> Result<Run, SpawnError> {
+        Runner::start(self, req, log).await
+    }
+    async fn forget_job(&self, job_type: JobType, name: &str) {
+        Runner::forget_job(self, job_type, name).await
+    }
+}
+
+impl Process for Run {
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+    fn started_at(&self) -> DateTime<Utc> {
+        self.started_at
+    }
+    async fn wait(&mut self) -> Exit {
+        Run::wait(self).await
+    }
+    async fn stop(&mut self, grace: Duration, why: &str) -> Stopped {
+        Run::stop(self, grace, why).await
+    }
+    async fn finish(self, grace: Duration) {
+        Run::finish(self, grace).await;
+    }
+}
+
 impl Run {
     /// Waits for the main process to end. Cancel-safe: can sit in a `select!`.
     pub async fn wait(&mut self) -> Exit {
