@@ -18,6 +18,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub mod gate;
+
 use super::{Accepted, Begin, Ctx, JobCommand, JobHandle, JobView, TriggerError, answer};
 use crate::logsink::{self, LogSink};
 use crate::runner::{Exit, Run, RunLog, RunRequest};
@@ -25,8 +27,9 @@ use crate::runs::{self, RunRecord, RunState, TriggerKind};
 use crate::scan::JobDefinition;
 use crate::scheduler::{Cursor, Poll};
 use crate::spec::JobType;
-use crate::spec::settings::{JobSettings, Overlap};
+use crate::spec::settings::JobSettings;
 use crate::status::rfc3339_string;
+use gate::Verdict;
 
 const NO_RUN: &str = "000000";
 /// How often a run with an `idle_timeout` is checked for output and CPU use.
@@ -487,85 +490,88 @@ impl TriggeredJob {
         self.publish();
     }
 
-    /// The one gate for every run: overlap, then the run lock, then (scheduled) the
-    /// persisted last-fired occurrence.
+    /// Every run goes through [`gate::gate`]; this carries out its verdict.
     async fn trigger(
         &mut self,
         trigger: TriggerKind,
         args: Vec<OsString>,
         scheduled_for: Option<DateTime<Utc>>,
     ) -> Result<Accepted, TriggerError> {
-        let job = self.def.name.clone();
-        // Nothing starts once the host is stopping: it would be stopped at once, or
-        // left `Running` by a host that exits.
-        if self.host_stopping.is_cancelled() {
-            return Err(TriggerError::Gone { job });
-        }
-        let (Some(settings), Some(_)) = (self.def.settings.clone(), self.def.launch.as_ref())
-        else {
-            return Err(TriggerError::Invalid {
-                job,
-                reason: self.def.errors.join("; "),
-            });
+        let settings = self.def.settings.clone();
+        let schedule_disabled =
+            self.def.disabled && settings.as_ref().is_some_and(|s| s.schedule.is_some());
+        let mut ask = gate::Ask {
+            job: self.def.name.clone(),
+            host_stopping: self.host_stopping.is_cancelled(),
+            invalid: (!self.def.valid()).then(|| self.def.errors.join("; ")),
+            overlap: settings.as_ref().map(|s| s.overlap).unwrap_or_default(),
+            running: self.active.as_ref().map(|a| a.record.id.clone()),
+            queued: self.pending.is_some(),
+            scheduled_for,
+            lock: None,
         };
-        if !self.def.errors.is_empty() {
-            return Err(TriggerError::Invalid {
-                job,
-                reason: self.def.errors.join("; "),
-            });
-        }
-        let schedule_disabled = self.def.disabled && settings.schedule.is_some();
-        if let Some(active) = &self.active {
-            let run_id = active.record.id.clone();
-            if settings.overlap == Overlap::Queue {
-                if self.pending.is_some() {
-                    if let Some(at) = scheduled_for {
+        let mut lock = None;
+        loop {
+            match gate::gate(&ask) {
+                Verdict::Refuse { error, record_fire } => {
+                    if let Some(at) = record_fire {
                         self.save_last_fired(at).await;
                     }
-                    return Err(TriggerError::QueueFull { job });
+                    return Err(error);
                 }
-                self.pending = Some(PendingRun {
-                    trigger,
-                    args,
-                    scheduled_for,
-                });
-                self.sched(
-                    &format!("{} run queued behind run {run_id}", trigger.as_str()),
-                    false,
-                );
-                return Ok(Accepted {
-                    run_id: None,
-                    queued_behind: Some(run_id),
-                    schedule_disabled,
-                });
+                Verdict::Queue { behind } => {
+                    self.pending = Some(PendingRun {
+                        trigger,
+                        args,
+                        scheduled_for,
+                    });
+                    self.sched(
+                        &format!("{} run queued behind run {behind}", trigger.as_str()),
+                        false,
+                    );
+                    return Ok(Accepted {
+                        run_id: None,
+                        queued_behind: Some(behind),
+                        schedule_disabled,
+                    });
+                }
+                Verdict::AskLock => {
+                    ask.lock = Some(match self.acquire_run_lock().await {
+                        Err(()) => gate::Lock::Busy,
+                        Ok(file) => {
+                            lock = file;
+                            // Alone, only this host writes the last fire, and its
+                            // cursor never repeats an occurrence: nothing to read.
+                            let shared = self.ctx.layout.instance.is_some();
+                            let last_fired = match scheduled_for {
+                                Some(_) if shared => self.load_last_fired().await,
+                                _ => None,
+                            };
+                            gate::Lock::Taken { last_fired }
+                        }
+                    });
+                }
+                Verdict::Start => {
+                    let Some(settings) = settings else {
+                        return Err(TriggerError::Invalid {
+                            job: self.def.name.clone(),
+                            reason: self.def.errors.join("; "),
+                        });
+                    };
+                    // No separate write of the last fire: the run's `Running` record,
+                    // on disk before its process starts, carries `scheduled_for` (see
+                    // `runs::load_last_fired`).
+                    let run_id = self
+                        .start_run(lock, settings, trigger, args, scheduled_for)
+                        .await?;
+                    return Ok(Accepted {
+                        run_id: Some(run_id),
+                        queued_behind: None,
+                        schedule_disabled,
+                    });
+                }
             }
-            if let Some(at) = scheduled_for {
-                self.save_last_fired(at).await;
-            }
-            return Err(TriggerError::Busy { job, run_id });
         }
-        let Ok(lock) = self.acquire_run_lock().await else {
-            return Err(TriggerError::LockedElsewhere { job });
-        };
-        if let Some(at) = scheduled_for {
-            // Another host fired this occurrence and already finished. Alone, only
-            // this host writes the state, and its cursor never repeats an occurrence.
-            if self.ctx.layout.instance.is_some()
-                && self.load_last_fired().await.is_some_and(|last| last >= at)
-            {
-                return Err(TriggerError::LockedElsewhere { job });
-            }
-            // No separate write: the run's `Running` record, on disk before its
-            // process starts, carries `scheduled_for` (see `runs::load_last_fired`).
-        }
-        let run_id = self
-            .start_run(lock, settings, trigger, args, scheduled_for)
-            .await?;
-        Ok(Accepted {
-            run_id: Some(run_id),
-            queued_behind: None,
-            schedule_disabled,
-        })
     }
 
     async fn start_run(
