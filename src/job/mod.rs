@@ -1,9 +1,15 @@
 //! Per-job tasks. Each job is owned by one task that holds its run, timers and state;
 //! the supervisor (and the API) reach it through a [`JobHandle`] and read its status
 //! from a `watch` channel, never from the task's own state.
+//!
+//! Each job type is a pure state machine (`continuous::state`, `triggered::state`:
+//! state + input + now -> effects) inside a thin task that performs the effects and
+//! reaches processes through the `runner::Processes` seam.
 
 pub mod backoff;
 pub mod continuous;
+#[cfg(test)]
+pub mod fake;
 pub mod plan;
 pub mod triggered;
 
@@ -19,9 +25,15 @@ use crate::scheduler::Clock;
 use crate::status::ContinuousStatus;
 use triggered::TriggeredStatus;
 
-/// What every job task shares.
-pub struct HostContext {
-    pub runner: Runner,
+/// A run's id, as `WEBJOBS_RUN_ID`, the API and the records name it: a triggered run's
+/// folder name under the job's LOGS; for a continuous run, the 6 hex digits that also
+/// tag its log lines (the runner's `log_id`, which a triggered run has apart).
+pub type RunId = String;
+
+/// What every job task shares. `P` is how runs are started: the host's [`Runner`],
+/// or a fake in the job tasks' tests.
+pub struct HostContext<P = Runner> {
+    pub runner: P,
     pub layout: LogsLayout,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<crate::metrics::Metrics>,

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Begin, Ctx, JobCommand, JobHandle, JobView, TriggerError};
+use super::{Begin, HostContext, JobCommand, JobHandle, JobView, TriggerError};
 use crate::layout::LogsLayout;
 use crate::logsink::{self, LogSink};
 use crate::runner::{Exit, Process, Processes, RunLog, RunRequest};
@@ -41,33 +41,15 @@ const LOG_STATS_VIEW: Duration = Duration::from_secs(1);
 const LOG_STATS_FILE: Duration = Duration::from_secs(5);
 
 /// Starts the task for `def` and returns its handle.
-pub fn spawn(
-    ctx: Ctx,
-    def: JobDefinition,
-    cancel: CancellationToken,
-    tracker: &tokio_util::task::TaskTracker,
-    begin: Begin,
-) -> JobHandle {
-    spawn_with(
-        ctx.runner.clone(),
-        ctx.layout.clone(),
-        def,
-        cancel,
-        tracker,
-        begin,
-    )
-}
-
-/// [`spawn`] with any [`Processes`]: the tests' fake, or the host's runner.
-pub fn spawn_with<P: Processes>(
-    procs: P,
-    layout: LogsLayout,
+pub fn spawn<P: Processes>(
+    ctx: Arc<HostContext<P>>,
     def: JobDefinition,
     cancel: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
     begin: Begin,
 ) -> JobHandle {
     let (tx, rx) = mpsc::unbounded_channel();
+    let layout = ctx.layout.clone();
     let status = ContinuousStatus::new(&def.name, layout.instance.as_deref());
     let (status_tx, status_rx) = watch::channel(status.clone());
     let handle = JobHandle {
@@ -83,7 +65,7 @@ pub fn spawn_with<P: Processes>(
             settings.log_max_bytes,
             settings.log_keep,
         ))),
-        procs,
+        procs: ctx.runner.clone(),
         layout,
         m: Machine::new(def, status),
         run: None,
@@ -238,6 +220,7 @@ impl<P: Processes> ContinuousJob<P> {
                 Level::Warn => tracing::warn!(job = %name, "{text}"),
                 Level::Error => tracing::error!(job = %name, "{text}"),
             },
+            Effect::HostLogStarted { pid } => tracing::info!(job = %name, pid, "started"),
             Effect::UseSettings(settings) => self.reconfigure_sink(&settings),
             Effect::TakeLock => return Some(Input::Lock(self.acquire_lock())),
             Effect::ReleaseLock => self.lock = None,
@@ -247,7 +230,7 @@ impl<P: Processes> ContinuousJob<P> {
                 let exit = match run {
                     Some(mut run) => {
                         let stopped = run.stop(grace, &why).await;
-                        run.finish(grace).await;
+                        run.finish(grace, None).await;
                         stopped.exit
                     }
                     None => Exit::Signal(libc::SIGKILL),
@@ -256,7 +239,7 @@ impl<P: Processes> ContinuousJob<P> {
             }
             Effect::Finish { grace } => {
                 if let Some(run) = self.run.take() {
-                    run.finish(grace).await;
+                    run.finish(grace, None).await;
                 }
                 return Some(Input::Finished);
             }

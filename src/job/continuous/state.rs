@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::super::backoff;
 use super::super::plan::{self, Action, Desired, Phase};
+use crate::job::RunId;
 use crate::runner::Exit;
 use crate::scan::JobDefinition;
 use crate::spec::settings::JobSettings;
@@ -23,9 +24,6 @@ use crate::status::{ContinuousState, ContinuousStatus, LastExit, rfc3339_string}
 pub const LOCK_RETRY: Duration = Duration::from_secs(3);
 /// The stop grace when neither the run's settings nor the folder's say.
 const DEFAULT_GRACE: Duration = Duration::from_secs(5);
-
-/// The run's id: 6 hex digits, in its log lines and `WEBJOBS_RUN_ID`.
-pub type RunId = String;
 
 /// The time of a step: the monotonic instant for timers, the wall clock for what
 /// the status shows.
@@ -147,6 +145,10 @@ pub enum Effect {
         level: Level,
         text: String,
     },
+    /// The host log's line for a run that started, with its pid as a field.
+    HostLogStarted {
+        pid: i32,
+    },
     /// The job log follows these settings (limits, file name).
     UseSettings(Arc<JobSettings>),
     TakeLock,
@@ -260,7 +262,7 @@ impl Machine {
                 fx.push(Effect::Publish);
             }
             (State::Starting { streak }, Input::Started(Ok(s))) => {
-                fx.push(host_log(Level::Info, format!("started (pid {})", s.pid)));
+                fx.push(Effect::HostLogStarted { pid: s.pid });
                 let st = &mut self.status;
                 st.status = ContinuousState::Running;
                 st.detailed_status = format!("running since {}", rfc3339_string(s.at));

@@ -4,9 +4,8 @@
 //! the real task loop with a fake [`Processes`] on `start_paused` tokio time, so
 //! backoffs of minutes take milliseconds and every wait is exact.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
@@ -15,10 +14,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::state::{Effect, Input, Machine, Now, StartFailed, Started, State, Then};
+use crate::job::fake::{Fake, Plan};
 use crate::job::{Begin, JobCommand, JobHandle, JobView};
 use crate::layout::LogsLayout;
-use crate::runner::{Exit, Process, Processes, RunLog, RunRequest, SpawnError, Stopped};
+use crate::runner::Exit;
 use crate::scan::JobDefinition;
+use crate::scheduler::SystemClock;
 use crate::spec::JobType;
 use crate::spec::entry::{EntryKind, Launch};
 use crate::spec::settings::JobSettings;
@@ -214,7 +215,7 @@ fn kinds(fx: &[Effect]) -> String {
         .map(|e| match e {
             Effect::Publish => "Publish",
             Effect::Note { .. } => "Note",
-            Effect::HostLog { .. } => "HostLog",
+            Effect::HostLog { .. } | Effect::HostLogStarted { .. } => "HostLog",
             Effect::UseSettings(_) => "UseSettings",
             Effect::TakeLock => "TakeLock",
             Effect::ReleaseLock => "ReleaseLock",
@@ -605,115 +606,6 @@ fn stop_continuations_are_named() {
 // ---------------------------------------------------------------------------------
 // The task on paused time, with fake processes.
 
-/// How the next fake run behaves.
-#[derive(Debug, Clone, Copy)]
-enum Plan {
-    /// Exits with this code after this long.
-    Exit(Duration, i32),
-    /// Runs until stopped.
-    Forever,
-    /// The kernel refuses the program.
-    Unrunnable,
-}
-
-#[derive(Default)]
-struct FakeState {
-    plans: VecDeque<Plan>,
-    /// When each run started, from the test's start.
-    starts: Vec<Duration>,
-    /// Why each stop was asked for.
-    stops: Vec<String>,
-    forgotten: bool,
-}
-
-#[derive(Clone)]
-struct Fake {
-    t0: Instant,
-    state: Arc<Mutex<FakeState>>,
-}
-
-impl Fake {
-    fn new(plans: &[Plan]) -> Fake {
-        Fake {
-            t0: Instant::now(),
-            state: Arc::new(Mutex::new(FakeState {
-                plans: plans.iter().copied().collect(),
-                ..FakeState::default()
-            })),
-        }
-    }
-
-    fn starts(&self) -> Vec<Duration> {
-        self.state.lock().unwrap().starts.clone()
-    }
-
-    fn stops(&self) -> Vec<String> {
-        self.state.lock().unwrap().stops.clone()
-    }
-}
-
-struct FakeRun {
-    pid: i32,
-    exit: Option<(Instant, i32)>,
-    state: Arc<Mutex<FakeState>>,
-}
-
-impl Processes for Fake {
-    type Run = FakeRun;
-    async fn start(&self, _: RunRequest<'_>, _: RunLog<'_>) -> Result<FakeRun, SpawnError> {
-        let mut st = self.state.lock().unwrap();
-        let plan = st.plans.pop_front().unwrap_or(Plan::Forever);
-        let now = Instant::now();
-        let exit = match plan {
-            Plan::Exit(after, code) => Some((now + after, code)),
-            Plan::Forever => None,
-            Plan::Unrunnable => {
-                return Err(SpawnError::Start {
-                    command: "run.sh".into(),
-                    dir: PathBuf::from("/nonexistent/job"),
-                    source: std::io::Error::from_raw_os_error(libc::ENOEXEC),
-                });
-            }
-        };
-        st.starts.push(now - self.t0);
-        Ok(FakeRun {
-            pid: 1000 + st.starts.len() as i32,
-            exit,
-            state: self.state.clone(),
-        })
-    }
-
-    async fn forget_job(&self, _: JobType, _: &str) {
-        self.state.lock().unwrap().forgotten = true;
-    }
-}
-
-impl Process for FakeRun {
-    fn pid(&self) -> i32 {
-        self.pid
-    }
-    fn started_at(&self) -> chrono::DateTime<chrono::Utc> {
-        chrono::Utc::now()
-    }
-    async fn wait(&mut self) -> Exit {
-        match self.exit {
-            Some((at, code)) => {
-                tokio::time::sleep_until(at).await;
-                Exit::Code(code)
-            }
-            None => std::future::pending().await,
-        }
-    }
-    async fn stop(&mut self, _grace: Duration, why: &str) -> Stopped {
-        self.state.lock().unwrap().stops.push(why.to_string());
-        Stopped {
-            exit: Exit::Signal(15),
-            forced: false,
-        }
-    }
-    async fn finish(self, _grace: Duration) {}
-}
-
 struct Task {
     fake: Fake,
     tx: tokio::sync::mpsc::UnboundedSender<JobCommand>,
@@ -730,17 +622,11 @@ impl Task {
 
     /// [`Task::start`] with LOGS in `dir`.
     fn start_in(dir: tempfile::TempDir, d: JobDefinition, plans: &[Plan]) -> Task {
-        let layout = LogsLayout::new(dir.path().to_path_buf(), None);
         let fake = Fake::new(plans);
+        let ctx = fake.context(dir.path().to_path_buf(), None, Arc::new(SystemClock));
         let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
-        let JobHandle { tx, view } = super::spawn_with(
-            fake.clone(),
-            layout.clone(),
-            d,
-            cancel.clone(),
-            &tracker,
-            Begin::default(),
-        );
+        let JobHandle { tx, view } =
+            super::spawn(ctx, d, cancel.clone(), &tracker, Begin::default());
         let JobView::Continuous(status) = view else {
             panic!("not continuous")
         };
@@ -852,7 +738,7 @@ async fn a_removed_job_stops_its_run_forgets_its_copy_and_ends() {
         (ContinuousState::Stopped, "job folder removed")
     );
     assert_eq!(t.fake.stops(), ["job folder removed"]);
-    assert!(t.fake.state.lock().unwrap().forgotten);
+    assert!(t.fake.forgotten());
 }
 
 #[tokio::test(start_paused = true)]
