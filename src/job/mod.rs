@@ -72,6 +72,22 @@ pub fn answer(applied: Applied) {
     }
 }
 
+/// Sleeps until `at`, or forever: a timer arm of a task's `select!` that may be off.
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// An exit as the status and records show it: (exit code, signal).
+fn code_and_signal(exit: crate::runner::Exit) -> (Option<i32>, Option<i32>) {
+    match exit {
+        crate::runner::Exit::Code(c) => (Some(c), None),
+        crate::runner::Exit::Signal(s) => (None, Some(s)),
+    }
+}
+
 /// How a new job task begins.
 #[derive(Default)]
 pub struct Begin {

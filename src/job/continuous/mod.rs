@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Begin, HostContext, JobCommand, JobHandle, JobView, TriggerError};
+use super::{Begin, HostContext, JobCommand, JobHandle, JobView, TriggerError, sleep_until_opt};
 use crate::layout::LogsLayout;
 use crate::logsink::{self, LogSink};
 use crate::runner::{Exit, Process, Processes, RunLog, RunRequest};
@@ -94,13 +94,6 @@ struct ContinuousJob<P: Processes> {
     applied: Vec<tokio::sync::oneshot::Sender<()>>,
     /// When `status.json` was last written.
     status_file_at: Instant,
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn wait_run<R: Process>(run: &mut Option<R>) -> Exit {

@@ -33,19 +33,20 @@ pub struct Now {
     pub wall: DateTime<Utc>,
 }
 
-/// Where the job is. `streak` counts quick exits in a row (the backoff's attempt); it
-/// lives only in the states a timer-driven restart passes through, since every other
-/// start begins a new streak.
+/// Where the job is. `attempt` counts quick exits in a row (see [`backoff`]); it lives
+/// only in the states a timer-driven restart passes through, since every other start
+/// (new files, enabled, fixed) begins a new streak at 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
-    /// No definition applied yet.
+    /// Nothing running and nothing planned: before the first definition, or a timer
+    /// that found nothing to start.
     Idle,
     /// A start is asked for: waiting for the singleton lock's answer or the spawn.
-    Starting { streak: u32 },
+    Starting { attempt: u32 },
     Running {
         run: RunId,
         since: Instant,
-        streak: u32,
+        attempt: u32,
     },
     /// The run's main process ended; its leftovers and output are being finished
     /// before the restart wait is counted.
@@ -53,12 +54,12 @@ pub enum State {
         run: RunId,
         exit: Exit,
         ran_for: Duration,
-        streak: u32,
+        attempt: u32,
     },
     /// Waiting out the restart backoff.
-    Backoff { until: Instant, streak: u32 },
+    Backoff { until: Instant, attempt: u32 },
     /// Another host holds the singleton lock: ask again at `retry_at`.
-    WaitingLock { retry_at: Instant, streak: u32 },
+    WaitingLock { retry_at: Instant, attempt: u32 },
     /// The stop sequence is running; `then` says what follows.
     Stopping { run: RunId, then: Then },
     /// disable.job is present.
@@ -238,22 +239,22 @@ impl Machine {
                 }
                 self.apply(&mut fx);
             }
-            (State::Starting { streak }, Input::Lock(Ok(()))) => {
+            (State::Starting { attempt }, Input::Lock(Ok(()))) => {
                 self.holds_lock = true;
                 fx.push(note(
                     None,
                     false,
                     "singleton lock acquired: this host runs the job",
                 ));
-                self.spawn(streak, &mut fx);
+                self.spawn(attempt, &mut fx);
             }
-            (State::Starting { streak }, Input::Lock(Err(why))) => {
+            (State::Starting { attempt }, Input::Lock(Err(why))) => {
                 if let Some(why) = why {
                     self.status.error = Some(why);
                 }
                 self.state = State::WaitingLock {
                     retry_at: now.at + LOCK_RETRY,
-                    streak,
+                    attempt,
                 };
                 self.status.status = ContinuousState::InactiveInstance;
                 self.status.detailed_status =
@@ -261,7 +262,7 @@ impl Machine {
                 self.status.pid = None;
                 fx.push(Effect::Publish);
             }
-            (State::Starting { streak }, Input::Started(Ok(s))) => {
+            (State::Starting { attempt }, Input::Started(Ok(s))) => {
                 fx.push(Effect::HostLogStarted { pid: s.pid });
                 let st = &mut self.status;
                 st.status = ContinuousState::Running;
@@ -273,11 +274,11 @@ impl Machine {
                 self.state = State::Running {
                     run: s.run,
                     since: now.at,
-                    streak,
+                    attempt,
                 };
                 fx.push(Effect::Publish);
             }
-            (State::Starting { streak }, Input::Started(Err(f))) => match f.unrunnable {
+            (State::Starting { attempt }, Input::Started(Err(f))) => match f.unrunnable {
                 Some(reason) => {
                     // Starting the same files again fails the same way: an Error
                     // until the job's files change, not a restart loop.
@@ -295,15 +296,22 @@ impl Machine {
                     fx.push(note(Some(f.run.clone()), true, &msg));
                     fx.push(host_log(Level::Error, msg.clone()));
                     self.status.error = Some(msg);
-                    self.schedule_restart(f.run, Duration::ZERO, streak, now, &mut fx);
+                    self.schedule_restart(f.run, Duration::ZERO, attempt, now, &mut fx);
                 }
             },
-            (State::Running { run, since, streak }, Input::Exited(exit)) => {
+            (
+                State::Running {
+                    run,
+                    since,
+                    attempt,
+                },
+                Input::Exited(exit),
+            ) => {
                 self.state = State::Exiting {
                     run,
                     exit,
                     ran_for: now.at.saturating_duration_since(since),
-                    streak,
+                    attempt,
                 };
                 fx.push(Effect::Finish {
                     grace: self.grace(),
@@ -314,20 +322,20 @@ impl Machine {
                     run,
                     exit,
                     ran_for,
-                    streak,
+                    attempt,
                 },
                 Input::Finished,
             ) => {
                 self.note_exit(exit, now, &mut fx);
-                self.schedule_restart(run, ran_for, streak, now, &mut fx);
+                self.schedule_restart(run, ran_for, attempt, now, &mut fx);
             }
             (State::Stopping { run, then }, Input::Stopped(exit)) => {
                 self.note_exit(exit, now, &mut fx);
                 fx.push(note(Some(run), false, "stopped"));
                 self.after_stop(then, &mut fx);
             }
-            (State::Backoff { streak, .. } | State::WaitingLock { streak, .. }, Input::Timer) => {
-                self.start(streak, &mut fx)
+            (State::Backoff { attempt, .. } | State::WaitingLock { attempt, .. }, Input::Timer) => {
+                self.start(attempt, &mut fx)
             }
             (_, Input::Remove) => self.stop_then("job folder removed", Then::Remove, &mut fx),
             (_, Input::Shutdown) => self.stop_then("host shutting down", Then::Shutdown, &mut fx),
@@ -403,8 +411,8 @@ impl Machine {
         self.def.settings.as_ref().is_some_and(|s| s.is_singleton)
     }
 
-    /// Starts the current definition; `streak` quick exits came before.
-    fn start(&mut self, streak: u32, fx: &mut Fx) {
+    /// Starts the current definition; `attempt` quick exits came before.
+    fn start(&mut self, attempt: u32, fx: &mut Fx) {
         let settings = match (&self.def.settings, &self.def.launch) {
             (Some(s), Some(_)) if self.def.valid() && !self.def.disabled => s.clone(),
             // A timer from before the folder changed: nothing to start.
@@ -415,14 +423,14 @@ impl Machine {
         };
         fx.push(Effect::UseSettings(settings));
         if self.singleton() && !self.holds_lock {
-            self.state = State::Starting { streak };
+            self.state = State::Starting { attempt };
             fx.push(Effect::TakeLock);
             return;
         }
-        self.spawn(streak, fx);
+        self.spawn(attempt, fx);
     }
 
-    fn spawn(&mut self, streak: u32, fx: &mut Fx) {
+    fn spawn(&mut self, attempt: u32, fx: &mut Fx) {
         let Some(settings) = self.def.settings.clone() else {
             self.state = State::Idle;
             return;
@@ -433,7 +441,7 @@ impl Machine {
             settings: settings.clone(),
             fingerprint: self.def.fingerprint,
         });
-        self.state = State::Starting { streak };
+        self.state = State::Starting { attempt };
         fx.push(Effect::Start(settings));
     }
 
@@ -524,10 +532,7 @@ impl Machine {
 
     /// The run's exit in the status (the runner has written it to the log).
     fn note_exit(&mut self, exit: Exit, now: Now, fx: &mut Fx) {
-        let (code, signal) = match exit {
-            Exit::Code(c) => (Some(c), None),
-            Exit::Signal(s) => (None, Some(s)),
-        };
+        let (code, signal) = crate::job::code_and_signal(exit);
         self.status.last_exit = Some(LastExit {
             code,
             signal,
@@ -541,7 +546,7 @@ impl Machine {
         &mut self,
         run: RunId,
         ran_for: Duration,
-        streak: u32,
+        attempt: u32,
         now: Now,
         fx: &mut Fx,
     ) {
@@ -555,11 +560,11 @@ impl Machine {
                 let d = JobSettings::default();
                 (d.restart_delay, d.restart_max_delay)
             });
-        let (delay, streak) = backoff::after_exit(base, max, streak, ran_for);
+        let (delay, attempt) = backoff::after_exit(base, max, attempt, ran_for);
         self.status.restarts += 1;
         self.state = State::Backoff {
             until: now.at + delay,
-            streak,
+            attempt,
         };
         let secs = trim_float(delay.as_secs_f64());
         fx.push(note(Some(run), false, &format!("restart in {secs} s")));
@@ -567,7 +572,7 @@ impl Machine {
         let at = now.wall + chrono::Duration::from_std(delay).unwrap_or_default();
         self.status.next_restart_at = Some(at);
         self.status.detailed_status = format!(
-            "in restart backoff until {} (quick exit number {streak})",
+            "in restart backoff until {} (quick exit number {attempt})",
             rfc3339_string(at),
         );
         fx.push(Effect::Publish);

@@ -196,11 +196,11 @@ fn reach(from: &str) -> Paper {
 fn name(s: &State) -> String {
     match s {
         State::Idle => "Idle".into(),
-        State::Starting { streak } => format!("Starting/{streak}"),
-        State::Running { streak, .. } => format!("Running/{streak}"),
-        State::Exiting { streak, .. } => format!("Exiting/{streak}"),
-        State::Backoff { streak, .. } => format!("Backoff/{streak}"),
-        State::WaitingLock { streak, .. } => format!("WaitingLock/{streak}"),
+        State::Starting { attempt } => format!("Starting/{attempt}"),
+        State::Running { attempt, .. } => format!("Running/{attempt}"),
+        State::Exiting { attempt, .. } => format!("Exiting/{attempt}"),
+        State::Backoff { attempt, .. } => format!("Backoff/{attempt}"),
+        State::WaitingLock { attempt, .. } => format!("WaitingLock/{attempt}"),
         State::Stopping { then, .. } => format!("Stopping/{then:?}"),
         State::Disabled => "Disabled".into(),
         State::Error { .. } => "Error".into(),
@@ -536,10 +536,10 @@ fn backoff_waits_and_what_the_status_says() {
     p.at = S(2);
     p.step(Input::Exited(Exit::Code(1)));
     let fx = p.step(Input::Finished);
-    let State::Backoff { until, streak } = p.m.state else {
+    let State::Backoff { until, attempt } = p.m.state else {
         panic!("{:?}", p.m.state)
     };
-    assert_eq!((until - p.t0, streak), (S(3), 1));
+    assert_eq!((until - p.t0, attempt), (S(3), 1));
     let note = fx.iter().find_map(|e| match e {
         Effect::Note { text, run, .. } => Some((run.clone(), text.clone())),
         _ => None,
@@ -683,7 +683,7 @@ async fn restart_backoff_doubles_and_a_long_run_resets_it() {
     let mut t = Task::start(def_with(|s| s.restart_max_delay = S(10)), &plans);
     t.running(5).await;
     // 1, 2, 4, 8 s after quick exits; the 11 s run (longer than the 10 s cap) starts a
-    // new streak: 1 s.
+    // new attempt: 1 s.
     assert_eq!(t.fake.starts(), [S(0), S(1), S(3), S(7), S(15), S(27)]);
     t.shut_down().await;
 }
@@ -756,7 +756,7 @@ async fn settings_changing_mid_run() {
     assert_eq!(st.status, ContinuousState::Running);
     assert!(st.detailed_status.contains("last valid settings"), "{st:?}");
     assert_eq!(t.fake.starts().len(), 1);
-    // New valid files: stopped and started on them, a new streak.
+    // New valid files: stopped and started on them, a new attempt.
     t.update(changed(def())).await;
     assert_eq!(t.status.borrow().status, ContinuousState::Running);
     assert_eq!(t.status.borrow().error, None);

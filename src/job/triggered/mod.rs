@@ -25,7 +25,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Accepted, Begin, HostContext, JobCommand, JobHandle, JobView, TriggerError, answer};
+use super::{
+    Accepted, Begin, HostContext, JobCommand, JobHandle, JobView, TriggerError, answer,
+    sleep_until_opt,
+};
 use crate::logsink::{self, LogSink};
 use crate::runner::{Exit, Process, Processes, RunLog, RunRequest};
 use crate::runs::{self, RunRecord, RunState, TriggerKind};
@@ -128,13 +131,6 @@ struct TriggeredJob<P: Processes> {
     unrunnable: Option<(u64, String)>,
     /// Replies decided by the step being carried out.
     answers: Vec<Owed>,
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn next_fire(cursor: &mut Option<Cursor>, clock: &dyn crate::scheduler::Clock) -> Poll {
@@ -667,10 +663,7 @@ impl<P: Processes> TriggeredJob<P> {
         };
         let started = std::time::Instant::now() - run.ran_for();
         let out = state::outcome(&record.id, exit, abort.as_deref());
-        let (code, signal) = match exit {
-            Exit::Code(c) => (Some(c), None),
-            Exit::Signal(s) => (None, Some(s)),
-        };
+        let (code, signal) = super::code_and_signal(exit);
         record.exit_code = code;
         record.signal = signal;
         record.status = out.status;
