@@ -226,9 +226,7 @@ impl Machine {
     /// The transition function.
     pub fn step(&mut self, input: Input, now: Now) -> Fx {
         let mut fx = Vec::new();
-        let state = std::mem::replace(&mut self.state, State::Idle);
-        self.state = state.clone();
-        match (state, input) {
+        match (self.state.clone(), input) {
             // The task is over: nothing more happens.
             (State::Ended, _) => {}
             (_, Input::Definition(def)) => {
