@@ -42,17 +42,30 @@ impl Backoff {
 
     /// Records an exit after a run of `ran_for` and returns the wait before restarting.
     pub fn after_exit(&mut self, ran_for: Duration) -> Duration {
-        if ran_for > self.max {
-            self.attempt = 0;
-        }
-        let d = Backoff::delay(self.base, self.max, self.attempt);
-        self.attempt = self.attempt.saturating_add(1);
+        let (d, attempt) = after_exit(self.base, self.max, self.attempt, ran_for);
+        self.attempt = attempt;
         d
     }
 
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
+}
+
+/// An exit after a run of `ran_for`, with `attempt` quick exits before it: the wait
+/// before restarting, and the quick exits counting this one. A run longer than
+/// `max` starts a new streak.
+pub fn after_exit(
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+    ran_for: Duration,
+) -> (Duration, u32) {
+    let attempt = if ran_for > max { 0 } else { attempt };
+    (
+        Backoff::delay(base, max, attempt),
+        attempt.saturating_add(1),
+    )
 }
 
 #[cfg(test)]

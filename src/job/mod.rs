@@ -1,9 +1,15 @@
 //! Per-job tasks. Each job is owned by one task that holds its run, timers and state;
 //! the supervisor (and the API) reach it through a [`JobHandle`] and read its status
 //! from a `watch` channel, never from the task's own state.
+//!
+//! Each job type is a pure state machine (`continuous::state`, `triggered::state`:
+//! state + input + now -> effects) inside a thin task that performs the effects and
+//! reaches processes through the `runner::Processes` seam.
 
 pub mod backoff;
 pub mod continuous;
+#[cfg(test)]
+pub mod fake;
 pub mod plan;
 pub mod triggered;
 
@@ -19,9 +25,15 @@ use crate::schedule::Clock;
 use crate::status::ContinuousStatus;
 use triggered::TriggeredStatus;
 
-/// What every job task shares.
-pub struct HostContext {
-    pub runner: Runner,
+/// A run's id, as `WEBJOBS_RUN_ID`, the API and the records name it: a triggered run's
+/// folder name under the job's LOGS; for a continuous run, the 6 hex digits that also
+/// tag its log lines (the runner's `log_id`, which a triggered run has apart).
+pub type RunId = String;
+
+/// What every job task shares. `P` is how runs are started: the host's [`Runner`],
+/// or a fake in the job tasks' tests.
+pub struct HostContext<P = Runner> {
+    pub runner: P,
     pub layout: LogsLayout,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -57,6 +69,22 @@ pub type Applied = Option<oneshot::Sender<()>>;
 pub fn answer(applied: Applied) {
     if let Some(a) = applied {
         let _ = a.send(());
+    }
+}
+
+/// Sleeps until `at`, or forever: a timer arm of a task's `select!` that may be off.
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// An exit as the status and records show it: (exit code, signal).
+fn code_and_signal(exit: crate::runner::Exit) -> (Option<i32>, Option<i32>) {
+    match exit {
+        crate::runner::Exit::Code(c) => (Some(c), None),
+        crate::runner::Exit::Signal(s) => (None, Some(s)),
     }
 }
 

@@ -1,7 +1,7 @@
 //! What a continuous job does when its definition changes: a pure decision table.
 //!
-//! The job task feeds in where it is and what the folder now says; this answers
-//! with one action. Keeping it pure lets the whole table be tested at once.
+//! The continuous machine (`continuous::state`) feeds in where it is and what the
+//! folder now says; this answers with one action, tested as one table.
 
 /// Where the job task is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -388,6 +388,107 @@ impl Runner {
     }
 }
 
+/// The seam between a job task and its processes: the real [`Runner`] in the host, a
+/// fake on paused time in the job tasks' tests.
+pub trait Processes: Clone + Send + Sync + 'static {
+    type Run: Process;
+    /// A run ready to start (see [`PreparedRun`]).
+    type Prepared: Send + 'static;
+    /// A started process not yet attached to its log (see [`SpawnedRun`]).
+    type Spawned: Send + 'static;
+    /// Starts a run (see [`Runner::start`]).
+    fn start(
+        &self,
+        req: RunRequest<'_>,
+        log: RunLog<'_>,
+    ) -> impl std::future::Future<Output = Result<Self::Run, SpawnError>> + Send;
+    /// See [`Runner::prepare`].
+    fn prepare(&self, req: &RunRequest<'_>) -> Self::Prepared;
+    /// See [`PreparedRun::set_run_id`].
+    fn set_run_id(prepared: &mut Self::Prepared, run_id: &str);
+    /// Blocking: see [`Runner::spawn_prepared`].
+    fn spawn_prepared(&self, prepared: Self::Prepared) -> Result<Self::Spawned, SpawnError>;
+    /// See [`Runner::attach`].
+    fn attach(&self, spawned: Self::Spawned, log: RunLog<'_>) -> Self::Run;
+    /// Removes what the host keeps for a job that is gone.
+    fn forget_job(
+        &self,
+        job_type: JobType,
+        name: &str,
+    ) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// A started run, as a job task uses it (see [`Run`]).
+pub trait Process: Send + Sync + 'static {
+    fn pid(&self) -> i32;
+    fn started_at(&self) -> DateTime<Utc>;
+    fn ran_for(&self) -> Duration;
+    /// CPU ticks used so far by the run's live processes.
+    fn cpu_ticks(&self) -> u64;
+    /// Waits for the main process to end. Cancel-safe.
+    fn wait(&mut self) -> impl std::future::Future<Output = Exit> + Send;
+    /// The stop sequence (see [`Run::stop`]).
+    fn stop(
+        &mut self,
+        grace: Duration,
+        why: &str,
+    ) -> impl std::future::Future<Output = Stopped> + Send;
+    /// The clean-up after the main process ended (see [`Run::finish_with`]).
+    fn finish(
+        self,
+        grace: Duration,
+        last_note: Option<(bool, String)>,
+    ) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl Processes for Runner {
+    type Run = Run;
+    type Prepared = PreparedRun;
+    type Spawned = SpawnedRun;
+    async fn start(&self, req: RunRequest<'_>, log: RunLog<'_>) -> Result<Run, SpawnError> {
+        Runner::start(self, req, log).await
+    }
+    fn prepare(&self, req: &RunRequest<'_>) -> PreparedRun {
+        Runner::prepare(self, req)
+    }
+    fn set_run_id(prepared: &mut PreparedRun, run_id: &str) {
+        prepared.set_run_id(run_id);
+    }
+    fn spawn_prepared(&self, prepared: PreparedRun) -> Result<SpawnedRun, SpawnError> {
+        Runner::spawn_prepared(self, prepared)
+    }
+    fn attach(&self, spawned: SpawnedRun, log: RunLog<'_>) -> Run {
+        Runner::attach(self, spawned, log)
+    }
+    async fn forget_job(&self, job_type: JobType, name: &str) {
+        Runner::forget_job(self, job_type, name).await
+    }
+}
+
+impl Process for Run {
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+    fn started_at(&self) -> DateTime<Utc> {
+        self.started_at
+    }
+    fn ran_for(&self) -> Duration {
+        Run::ran_for(self)
+    }
+    fn cpu_ticks(&self) -> u64 {
+        Run::cpu_ticks(self)
+    }
+    async fn wait(&mut self) -> Exit {
+        Run::wait(self).await
+    }
+    async fn stop(&mut self, grace: Duration, why: &str) -> Stopped {
+        Run::stop(self, grace, why).await
+    }
+    async fn finish(self, grace: Duration, last_note: Option<(bool, String)>) {
+        Run::finish_with(self, grace, last_note).await;
+    }
+}
+
 impl Run {
     /// Waits for the main process to end. Cancel-safe: can sit in a `select!`.
     pub async fn wait(&mut self) -> Exit {

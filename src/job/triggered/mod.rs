@@ -1,10 +1,17 @@
 //! The task that owns one triggered job: its schedule cursor, its run (one at a time),
-//! the pending run of `overlap: "queue"`, the run lock, the run's time limits, the
-//! scheduler log and the run records. Nothing else mutates them.
+//! the run lock, the scheduler log and the run records. Nothing else mutates them.
 //!
-//! A fire goes through the same gate as a manual trigger: overlap rule, then the
-//! `run.lock` shared by every host on these LOGS, then (for scheduled fires) the
-//! persisted last-fired occurrence, so each occurrence runs on exactly one host.
+//! Every decision (the gate, the pending run of `overlap: "queue"`, the run's time
+//! limits, what a fire or the end of a run leads to) is made by the pure
+//! [`state::Machine`]; this file is the loop around it that performs the effects: the
+//! run lock, the run's folder, record and process (through the [`Processes`] seam),
+//! the scheduler log and the status.
+
+pub mod gate;
+pub mod state;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -18,19 +25,21 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Accepted, Begin, Ctx, JobCommand, JobHandle, JobView, TriggerError, answer};
+use super::{
+    Accepted, Begin, HostContext, JobCommand, JobHandle, JobView, TriggerError, answer,
+    sleep_until_opt,
+};
 use crate::fsutil::rfc3339_string;
 use crate::logsink::{self, LogSink};
-use crate::runner::{Exit, Run, RunLog, RunRequest};
+use crate::runner::{Exit, Process, Processes, RunLog, RunRequest};
 use crate::runs::{self, RunRecord, RunState, TriggerKind};
 use crate::scan::JobDefinition;
 use crate::schedule::{Cursor, Poll};
 use crate::spec::JobType;
-use crate::spec::settings::{JobSettings, Overlap};
+use crate::spec::settings::JobSettings;
+use state::{Effect, Input, Machine, Now, Origin, Request, State};
 
 const NO_RUN: &str = "000000";
-/// How often a run with an `idle_timeout` is checked for output and CPU use.
-const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// What readers see of a triggered job.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -48,8 +57,8 @@ pub struct TriggeredStatus {
     pub run_command: Option<String>,
 }
 
-pub fn spawn(
-    ctx: Ctx,
+pub fn spawn<P: Processes>(
+    ctx: Arc<HostContext<P>>,
     def: JobDefinition,
     cancel: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
@@ -72,14 +81,14 @@ pub fn spawn(
         ))),
         logs,
         ctx,
-        def,
+        m: Machine::new(def),
         cursor: None,
         active: None,
-        pending: None,
         status_tx,
         run_ids: None,
         host_stopping: cancel.clone(),
         unrunnable: None,
+        answers: Vec::new(),
     };
     tracker.spawn(job.run_loop(rx, cancel, begin));
     JobHandle {
@@ -88,40 +97,29 @@ pub fn spawn(
     }
 }
 
-struct PendingRun {
-    trigger: TriggerKind,
-    args: Vec<OsString>,
-    scheduled_for: Option<DateTime<Utc>>,
-}
-
-struct ActiveRun {
-    run: Run,
+/// The run going on: what the task holds for it beside the machine's view.
+struct ActiveRun<R> {
+    run: R,
     record: RunRecord,
     sink: Arc<Mutex<LogSink>>,
     settings: Arc<JobSettings>,
     /// Held for the whole run: no other host runs this job meanwhile.
     _lock: Option<File>,
-    timeout_at: Option<Instant>,
-    idle: Option<IdleWatch>,
-    /// Set when the host ends the run; the run is then `Aborted` with this reason.
-    abort: Option<String>,
 }
 
-struct IdleWatch {
-    limit: Duration,
-    last_activity: Instant,
-    last_output: u64,
-    last_cpu: u64,
-    next_check: Instant,
+/// A reply owed to a caller, sent once the step that decided it is carried out.
+enum Owed {
+    Trigger(Result<Accepted, TriggerError>),
+    Cancel(Result<String, TriggerError>),
 }
 
-struct TriggeredJob {
-    ctx: Ctx,
-    def: JobDefinition,
+struct TriggeredJob<P: Processes> {
+    ctx: Arc<HostContext<P>>,
+    /// The decisions: the run's state, the pending run, the definition.
+    m: Machine,
     logs: PathBuf,
     cursor: Option<Cursor>,
-    active: Option<ActiveRun>,
-    pending: Option<PendingRun>,
+    active: Option<ActiveRun<P::Run>>,
     sched_log: Arc<Mutex<LogSink>>,
     /// What the API shows of this job (see [`TriggeredJob::set_status`]).
     status_tx: watch::Sender<TriggeredStatus>,
@@ -131,13 +129,8 @@ struct TriggeredJob {
     host_stopping: CancellationToken,
     /// The fingerprint of files whose program the kernel refused, and why.
     unrunnable: Option<(u64, String)>,
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
+    /// Replies decided by the step being carried out.
+    answers: Vec<Owed>,
 }
 
 async fn next_fire(cursor: &mut Option<Cursor>, clock: &dyn crate::schedule::Clock) -> Poll {
@@ -147,7 +140,7 @@ async fn next_fire(cursor: &mut Option<Cursor>, clock: &dyn crate::schedule::Clo
     }
 }
 
-async fn wait_active(active: &mut Option<ActiveRun>) -> Exit {
+async fn wait_active<R: Process>(active: &mut Option<ActiveRun<R>>) -> Exit {
     match active {
         Some(a) => a.run.wait().await,
         None => std::future::pending().await,
@@ -161,7 +154,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.ok()
 }
 
-impl TriggeredJob {
+impl<P: Processes> TriggeredJob<P> {
     async fn run_loop(
         mut self,
         mut rx: mpsc::UnboundedReceiver<JobCommand>,
@@ -181,83 +174,160 @@ impl TriggeredJob {
         self.recover_stale().await;
         self.apply_definition();
         answer(applied);
-        loop {
+        while self.m.state != State::Ended {
             let clock = self.ctx.clock.clone();
-            let timeout_at = self.active.as_ref().and_then(|a| a.timeout_at);
-            let idle_at = self
-                .active
-                .as_ref()
-                .and_then(|a| a.idle.as_ref().map(|i| i.next_check));
+            let going = self.m.going();
+            let timeout_at = going.and_then(|g| g.timeout_at);
+            let idle_at = going.and_then(|g| g.idle.as_ref().map(|i| i.next_check));
             tokio::select! {
-                _ = cancel.cancelled() => {
-                    // Taken before the stop: the end of the run going would start it.
-                    let dropped = self.pending.take();
-                    self.abort_run("the host is shutting down").await;
-                    if let Some(p) = dropped {
-                        self.drop_pending(&p, "the host stopped before it could start");
-                    }
-                    break;
-                }
+                _ = cancel.cancelled() => self.feed(Input::Shutdown).await,
                 cmd = rx.recv() => match cmd {
-                    None | Some(JobCommand::Remove) => {
-                        let dropped = self.pending.take();
-                        // The channel also closes when the host stops: say which.
-                        let (why, lost) = if self.host_stopping.is_cancelled() {
-                            ("the host is shutting down", "the host stopped before it could start")
-                        } else {
-                            ("the job folder was removed", "the job folder was removed before it could start")
-                        };
-                        self.abort_run(why).await;
-                        if let Some(p) = dropped {
-                            self.drop_pending(&p, lost);
-                        }
-                        self.ctx.runner.forget_job(JobType::Triggered, &self.def.name).await;
-                        break;
-                    }
+                    None | Some(JobCommand::Remove) => self.feed(Input::Remove).await,
                     Some(JobCommand::Update(def, applied)) => {
-                        self.def = *def;
+                        self.m.step(Input::Definition(def), self.now());
                         self.apply_definition();
                         answer(applied);
                     }
                     Some(JobCommand::Trigger { args, reply }) => {
-                        let r = self.trigger(TriggerKind::Manual, args, None).await;
-                        // A queued run changes the status too (pending), not only a start.
-                        self.publish();
-                        let _ = reply.send(r);
+                        self.feed(Input::Trigger(Request {
+                            trigger: TriggerKind::Manual,
+                            args,
+                            scheduled_for: None,
+                            origin: Origin::Caller,
+                        }))
+                        .await;
+                        let r = self.answers.drain(..).find_map(|a| match a {
+                            Owed::Trigger(r) => Some(r),
+                            Owed::Cancel(_) => None,
+                        });
+                        let _ = reply.send(r.unwrap_or_else(|| Err(self.gone())));
                     }
                     Some(JobCommand::Cancel { run_id, reply }) => {
-                        let r = self.cancel(run_id).await;
-                        let _ = reply.send(r);
+                        self.feed(Input::Cancel(run_id)).await;
+                        let r = self.answers.drain(..).find_map(|a| match a {
+                            Owed::Cancel(r) => Some(r),
+                            Owed::Trigger(_) => None,
+                        });
+                        let _ = reply.send(r.unwrap_or_else(|| Err(self.gone())));
                     }
                 },
-                exit = wait_active(&mut self.active) => self.on_exit(exit).await,
-                poll = next_fire(&mut self.cursor, clock.as_ref()) => self.on_fire(poll).await,
-                _ = sleep_until_opt(timeout_at) => {
-                    let secs = self.active.as_ref().map(|a| a.settings.timeout.unwrap_or_default().as_secs()).unwrap_or(0);
-                    self.abort_run(&format!("timeout: still running after {secs} s (settings.job `timeout`)")).await;
+                exit = wait_active(&mut self.active) => self.feed(Input::Exited(exit)).await,
+                poll = next_fire(&mut self.cursor, clock.as_ref()) => self.feed(Input::Poll(poll)).await,
+                _ = sleep_until_opt(timeout_at) => self.feed(Input::Timeout).await,
+                _ = sleep_until_opt(idle_at) => {
+                    let (output, cpu) = self.activity();
+                    self.feed(Input::IdleSample { output, cpu }).await;
                 }
-                _ = sleep_until_opt(idle_at) => self.check_idle().await,
             }
         }
         self.publish();
     }
 
-    /// A queued run that was accepted (202) and will never start: said where its
-    /// caller and the operator look, the scheduler log and the host log.
-    fn drop_pending(&self, p: &PendingRun, why: &str) {
-        let name = &self.def.name;
-        let msg = format!(
-            "queued run of {name} dropped: {why} ({} trigger)",
-            p.trigger.as_str()
-        );
-        tracing::warn!(job = %name, "{msg}");
-        self.sched(&msg, true);
+    fn gone(&self) -> TriggerError {
+        TriggerError::Gone {
+            job: self.m.def.name.clone(),
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            at: Instant::now(),
+            host_stopping: self.host_stopping.is_cancelled(),
+        }
+    }
+
+    /// One input through the machine and the effects it asks for, until no effect
+    /// answers with another input; then the status is published (an idle check
+    /// that changed nothing publishes nothing).
+    async fn feed(&mut self, input: Input) {
+        let quiet = matches!(input, Input::IdleSample { .. });
+        let mut acted = false;
+        let mut taken_lock = None;
+        let mut next = Some(input);
+        while let Some(input) = next.take() {
+            let now = self.now();
+            for effect in self.m.step(input, now) {
+                acted = true;
+                if let Some(answer) = self.perform(effect, &mut taken_lock).await {
+                    next = Some(answer);
+                }
+            }
+        }
+        // A lock taken for a run that did not start is released here.
+        drop(taken_lock);
+        if acted || !quiet {
+            self.publish();
+        }
+    }
+
+    async fn perform(&mut self, effect: Effect, taken_lock: &mut Option<File>) -> Option<Input> {
+        match effect {
+            Effect::Sched { text, error } => self.sched(&text, error),
+            Effect::Warn(text) => tracing::warn!(job = %self.m.def.name, "{text}"),
+            Effect::RecordFire(at) => self.save_last_fired(at).await,
+            Effect::ScheduleOff => self.cursor = None,
+            Effect::TakeLock { read_last_fired } => {
+                let answer = match self.acquire_run_lock().await {
+                    Err(()) => gate::Lock::Busy,
+                    Ok(file) => {
+                        *taken_lock = file;
+                        // Alone, only this host writes the last fire, and its cursor
+                        // never repeats an occurrence: nothing to read.
+                        let shared = self.ctx.layout.instance.is_some();
+                        let last_fired = match read_last_fired && shared {
+                            true => self.load_last_fired().await,
+                            false => None,
+                        };
+                        gate::Lock::Taken { last_fired }
+                    }
+                };
+                return Some(Input::Lock(answer));
+            }
+            Effect::StartRun(req) => {
+                let Some(settings) = self.m.def.settings.clone() else {
+                    return Some(Input::Started(Err(self.gone())));
+                };
+                // No separate write of the last fire: the run's `Running` record, on
+                // disk before its process starts, carries `scheduled_for` (see
+                // `runs::load_last_fired`).
+                let started = self
+                    .start_run(
+                        taken_lock.take(),
+                        settings,
+                        req.trigger,
+                        req.args,
+                        req.scheduled_for,
+                    )
+                    .await;
+                return Some(Input::Started(started));
+            }
+            Effect::Stop { why, grace } => {
+                let exit = match self.active.as_mut() {
+                    Some(active) => active.run.stop(grace, &why).await.exit,
+                    None => Exit::Signal(libc::SIGKILL),
+                };
+                return Some(Input::Stopped(exit));
+            }
+            Effect::Finish { exit, abort } => {
+                self.finish(exit, abort).await;
+                return Some(Input::Finished);
+            }
+            Effect::ForgetJob => {
+                self.ctx
+                    .runner
+                    .forget_job(JobType::Triggered, &self.m.def.name)
+                    .await
+            }
+            Effect::Answer(r) => self.answers.push(Owed::Trigger(r)),
+            Effect::CancelAnswer(r) => self.answers.push(Owed::Cancel(r)),
+        }
+        None
     }
 
     async fn save_last_fired(&self, at: DateTime<Utc>) {
         let logs = self.logs.clone();
         if let Some(Err(e)) = blocking(move || runs::save_last_fired(&logs, at)).await {
-            tracing::error!(job = %self.def.name, "{e}");
+            tracing::error!(job = %self.m.def.name, "{e}");
         }
     }
 
@@ -275,12 +345,12 @@ impl TriggeredJob {
     /// log lines the pump writes on these threads, and cheaper than the hop.
     fn close_record(&self, rec: &RunRecord) {
         if let Err(e) = runs::write(&self.logs, rec) {
-            tracing::error!(job = %self.def.name, "{e}");
+            tracing::error!(job = %self.m.def.name, "{e}");
         }
     }
 
     fn settings(&self) -> Option<&JobSettings> {
-        self.def.settings.as_deref()
+        self.m.def.settings.as_deref()
     }
 
     fn sched(&self, msg: &str, error: bool) {
@@ -328,7 +398,7 @@ impl TriggeredJob {
             &self.logs,
             "the host running it stopped unexpectedly (found when a host started)",
         ) {
-            tracing::warn!(job = %self.def.name, "run {id} was left Running by a host that died: marked Aborted");
+            tracing::warn!(job = %self.m.def.name, "run {id} was left Running by a host that died: marked Aborted");
             self.sched(
                 &format!("run {id} was left Running by a host that died: marked Aborted"),
                 true,
@@ -341,18 +411,18 @@ impl TriggeredJob {
     /// Settings changed: reschedule at once; the rest applies from the next run.
     fn apply_definition(&mut self) {
         self.set_status(|s| {
-            s.warnings = self.def.warnings.clone();
-            s.disabled = self.def.disabled;
-            s.run_command = self.def.launch.as_ref().map(|l| l.display());
+            s.warnings = self.m.def.warnings.clone();
+            s.disabled = self.m.def.disabled;
+            s.run_command = self.m.def.launch.as_ref().map(|l| l.display());
         });
-        for w in &self.def.warnings {
-            tracing::warn!(job = %self.def.name, "{w}");
+        for w in &self.m.def.warnings {
+            tracing::warn!(job = %self.m.def.name, "{w}");
         }
-        if !self.def.valid() {
-            let err = self.def.errors.join("; ");
+        if !self.m.def.valid() {
+            let err = self.m.def.errors.join("; ");
             let told = self.status_tx.borrow().error.as_deref() == Some(err.as_str());
             if !told {
-                tracing::error!(job = %self.def.name, "triggered job {}: {err}", self.def.name);
+                tracing::error!(job = %self.m.def.name, "triggered job {}: {err}", self.m.def.name);
                 self.sched(&format!("job not scheduled: {err}"), true);
             }
             self.set_status(|s| s.error = Some(err));
@@ -364,7 +434,7 @@ impl TriggeredJob {
         if self
             .unrunnable
             .as_ref()
-            .is_some_and(|(fp, _)| *fp != self.def.fingerprint)
+            .is_some_and(|(fp, _)| *fp != self.m.def.fingerprint)
         {
             self.unrunnable = None;
         }
@@ -380,7 +450,7 @@ impl TriggeredJob {
             (None, None) => true,
             _ => false,
         };
-        let disabled_changed = self.cursor.is_some() == self.def.disabled;
+        let disabled_changed = self.cursor.is_some() == self.m.def.disabled;
         if !same || disabled_changed || self.cursor.is_none() {
             self.reschedule(schedule);
         }
@@ -390,7 +460,7 @@ impl TriggeredJob {
     fn reschedule(&mut self, schedule: Option<crate::schedule::Schedule>) {
         let now = self.ctx.clock.now();
         self.cursor = match schedule {
-            Some(s) if !self.def.disabled => {
+            Some(s) if !self.m.def.disabled => {
                 let persisted = runs::load_last_fired(&self.logs);
                 let mut c = Cursor::new(s.clone(), persisted, now);
                 let next = match c.peek_next() {
@@ -426,148 +496,6 @@ impl TriggeredJob {
         });
     }
 
-    async fn on_fire(&mut self, poll: Poll) {
-        match poll {
-            Poll::Wait(_) => {}
-            Poll::Never => {
-                self.sched(
-                    "the schedule has no future occurrence: nothing more will fire",
-                    false,
-                );
-                self.cursor = None;
-            }
-            Poll::Missed { latest, count } => {
-                self.sched(
-                    &format!(
-                        "missed {count} occurrence(s) up to {} while the host was down or the clock jumped (older than 10 minutes: not run)",
-                        rfc3339_string(latest)
-                    ),
-                    true,
-                );
-                self.save_last_fired(latest).await;
-            }
-            Poll::Fire { at, skipped } => {
-                if skipped > 0 {
-                    self.sched(
-                        &format!(
-                            "missed {skipped} occurrence(s) before {} (the host was down, busy, or the clock jumped); running the latest once",
-                            rfc3339_string(at)
-                        ),
-                        true,
-                    );
-                }
-                if let Err(e) = self
-                    .trigger(TriggerKind::Schedule, Vec::new(), Some(at))
-                    .await
-                {
-                    match e {
-                        TriggerError::Busy { run_id, .. } => self.sched(
-                            &format!(
-                                "skipped {}: run {run_id} is still going (overlap: skip)",
-                                rfc3339_string(at)
-                            ),
-                            false,
-                        ),
-                        // Another host fired it: that is the point of the lock.
-                        TriggerError::LockedElsewhere { .. } => self.sched(
-                            &format!(
-                                "{} fired on another host (run.lock held or this occurrence already recorded there)",
-                                rfc3339_string(at)
-                            ),
-                            false,
-                        ),
-                        other => self.sched(
-                            &format!("fire at {} failed: {other}", rfc3339_string(at)),
-                            true,
-                        ),
-                    }
-                }
-            }
-        }
-        self.publish();
-    }
-
-    /// The one gate for every run: overlap, then the run lock, then (scheduled) the
-    /// persisted last-fired occurrence.
-    async fn trigger(
-        &mut self,
-        trigger: TriggerKind,
-        args: Vec<OsString>,
-        scheduled_for: Option<DateTime<Utc>>,
-    ) -> Result<Accepted, TriggerError> {
-        let job = self.def.name.clone();
-        // Nothing starts once the host is stopping: it would be stopped at once, or
-        // left `Running` by a host that exits.
-        if self.host_stopping.is_cancelled() {
-            return Err(TriggerError::Gone { job });
-        }
-        let (Some(settings), Some(_)) = (self.def.settings.clone(), self.def.launch.as_ref())
-        else {
-            return Err(TriggerError::Invalid {
-                job,
-                reason: self.def.errors.join("; "),
-            });
-        };
-        if !self.def.errors.is_empty() {
-            return Err(TriggerError::Invalid {
-                job,
-                reason: self.def.errors.join("; "),
-            });
-        }
-        let schedule_disabled = self.def.disabled && settings.schedule.is_some();
-        if let Some(active) = &self.active {
-            let run_id = active.record.id.clone();
-            if settings.overlap == Overlap::Queue {
-                if self.pending.is_some() {
-                    if let Some(at) = scheduled_for {
-                        self.save_last_fired(at).await;
-                    }
-                    return Err(TriggerError::QueueFull { job });
-                }
-                self.pending = Some(PendingRun {
-                    trigger,
-                    args,
-                    scheduled_for,
-                });
-                self.sched(
-                    &format!("{} run queued behind run {run_id}", trigger.as_str()),
-                    false,
-                );
-                return Ok(Accepted {
-                    run_id: None,
-                    queued_behind: Some(run_id),
-                    schedule_disabled,
-                });
-            }
-            if let Some(at) = scheduled_for {
-                self.save_last_fired(at).await;
-            }
-            return Err(TriggerError::Busy { job, run_id });
-        }
-        let Ok(lock) = self.acquire_run_lock().await else {
-            return Err(TriggerError::LockedElsewhere { job });
-        };
-        if let Some(at) = scheduled_for {
-            // Another host fired this occurrence and already finished. Alone, only
-            // this host writes the state, and its cursor never repeats an occurrence.
-            if self.ctx.layout.instance.is_some()
-                && self.load_last_fired().await.is_some_and(|last| last >= at)
-            {
-                return Err(TriggerError::LockedElsewhere { job });
-            }
-            // No separate write: the run's `Running` record, on disk before its
-            // process starts, carries `scheduled_for` (see `runs::load_last_fired`).
-        }
-        let run_id = self
-            .start_run(lock, settings, trigger, args, scheduled_for)
-            .await?;
-        Ok(Accepted {
-            run_id: Some(run_id),
-            queued_behind: None,
-            schedule_disabled,
-        })
-    }
-
     async fn start_run(
         &mut self,
         lock: Option<File>,
@@ -576,17 +504,17 @@ impl TriggeredJob {
         args: Vec<OsString>,
         scheduled_for: Option<DateTime<Utc>>,
     ) -> Result<String, TriggerError> {
-        let job = self.def.name.clone();
+        let job = self.m.def.name.clone();
         let failed = |reason: String| TriggerError::Failed {
             job: job.clone(),
             reason,
         };
-        let Some(launch) = self.def.launch.as_ref() else {
+        let Some(launch) = self.m.def.launch.as_ref() else {
             return Err(failed("no entry point".into()));
         };
         let now = self.ctx.clock.now();
         let record = RunRecord::running(
-            &self.def.name,
+            &self.m.def.name,
             trigger,
             args.iter()
                 .map(|a| a.to_string_lossy().into_owned())
@@ -599,10 +527,10 @@ impl TriggeredJob {
         let data_path = std::path::absolute(&self.logs).unwrap_or(self.logs.clone());
         let runner = self.ctx.runner.clone();
         let mut prepared = runner.prepare(&RunRequest {
-            job_name: &self.def.name,
+            job_name: &self.m.def.name,
             job_type: JobType::Triggered,
-            job_dir: &self.def.dir,
-            fingerprint: self.def.fingerprint,
+            job_dir: &self.m.def.dir,
+            fingerprint: self.m.def.fingerprint,
             launch,
             in_place: settings.is_in_place,
             env: &settings.env,
@@ -629,7 +557,7 @@ impl TriggeredJob {
             let mut sink = LogSink::new(opened.dir.join("output_log.txt"), max, keep_logs);
             // `open_run` left the log empty.
             sink.open_empty();
-            prepared.set_run_id(&rec.id);
+            P::set_run_id(&mut prepared, &rec.id);
             let spawned = runner.spawn_prepared(prepared);
             Ok::<_, std::io::Error>((rec, sink, spawned, known))
         })
@@ -670,8 +598,8 @@ impl TriggeredJob {
                 if unrunnable.is_some() {
                     // Every run fails the same way until the files change: the job
                     // says so itself (cleared by the next definition).
-                    tracing::error!(job = %self.def.name, "{msg}");
-                    self.unrunnable = Some((self.def.fingerprint, msg.clone()));
+                    tracing::error!(job = %self.m.def.name, "{msg}");
+                    self.unrunnable = Some((self.m.def.fingerprint, msg.clone()));
                     self.set_status(|s| s.error = Some(msg.clone()));
                 }
                 logsink::note(&sink, &log_id, true, &msg);
@@ -687,28 +615,17 @@ impl TriggeredJob {
         };
         // Not written again for the pid: the log's `started` line has it, the record on
         // disk gets it when the run ends, and the API shows it from memory meanwhile.
-        record.pid = Some(run.pid);
+        record.pid = Some(run.pid());
         self.sched(
             &format!("run {run_id} started ({})", trigger.as_str()),
             false,
         );
-        let now_i = Instant::now();
-        let idle = settings.idle_timeout.map(|limit| IdleWatch {
-            limit,
-            last_activity: now_i,
-            last_output: 0,
-            last_cpu: 0,
-            next_check: now_i + IDLE_CHECK.min(limit),
-        });
         self.active = Some(ActiveRun {
-            timeout_at: settings.timeout.map(|t| now_i + t),
             run,
             record: record.clone(),
             sink,
             settings,
             _lock: lock,
-            idle,
-            abort: None,
         });
         self.set_status(|s| {
             s.running = Some(run_id.clone());
@@ -718,84 +635,54 @@ impl TriggeredJob {
         Ok(run_id)
     }
 
-    async fn on_exit(&mut self, exit: Exit) {
-        let Some(active) = self.active.take() else {
-            return;
+    /// The run's output bytes and CPU ticks so far, for the idle check.
+    fn activity(&self) -> (u64, u64) {
+        let Some(active) = &self.active else {
+            return (0, 0);
         };
-        self.finish(active, exit).await;
+        let output = {
+            let s = logsink::lock(&active.sink);
+            let st = s.stats();
+            st.written_bytes + st.dropped_bytes
+        };
+        (output, active.run.cpu_ticks())
     }
 
-    /// Stops the run going on (if any) through the stop sequence and records it
-    /// `Aborted` with `why`.
-    async fn abort_run(&mut self, why: &str) {
-        let Some(mut active) = self.active.take() else {
-            return;
-        };
-        active.abort = Some(why.to_string());
-        let grace = active.settings.stopping_wait_time;
-        let stopped = active.run.stop(grace, why).await;
-        self.finish(active, stopped.exit).await;
-    }
-
-    /// Records a run that ended (the runner has logged its exit and leftovers).
-    async fn finish(&mut self, active: ActiveRun, exit: Exit) {
-        let ActiveRun {
+    /// Records a run that ended (the runner has logged its exit and leftovers);
+    /// `abort` when the host ended it.
+    async fn finish(&mut self, exit: Exit, abort: Option<String>) {
+        let Some(ActiveRun {
             run,
             mut record,
             settings,
             _lock,
-            abort,
             ..
-        } = active;
-        let started = run.started;
-        let (code, signal) = match exit {
-            Exit::Code(c) => (Some(c), None),
-            Exit::Signal(s) => (None, Some(s)),
+        }) = self.active.take()
+        else {
+            return;
         };
+        let started = std::time::Instant::now() - run.ran_for();
+        let out = state::outcome(&record.id, exit, abort.as_deref());
+        let (code, signal) = super::code_and_signal(exit);
         record.exit_code = code;
         record.signal = signal;
-        record.status = match (&abort, exit.success()) {
-            (Some(_), _) => RunState::Aborted,
-            (None, true) => RunState::Success,
-            (None, false) => RunState::Failed,
-        };
-        record.error = abort
-            .clone()
-            .or_else(|| (!exit.success()).then(|| exit.to_string()));
-        let last_note = match &abort {
-            Some(why) => (true, format!("run {} aborted: {why}", record.id)),
-            None => (
-                false,
-                format!("run {} {}", record.id, record.status.as_str()),
-            ),
-        };
-        run.finish_with(settings.stopping_wait_time, Some(last_note))
+        record.status = out.status;
+        record.error = out.error;
+        run.finish(settings.stopping_wait_time, Some(out.last_note))
             .await;
         record.end_time = Some(rfc3339_string(Utc::now()));
         record.duration_ms = Some(started.elapsed().as_millis() as u64);
         self.close_record(&record);
-        // The scheduler's log and the host log name runs that did not succeed; a
-        // success is in the run's own log and record (a hundred jobs a second would
-        // otherwise add a line each to both, and a write per run).
-        if record.status == RunState::Success {
-            tracing::debug!(job = %self.def.name, run = %record.id, "run ended: Success");
-        } else {
-            self.sched(
-                &format!(
-                    "run {} ended: {}{}",
-                    record.id,
-                    record.status.as_str(),
-                    abort
-                        .as_deref()
-                        .map(|w| format!(" ({w})"))
-                        .unwrap_or_default()
-                ),
-                true,
-            );
-            tracing::info!(job = %self.def.name, run = %record.id, "run ended: {}", record.status.as_str());
+        let name = &self.m.def.name;
+        match &out.sched {
+            None => tracing::debug!(job = %name, run = %record.id, "run ended: Success"),
+            Some(line) => {
+                self.sched(line, true);
+                tracing::info!(job = %name, run = %record.id, "run ended: {}", record.status.as_str());
+            }
         }
         self.ctx.metrics.run_ended(
-            &self.def.name,
+            name,
             record.status.as_str(),
             started.elapsed().as_secs_f64(),
         );
@@ -804,62 +691,6 @@ impl TriggeredJob {
             s.latest_run = Some(record);
         });
         drop(_lock);
-        // A run that ends as the host stops leaves its queued one to be dropped (and
-        // said so) by the shutdown, not started and left `Running`.
-        if !self.host_stopping.is_cancelled()
-            && let Some(p) = self.pending.take()
-            && let Err(e) = self.trigger(p.trigger, p.args, p.scheduled_for).await
-        {
-            self.sched(&format!("queued run could not start: {e}"), true);
-        }
-        self.publish();
-    }
-
-    async fn cancel(&mut self, run_id: Option<String>) -> Result<String, TriggerError> {
-        let job = self.def.name.clone();
-        let Some(active) = &self.active else {
-            return Err(match run_id {
-                Some(run_id) => TriggerError::NotRunning { job, run_id },
-                None => TriggerError::NothingToCancel { job },
-            });
-        };
-        let id = active.record.id.clone();
-        if let Some(want) = run_id
-            && want != id
-        {
-            return Err(TriggerError::NotRunning { job, run_id: want });
-        }
-        self.abort_run("cancelled on request").await;
-        Ok(id)
-    }
-
-    async fn check_idle(&mut self) {
-        let Some(active) = self.active.as_mut() else {
-            return;
-        };
-        let output = {
-            let s = logsink::lock(&active.sink);
-            let st = s.stats();
-            st.written_bytes + st.dropped_bytes
-        };
-        let cpu = active.run.cpu_ticks();
-        let now = Instant::now();
-        let Some(idle) = active.idle.as_mut() else {
-            return;
-        };
-        if output != idle.last_output || cpu != idle.last_cpu {
-            idle.last_output = output;
-            idle.last_cpu = cpu;
-            idle.last_activity = now;
-        }
-        idle.next_check = now + IDLE_CHECK.min(idle.limit);
-        if now.duration_since(idle.last_activity) >= idle.limit {
-            let secs = idle.limit.as_secs();
-            self.abort_run(&format!(
-                "idle timeout: no output and no CPU use for {secs} s (settings.job `idle_timeout`)"
-            ))
-            .await;
-        }
     }
 
     /// Changes what the API shows without waking its watchers: [`Self::publish`]
@@ -872,7 +703,7 @@ impl TriggeredJob {
     }
 
     fn publish(&mut self) {
-        let pending = self.pending.is_some();
+        let pending = self.m.pending.is_some();
         let next_fire = self
             .cursor
             .as_mut()
