@@ -43,7 +43,6 @@ pub mod logsink;
 pub mod metrics;
 pub mod offline;
 pub mod runner;
-pub mod runs;
 pub mod scan;
 pub mod schedule;
 pub mod spec;

@@ -70,7 +70,7 @@ pub fn logs(
 fn run_output(dir: &Path, name: &str, run: Option<&str>) -> anyhow::Result<PathBuf> {
     let id = match run {
         Some(id) => {
-            if !crate::runs::is_run_id(id) {
+            if !crate::job::triggered::records::is_run_id(id) {
                 bail!("`{id}` is not a run id (18 digits): jobhost history {name} lists them");
             }
             if !dir.join(id).is_dir() {
@@ -78,7 +78,10 @@ fn run_output(dir: &Path, name: &str, run: Option<&str>) -> anyhow::Result<PathB
             }
             id.to_string()
         }
-        None => match crate::runs::history(dir).into_iter().next() {
+        None => match crate::job::triggered::records::history(dir)
+            .into_iter()
+            .next()
+        {
             Some(r) => r.id,
             None => bail!("{name} has no runs yet (nothing in {})", dir.display()),
         },

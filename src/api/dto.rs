@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::job::triggered::TriggeredStatus;
-use crate::runs::RunRecord;
+use crate::job::triggered::records::RunRecord;
 use crate::scan::JobDefinition;
 use crate::spec::JobType;
 use crate::spec::problem::Problem;

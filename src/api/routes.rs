@@ -17,8 +17,8 @@ use super::deploy::{self, Upload};
 use super::dto::{self, Base};
 use super::follow::{self, Start, Until};
 use super::{ApiState, auth, guard};
+use crate::job::triggered::records;
 use crate::job::{JobCommand, JobView, TriggerError};
-use crate::runs;
 use crate::spec::JobType;
 use crate::spec::name::is_valid;
 use crate::supervisor::RegistryEntry;
@@ -445,22 +445,22 @@ async fn history(
 ) -> ApiResult<impl IntoResponse> {
     entry(&st, JobType::Triggered, &name)?;
     let b = base(&headers);
-    let runs = runs::history(&job_logs(&st, &name))
+    let runs = records::history(&job_logs(&st, &name))
         .iter()
         .map(|r| dto::run(&b, r))
         .collect();
     Ok(axum::Json(dto::History { runs }))
 }
 
-fn find_run(st: &ApiState, name: &str, id: &str) -> ApiResult<runs::RunRecord> {
+fn find_run(st: &ApiState, name: &str, id: &str) -> ApiResult<records::RunRecord> {
     entry(st, JobType::Triggered, name)?;
-    if !runs::is_run_id(id) {
+    if !records::is_run_id(id) {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
             format!("`{id}` is not a run id (18 digits)"),
         ));
     }
-    runs::read(&job_logs(st, name), id)
+    records::read(&job_logs(st, name), id)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("{name} has no run {id}")))
 }
 
@@ -597,7 +597,7 @@ async fn run_output(
     let until = if q.follow() {
         let (dir, id) = (dir.clone(), id.clone());
         Until::Done(std::sync::Arc::new(move || {
-            runs::read(&dir, &id).is_none_or(|r| r.status != runs::RunState::Running)
+            records::read(&dir, &id).is_none_or(|r| r.status != records::RunState::Running)
         }))
     } else {
         Until::Now

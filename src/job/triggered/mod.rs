@@ -8,6 +8,7 @@
 //! the scheduler log and the status.
 
 pub mod gate;
+pub mod records;
 pub mod state;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -32,11 +33,11 @@ use super::{
 use crate::fsutil::rfc3339_string;
 use crate::logsink::{self, LogSink};
 use crate::runner::{Exit, Process, Processes, RunLog, RunRequest};
-use crate::runs::{self, RunRecord, RunState, TriggerKind};
 use crate::scan::JobDefinition;
 use crate::schedule::{Cursor, Poll};
 use crate::spec::JobType;
 use crate::spec::settings::JobSettings;
+use records::{RunRecord, RunState, TriggerKind};
 use state::{Effect, Input, Machine, Now, Origin, Request, State};
 
 const NO_RUN: &str = "000000";
@@ -68,7 +69,7 @@ pub fn spawn<P: Processes>(
     let logs = ctx.layout.job_dir(JobType::Triggered, &def.name);
     let status = TriggeredStatus {
         name: def.name.clone(),
-        latest_run: runs::history(&logs).into_iter().next(),
+        latest_run: records::history(&logs).into_iter().next(),
         ..Default::default()
     };
     let (status_tx, status_rx) = watch::channel(status);
@@ -123,7 +124,7 @@ struct TriggeredJob<P: Processes> {
     sched_log: Arc<Mutex<LogSink>>,
     /// What the API shows of this job (see [`TriggeredJob::set_status`]).
     status_tx: watch::Sender<TriggeredStatus>,
-    /// The job's run ids as this task last saw them (see `runs::open_run`).
+    /// The job's run ids as this task last saw them (see `records::open_run`).
     run_ids: Option<Vec<String>>,
     /// Cancelled when the host stops: no queued run starts after that.
     host_stopping: CancellationToken,
@@ -289,7 +290,7 @@ impl<P: Processes> TriggeredJob<P> {
                 };
                 // No separate write of the last fire: the run's `Running` record, on
                 // disk before its process starts, carries `scheduled_for` (see
-                // `runs::load_last_fired`).
+                // `records::load_last_fired`).
                 let started = self
                     .start_run(
                         taken_lock.take(),
@@ -326,14 +327,14 @@ impl<P: Processes> TriggeredJob<P> {
 
     async fn save_last_fired(&self, at: DateTime<Utc>) {
         let logs = self.logs.clone();
-        if let Some(Err(e)) = blocking(move || runs::save_last_fired(&logs, at)).await {
+        if let Some(Err(e)) = blocking(move || records::save_last_fired(&logs, at)).await {
             tracing::error!(job = %self.m.def.name, "{e}");
         }
     }
 
     async fn load_last_fired(&self) -> Option<DateTime<Utc>> {
         let logs = self.logs.clone();
-        blocking(move || runs::load_last_fired(&logs))
+        blocking(move || records::load_last_fired(&logs))
             .await
             .flatten()
     }
@@ -341,10 +342,10 @@ impl<P: Processes> TriggeredJob<P> {
     /// Writes a run's final record.
     ///
     /// Written here, not on the blocking pool: it is a write into an existing spare file
-    /// and a rename, no fsync and no file created (see `runs::write`), as cheap as the
+    /// and a rename, no fsync and no file created (see `records::write`), as cheap as the
     /// log lines the pump writes on these threads, and cheaper than the hop.
     fn close_record(&self, rec: &RunRecord) {
-        if let Err(e) = runs::write(&self.logs, rec) {
+        if let Err(e) = records::write(&self.logs, rec) {
             tracing::error!(job = %self.m.def.name, "{e}");
         }
     }
@@ -394,7 +395,7 @@ impl<P: Processes> TriggeredJob<P> {
         let Ok(_lock) = self.acquire_run_lock().await else {
             return;
         };
-        for id in runs::recover_stale(
+        for id in records::recover_stale(
             &self.logs,
             "the host running it stopped unexpectedly (found when a host started)",
         ) {
@@ -404,7 +405,7 @@ impl<P: Processes> TriggeredJob<P> {
                 true,
             );
         }
-        let latest = runs::history(&self.logs).into_iter().next();
+        let latest = records::history(&self.logs).into_iter().next();
         self.set_status(|s| s.latest_run = latest);
     }
 
@@ -461,7 +462,7 @@ impl<P: Processes> TriggeredJob<P> {
         let now = self.ctx.clock.now();
         self.cursor = match schedule {
             Some(s) if !self.m.def.disabled => {
-                let persisted = runs::load_last_fired(&self.logs);
+                let persisted = records::load_last_fired(&self.logs);
                 let mut c = Cursor::new(s.clone(), persisted, now);
                 let next = match c.peek_next() {
                     Some(t) => rfc3339_string(t),
@@ -552,7 +553,7 @@ impl<P: Processes> TriggeredJob<P> {
         };
         let opened = blocking(move || {
             let mut rec = record;
-            let opened = runs::open_run(&logs, now, keep, &mut rec, &mut known);
+            let opened = records::open_run(&logs, now, keep, &mut rec, &mut known);
             let opened = opened.inspect_err(|_| known = None)?;
             let mut sink = LogSink::new(opened.dir.join("output_log.txt"), max, keep_logs);
             // `open_run` left the log empty.

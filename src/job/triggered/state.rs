@@ -12,9 +12,9 @@ use tokio::time::Instant;
 
 use super::gate::{self, Verdict};
 use crate::fsutil::rfc3339_string;
+use crate::job::triggered::records::{RunState, TriggerKind};
 use crate::job::{Accepted, RunId, TriggerError};
 use crate::runner::Exit;
-use crate::runs::{RunState, TriggerKind};
 use crate::scan::JobDefinition;
 use crate::schedule::Poll;
 

@@ -17,11 +17,11 @@ use tokio_util::task::TaskTracker;
 
 use super::TriggeredStatus;
 use super::gate::Lock;
+use super::records::{self, RunState, TriggerKind};
 use super::state::{Effect, Input, Machine, Now, Origin, Request, State, Then};
 use crate::job::fake::{Fake, Plan};
 use crate::job::{Accepted, Begin, JobCommand, JobHandle, JobView, TriggerError};
 use crate::runner::Exit;
-use crate::runs::{self, RunState, TriggerKind};
 use crate::scan::JobDefinition;
 use crate::schedule::{ManualClock, Poll};
 use crate::spec::JobType;
@@ -918,7 +918,7 @@ async fn missed_fires_after_downtime() {
         let dir = tempfile::tempdir().unwrap();
         let logs = dir.path().join("triggered").join("job");
         std::fs::create_dir_all(&logs).unwrap();
-        runs::save_last_fired(&logs, utc(8, 0)).unwrap();
+        records::save_last_fired(&logs, utc(8, 0)).unwrap();
         let mut t = Task::start_at(dir, hourly(), &[Plan::Exit(S(1), 0)], wall);
         assert_eq!(t.logs, logs);
         if runs_now == 1 {
