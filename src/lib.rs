@@ -11,14 +11,18 @@
 //!                                                         │ stdout/stderr pipes
 //!                                                         ▼
 //!                                  runner::pump ─▶ logsink (frame, rotate) ─▶ job_log.txt
-//!                                  job task     ─▶ status (tmp + rename)   ─▶ status.json
+//!                                  job task     ─▶ fsutil (tmp + rename)   ─▶ status.json
 //! ```
 //!
 //! Who owns what:
 //! - The **supervisor** owns the registry of job tasks. It never touches a process;
 //!   it rescans JOBS on a hint and sends each task its newest definition.
-//! - A **job task** owns its run, timers, singleton lock, log sink and status. Others
-//!   read its status through a `watch` channel.
+//! - A **job task** owns its run, timers, singleton lock, log sink and status. Its
+//!   decisions are a pure machine (`job::*::state`: state + input + now → effects);
+//!   the task performs the effects and reaches processes only through
+//!   `runner::Processes`. Others read its status through a `watch` channel.
+//! - The **API** translates HTTP into calls: reads from the registry, writes through
+//!   the supervisor (which rescans the job at once, so the next request sees them).
 //! - The **reaper** owns `waitpid`: the host is a child subreaper, so orphaned
 //!   grandchildren are reaped there too, and exits are routed to the run that waits.
 //! - The **guardian** (a separate process) owns the cleanup after the host dies.
