@@ -369,21 +369,26 @@ impl Api {
     /// Copies a (possibly endless) text stream to stdout as it arrives.
     pub fn stream_to_stdout(&self, path: &str, what: &str) -> anyhow::Result<()> {
         let mut resp = self.send(self.req(reqwest::Method::GET, path), what)?;
-        let mut out = std::io::stdout().lock();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match resp.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(anyhow!("{what}: the stream broke: {e}")),
-            };
-            if out.write_all(&buf[..n]).and_then(|_| out.flush()).is_err() {
-                // stdout closed (e.g. piped into `head`): a normal way to stop.
-                break;
-            }
+        copy_to_stdout(&mut resp).map_err(|e| anyhow!("{what}: the stream broke: {e}"))
+    }
+}
+
+/// Copies `from` to stdout until its end, each piece as soon as it is read (a followed
+/// log shows lines as they come). A closed stdout (piped into `head`) is the reader
+/// having had enough, not an error; the error returned is always `from`'s.
+pub fn copy_to_stdout(from: &mut impl Read) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if out.write_all(&buf[..n]).and_then(|_| out.flush()).is_err() {
+            return Ok(());
         }
-        Ok(())
     }
 }
 

@@ -4,7 +4,7 @@
 //! `RUN_ID/output_log.txt` (the latest run unless `--run`). Following needs a host:
 //! the host is what rotates the file and ends a run, so `-f` says so instead.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -116,20 +116,5 @@ fn print_file(path: &Path, lines: Option<usize>) -> anyhow::Result<()> {
     let start = lines.map_or(0, |n| crate::api::follow::tail_offset(path, n));
     f.seek(SeekFrom::Start(start))
         .with_context(|| format!("reading {}", path.display()))?;
-    let mut out = std::io::stdout().lock();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
-        if out.write_all(&buf[..n]).is_err() {
-            // stdout closed (piped into `head`): the reader has had enough.
-            return Ok(());
-        }
-    }
-    let _ = out.flush();
-    Ok(())
+    crate::client::copy_to_stdout(&mut f).with_context(|| format!("reading {}", path.display()))
 }

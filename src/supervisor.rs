@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::job::{Begin, Ctx, JobCommand, JobHandle, continuous, triggered};
+use crate::job::{Begin, Ctx, JobCommand, JobHandle};
 use crate::scan::{self, JobDefinition};
 use crate::spec::JobType;
 use crate::watch::Hint;
@@ -275,12 +275,7 @@ impl Supervisor {
                     applied,
                     predecessor: self.retiring.remove(&key).filter(|tx| !tx.is_closed()),
                 };
-                let handle = match key.0 {
-                    JobType::Continuous => {
-                        continuous::spawn(ctx, def, cancel, &self.tracker, begin)
-                    }
-                    JobType::Triggered => triggered::spawn(ctx, def, cancel, &self.tracker, begin),
-                };
+                let handle = crate::job::spawn(ctx, def, cancel, &self.tracker, begin);
                 self.write_registry().insert(
                     key.clone(),
                     RegistryEntry {

@@ -14,16 +14,22 @@ pub mod plan;
 pub mod triggered;
 
 use std::ffi::OsString;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::layout::LogsLayout;
-use crate::runner::Runner;
+use crate::logsink::LogSink;
+use crate::runner::{Processes, Runner};
 use crate::scan::JobDefinition;
 use crate::schedule::Clock;
+use crate::spec::JobType;
 use crate::status::ContinuousStatus;
-use triggered::TriggeredStatus;
+use continuous::ContinuousJob;
+use triggered::{TriggeredJob, TriggeredStatus};
 
 /// A run's id, as `WEBJOBS_RUN_ID`, the API and the records name it: a triggered run's
 /// folder name under the job's LOGS; for a continuous run, the 6 hex digits that also
@@ -40,6 +46,42 @@ pub struct HostContext<P = Runner> {
 }
 
 pub type Ctx = Arc<HostContext>;
+
+/// Starts the task for `def` (its type's loop, on `tracker`, ended by `cancel`) and
+/// returns its handle.
+pub fn spawn<P: Processes>(
+    ctx: Arc<HostContext<P>>,
+    def: JobDefinition,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+    begin: Begin,
+) -> JobHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let view = match def.job_type {
+        JobType::Continuous => {
+            let (view, job) = ContinuousJob::new(ctx, def);
+            tracker.spawn(job.run_loop(rx, cancel, begin));
+            view
+        }
+        JobType::Triggered => {
+            let (view, job) = TriggeredJob::new(ctx, def, &cancel);
+            tracker.spawn(job.run_loop(rx, cancel, begin));
+            view
+        }
+    };
+    JobHandle { tx, view }
+}
+
+/// A job's own log sink at `path` (the job log, the scheduler log), rotated as its
+/// settings say, or as the defaults do while they are invalid.
+fn log_sink(def: &JobDefinition, path: PathBuf) -> Arc<Mutex<LogSink>> {
+    let settings = def.settings.as_deref().cloned().unwrap_or_default();
+    Arc::new(Mutex::new(LogSink::new(
+        path,
+        settings.log_max_bytes,
+        settings.log_keep,
+    )))
+}
 
 /// Messages to a job task.
 #[derive(Debug)]

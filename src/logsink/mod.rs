@@ -401,11 +401,22 @@ mod tests {
         read(path).lines().map(str::to_owned).collect()
     }
 
+    /// The lines of `path` without their time stamp (`[...Z `): what follows it.
+    fn tails(path: &Path) -> Vec<String> {
+        lines_of(path).iter().map(|l| l[26..].to_owned()).collect()
+    }
+
+    /// A sink writing `name` in a fresh folder (removed when the folder is dropped).
+    fn sink_in(name: &str, max_bytes: u64, keep: u32) -> (tempfile::TempDir, PathBuf, LogSink) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        let sink = LogSink::new(path.clone(), max_bytes, keep);
+        (dir, path, sink)
+    }
+
     #[test]
     fn writes_exact_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("logs/continuous/web/job_log.txt");
-        let mut sink = LogSink::new(path.clone(), 1 << 20, 5);
+        let (_dir, path, mut sink) = sink_in("logs/continuous/web/job_log.txt", 1 << 20, 5);
         sink.line_at(t(0), "9a2e7d", Stream::SysInfo, b"started, pid 4242");
         sink.line_at(t(1), "9a2e7d", Stream::Stdout, b"hello");
         sink.line_at(t(999), "9a2e7d", Stream::Stderr, b"warning: x");
@@ -431,19 +442,15 @@ mod tests {
 
     #[test]
     fn sys_notes_split_multi_line_messages() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("job_log.txt");
-        let mut sink = LogSink::new(path.clone(), 1 << 20, 5);
+        let (_dir, path, mut sink) = sink_in("job_log.txt", 1 << 20, 5);
         sink.sys_error(
             "abc123",
             "settings.job is invalid:\n  line 3: bad\n  line 4: worse",
         );
         sink.sys_info("abc123", "restart in 2 s");
         sink.flush();
-        let lines = lines_of(&path);
-        let tails: Vec<&str> = lines.iter().map(|l| &l[26..]).collect();
         assert_eq!(
-            tails,
+            tails(&path),
             [
                 "> abc123: SYS ERROR] settings.job is invalid:",
                 "> abc123: SYS ERROR]   line 3: bad",
@@ -455,9 +462,7 @@ mod tests {
 
     #[test]
     fn feed_frames_chunks_and_finish_writes_the_last_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("output_log.txt");
-        let mut sink = LogSink::new(path.clone(), 1 << 20, 5);
+        let (_dir, path, mut sink) = sink_in("output_log.txt", 1 << 20, 5);
         let mut out = LineSplitter::new();
         let mut err = LineSplitter::new();
         sink.feed(&mut out, "r1", Stream::Stdout, b"a\nb");
@@ -466,9 +471,8 @@ mod tests {
         sink.finish_stream(&mut out, "r1", Stream::Stdout);
         sink.finish_stream(&mut err, "r1", Stream::Stderr);
         sink.flush();
-        let tails: Vec<String> = lines_of(&path).iter().map(|l| l[26..].to_owned()).collect();
         assert_eq!(
-            tails,
+            tails(&path),
             [
                 "> r1: INFO] a",
                 "> r1: ERROR] e1",
@@ -480,9 +484,7 @@ mod tests {
 
     #[test]
     fn non_utf8_bytes_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("job_log.txt");
-        let mut sink = LogSink::new(path.clone(), 1 << 20, 5);
+        let (_dir, path, mut sink) = sink_in("job_log.txt", 1 << 20, 5);
         let mut splitter = LineSplitter::new();
         let raw = b"\xff\xfe\x00bin\r\n\xc3\x28 \xe2\x82\xac\n\x80";
         for byte in raw.chunks(1) {
@@ -537,9 +539,7 @@ mod tests {
     /// used to land in one file whatever `log_max_bytes` said.
     #[test]
     fn a_flood_fed_at_once_is_rotated_at_the_limit_not_at_the_flush() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("job_log.txt");
-        let mut sink = LogSink::new(path.clone(), 4096, 50);
+        let (dir, _, mut sink) = sink_in("job_log.txt", 4096, 50);
         let mut splitter = LineSplitter::new();
         let flood: Vec<u8> = (0..1000)
             .flat_map(|n| format!("line {n:04} padding-padding-padding\n").into_bytes())
@@ -560,9 +560,7 @@ mod tests {
 
     #[test]
     fn keep_zero_deletes_the_old_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("output_log.txt");
-        let mut sink = LogSink::new(path.clone(), 10, 0);
+        let (dir, path, mut sink) = sink_in("output_log.txt", 10, 0);
         sink.line_at(t(0), "r", Stream::Stdout, b"first");
         sink.flush();
         let current = lines_of(&path);
@@ -724,9 +722,7 @@ mod tests {
 
     #[test]
     fn line_flushes_by_itself_under_a_flood() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("job_log.txt");
-        let mut sink = LogSink::new(path.clone(), u64::MAX, 1);
+        let (_dir, path, mut sink) = sink_in("job_log.txt", u64::MAX, 1);
         let body = [b'x'; 1000];
         for _ in 0..1000 {
             sink.line_at(t(0), "9a2e7d", Stream::Stdout, &body);
@@ -737,9 +733,7 @@ mod tests {
 
     #[test]
     fn dropping_the_sink_flushes_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("job_log.txt");
-        let mut sink = LogSink::new(path.clone(), 1 << 20, 1);
+        let (_dir, path, mut sink) = sink_in("job_log.txt", 1 << 20, 1);
         sink.line_at(t(0), "9a2e7d", Stream::Stdout, b"last words");
         drop(sink);
         assert_eq!(

@@ -167,44 +167,66 @@ mod tests {
     use crate::scan::fingerprint;
     use std::fs;
 
-    /// A copy of `src` as its scan now sees it.
-    fn take(ws: &Workspaces, src: &Path, scratch: &Path, token: &str) -> Lease {
-        ws.checkout(src, fingerprint(src), scratch, token).unwrap()
+    /// A job folder whose `run.sh` says `echo hi`, its scratch folder, and the
+    /// workspaces that lend copies of the one into the other.
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        src: PathBuf,
+        scratch: PathBuf,
+        ws: Workspaces,
     }
 
-    fn job(tmp: &Path) -> (PathBuf, PathBuf) {
-        let src = tmp.join("job");
-        fs::create_dir_all(&src).unwrap();
-        fs::write(src.join("run.sh"), "echo hi\n").unwrap();
-        (src, tmp.join("scratch"))
+    impl Fixture {
+        fn new() -> Fixture {
+            let tmp = tempfile::tempdir().unwrap();
+            let src = tmp.path().join("job");
+            fs::create_dir_all(&src).unwrap();
+            fs::write(src.join("run.sh"), "echo hi\n").unwrap();
+            Fixture {
+                scratch: tmp.path().join("scratch"),
+                _tmp: tmp,
+                src,
+                ws: Workspaces::default(),
+            }
+        }
+
+        /// A copy of the job folder as its scan now sees it.
+        fn take(&self, token: &str) -> Lease {
+            let fp = fingerprint(&self.src);
+            self.ws
+                .checkout(&self.src, fp, &self.scratch, token)
+                .unwrap()
+        }
+
+        /// Hands a copy back at the end of its run.
+        fn give_back(&self, lease: Lease) {
+            self.ws.checkin_or_remove(&self.scratch, lease);
+        }
+    }
+
+    fn read(dir: &Path, rel: &str) -> String {
+        fs::read_to_string(dir.join(rel)).unwrap()
     }
 
     #[test]
     fn an_untouched_copy_is_reused_for_the_next_run() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (src, scratch) = job(tmp.path());
-        let ws = Workspaces::default();
-        let a = take(&ws, &src, &scratch, "a");
+        let f = Fixture::new();
+        let a = f.take("a");
         let first = a.path.clone();
-        ws.checkin_or_remove(&scratch, a);
-        let b = take(&ws, &src, &scratch, "b");
+        f.give_back(a);
+        let b = f.take("b");
         assert_eq!(b.path, first);
-        assert_eq!(
-            fs::read_to_string(b.path.join("run.sh")).unwrap(),
-            "echo hi\n"
-        );
+        assert_eq!(read(&b.path, "run.sh"), "echo hi\n");
     }
 
     #[test]
     fn a_copy_the_run_wrote_into_is_replaced_by_a_fresh_one() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (src, scratch) = job(tmp.path());
-        let ws = Workspaces::default();
-        let a = take(&ws, &src, &scratch, "a");
+        let f = Fixture::new();
+        let a = f.take("a");
         fs::write(a.path.join("left-by-the-run.txt"), "x").unwrap();
         let first = a.path.clone();
-        ws.checkin_or_remove(&scratch, a);
-        let b = take(&ws, &src, &scratch, "b");
+        f.give_back(a);
+        let b = f.take("b");
         assert_ne!(b.path, first);
         assert!(!first.exists(), "the spoilt copy is removed");
         assert!(!b.path.join("left-by-the-run.txt").exists());
@@ -236,64 +258,50 @@ mod tests {
             }),
         ];
         for (what, change) in changes {
-            let tmp = tempfile::tempdir().unwrap();
-            let (src, scratch) = job(tmp.path());
+            let f = Fixture::new();
+            let src = &f.src;
             fs::create_dir(src.join("lib")).unwrap();
             fs::write(src.join("lib/data.txt"), "data").unwrap();
             // Deployed a while ago, as job files are (and on a kernel without fine
             // grained times, a file written in the same tick would look unchanged).
             let long_ago = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
             for rel in ["run.sh", "lib/data.txt", "lib", ""] {
-                let f = fs::File::open(src.join(rel)).unwrap();
-                f.set_modified(long_ago).unwrap();
+                let file = fs::File::open(src.join(rel)).unwrap();
+                file.set_modified(long_ago).unwrap();
             }
-            let ws = Workspaces::default();
-            let a = take(&ws, &src, &scratch, "a");
+            let a = f.take("a");
             // At once: within the clock tick the copy's stamps were taken in.
             change(&a.path);
-            ws.checkin_or_remove(&scratch, a);
-            let b = take(&ws, &src, &scratch, "b");
-            assert_eq!(b.path, scratch.join("b"), "{what}: a fresh copy");
-            assert_eq!(
-                fs::read_to_string(b.path.join("run.sh")).unwrap(),
-                "echo hi\n"
-            );
-            assert_eq!(
-                fs::read_to_string(b.path.join("lib/data.txt")).unwrap(),
-                "data"
-            );
+            f.give_back(a);
+            let b = f.take("b");
+            assert_eq!(b.path, f.scratch.join("b"), "{what}: a fresh copy");
+            assert_eq!(read(&b.path, "run.sh"), "echo hi\n");
+            assert_eq!(read(&b.path, "lib/data.txt"), "data");
             assert!(!b.path.join("lib/new.txt").exists() && !b.path.join("lib/link").exists());
         }
     }
 
     #[test]
     fn a_changed_job_folder_gets_a_fresh_copy() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (src, scratch) = job(tmp.path());
-        let ws = Workspaces::default();
-        let a = take(&ws, &src, &scratch, "a");
-        ws.checkin_or_remove(&scratch, a);
-        fs::write(src.join("run.sh"), "echo changed\n").unwrap();
-        let b = take(&ws, &src, &scratch, "b");
-        assert_eq!(
-            fs::read_to_string(b.path.join("run.sh")).unwrap(),
-            "echo changed\n"
-        );
+        let f = Fixture::new();
+        let a = f.take("a");
+        f.give_back(a);
+        fs::write(f.src.join("run.sh"), "echo changed\n").unwrap();
+        let b = f.take("b");
+        assert_eq!(read(&b.path, "run.sh"), "echo changed\n");
     }
 
     #[test]
     fn two_copies_out_at_once_and_forget_removes_the_kept_one() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (src, scratch) = job(tmp.path());
-        let ws = Workspaces::default();
-        let a = take(&ws, &src, &scratch, "a");
-        let b = take(&ws, &src, &scratch, "b");
+        let f = Fixture::new();
+        let a = f.take("a");
+        let b = f.take("b");
         assert_ne!(a.path, b.path);
         let (pa, pb) = (a.path.clone(), b.path.clone());
-        ws.checkin_or_remove(&scratch, a);
-        ws.checkin_or_remove(&scratch, b);
+        f.give_back(a);
+        f.give_back(b);
         assert!(pa.exists() && !pb.exists(), "one kept, the other removed");
-        ws.forget(&scratch);
+        f.ws.forget(&f.scratch);
         assert!(!pa.exists());
     }
 }

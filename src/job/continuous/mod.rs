@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Begin, HostContext, JobCommand, JobHandle, JobView, TriggerError, sleep_until_opt};
+use super::{Begin, HostContext, JobCommand, JobView, TriggerError, sleep_until_opt};
 use crate::layout::LogsLayout;
 use crate::logsink::{self, LogSink};
 use crate::runner::{Exit, Process, Processes, RunLog, RunRequest};
@@ -41,45 +41,31 @@ const LOG_STATS_VIEW: Duration = Duration::from_secs(1);
 const LOG_STATS_FILE: Duration = Duration::from_secs(5);
 
 /// Starts the task for `def` and returns its handle.
-pub fn spawn<P: Processes>(
-    ctx: Arc<HostContext<P>>,
-    def: JobDefinition,
-    cancel: CancellationToken,
-    tracker: &tokio_util::task::TaskTracker,
-    begin: Begin,
-) -> JobHandle {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let layout = ctx.layout.clone();
-    let status = ContinuousStatus::new(&def.name, layout.instance.as_deref());
-    let (status_tx, status_rx) = watch::channel(status.clone());
-    let handle = JobHandle {
-        tx,
-        view: JobView::Continuous(status_rx),
-    };
-    let singleton = def.settings.as_ref().is_some_and(|s| s.is_singleton);
-    let sink_path = layout.job_log(&def.name, singleton);
-    let settings = def.settings.as_deref().cloned().unwrap_or_default();
-    let job = ContinuousJob {
-        sink: Arc::new(Mutex::new(LogSink::new(
-            sink_path,
-            settings.log_max_bytes,
-            settings.log_keep,
-        ))),
-        procs: ctx.runner.clone(),
-        layout,
-        m: Machine::new(def, status),
-        run: None,
-        lock: None,
-        status_tx,
-        log_changed: Arc::new(tokio::sync::Notify::new()),
-        applied: Vec::new(),
-        status_file_at: Instant::now(),
-    };
-    tracker.spawn(job.run_loop(rx, cancel, begin));
-    handle
+impl<P: Processes> ContinuousJob<P> {
+    /// The task for `def` (not started: see [`super::spawn`]) and the view of its status.
+    pub(super) fn new(ctx: Arc<HostContext<P>>, def: JobDefinition) -> (JobView, Self) {
+        let layout = ctx.layout.clone();
+        let status = ContinuousStatus::new(&def.name, layout.instance.as_deref());
+        let (status_tx, status_rx) = watch::channel(status.clone());
+        let singleton = def.settings.as_ref().is_some_and(|s| s.is_singleton);
+        let sink = super::log_sink(&def, layout.job_log(&def.name, singleton));
+        let job = ContinuousJob {
+            sink,
+            procs: ctx.runner.clone(),
+            layout,
+            m: Machine::new(def, status),
+            run: None,
+            lock: None,
+            status_tx,
+            log_changed: Arc::new(tokio::sync::Notify::new()),
+            applied: Vec::new(),
+            status_file_at: Instant::now(),
+        };
+        (JobView::Continuous(status_rx), job)
+    }
 }
 
-struct ContinuousJob<P: Processes> {
+pub(super) struct ContinuousJob<P: Processes> {
     procs: P,
     layout: LogsLayout,
     /// The decisions, and the status they lead to.
@@ -111,7 +97,7 @@ fn now() -> Now {
 }
 
 impl<P: Processes> ContinuousJob<P> {
-    async fn run_loop(
+    pub(super) async fn run_loop(
         mut self,
         mut rx: mpsc::UnboundedReceiver<JobCommand>,
         cancel: CancellationToken,

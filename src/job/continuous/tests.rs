@@ -4,24 +4,19 @@
 //! the real task loop with a fake [`Processes`] on `start_paused` tokio time, so
 //! backoffs of minutes take milliseconds and every wait is exact.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::state::{Effect, Input, Machine, Now, StartFailed, Started, State, Then};
-use crate::job::fake::{Fake, Plan};
-use crate::job::{Begin, JobCommand, JobHandle, JobView};
-use crate::layout::LogsLayout;
+use crate::job::fake::{self, Case, Harness, Plan};
+use crate::job::{JobCommand, JobView};
 use crate::runner::Exit;
 use crate::scan::JobDefinition;
 use crate::schedule::SystemClock;
 use crate::spec::JobType;
-use crate::spec::entry::{EntryKind, Launch};
 use crate::spec::settings::JobSettings;
 use crate::status::{ContinuousState, ContinuousStatus};
 
@@ -29,30 +24,7 @@ const S: fn(u64) -> Duration = Duration::from_secs;
 const MS: fn(u64) -> Duration = Duration::from_millis;
 
 fn def_with(f: impl FnOnce(&mut JobSettings)) -> JobDefinition {
-    let mut s = JobSettings {
-        restart_delay: S(1),
-        restart_max_delay: S(60),
-        stopping_wait_time: S(5),
-        ..JobSettings::default()
-    };
-    f(&mut s);
-    JobDefinition {
-        name: "job".into(),
-        job_type: JobType::Continuous,
-        dir: PathBuf::from("/nonexistent/job"),
-        fingerprint: 1,
-        disabled: false,
-        settings: Some(Arc::new(s)),
-        launch: Some(Launch {
-            kind: EntryKind::Bash,
-            entry: "run.sh".into(),
-            interpreter: None,
-        }),
-        warnings: Vec::new(),
-        errors: Vec::new(),
-        problems: Vec::new(),
-        settings_raw: serde_json::json!({}),
-    }
+    fake::definition(JobType::Continuous, f)
 }
 
 fn def() -> JobDefinition {
@@ -229,11 +201,9 @@ fn kinds(fx: &[Effect]) -> String {
     k.join(" ")
 }
 
-type Act = fn(&mut Paper) -> Vec<Effect>;
-
 #[test]
 fn step_table() {
-    let cases: &[(&str, &str, Act, &str, &str)] = &[
+    let cases: &[Case<Paper, Effect>] = &[
         // (from, input, what, to, effects)
         (
             "Idle",
@@ -520,15 +490,7 @@ fn step_table() {
         ("Ended", "anything", |p| p.defn(def()), "Ended", ""),
         ("Ended", "removed", |p| p.step(Input::Remove), "Ended", ""),
     ];
-    for (from, what, act, to, effects) in cases {
-        let mut p = reach(from);
-        let fx = act(&mut p);
-        assert_eq!(
-            (name(&p.m.state).as_str(), kinds(&fx).as_str()),
-            (*to, *effects),
-            "{from} + {what}"
-        );
-    }
+    fake::check_table(cases, reach, |p, fx| (name(&p.m.state), kinds(fx)));
 }
 
 #[test]
@@ -607,38 +569,19 @@ fn stop_continuations_are_named() {
 // ---------------------------------------------------------------------------------
 // The task on paused time, with fake processes.
 
-struct Task {
-    fake: Fake,
-    tx: tokio::sync::mpsc::UnboundedSender<JobCommand>,
-    status: watch::Receiver<ContinuousStatus>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-    _dir: tempfile::TempDir,
-}
+type Task = Harness<ContinuousStatus>;
 
-impl Task {
+impl Harness<ContinuousStatus> {
     fn start(d: JobDefinition, plans: &[Plan]) -> Task {
         Task::start_in(tempfile::tempdir().unwrap(), d, plans)
     }
 
     /// [`Task::start`] with LOGS in `dir`.
     fn start_in(dir: tempfile::TempDir, d: JobDefinition, plans: &[Plan]) -> Task {
-        let fake = Fake::new(plans);
-        let ctx = fake.context(dir.path().to_path_buf(), None, Arc::new(SystemClock));
-        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
-        let JobHandle { tx, view } =
-            super::spawn(ctx, d, cancel.clone(), &tracker, Begin::default());
-        let JobView::Continuous(status) = view else {
-            panic!("not continuous")
-        };
-        Task {
-            fake,
-            tx,
-            status,
-            cancel,
-            tracker,
-            _dir: dir,
-        }
+        Task::spawn(dir, Arc::new(SystemClock), d, plans, |view| match view {
+            JobView::Continuous(status) => Some(status),
+            JobView::Triggered(_) => None,
+        })
     }
 
     /// Sends a definition and waits until the task has applied it.
@@ -650,14 +593,6 @@ impl Task {
         let _ = rx.await;
     }
 
-    /// Waits (paused time: at most an hour of it) for a status.
-    async fn until(&mut self, what: &str, f: impl Fn(&ContinuousStatus) -> bool) {
-        let waited = tokio::time::timeout(S(3600), self.status.wait_for(|s| f(s)))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        assert!(waited, "{what}: status is {:?}", *self.status.borrow());
-    }
-
     async fn running(&mut self, restarts: u64) {
         self.until(&format!("running after {restarts} restarts"), |s| {
             s.status == ContinuousState::Running && s.restarts == restarts
@@ -666,9 +601,7 @@ impl Task {
     }
 
     async fn shut_down(self) {
-        self.cancel.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
+        self.stop_host().await;
         let st = self.status.borrow();
         assert_eq!(
             (st.status, st.detailed_status.as_str()),
@@ -790,7 +723,7 @@ async fn disable_then_enable() {
 #[tokio::test(start_paused = true)]
 async fn a_singleton_whose_lock_is_held_retries_every_3_s() {
     let dir = tempfile::tempdir().unwrap();
-    let layout = LogsLayout::new(dir.path().to_path_buf(), None);
+    let layout = crate::layout::LogsLayout::new(dir.path().to_path_buf(), None);
     // Another host (another open file description) holds the lock.
     let path = layout.singleton_lock("job");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

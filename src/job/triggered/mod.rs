@@ -27,8 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Accepted, Begin, HostContext, JobCommand, JobHandle, JobView, TriggerError, answer,
-    sleep_until_opt,
+    Accepted, Begin, HostContext, JobCommand, JobView, TriggerError, answer, sleep_until_opt,
 };
 use crate::fsutil::rfc3339_string;
 use crate::logsink::{self, LogSink};
@@ -58,43 +57,35 @@ pub struct TriggeredStatus {
     pub run_command: Option<String>,
 }
 
-pub fn spawn<P: Processes>(
-    ctx: Arc<HostContext<P>>,
-    def: JobDefinition,
-    cancel: CancellationToken,
-    tracker: &tokio_util::task::TaskTracker,
-    begin: Begin,
-) -> JobHandle {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let logs = ctx.layout.job_dir(JobType::Triggered, &def.name);
-    let status = TriggeredStatus {
-        name: def.name.clone(),
-        latest_run: records::history(&logs).into_iter().next(),
-        ..Default::default()
-    };
-    let (status_tx, status_rx) = watch::channel(status);
-    let settings = def.settings.as_deref().cloned().unwrap_or_default();
-    let job = TriggeredJob {
-        sched_log: Arc::new(Mutex::new(LogSink::new(
-            logs.join("job_scheduler.log"),
-            settings.log_max_bytes,
-            settings.log_keep,
-        ))),
-        logs,
-        ctx,
-        m: Machine::new(def),
-        cursor: None,
-        active: None,
-        status_tx,
-        run_ids: None,
-        host_stopping: cancel.clone(),
-        unrunnable: None,
-        answers: Vec::new(),
-    };
-    tracker.spawn(job.run_loop(rx, cancel, begin));
-    JobHandle {
-        tx,
-        view: JobView::Triggered(status_rx),
+impl<P: Processes> TriggeredJob<P> {
+    /// The task for `def` (not started: see [`super::spawn`]) and the view of its status;
+    /// `cancel` is the host's stop.
+    pub(super) fn new(
+        ctx: Arc<HostContext<P>>,
+        def: JobDefinition,
+        cancel: &CancellationToken,
+    ) -> (JobView, Self) {
+        let logs = ctx.layout.job_dir(JobType::Triggered, &def.name);
+        let status = TriggeredStatus {
+            name: def.name.clone(),
+            latest_run: records::history(&logs).into_iter().next(),
+            ..Default::default()
+        };
+        let (status_tx, status_rx) = watch::channel(status);
+        let job = TriggeredJob {
+            sched_log: super::log_sink(&def, logs.join("job_scheduler.log")),
+            logs,
+            ctx,
+            m: Machine::new(def),
+            cursor: None,
+            active: None,
+            status_tx,
+            run_ids: None,
+            host_stopping: cancel.clone(),
+            unrunnable: None,
+            answers: Vec::new(),
+        };
+        (JobView::Triggered(status_rx), job)
     }
 }
 
@@ -114,7 +105,7 @@ enum Owed {
     Cancel(Result<String, TriggerError>),
 }
 
-struct TriggeredJob<P: Processes> {
+pub(super) struct TriggeredJob<P: Processes> {
     ctx: Arc<HostContext<P>>,
     /// The decisions: the run's state, the pending run, the definition.
     m: Machine,
@@ -156,7 +147,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl<P: Processes> TriggeredJob<P> {
-    async fn run_loop(
+    pub(super) async fn run_loop(
         mut self,
         mut rx: mpsc::UnboundedReceiver<JobCommand>,
         cancel: CancellationToken,

@@ -10,49 +10,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::TriggeredStatus;
 use super::gate::Lock;
 use super::records::{self, RunState, TriggerKind};
 use super::state::{Effect, Input, Machine, Now, Origin, Request, State, Then};
-use crate::job::fake::{Fake, Plan};
-use crate::job::{Accepted, Begin, JobCommand, JobHandle, JobView, TriggerError};
+use crate::job::fake::{self, Case, Harness, Plan};
+use crate::job::{Accepted, JobCommand, JobView, TriggerError};
 use crate::runner::Exit;
 use crate::scan::JobDefinition;
 use crate::schedule::{ManualClock, Poll};
 use crate::spec::JobType;
-use crate::spec::entry::{EntryKind, Launch};
 use crate::spec::settings::{JobSettings, Overlap};
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 
 fn def_with(f: impl FnOnce(&mut JobSettings)) -> JobDefinition {
-    let mut s = JobSettings {
-        stopping_wait_time: S(5),
-        ..JobSettings::default()
-    };
-    f(&mut s);
-    JobDefinition {
-        name: "job".into(),
-        job_type: JobType::Triggered,
-        dir: PathBuf::from("/nonexistent/job"),
-        fingerprint: 1,
-        disabled: false,
-        settings: Some(Arc::new(s)),
-        launch: Some(Launch {
-            kind: EntryKind::Bash,
-            entry: "run.sh".into(),
-            interpreter: None,
-        }),
-        warnings: Vec::new(),
-        errors: Vec::new(),
-        problems: Vec::new(),
-        settings_raw: serde_json::json!({}),
-    }
+    fake::definition(JobType::Triggered, f)
 }
 
 fn def() -> JobDefinition {
@@ -121,6 +97,12 @@ impl Paper {
 
     fn started(&mut self) -> Vec<Effect> {
         self.step(Input::Started(Ok("20260301100000000".into())))
+    }
+
+    /// The run's idle sample `secs` s after the start: `output` new bytes, no CPU.
+    fn idle_sample(&mut self, secs: u64, output: u64) -> Vec<Effect> {
+        self.at = S(secs);
+        self.step(Input::IdleSample { output, cpu: 0 })
     }
 }
 
@@ -236,11 +218,9 @@ fn error_name(e: &TriggerError) -> &'static str {
     }
 }
 
-type Act = fn(&mut Paper) -> Vec<Effect>;
-
 #[test]
 fn step_table() {
-    let cases: &[(&str, &str, Act, &str, &str)] = &[
+    let cases: &[Case<Paper, Effect>] = &[
         // (from, input, what, to, effects)
         (
             "Idle",
@@ -476,37 +456,28 @@ fn step_table() {
         (
             "Running (limits)",
             "active",
-            |p| {
-                p.at = S(30);
-                p.step(Input::IdleSample { output: 1, cpu: 0 })
-            },
+            |p| p.idle_sample(30, 1),
             "Running",
             "",
         ),
         (
             "Running (limits)",
             "quiet",
-            |p| {
-                p.at = S(10);
-                p.step(Input::IdleSample { output: 0, cpu: 0 })
-            },
+            |p| p.idle_sample(10, 0),
             "Stopping/Next",
             "Stop",
         ),
         (
             "Running (limits)",
             "quiet, not yet",
-            |p| {
-                p.at = S(9);
-                p.step(Input::IdleSample { output: 0, cpu: 0 })
-            },
+            |p| p.idle_sample(9, 0),
             "Running",
             "",
         ),
         (
             "Running",
             "no idle limit",
-            |p| p.step(Input::IdleSample { output: 0, cpu: 0 }),
+            |p| p.idle_sample(0, 0),
             "Running",
             "",
         ),
@@ -584,15 +555,7 @@ fn step_table() {
         ),
         ("Ended", "trigger", Paper::trigger, "Ended", ""),
     ];
-    for (from, what, act, to, effects) in cases {
-        let mut p = reach(from);
-        let fx = act(&mut p);
-        assert_eq!(
-            (name(&p.m.state).as_str(), kinds(&fx).as_str()),
-            (*to, *effects),
-            "{from} + {what}"
-        );
-    }
+    fake::check_table(cases, reach, |p, fx| (name(&p.m.state), kinds(fx)));
 }
 
 #[test]
@@ -670,18 +633,9 @@ fn outcome_table() {
 // ---------------------------------------------------------------------------------
 // The task on paused time, with fake processes.
 
-struct Task {
-    fake: Fake,
-    tx: tokio::sync::mpsc::UnboundedSender<JobCommand>,
-    status: watch::Receiver<TriggeredStatus>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-    logs: PathBuf,
-    t0: Instant,
-    _dir: tempfile::TempDir,
-}
+type Task = Harness<TriggeredStatus>;
 
-impl Task {
+impl Harness<TriggeredStatus> {
     fn start(d: JobDefinition, plans: &[Plan]) -> Task {
         Task::start_at(tempfile::tempdir().unwrap(), d, plans, utc(10, 0))
     }
@@ -693,26 +647,16 @@ impl Task {
         plans: &[Plan],
         wall: DateTime<Utc>,
     ) -> Task {
-        let fake = Fake::new(plans);
         let clock = Arc::new(ManualClock::starting_at(wall));
-        let ctx = fake.context(dir.path().to_path_buf(), None, clock);
-        let logs = ctx.layout.job_dir(JobType::Triggered, &d.name);
-        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
-        let JobHandle { tx, view } =
-            super::spawn(ctx, d, cancel.clone(), &tracker, Begin::default());
-        let JobView::Triggered(status) = view else {
-            panic!("not triggered")
-        };
-        Task {
-            fake,
-            tx,
-            status,
-            cancel,
-            tracker,
-            logs,
-            t0: Instant::now(),
-            _dir: dir,
-        }
+        Task::spawn(dir, clock, d, plans, |view| match view {
+            JobView::Triggered(status) => Some(status),
+            JobView::Continuous(_) => None,
+        })
+    }
+
+    /// The job's folder under LOGS.
+    fn logs(&self) -> PathBuf {
+        self.layout.job_dir(JobType::Triggered, "job")
     }
 
     async fn trigger(&self) -> Result<Accepted, TriggerError> {
@@ -732,14 +676,6 @@ impl Task {
         rx.await.unwrap()
     }
 
-    /// Waits (paused time: at most a day of it) for a status.
-    async fn until(&mut self, what: &str, f: impl Fn(&TriggeredStatus) -> bool) {
-        let waited = tokio::time::timeout(S(86_400), self.status.wait_for(|s| f(s)))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        assert!(waited, "{what}: status is {:?}", *self.status.borrow());
-    }
-
     /// Waits for the latest run to end and returns its state and error.
     async fn ended(&mut self) -> (RunState, Option<String>) {
         self.until("a run ended", |s| {
@@ -754,13 +690,11 @@ impl Task {
     }
 
     fn scheduler_log(&self) -> String {
-        std::fs::read_to_string(self.logs.join("job_scheduler.log")).unwrap_or_default()
+        std::fs::read_to_string(self.logs().join("job_scheduler.log")).unwrap_or_default()
     }
 
     async fn shut_down(self) -> Self {
-        self.cancel.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
+        self.stop_host().await;
         self
     }
 }
@@ -803,7 +737,7 @@ async fn time_limits_abort_the_run_at_exactly_their_second() {
             (RunState::Aborted, Some(why)),
             "{what}"
         );
-        assert_eq!(t.t0.elapsed(), after, "{what}");
+        assert_eq!(t.fake.elapsed(), after, "{what}");
         assert_eq!(t.fake.stops(), [why], "{what}");
         t.shut_down().await;
     }
@@ -920,7 +854,7 @@ async fn missed_fires_after_downtime() {
         std::fs::create_dir_all(&logs).unwrap();
         records::save_last_fired(&logs, utc(8, 0)).unwrap();
         let mut t = Task::start_at(dir, hourly(), &[Plan::Exit(S(1), 0)], wall);
-        assert_eq!(t.logs, logs);
+        assert_eq!(t.logs(), logs);
         if runs_now == 1 {
             t.until("the latest occurrence ran", |s| s.latest_run.is_some())
                 .await;
