@@ -15,6 +15,7 @@
 //! one job at once and waits until the job's task has applied the new definition, so
 //! the very next request sees the write.
 
+pub mod deploy;
 pub mod registry;
 
 use std::collections::{BTreeMap, HashSet};

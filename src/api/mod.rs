@@ -2,17 +2,18 @@
 //! log streaming. Handlers only translate: they read statuses from the job registry,
 //! write into JOBS through it and send commands to job tasks; no job logic and no
 //! file work on jobs lives here. `server` accepts connections
-//! within limits, `guard` checks Host and origin before `auth` checks the token, and
-//! `token` makes or reads the token.
+//! within limits, `guard` checks Host and origin before `auth` checks the token,
+//! `token` makes or reads the token, and `upload` receives a deploy's body for the
+//! registry to install.
 
 pub mod auth;
-pub mod deploy;
 pub mod dto;
 pub mod follow;
 pub mod guard;
 pub mod routes;
 pub mod server;
 pub mod token;
+pub mod upload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -13,14 +13,15 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::deploy::{self, Upload};
 use super::dto::{self, Base};
 use super::follow::{self, Start, Until};
+use super::upload;
 use super::{ApiState, auth, guard};
 use crate::job::triggered::records;
 use crate::job::{JobCommand, JobView, TriggerError};
 use crate::spec::JobType;
 use crate::spec::name::is_valid;
+use crate::supervisor::deploy::{self, Upload};
 use crate::supervisor::{Installed, RegistryEntry, WriteError};
 use futures_util::StreamExt;
 
@@ -36,7 +37,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/continuouswebjobs", get(continuous_jobs))
         .route(
             "/api/continuouswebjobs/{name}",
-            // A deploy streams its body to disk and counts it there (deploy::receive).
+            // A deploy streams its body to disk and counts it there (upload::receive).
             get(continuous_job)
                 .put(deploy_continuous)
                 .delete(delete_continuous),
@@ -51,7 +52,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/triggeredwebjobs", get(triggered_jobs))
         .route(
             "/api/triggeredwebjobs/{name}",
-            // A deploy streams its body to disk and counts it there (deploy::receive).
+            // A deploy streams its body to disk and counts it there (upload::receive).
             get(triggered_job)
                 .put(deploy_triggered)
                 .delete(delete_triggered),
@@ -656,7 +657,7 @@ async fn deploy_job(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let file_name = match headers.get(header::CONTENT_DISPOSITION) {
-        Some(v) => deploy::disposition_file_name(v.to_str().map_err(|_| {
+        Some(v) => upload::disposition_file_name(v.to_str().map_err(|_| {
             ApiError(
                 StatusCode::BAD_REQUEST,
                 "Content-Disposition is not ASCII: give the file name as filename*=UTF-8''NAME"
@@ -678,7 +679,7 @@ async fn deploy_job(
     // The body streams into a staging folder beside the job here (that is HTTP); the
     // registry builds the job from it and swaps it in.
     let staging = st.0.registry.staging(t, &name).map_err(deploy_error)?;
-    let size = deploy::receive(&staging, body, deploy::MAX_UPLOAD as u64)
+    let size = upload::receive(&staging, body, deploy::MAX_UPLOAD as u64)
         .await
         .map_err(deploy_error)?;
     if size == 0 {
@@ -725,7 +726,7 @@ async fn deploy_settings_file(
             ),
         ));
     }
-    let body = deploy::collect_capped(
+    let body = upload::collect_capped(
         body,
         crate::spec::settings::MAX_FILE_BYTES,
         "a settings.job",

@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::deploy::{self, DeployError, Staging, Upload};
+use super::deploy::{self, DeployError, Staging, Upload};
 use crate::scan::{DISABLE_FILE, JobDefinition};
 use crate::spec::JobType;
 use crate::spec::settings::{self, SettingsError, Warning};
@@ -228,7 +228,7 @@ impl JobRegistry {
     }
 
     /// Builds the job from a staged upload and swaps it in for the job's folder (see
-    /// `api::deploy`); the staging folder goes whatever happens.
+    /// [`deploy`]); the staging folder goes whatever happens.
     pub async fn install(
         &self,
         job_type: JobType,
