@@ -1,10 +1,9 @@
 //! The HTTP API (docs/api.md): Kudu's WebJobs paths and JSON shapes, token auth,
 //! log streaming. Handlers only translate: they read statuses from the job registry,
 //! write into JOBS through it and send commands to job tasks; no job logic and no
-//! file work on jobs lives here. `server` accepts connections
-//! within limits, `guard` checks Host and origin before `auth` checks the token,
-//! `token` makes or reads the token, and `upload` receives a deploy's body for the
-//! registry to install.
+//! file work on jobs lives here. `server` accepts connections within limits, `guard`
+//! checks Host and origin before `auth` checks the token, `token` makes or reads the
+//! token, and `upload` receives a deploy's body for the registry to install.
 
 pub mod auth;
 pub mod dto;
