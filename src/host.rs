@@ -243,10 +243,7 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
     );
     let api = crate::api::ApiState(Arc::new(crate::api::ApiInner {
         registry: supervisor.registry(),
-        supervisor: supervisor.handle(),
-        problems: supervisor.problems(),
         layout: ctx.layout.clone(),
-        jobs_root: opts.jobs.clone(),
         token,
         started: std::time::Instant::now(),
         cancel: cancel.clone(),

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil::{rfc3339, rfc3339_opt};
+use crate::spec::problem::Problem;
 
 /// Bumped when a field changes meaning; readers can tell old files apart.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -103,6 +104,10 @@ pub struct ContinuousStatus {
     #[serde(with = "rfc3339_opt")]
     pub next_restart_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
+    /// The job folder's problems, structured (file, line, column, key, message,
+    /// fix); `[]` when it has none. `error` is them flattened into one line.
+    #[serde(default)]
+    pub problems: Vec<Problem>,
     pub warnings: Vec<String>,
     pub instance: Option<String>,
     pub run_command: Option<String>,
@@ -128,6 +133,7 @@ impl ContinuousStatus {
             last_exit: None,
             next_restart_at: None,
             error: None,
+            problems: Vec::new(),
             warnings: Vec::new(),
             instance: instance.map(str::to_string),
             run_command: None,

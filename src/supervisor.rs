@@ -1,16 +1,22 @@
-//! The registry of jobs: rescans JOBS when told something changed and reconciles the
-//! jobs found with the job tasks running.
+//! The supervisor: rescans JOBS when told something changed and reconciles the jobs
+//! found with the job tasks running. Its view of them is the job registry
+//! ([`registry`]), which the API reads and writes through.
 //!
 //! Hints from the watcher are debounced: the supervisor waits until they stop for a
 //! moment (bounded, so a folder that never settles is still picked up), then rescans
 //! once. New jobs get a task, changed ones an update, removed ones a stop. A job that
 //! appeared is rescanned once more a second later, because inotify can miss files
-//! created right after their folder.
+//! created right after their folder. A rescan stats every file of every job, so it
+//! runs on the blocking pool; the supervisor awaits it before reconciling, so
+//! reconciles keep their order.
 //!
 //! Writes through the API (deploy, delete, settings, start, stop) do not wait for the
-//! watcher: the API asks the supervisor to rescan that one job at once
-//! ([`SupervisorHandle::refresh`]) and waits until the job's task has applied the new
-//! definition, so the very next request sees the write.
+//! watcher: [`JobRegistry`] writes the files, then asks the supervisor to rescan that
+//! one job at once and waits until the job's task has applied the new definition, so
+//! the very next request sees the write.
+
+pub mod deploy;
+pub mod registry;
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
@@ -28,6 +34,8 @@ use crate::scan::{self, JobDefinition};
 use crate::spec::JobType;
 use crate::watch::Hint;
 
+pub use registry::{Installed, JobRegistry, Jobs, Problems, RegistryEntry, WriteError};
+
 /// Quiet time after the last hint before rescanning.
 const SETTLE: Duration = Duration::from_millis(100);
 /// A rescan happens at most this long after the first hint, settled or not.
@@ -35,24 +43,8 @@ const SETTLE_MAX: Duration = Duration::from_millis(900);
 /// Rescan period when inotify cannot be used.
 const FALLBACK_PERIOD: Duration = Duration::from_secs(5);
 const FOLLOW_UP: Duration = Duration::from_secs(1);
-/// How long a write waits for the job's task to apply it. A task busy stopping a run
-/// that ignores SIGTERM answers late; the registry already shows the write then.
-const APPLY_WAIT: Duration = Duration::from_secs(10);
 
-/// Every job task's handle, for the API: it sends commands and reads statuses here.
-pub type Registry = Arc<RwLock<BTreeMap<(JobType, String), RegistryEntry>>>;
-
-/// One job as the API sees it.
-#[derive(Clone)]
-pub struct RegistryEntry {
-    pub handle: JobHandle,
-    pub def: Arc<JobDefinition>,
-}
-
-/// Problems with entries of JOBS that are not jobs (bad names, files), for the API.
-pub type Problems = Arc<RwLock<Vec<String>>>;
-
-/// Requests to the supervisor from the API.
+/// Requests to the supervisor from the registry's writes.
 enum Control {
     /// Rescan one job folder now; answered with the acknowledgements to wait for.
     Refresh {
@@ -61,32 +53,13 @@ enum Control {
     },
 }
 
-/// The API's way to make a write visible at once.
-#[derive(Clone)]
-pub struct SupervisorHandle(mpsc::UnboundedSender<Control>);
-
-impl SupervisorHandle {
-    /// Rescans one job's folder (after the API wrote into it) and returns once the
-    /// registry and the job's task show what is there now.
-    pub async fn refresh(&self, job_type: JobType, name: &str) {
-        let (reply, rx) = oneshot::channel();
-        let key = (job_type, name.to_string());
-        if self.0.send(Control::Refresh { key, reply }).is_err() {
-            return;
-        }
-        let Ok(waits) = rx.await else { return };
-        let all = futures_util::future::join_all(waits);
-        let _ = tokio::time::timeout(APPLY_WAIT, all).await;
-    }
-}
-
 pub struct Supervisor {
     ctx: Ctx,
     jobs_root: PathBuf,
     path_env: Option<OsString>,
     running: BTreeMap<(JobType, String), Tracked>,
     reported: HashSet<String>,
-    registry: Registry,
+    registry: Arc<RwLock<Jobs>>,
     problems: Problems,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -120,29 +93,27 @@ impl Supervisor {
             path_env: std::env::var_os("PATH"),
             running: BTreeMap::new(),
             reported: HashSet::new(),
-            registry: Registry::default(),
+            registry: Arc::default(),
             problems: Problems::default(),
             cancel,
             tracker,
         }
     }
 
-    pub fn registry(&self) -> Registry {
-        self.registry.clone()
-    }
-
-    pub fn problems(&self) -> Problems {
-        self.problems.clone()
-    }
-
-    pub fn handle(&self) -> SupervisorHandle {
-        SupervisorHandle(self.control_tx.clone())
+    /// The registry's handle for the API: reads the view, writes through here.
+    pub fn registry(&self) -> JobRegistry {
+        JobRegistry::new(
+            self.registry.clone(),
+            self.problems.clone(),
+            self.jobs_root.clone(),
+            self.control_tx.clone(),
+        )
     }
 
     /// Runs until the host is cancelled.
     pub async fn run(mut self, mut hints: mpsc::UnboundedReceiver<Hint>, mut degraded: bool) {
         let follow = |appeared: bool| appeared.then(|| Instant::now() + FOLLOW_UP);
-        let mut follow_at = follow(self.rescan());
+        let mut follow_at = follow(self.rescan().await);
         let mut next_fallback = Instant::now() + FALLBACK_PERIOD;
         // Hints are debounced: a rescan waits until they stop for SETTLE, at most
         // SETTLE_MAX after the first. Requests from the API are answered meanwhile.
@@ -167,35 +138,43 @@ impl Supervisor {
                     let max = settling.map_or(now + SETTLE_MAX, |(_, max)| max);
                     settling = Some((now + SETTLE, max));
                 }
-                Some(ctl) = self.control.recv() => self.on_control(ctl),
+                Some(ctl) = self.control.recv() => self.on_control(ctl).await,
                 _ = sleep_opt(settled_at) => {
                     settling = None;
-                    follow_at = follow(self.rescan()).or(follow_at);
+                    follow_at = follow(self.rescan().await).or(follow_at);
                 }
                 _ = sleep_opt(follow_at) => {
                     follow_at = None;
-                    self.rescan();
+                    self.rescan().await;
                 }
                 _ = sleep_opt(fallback_at) => {
                     next_fallback = Instant::now() + FALLBACK_PERIOD;
-                    self.rescan();
+                    self.rescan().await;
                 }
             }
         }
     }
 
-    fn on_control(&mut self, ctl: Control) {
+    async fn on_control(&mut self, ctl: Control) {
         match ctl {
             Control::Refresh { key, reply } => {
                 let dir = self.jobs_root.join(key.0.as_str()).join(&key.1);
+                let (job_type, path_env) = (key.0, self.path_env.clone());
+                let load = move || {
+                    dir.is_dir()
+                        .then(|| scan::load(&dir, job_type, path_env.as_deref()))
+                };
+                let Some(found) = off_the_workers("rescanning a job", load).await else {
+                    return; // the reply dropped: the writer stops waiting
+                };
                 let mut waits = Vec::new();
-                if dir.is_dir() {
-                    let def = scan::load(&dir, key.0, self.path_env.as_deref());
-                    let (tx, rx) = oneshot::channel();
-                    self.reconcile(key, def, Some(tx), true);
-                    waits.push(rx);
-                } else {
-                    self.remove(key);
+                match found {
+                    Some(def) => {
+                        let (tx, rx) = oneshot::channel();
+                        self.reconcile(key, def, Some(tx), true);
+                        waits.push(rx);
+                    }
+                    None => self.remove(key),
                 }
                 let _ = reply.send(waits);
             }
@@ -203,8 +182,12 @@ impl Supervisor {
     }
 
     /// Rescans and reconciles. True when a job appeared (worth a follow-up rescan).
-    fn rescan(&mut self) -> bool {
-        let scan = scan::scan(&self.jobs_root, self.path_env.as_deref());
+    async fn rescan(&mut self) -> bool {
+        let (root, path_env) = (self.jobs_root.clone(), self.path_env.clone());
+        let scan = move || scan::scan(&root, path_env.as_deref());
+        let Some(scan) = off_the_workers("rescanning JOBS", scan).await else {
+            return false; // the next hint or fallback period rescans
+        };
         for p in &scan.problems {
             if self.reported.insert(p.clone()) {
                 tracing::error!("{p}");
@@ -238,9 +221,7 @@ impl Supervisor {
         self.write_registry().remove(&key);
     }
 
-    fn write_registry(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<(JobType, String), RegistryEntry>> {
+    fn write_registry(&self) -> std::sync::RwLockWriteGuard<'_, Jobs> {
         self.registry.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -294,5 +275,21 @@ async fn sleep_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Runs file-system reading (a scan stats every file of every job) on the blocking
+/// pool, so a slow disk stalls no async worker. `None` when the work panicked; said
+/// in the host log.
+async fn off_the_workers<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(out) => Some(out),
+        Err(e) => {
+            tracing::error!("{what}: {e}");
+            None
+        }
     }
 }

@@ -22,6 +22,8 @@ mod continuous;
 mod deploy_safety;
 #[path = "integration/on_disk.rs"]
 mod on_disk;
+#[path = "integration/registry.rs"]
+mod registry;
 #[path = "integration/robustness.rs"]
 mod robustness;
 #[path = "integration/security.rs"]

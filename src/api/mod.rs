@@ -1,26 +1,26 @@
 //! The HTTP API (docs/api.md): Kudu's WebJobs paths and JSON shapes, token auth,
-//! log streaming. Handlers only translate: they read statuses from the registry and
-//! send commands to job tasks; no job logic lives here. `server` accepts connections
-//! within limits, `guard` checks Host and origin before `auth` checks the token, and
-//! `token` makes or reads the token.
+//! log streaming. Handlers only translate: they read statuses from the job registry,
+//! write into JOBS through it and send commands to job tasks; no job logic and no
+//! file work on jobs lives here. `server` accepts connections within limits, `guard`
+//! checks Host and origin before `auth` checks the token, `token` makes or reads the
+//! token, and `upload` receives a deploy's body for the registry to install.
 
 pub mod auth;
-pub mod deploy;
 pub mod dto;
 pub mod follow;
 pub mod guard;
 pub mod routes;
 pub mod server;
 pub mod token;
+pub mod upload;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::layout::LogsLayout;
-use crate::supervisor::{Problems, Registry, SupervisorHandle};
+use crate::supervisor::JobRegistry;
 
 pub use server::serve;
 pub use token::{MIN_TOKEN_LEN, TokenError, load_or_create_token};
@@ -30,12 +30,10 @@ pub use token::{MIN_TOKEN_LEN, TokenError, load_or_create_token};
 pub struct ApiState(pub Arc<ApiInner>);
 
 pub struct ApiInner {
-    pub registry: Registry,
-    /// Writes go through it so that the next request sees them.
-    pub supervisor: SupervisorHandle,
-    pub problems: Problems,
+    /// The jobs and their statuses; writes into JOBS go through it, so that the next
+    /// request sees them.
+    pub registry: JobRegistry,
     pub layout: LogsLayout,
-    pub jobs_root: PathBuf,
     pub token: String,
     pub started: std::time::Instant,
     /// Fires at host shutdown, so endless log follows end and the server can stop.

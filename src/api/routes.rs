@@ -13,15 +13,16 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::deploy::{self, Upload};
 use super::dto::{self, Base};
 use super::follow::{self, Start, Until};
+use super::upload;
 use super::{ApiState, auth, guard};
 use crate::job::triggered::records;
 use crate::job::{JobCommand, JobView, TriggerError};
 use crate::spec::JobType;
 use crate::spec::name::is_valid;
-use crate::supervisor::RegistryEntry;
+use crate::supervisor::deploy::{self, Upload};
+use crate::supervisor::{Installed, RegistryEntry, WriteError};
 use futures_util::StreamExt;
 
 /// Request bodies above this are refused (413).
@@ -36,7 +37,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/continuouswebjobs", get(continuous_jobs))
         .route(
             "/api/continuouswebjobs/{name}",
-            // A deploy streams its body to disk and counts it there (deploy::receive).
+            // A deploy streams its body to disk and counts it there (upload::receive).
             get(continuous_job)
                 .put(deploy_continuous)
                 .delete(delete_continuous),
@@ -51,7 +52,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/triggeredwebjobs", get(triggered_jobs))
         .route(
             "/api/triggeredwebjobs/{name}",
-            // A deploy streams its body to disk and counts it there (deploy::receive).
+            // A deploy streams its body to disk and counts it there (upload::receive).
             get(triggered_job)
                 .put(deploy_triggered)
                 .delete(delete_triggered),
@@ -203,20 +204,32 @@ fn entry(st: &ApiState, job_type: JobType, name: &str) -> ApiResult<RegistryEntr
             format!("`{name}` is not a valid job name ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}})"),
         ));
     }
-    let reg = st.0.registry.read().unwrap_or_else(|e| e.into_inner());
-    reg.get(&(job_type, name.to_string()))
-        .cloned()
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::NOT_FOUND,
-                format!("no {job_type} job named `{name}`"),
-            )
-        })
+    st.0.registry.get(job_type, name).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no {job_type} job named `{name}`"),
+        )
+    })
 }
 
 fn entries(st: &ApiState) -> Vec<RegistryEntry> {
-    let reg = st.0.registry.read().unwrap_or_else(|e| e.into_inner());
-    reg.values().cloned().collect()
+    st.0.registry.entries()
+}
+
+/// The answer to a failed write through the registry.
+fn write_error(e: WriteError) -> ApiError {
+    let status = match &e {
+        WriteError::NoSuchJob { .. } => StatusCode::NOT_FOUND,
+        WriteError::SettingsTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        WriteError::SettingsEmpty { .. } | WriteError::SettingsInvalid(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        WriteError::Deploy(d) => d.status(),
+        WriteError::Io { .. } | WriteError::Save(_) | WriteError::Lost { .. } => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    ApiError(status, e.to_string())
 }
 
 fn job_json(base: &Base, e: &RegistryEntry) -> serde_json::Value {
@@ -292,33 +305,18 @@ async fn triggered_settings(
 }
 
 /// `start`/`stop` flip the `disable.job` switch, as a person touching the file would;
-/// the job is rescanned at once, so the next request sees it stopping or starting.
+/// the registry shows the job stopping or starting when the answer goes out.
 async fn switch(
     st: &ApiState,
     name: &str,
     disable: bool,
 ) -> ApiResult<axum::Json<serde_json::Value>> {
-    let e = entry(st, JobType::Continuous, name)?;
-    let file = e.def.dir.join(crate::scan::DISABLE_FILE);
-    let result = if disable {
-        std::fs::write(&file, b"")
-    } else {
-        match std::fs::remove_file(&file) {
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        }
-    };
-    result.map_err(|err| {
-        ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!(
-                "{} {}: {err}",
-                if disable { "creating" } else { "removing" },
-                file.display()
-            ),
-        )
-    })?;
-    st.0.supervisor.refresh(JobType::Continuous, name).await;
+    check_name(name)?;
+    let file =
+        st.0.registry
+            .set_disabled(JobType::Continuous, name, disable)
+            .await
+            .map_err(write_error)?;
     let verb = if disable { "stop" } else { "start" };
     Ok(axum::Json(
         json!({ "message": format!("{name}: {verb} requested ({} {})", if disable { "created" } else { "removed" }, file.display()) }),
@@ -632,10 +630,6 @@ fn check_name(name: &str) -> ApiResult<()> {
     }
 }
 
-fn job_folder(st: &ApiState, t: JobType, name: &str) -> PathBuf {
-    st.0.jobs_root.join(t.as_str()).join(name)
-}
-
 /// `PUT .../NAME`: a zip (`Content-Type: application/zip`) or one file named by
 /// `Content-Disposition`, streamed to disk and swapped in atomically. A single file
 /// named `settings.job` updates the settings only, as `PUT .../NAME/settings` does.
@@ -663,7 +657,7 @@ async fn deploy_job(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let file_name = match headers.get(header::CONTENT_DISPOSITION) {
-        Some(v) => deploy::disposition_file_name(v.to_str().map_err(|_| {
+        Some(v) => upload::disposition_file_name(v.to_str().map_err(|_| {
             ApiError(
                 StatusCode::BAD_REQUEST,
                 "Content-Disposition is not ASCII: give the file name as filename*=UTF-8''NAME"
@@ -674,26 +668,33 @@ async fn deploy_job(
         None => None,
     };
     let is_zip = ctype.starts_with("application/zip") || ctype.starts_with("application/x-zip");
-    let dir = job_folder(&st, t, &name);
     if !is_zip && file_name.as_deref() == Some(crate::spec::settings::FILE_NAME) {
-        return deploy_settings_file(st, t, name, &dir, body).await;
+        return deploy_settings_file(st, t, name, body).await;
     }
     let upload = match file_name {
         _ if is_zip => Upload::Zip,
         Some(n) => Upload::File(n),
         None => Upload::Unnamed,
     };
-    let existed = dir.exists();
-    receive_and_install(dir, upload, body)
+    // The body streams into a staging folder beside the job here (that is HTTP); the
+    // registry builds the job from it and swaps it in.
+    let staging = st.0.registry.staging(t, &name).map_err(deploy_error)?;
+    let size = upload::receive(&staging, body, deploy::MAX_UPLOAD as u64)
         .await
         .map_err(deploy_error)?;
-    st.0.supervisor.refresh(t, &name).await;
+    if size == 0 {
+        return Err(deploy_error(deploy::DeployError::Empty));
+    }
+    let installed =
+        st.0.registry
+            .install(t, &name, staging, upload)
+            .await
+            .map_err(write_error)?;
     let b = base(&headers);
     let path = format!("/api/{}webjobs/{name}", t.as_str());
-    let code = if existed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
+    let code = match installed {
+        Installed::Replaced => StatusCode::OK,
+        Installed::Created => StatusCode::CREATED,
     };
     // The job object, as Kudu answers a deploy; the job is already registered.
     let job = entry(&st, t, &name)?;
@@ -708,42 +709,16 @@ fn deploy_error(e: deploy::DeployError) -> ApiError {
     ApiError(e.status(), e.to_string())
 }
 
-/// The file work of a deploy: the body streamed into a staging folder beside the job
-/// (413 past `deploy::MAX_UPLOAD`), then unpacked there and swapped in. The staging
-/// folder goes whatever happens, a client that hangs up included.
-async fn receive_and_install(
-    dir: PathBuf,
-    upload: Upload,
-    body: Body,
-) -> Result<(), deploy::DeployError> {
-    // Two mkdirs: not worth a blocking thread.
-    let staging = deploy::Staging::new(&dir)?;
-    let size = deploy::receive(&staging, body, deploy::MAX_UPLOAD as u64).await?;
-    if size == 0 {
-        return Err(deploy::DeployError::Empty);
-    }
-    let path = dir.clone();
-    // `staging` moves into the blocking task, so removing it (perhaps a whole old job)
-    // happens there too.
-    tokio::task::spawn_blocking(move || deploy::install(&staging, &dir, upload))
-        .await
-        .map_err(|e| deploy::DeployError::Io {
-            what: "deploying",
-            path,
-            source: std::io::Error::other(e),
-        })?
-}
-
 /// A single file named `settings.job`: the job's settings, validated and saved as
 /// `PUT .../NAME/settings` does; it never replaces the job.
 async fn deploy_settings_file(
     st: ApiState,
     t: JobType,
     name: String,
-    dir: &std::path::Path,
     body: Body,
 ) -> ApiResult<Response> {
-    if !dir.is_dir() {
+    // Asked before the body is read, so a missing job is a 404 whatever the body.
+    if st.0.registry.get(t, &name).is_none() {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!(
@@ -751,7 +726,7 @@ async fn deploy_settings_file(
             ),
         ));
     }
-    let body = deploy::collect_capped(
+    let body = upload::collect_capped(
         body,
         crate::spec::settings::MAX_FILE_BYTES,
         "a settings.job",
@@ -781,18 +756,7 @@ async fn deploy_triggered(
 
 async fn delete_job(st: ApiState, t: JobType, name: String) -> ApiResult<impl IntoResponse> {
     check_name(&name)?;
-    let dir = job_folder(&st, t, &name);
-    if !dir.is_dir() {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("no {t} job named `{name}`"),
-        ));
-    }
-    tokio::task::spawn_blocking(move || deploy::delete(&dir))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    st.0.supervisor.refresh(t, &name).await;
+    st.0.registry.remove(t, &name).await.map_err(write_error)?;
     Ok(axum::Json(json!({
         "message": format!("{t} job {name} deleted: it is stopped gracefully; its logs stay")
     })))
@@ -815,41 +779,17 @@ async fn delete_triggered(
 /// `PUT .../NAME/settings`: validated exactly as the host reads the file; a bad body
 /// is a 400 naming every problem and the old file stays untouched.
 async fn put_settings(st: ApiState, t: JobType, name: String, body: Bytes) -> ApiResult<Response> {
-    let e = entry(&st, t, &name)?;
-    let path = e.def.dir.join(crate::spec::settings::FILE_NAME);
-    let limit = crate::spec::settings::MAX_FILE_BYTES;
-    if body.len() as u64 > limit {
-        return Err(ApiError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "settings not saved: the body is {} bytes; settings.job may be at most {limit}: shorten it",
-                body.len()
-            ),
-        ));
-    }
-    // An empty body would truncate the file; `{}` is how to reset every key.
-    let text = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&body);
-    if text.trim_ascii().is_empty() {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "settings not saved: the body is empty; send a JSON object (`{{}}` resets every key to its default); {} is unchanged",
-                path.display()
-            ),
-        ));
-    }
-    let warnings = match crate::spec::settings::parse(&body, &path, t) {
-        Ok((_, warnings)) => warnings,
+    check_name(&name)?;
+    let (path, warnings) = match st.0.registry.write_settings(t, &name, body.clone()).await {
+        Ok(saved) => saved,
         // A 400 like `ApiError`'s, plus the problems structured (docs/settings.md).
-        Err(err) => {
+        Err(WriteError::SettingsInvalid(err)) => {
             let message = format!("settings not saved: {err}");
             let body = json!({ "message": message, "problems": err.problems });
             return Ok((StatusCode::BAD_REQUEST, axum::Json(body)).into_response());
         }
+        Err(e) => return Err(write_error(e)),
     };
-    crate::fsutil::write_atomic_bytes(&path, &body)
-        .map_err(|err| ApiError(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
-    st.0.supervisor.refresh(t, &name).await;
     Ok(axum::Json(json!({
         "message": format!("{} saved", path.display()),
         "warnings": warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),

@@ -369,6 +369,7 @@ impl Machine {
         if self.def.valid() {
             self.shown_error = None;
             self.status.error = None;
+            self.status.problems = Vec::new();
             // Valid again (fixed, or the bad settings.job deleted: defaults apply)
             // while the run went on: it no longer runs on "last valid settings". A
             // change of files restarts it below; the same files keep it as it is.
@@ -508,6 +509,7 @@ impl Machine {
             self.shown_error = Some(text.clone());
         }
         self.status.error = Some(text.clone());
+        self.status.problems = self.def.problems.clone();
         if !matches!(self.state, State::Running { .. }) {
             self.state = State::Error { reason: text };
             self.set_idle(
