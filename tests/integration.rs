@@ -10,6 +10,8 @@ mod support;
 mod api;
 #[path = "integration/bad_input.rs"]
 mod bad_input;
+#[path = "integration/browser.rs"]
+mod browser;
 #[path = "integration/check.rs"]
 mod check;
 #[path = "integration/cli.rs"]
@@ -20,6 +22,8 @@ mod cli_polish;
 mod continuous;
 #[path = "integration/deploy_safety.rs"]
 mod deploy_safety;
+#[path = "integration/events.rs"]
+mod events;
 #[path = "integration/robustness.rs"]
 mod robustness;
 #[path = "integration/security.rs"]

@@ -33,6 +33,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/dashboard.js", get(dashboard_script))
         .route("/api/health", get(health))
         .route("/api/webjobs", get(all_jobs))
+        .route("/api/events", super::events::route())
         .route("/api/continuouswebjobs", get(continuous_jobs))
         .route(
             "/api/continuouswebjobs/{name}",
