@@ -158,8 +158,8 @@ async fn not_found() -> ApiError {
     )
 }
 
-/// The dashboard: a page and its script that read this API with the browser's
-/// credentials (the token as a Basic password, which the browser asks for).
+/// The dashboard (docs/dashboard.md): a page and its script, open without the token
+/// (they hold no data); the page asks for the token and sends it as Bearer.
 async fn dashboard() -> impl IntoResponse {
     (
         [
