@@ -249,6 +249,15 @@ function wantHistory(name) {
   historyQueue.push(name);
   pumpHistory();
 }
+// A strip's history is fetched when its row scrolls into view: 500 jobs cost a
+// screenful of requests, not 500.
+const stripObserver = new IntersectionObserver((entries) => {
+  for (const e of entries) {
+    if (!e.isIntersecting) continue;
+    stripObserver.unobserve(e.target);
+    wantHistory(e.target.dataset.strip);
+  }
+}, { rootMargin: "200px" });
 function pumpHistory() {
   while (historyActive < 4 && historyQueue.length) {
     const name = historyQueue.shift();
@@ -288,58 +297,105 @@ function statusCell(j) {
   return [el("span", { class: `st ${tone(st)}` }, st), reasonOf(j) ? el("div", { class: "muted" }, reasonOf(j)) : null];
 }
 
+const rowCache = new Map();
+function buildRow(j) {
+  let sched = "-", last = "-", strip = null;
+  if (j.type === "triggered") {
+    if (j.schedule) {
+      sched = [el("code", {}, j.schedule), " ", el("span", { class: "muted" }, j.timezone || ""),
+        el("div", { class: "muted" }, "next ", j.next_fire ? when(j.next_fire) : "-")];
+    } else sched = j.error ? el("span", { class: "muted" }, "unknown: settings have errors") : "on demand";
+    const r = j.latest_run;
+    if (r) last = [el("span", { class: `st ${tone(r.status)}` }, r.status), " ", el("span", { class: "num" }, duration(r.duration_ms)),
+      el("div", { class: "muted" }, when(r.start_time))];
+    const runs = state.history.get(j.name);
+    if (runs) strip = runs.length ? runChart(runs.slice(0, 20), 120, 24, `last ${Math.min(20, runs.length)} runs of ${j.name}`) : el("span", { class: "muted" }, "no runs");
+    else { strip = el("span", { class: "muted", dataset: { strip: j.name } }, "…"); stripObserver.observe(strip); }
+  } else {
+    last = [`restarts ${j.restarts}`, j.started_at ? el("div", { class: "muted" }, "up since ", when(j.started_at)) : null];
+  }
+  return el("tr", { dataset: { job: j.name } },
+    el("td", {}, link(jobHref(j.type, j.name), j.name, { class: "jobname" })),
+    el("td", { class: "hide-narrow" }, j.type),
+    el("td", {}, statusCell(j)),
+    el("td", { class: "hide-narrow" }, sched),
+    el("td", {}, last),
+    el("td", { class: "hide-narrow" }, strip));
+}
+
+/**
+ * The overview's frame (counts, filters, table) is built once per visit; a live
+ * update changes the counts' text and puts rows in place, rebuilding only the rows
+ * whose job or history changed. With 500 jobs, rebuilding the whole table on every
+ * event made each update cost a full table layout.
+ */
+function overviewFrame() {
+  const f = state.filters;
+  const statusSelect = el("select", { id: "f-status", onchange: (e) => { f.status = e.target.value; scheduleRender(); } });
+  const frame = {
+    jobs: el("b", { id: "count-jobs" }), running: el("b", { id: "count-running", class: "good" }), failing: el("b", { id: "count-failing" }),
+    shown: el("span", { class: "muted", id: "f-shown" }),
+    statusSelect, statuses: "",
+    tbody: el("tbody"),
+  };
+  frame.root = [el("h2", { class: "sr" }, "Overview"),
+    el("div", { class: "counts" },
+      el("div", { class: "card count" }, frame.jobs, "jobs"),
+      el("div", { class: "card count" }, frame.running, "running"),
+      el("div", { class: "card count" }, frame.failing, "failing")),
+    el("div", { class: "filters", role: "search" },
+      el("label", { for: "f-name", class: "sr" }, "filter by name"),
+      el("input", { id: "f-name", type: "search", placeholder: "filter by name", value: f.name,
+        oninput: (e) => { f.name = e.target.value; scheduleRender(); } }),
+      el("label", { for: "f-type", class: "sr" }, "type"),
+      select("f-type", ["", "continuous", "triggered"], f.type, (v) => { f.type = v; scheduleRender(); }, "all types"),
+      el("label", { for: "f-status", class: "sr" }, "status"), statusSelect, frame.shown),
+    el("div", { class: "table-wrap" }, el("table", { id: "jobs" },
+      el("colgroup", {}, el("col", { class: "c-name" }), el("col", { class: "c-type hide-narrow" }), el("col", { class: "c-status" }),
+        el("col", { class: "c-sched hide-narrow" }), el("col", { class: "c-last" }), el("col", { class: "c-strip hide-narrow" })),
+      el("thead", {}, el("tr", {}, el("th", {}, "Job"), el("th", { class: "hide-narrow" }, "Type"), el("th", {}, "Status"),
+        el("th", { class: "hide-narrow" }, "Schedule / next"), el("th", {}, "Last run"), el("th", { class: "hide-narrow" }, "Last 20 runs"))),
+      frame.tbody)),
+    deployBox()];
+  $("app").replaceChildren(...frame.root);
+  return frame;
+}
+
 function renderOverview() {
+  const frame = view.frame || (view.frame = overviewFrame());
   const jobs = [...state.jobs.values()].sort((a, b) => a.name.localeCompare(b.name) || a.type.localeCompare(b.type));
-  const running = jobs.filter((j) => statusOf(j) === "Running").length;
-  const bad = jobs.filter(failing).length;
   const f = state.filters;
   const shown = jobs.filter((j) => (!f.type || j.type === f.type)
     && (!f.status || statusOf(j) === f.status)
     && (!f.name || j.name.toLowerCase().includes(f.name.toLowerCase())));
-  const counts = el("div", { class: "counts" },
-    el("div", { class: "card count" }, el("b", { id: "count-jobs" }, jobs.length), "jobs"),
-    el("div", { class: "card count" }, el("b", { id: "count-running", class: "good" }, running), "running"),
-    el("div", { class: "card count" }, el("b", { id: "count-failing", class: bad ? "bad" : "" }, bad), "failing"));
+  const bad = jobs.filter(failing).length;
+  frame.jobs.textContent = jobs.length;
+  frame.running.textContent = jobs.filter((j) => statusOf(j) === "Running").length;
+  frame.failing.textContent = bad;
+  frame.failing.className = bad ? "bad" : "";
+  frame.shown.textContent = `${shown.length} of ${jobs.length} shown`;
   const statuses = [...new Set(jobs.map(statusOf))].sort();
-  const filters = el("div", { class: "filters", role: "search" },
-    el("label", { for: "f-name", class: "sr" }, "filter by name"),
-    el("input", { id: "f-name", type: "search", placeholder: "filter by name", value: f.name,
-      oninput: (e) => { f.name = e.target.value; scheduleRender(); } }),
-    el("label", { for: "f-type", class: "sr" }, "type"),
-    select("f-type", ["", "continuous", "triggered"], f.type, (v) => { f.type = v; scheduleRender(); }, "all types"),
-    el("label", { for: "f-status", class: "sr" }, "status"),
-    select("f-status", ["", ...statuses], f.status, (v) => { f.status = v; scheduleRender(); }, "all statuses"),
-    el("span", { class: "muted" }, `${shown.length} of ${jobs.length} shown`));
+  if (statuses.join() !== frame.statuses) {
+    frame.statuses = statuses.join();
+    frame.statusSelect.replaceChildren(...["", ...statuses].map((v) => el("option", { value: v, selected: v === f.status }, v || "all statuses")));
+  }
   const rows = shown.map((j) => {
-    let sched = "-", last = "-", strip = null;
-    if (j.type === "triggered") {
-      if (j.schedule) {
-        sched = [el("code", {}, j.schedule), " ", el("span", { class: "muted" }, j.timezone || ""),
-          el("div", { class: "muted" }, "next ", j.next_fire ? when(j.next_fire) : "-")];
-      } else sched = j.error ? el("span", { class: "muted" }, "unknown: settings have errors") : "on demand";
-      const r = j.latest_run;
-      if (r) last = [el("span", { class: `st ${tone(r.status)}` }, r.status), " ", el("span", { class: "num" }, duration(r.duration_ms)),
-        el("div", { class: "muted" }, when(r.start_time))];
-      const runs = state.history.get(j.name);
-      if (runs) strip = runs.length ? runChart(runs.slice(0, 20), 120, 24, `last ${Math.min(20, runs.length)} runs of ${j.name}`) : el("span", { class: "muted" }, "no runs");
-      else { wantHistory(j.name); strip = el("span", { class: "muted" }, "…"); }
-    } else {
-      last = [`restarts ${j.restarts}`, j.started_at ? el("div", { class: "muted" }, "up since ", when(j.started_at)) : null];
-    }
-    return el("tr", { dataset: { job: j.name } },
-      el("td", {}, link(jobHref(j.type, j.name), j.name, { class: "jobname" })),
-      el("td", { class: "hide-narrow" }, j.type),
-      el("td", {}, statusCell(j)),
-      el("td", { class: "hide-narrow" }, sched),
-      el("td", {}, last),
-      el("td", { class: "hide-narrow" }, strip));
+    // A row is rebuilt only when its job or its history changed.
+    const cached = rowCache.get(keyOf(j));
+    const runsNow = state.history.get(j.name);
+    if (cached && cached.job === j && cached.runs === runsNow) return cached.node;
+    const node = buildRow(j);
+    rowCache.set(keyOf(j), { job: j, runs: runsNow, node });
+    return node;
   });
-  const table = el("div", { class: "table-wrap" }, el("table", { id: "jobs" },
-    el("thead", {}, el("tr", {}, el("th", {}, "Job"), el("th", { class: "hide-narrow" }, "Type"), el("th", {}, "Status"),
-      el("th", { class: "hide-narrow" }, "Schedule / next"), el("th", {}, "Last run"), el("th", { class: "hide-narrow" }, "Last 20 runs"))),
-    el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: 6, class: "muted" },
-      jobs.length ? "No job matches the filters." : "No jobs yet: drop a zip below, or a folder into jobs/continuous/ or jobs/triggered/.")))));
-  keepFocus(() => $("app").replaceChildren(el("h2", { class: "sr" }, "Overview"), counts, filters, table, deployBox()));
+  if (!rows.length) {
+    rows.push(el("tr", {}, el("td", { colspan: 6, class: "muted" },
+      jobs.length ? "No job matches the filters." : "No jobs yet: drop a zip below, or a folder into jobs/continuous/ or jobs/triggered/.")));
+  }
+  // Put rows in place, touching the DOM only where the order or a row changed.
+  const tb = frame.tbody;
+  rows.forEach((node, i) => { if (tb.children[i] !== node) tb.insertBefore(node, tb.children[i] || null); });
+  while (tb.children.length > rows.length) tb.lastChild.remove();
 }
 
 function select(id, values, current, onchange, allLabel) {
@@ -694,7 +750,7 @@ function route() {
   clearError();
   if (parts[0] === "jobs" && parts.length >= 3) view = jobPage(parts[1], parts[2]);
   else if (parts[0] === "runs" && parts.length >= 3) view = runPage(parts[1], parts[2]);
-  else view = { render: renderOverview };
+  else view = { render: renderOverview, frame: null };
   document.title = parts[0] === "jobs" ? `${parts[2]} · jobhost` : parts[0] === "runs" ? `run ${parts[2]} · jobhost` : "jobhost";
   view.render();
   window.scrollTo(0, 0);
@@ -724,6 +780,6 @@ $("theme").addEventListener("click", () => {
 $("logout").addEventListener("click", () => logout("Logged out."));
 window.addEventListener("hashchange", () => { if (token()) route(); });
 // Relative times age: redraw them every 30 s (the data itself comes from events).
-setInterval(() => { if (token()) scheduleRender(); }, 30000);
+setInterval(() => { if (token()) { rowCache.clear(); scheduleRender(); } }, 30000);
 applyTheme();
 if (token()) start(); else loginPage();
