@@ -1,5 +1,6 @@
-//! `GET /api/events`: server-sent events of job and run state changes, for the
-//! dashboard (and any client) to stay current without polling.
+//! `GET /api/events` (docs/dashboard.md#live-events): server-sent events of job and
+//! run state changes, for the dashboard (and any client) to stay current without
+//! polling.
 //!
 //! Built on what the API already reads, without touching the job tasks: each job's
 //! `watch::Receiver` says "something changed" (a small forwarder task per job turns

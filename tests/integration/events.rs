@@ -1,5 +1,5 @@
-//! `GET /api/events` (docs/api.md#events): a snapshot, then job and run changes as
-//! they happen, resumable with `Last-Event-ID` from a bounded ring.
+//! `GET /api/events` (docs/dashboard.md#live-events): a snapshot, then job and run
+//! changes as they happen, resumable with `Last-Event-ID` from a bounded ring.
 
 use std::io::{BufRead, BufReader};
 use std::time::Instant;
