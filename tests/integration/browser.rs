@@ -134,6 +134,15 @@ fn the_dashboard_logs_in_follows_runs_stops_deploys_and_shows_hostile_text_as_te
         )],
     );
     h.write_job(CONTINUOUS, "web", &[("run.sh", &sleeper("web"))]);
+    // Numbered lines, for the check that a resumed log has no gap or repeat.
+    h.write_job(
+        CONTINUOUS,
+        "tick",
+        &[(
+            "run.sh",
+            "#!/bin/bash\ni=0\nwhile true; do i=$((i+1)); echo \"tick $i\"; sleep 0.1; done\n",
+        )],
+    );
     h.write_job(
         TRIGGERED,
         "fails",
