@@ -53,6 +53,10 @@ try {
     expect(Number(failing) >= 2, `failing counts the failed run and the broken job (${failing})`);
     await poll(async () => (await page.textContent("#jobs tr[data-job='web']")).includes("Running"), "web shows Running");
     expect((await page.textContent("#jobs tr[data-job='broken']")).includes("Error"), "broken shows Error");
+    const nightly = await page.textContent("#jobs tr[data-job='nightly']");
+    expect(nightly.includes("0 0 3 * * *") && /next \S.*\((in|now)/.test(nightly), `the schedule and its next fire: ${nightly}`);
+    const title = await page.getAttribute("#jobs tr[data-job='nightly'] time", "title");
+    expect(title.includes("(UTC)") && title.includes("(local)"), `local time and UTC on hover: ${title}`);
     // The strip of recent runs is drawn for a job with runs.
     await page.waitForSelector("#jobs tr[data-job='fails'] svg rect");
     await page.fill("#f-name", "fai");

@@ -167,6 +167,14 @@ fn the_dashboard_logs_in_follows_runs_stops_deploys_and_shows_hostile_text_as_te
     );
     h.write_job(
         TRIGGERED,
+        "nightly",
+        &[
+            ("run.sh", QUICK_JOB),
+            ("settings.job", r#"{"schedule": "0 0 3 * * *"}"#),
+        ],
+    );
+    h.write_job(
+        TRIGGERED,
         "broken",
         &[("run.sh", QUICK_JOB), ("settings.job", "{\"schedule\": 42")],
     );

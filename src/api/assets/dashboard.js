@@ -69,11 +69,15 @@ function ago(iso) {
   else text = `${Math.round(a / 86400)} d`;
   return future ? `in ${text}` : `${text} ago`;
 }
-/** A <time>: human text, the local date-time and UTC on hover. */
+/** A <time>: human text, the local date-time and UTC on hover. `absolute`: the local
+ * date and time; "clock": the local time (with the date when not today) and how far. */
 function when(iso, absolute) {
   if (!iso) return el("span", { class: "muted" }, "-");
   const d = new Date(iso);
-  const text = absolute ? d.toLocaleString() : ago(iso);
+  const today = d.toDateString() === new Date().toDateString();
+  const clock = today ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : d.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  const text = absolute === "clock" ? `${clock} (${ago(iso)})` : absolute ? d.toLocaleString() : ago(iso);
   return el("time", { datetime: iso, title: `${d.toLocaleString()} (local)\n${d.toISOString()} (UTC)` }, text);
 }
 function duration(ms) {
@@ -303,7 +307,7 @@ function buildRow(j) {
   if (j.type === "triggered") {
     if (j.schedule) {
       sched = [el("code", {}, j.schedule), " ", el("span", { class: "muted" }, j.timezone || ""),
-        el("div", { class: "muted" }, "next ", j.next_fire ? when(j.next_fire) : "-")];
+        el("div", { class: "muted" }, "next ", j.next_fire ? when(j.next_fire, "clock") : "-")];
     } else sched = j.error ? el("span", { class: "muted" }, "unknown: settings have errors") : "on demand";
     const r = j.latest_run;
     if (r) last = [el("span", { class: `st ${tone(r.status)}` }, r.status), " ", el("span", { class: "num" }, duration(r.duration_ms)),
@@ -608,7 +612,7 @@ function jobPage(type, name) {
       el("dt", {}, "status"), el("dd", {}, statusCell(j)),
       el("dt", {}, "type"), el("dd", {}, j.type),
       el("dt", {}, "command"), el("dd", {}, el("code", {}, j.run_command || "-")),
-      type === "triggered" ? [el("dt", {}, "schedule"), el("dd", {}, j.schedule ? [el("code", {}, j.schedule), ` (${j.timezone || "UTC"}), next `, j.next_fire ? when(j.next_fire) : "-"] : "on demand")] : null,
+      type === "triggered" ? [el("dt", {}, "schedule"), el("dd", {}, j.schedule ? [el("code", {}, j.schedule), ` (${j.timezone || "UTC"}), next `, j.next_fire ? when(j.next_fire, "clock") : "-"] : "on demand")] : null,
       type === "continuous" ? [el("dt", {}, "pid"), el("dd", {}, j.pid ?? "-"), el("dt", {}, "restarts"), el("dd", {}, j.restarts),
         el("dt", {}, "started"), el("dd", {}, when(j.started_at))] : null);
     const errors = j.error ? el("div", { class: "error-box", id: "job-error" }, j.error) : null;
