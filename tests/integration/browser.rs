@@ -56,7 +56,7 @@ fn skip_browser(test: &str) -> bool {
     );
     let _ = writeln!(
         std::io::stderr(),
-        "browser test {test} skipped: {missing}; .ci/run installs it and makes it mandatory"
+        "browser test {test} skipped: {missing}; .ci/run installs what is missing and makes it mandatory"
     );
     true
 }

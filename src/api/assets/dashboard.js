@@ -273,11 +273,14 @@ function pumpHistory() {
 // ----- rendering ------------------------------------------------------------------
 
 let view = { render: () => {} };
-let pending = false;
-function scheduleRender() {
+let pending = false, forced = false;
+/** One render per frame, however many events arrive. `force`: redraw even what did
+ * not change (relative times age). */
+function scheduleRender(force) {
+  if (force) forced = true;
   if (pending) return;
   pending = true;
-  requestAnimationFrame(() => { pending = false; view.render(); });
+  requestAnimationFrame(() => { pending = false; const f = forced; forced = false; view.render(f); });
 }
 
 /** A small chart of runs: one bar each, height by duration, colour by outcome. */
@@ -580,8 +583,13 @@ function jobPage(type, name) {
     const r = await act("run", () => api("POST", `/api/triggeredwebjobs/${encodeURIComponent(name)}/run${q}`));
     if (r) $("act-result").textContent = r.id ? `run ${r.id} started` : `queued behind ${r.queued_behind}`;
   }
-  function render() {
+  let shownJob = null, shownRuns = null;
+  function render(force) {
     const j = state.jobs.get(key);
+    // Another job's event changes nothing here: keep the page (and the reader's place).
+    if (!force && j && j === shownJob && state.history.get(name) === shownRuns) return;
+    shownJob = j;
+    shownRuns = state.history.get(name);
     if (!j) {
       $("app").replaceChildren(el("p", {}, link("#/", "← all jobs")),
         el("p", {}, state.jobs.size ? `No ${type} job named ${name}.` : "loading…"));
@@ -638,9 +646,9 @@ function jobPage(type, name) {
               el("td", { class: "num" }, duration(r.duration_ms)),
               el("td", { class: "hide-narrow" }, r.trigger)))))),
           el("div", { class: "pager" },
-            el("button", { type: "button", id: "runs-prev", disabled: page === 0, onclick: () => { page--; render(); } }, "newer"),
+            el("button", { type: "button", id: "runs-prev", disabled: page === 0, onclick: () => { page--; render(true); } }, "newer"),
             el("span", { class: "muted" }, `page ${page + 1} of ${pages} (${runs.length} runs)`),
-            el("button", { type: "button", id: "runs-next", disabled: page >= pages - 1, onclick: () => { page++; render(); } }, "older")));
+            el("button", { type: "button", id: "runs-next", disabled: page >= pages - 1, onclick: () => { page++; render(true); } }, "older")));
       } else parts.push(el("p", { class: "muted" }, runs ? "No runs yet." : "loading…"));
     }
     parts.push(el("h3", {}, type === "continuous" ? "Log (live)" : logFor ? `Output of run ${logFor}` : "Output"),
@@ -711,7 +719,8 @@ function runPage(name, id) {
     logView.draw();
   }
   load();
-  return { render, leave: () => { if (logStop) logStop(); } };
+  // Events about jobs do not change a run's record; its own follow does (load()).
+  return { render: (force) => { if (force) render(); }, leave: () => { if (logStop) logStop(); } };
 }
 
 // ----- login, routing, start -------------------------------------------------------
@@ -756,7 +765,7 @@ function route() {
   else if (parts[0] === "runs" && parts.length >= 3) view = runPage(parts[1], parts[2]);
   else view = { render: renderOverview, frame: null };
   document.title = parts[0] === "jobs" ? `${parts[2]} · jobhost` : parts[0] === "runs" ? `run ${parts[2]} · jobhost` : "jobhost";
-  view.render();
+  view.render(true);
   window.scrollTo(0, 0);
 }
 
@@ -784,6 +793,6 @@ $("theme").addEventListener("click", () => {
 $("logout").addEventListener("click", () => logout("Logged out."));
 window.addEventListener("hashchange", () => { if (token()) route(); });
 // Relative times age: redraw them every 30 s (the data itself comes from events).
-setInterval(() => { if (token()) { rowCache.clear(); scheduleRender(); } }, 30000);
+setInterval(() => { if (token()) { rowCache.clear(); scheduleRender(true); } }, 30000);
 applyTheme();
 if (token()) start(); else loginPage();
