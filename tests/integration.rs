@@ -10,6 +10,8 @@ mod support;
 mod api;
 #[path = "integration/bad_input.rs"]
 mod bad_input;
+#[path = "integration/browser.rs"]
+mod browser;
 #[path = "integration/check.rs"]
 mod check;
 #[path = "integration/cli.rs"]
@@ -24,6 +26,8 @@ mod deploy_safety;
 mod on_disk;
 #[path = "integration/registry.rs"]
 mod registry;
+#[path = "integration/events.rs"]
+mod events;
 #[path = "integration/robustness.rs"]
 mod robustness;
 #[path = "integration/security.rs"]

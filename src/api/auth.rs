@@ -1,6 +1,12 @@
 //! Token auth: `Authorization: Bearer TOKEN`, or Basic with the token as password
 //! (what Kudu clients send). Compared in constant time. `/api/health` is open, for
-//! load balancers and container health checks.
+//! load balancers and container health checks, and so are the dashboard's page and
+//! script, which hold no data: the page asks for the token in a form, keeps it for
+//! the tab and sends it as Bearer.
+//!
+//! A refusal challenges with `Bearer` only, never `Basic`: a Basic challenge makes
+//! a browser prompt and then cache the credentials and replay them on every request
+//! to this origin, which is the ambient credential that cross-site requests ride on.
 
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
@@ -12,10 +18,9 @@ use subtle::ConstantTimeEq;
 use super::ApiState;
 
 pub async fn require_token(State(st): State<ApiState>, req: Request, next: Next) -> Response {
-    if req.uri().path() == "/api/health" {
+    if OPEN_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }
-    let req_path = req.uri().path().to_string();
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -32,19 +37,18 @@ pub async fn require_token(State(st): State<ApiState>, req: Request, next: Next)
         })),
     )
         .into_response();
-    // Browsers only prompt for Basic: the dashboard asks that way (any user name,
-    // the token as password); API clients are told about Bearer.
-    let challenge = if req_path == "/" {
-        "Basic realm=\"jobhost (user: any, password: the token)\""
-    } else {
-        "Bearer realm=\"jobhost\""
-    };
     resp.headers_mut().insert(
         header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static(challenge),
+        header::HeaderValue::from_static(CHALLENGE),
     );
     resp
 }
+
+/// What answers without the token: health, and the dashboard's assets (no data).
+pub const OPEN_PATHS: &[&str] = &["/api/health", "/", "/dashboard.js"];
+
+/// The only challenge sent: browsers do not prompt for it, so never cache a credential.
+pub const CHALLENGE: &str = "Bearer realm=\"jobhost\"";
 
 /// The token in a Bearer or Basic header value.
 pub fn token_from_header(value: &str) -> Option<String> {

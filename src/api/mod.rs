@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod dto;
+pub mod events;
 pub mod follow;
 pub mod guard;
 pub mod routes;

@@ -34,6 +34,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/dashboard.js", get(dashboard_script))
         .route("/api/health", get(health))
         .route("/api/webjobs", get(all_jobs))
+        .route("/api/events", super::events::route())
         .route("/api/continuouswebjobs", get(continuous_jobs))
         .route(
             "/api/continuouswebjobs/{name}",
@@ -158,8 +159,8 @@ async fn not_found() -> ApiError {
     )
 }
 
-/// The dashboard: a page and its script that read this API with the browser's
-/// credentials (the token as a Basic password, which the browser asks for).
+/// The dashboard (docs/dashboard.md): a page and its script, open without the token
+/// (they hold no data); the page asks for the token and sends it as Bearer.
 async fn dashboard() -> impl IntoResponse {
     (
         [

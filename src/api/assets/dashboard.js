@@ -1,103 +1,798 @@
-// The dashboard's script, served at /dashboard.js so the page's Content-Security-Policy
-// can allow scripts from this server only (no inline script, no inline handlers:
-// buttons carry data-* attributes and one listener acts on them).
+// The operator console (docs/dashboard.md), served at /dashboard.js so the page's
+// Content-Security-Policy allows scripts from this server only.
+//
+// Rules this file keeps:
+// - Everything from the API (job names, settings, log lines, errors) becomes DOM text
+//   through `el()` and `textContent`; nothing is ever parsed as HTML, so markup in a log line is
+//   shown as its characters and never runs.
+// - The token is asked once in a form, kept in sessionStorage (this tab only, gone when
+//   it closes) and sent as `Authorization: Bearer`; the browser holds no credential of
+//   its own for this server, so a page on another site has nothing to ride on.
+// - Live state comes from `GET /api/events` (server-sent events read through fetch,
+//   since EventSource cannot send a header); logs follow the same way and resume from
+//   the last event id after a dropped connection, without gaps or repeats.
+// - Pages are addressed by the URL fragment (#/jobs/TYPE/NAME, #/runs/NAME/ID), so any
+//   page can be linked and the server serves one document.
 "use strict";
+
+const TOKEN_KEY = "jobhost.token";
+const THEME_KEY = "jobhost.theme";
 const $ = (id) => document.getElementById(id);
-const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&":"&amp;","<":"&lt;",">":"&gt;","\"":"&quot;","'":"&#39;"}[c]));
-async function api(method, path) {
-  // location.origin never carries user:password@, which fetch() refuses.
-  const r = await fetch(location.origin + path, { method, credentials: "same-origin" });
-  const text = await r.text();
-  if (!r.ok) { let m = text; try { m = JSON.parse(text).message; } catch (_) {} throw new Error(m); }
-  return text;
+
+// ----- DOM ------------------------------------------------------------------------
+
+/** An element; `attrs` are properties or attributes, children are nodes or text. */
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else node.setAttribute(k, v === true ? "" : String(v));
+  }
+  append(node, children);
+  return node;
 }
-// An error stays until the user dismisses it or starts another action. Only an error
-// of the periodic refresh (host unreachable) clears itself, when a refresh succeeds
-// again: the refresh never wipes the answer to something the user did.
-let errFromRefresh = false;
-function showError(message, fromRefresh) {
-  if (fromRefresh && !$("err").hidden && !errFromRefresh) return;
-  $("errtext").textContent = message;
-  $("err").hidden = false;
-  errFromRefresh = fromRefresh;
+function append(node, children) {
+  for (const c of children.flat(Infinity)) {
+    if (c === undefined || c === null || c === false) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
 }
-function clearError() {
-  $("errtext").textContent = "";
-  $("err").hidden = true;
-  errFromRefresh = false;
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
 }
+const link = (href, text, attrs) => el("a", { href, ...attrs }, text);
+const jobHref = (type, name) => `#/jobs/${type}/${encodeURIComponent(name)}`;
+const runHref = (name, id) => `#/runs/${encodeURIComponent(name)}/${encodeURIComponent(id)}`;
+
+// ----- time -----------------------------------------------------------------------
+
+function ago(iso) {
+  if (!iso) return "-";
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return iso;
+  const s = Math.round((Date.now() - t) / 1000);
+  const future = s < 0;
+  const a = Math.abs(s);
+  let text;
+  if (a < 5) return future ? "now" : "just now";
+  if (a < 60) text = `${a} s`;
+  else if (a < 3600) text = `${Math.round(a / 60)} min`;
+  else if (a < 86400) text = `${Math.round(a / 3600)} h`;
+  else text = `${Math.round(a / 86400)} d`;
+  return future ? `in ${text}` : `${text} ago`;
+}
+/** A <time>: human text, the local date-time and UTC on hover. `absolute`: the local
+ * date and time; "clock": the local time (with the date when not today) and how far. */
+function when(iso, absolute) {
+  if (!iso) return el("span", { class: "muted" }, "-");
+  const d = new Date(iso);
+  const today = d.toDateString() === new Date().toDateString();
+  const clock = today ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : d.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  const text = absolute === "clock" ? `${clock} (${ago(iso)})` : absolute ? d.toLocaleString() : ago(iso);
+  return el("time", { datetime: iso, title: `${d.toLocaleString()} (local)\n${d.toISOString()} (UTC)` }, text);
+}
+function duration(ms) {
+  if (ms === null || ms === undefined) return "-";
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 60000) return `${(ms / 1000).toFixed(1)} s`;
+  if (ms < 3600000) return `${(ms / 60000).toFixed(ms < 600000 ? 1 : 0)} min`;
+  return `${(ms / 3600000).toFixed(1)} h`;
+}
+
+// ----- API ------------------------------------------------------------------------
+
+const token = () => sessionStorage.getItem(TOKEN_KEY);
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+async function api(method, path, opts = {}) {
+  const headers = { Authorization: `Bearer ${token()}`, ...(opts.headers || {}) };
+  const r = await fetch(path, { method, headers, body: opts.body, credentials: "omit", cache: "no-store", signal: opts.signal });
+  if (r.status === 401) { logout("The token was refused: enter it again."); throw new ApiError(401, "the token was refused"); }
+  if (!r.ok) {
+    const text = await r.text();
+    let m = text;
+    try { m = JSON.parse(text).message || text; } catch (_) { /* not JSON */ }
+    throw new ApiError(r.status, m || `${r.status} ${r.statusText}`);
+  }
+  return opts.raw ? r : (r.headers.get("content-type") || "").includes("json") ? r.json() : r.text();
+}
+
+/**
+ * Reads server-sent events from `path` through fetch (EventSource cannot send a
+ * header). Reconnects after a drop with `Last-Event-ID`, so nothing is missed or
+ * repeated. `onEvent(type, data, id)`; returns a function that stops it.
+ */
+function sse(path, onEvent, opts = {}) {
+  let lastId = opts.lastId || null, stopped = false, ctrl = null, retry = 500;
+  async function run() {
+    while (!stopped) {
+      ctrl = new AbortController();
+      try {
+        const headers = { Accept: "text/event-stream" };
+        if (lastId) headers["Last-Event-ID"] = lastId;
+        const r = await api("GET", path, { headers, signal: ctrl.signal, raw: true });
+        opts.onOpen && opts.onOpen();
+        retry = 500;
+        const reader = r.body.getReader();
+        const dec = new TextDecoder();
+        let buf = "", data = [], type = "message", id = null;
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += dec.decode(value, { stream: true });
+          let i;
+          while ((i = buf.search(/\r\n|\r|\n/)) >= 0) {
+            const line = buf.slice(0, i);
+            buf = buf.slice(buf[i] === "\r" && buf[i + 1] === "\n" ? i + 2 : i + 1);
+            if (line === "") {
+              if (id !== null) lastId = id;
+              if (data.length) onEvent(type, data.join("\n"), lastId);
+              data = []; type = "message"; id = null;
+              continue;
+            }
+            if (line.startsWith(":")) continue;
+            const c = line.indexOf(":");
+            const field = c < 0 ? line : line.slice(0, c);
+            let v = c < 0 ? "" : line.slice(c + 1);
+            if (v.startsWith(" ")) v = v.slice(1);
+            if (field === "data") data.push(v);
+            else if (field === "event") type = v;
+            else if (field === "id") id = v;
+          }
+        }
+        if (opts.once) { opts.onEnd && opts.onEnd(); return; }
+      } catch (e) {
+        if (stopped) return;
+        if (e instanceof ApiError && e.status !== 503) { opts.onError && opts.onError(e); return; }
+      }
+      if (stopped) return;
+      opts.onDrop && opts.onDrop();
+      await new Promise((res) => setTimeout(res, retry));
+      retry = Math.min(retry * 2, 10000);
+    }
+  }
+  run();
+  return () => { stopped = true; if (ctrl) ctrl.abort(); };
+}
+
+// ----- messages -------------------------------------------------------------------
+
+/** An error stays until dismissed or until the next action the user takes. */
+function showError(message) {
+  const box = el("div", { class: "error-box" }, el("span", { class: "errtext" }, message),
+    el("button", { type: "button", id: "errclose", onclick: clearError }, "dismiss"));
+  $("toast").replaceChildren(box);
+}
+function clearError() { $("toast").replaceChildren(); }
+async function act(label, fn) {
+  clearError();
+  try { return await fn(); } catch (e) { if (e.status !== 401) showError(`${label}: ${e.message}`); return undefined; }
+}
+
+// ----- state ----------------------------------------------------------------------
+
+const state = {
+  jobs: new Map(),       // "type/name" -> job object
+  history: new Map(),    // name -> runs (newest first)
+  historyLoading: new Set(),
+  filters: { type: "", status: "", name: "" },
+  health: null,
+  stopEvents: null,
+};
+const keyOf = (j) => `${j.type}/${j.name}`;
+
 function statusOf(j) {
-  if (j.type === "continuous") return j.status;
+  if (j.type === "continuous") return j.error && j.status !== "Running" ? "Error" : j.status;
   if (j.error) return "Error";
   if (j.running) return "Running";
   return j.disabled ? "Disabled" : "Ready";
 }
-const button = (label, attrs) => `<button type="button" ${attrs}>${label}</button>`;
-const action = (method, path) => `data-method="${method}" data-path="${esc(path)}"`;
-const logView = (title, path) => `data-title="${esc(title)}" data-log="${esc(path)}"`;
-function row(j) {
+function tone(status) {
+  if (["Running", "Success", "Ready"].includes(status)) return "good";
+  if (["Error", "Failed", "Aborted"].includes(status)) return "bad";
+  if (["Stopped", "Disabled"].includes(status)) return "off";
+  return "warn";
+}
+function reasonOf(j) {
+  if (j.error) return j.error;
+  if (j.type === "continuous" && j.status !== "Running") return j.detailed_status;
+  if (j.type === "triggered" && j.disabled) return "disable.job is present: scheduled runs are off";
+  return "";
+}
+function failing(j) {
   const st = statusOf(j);
-  const name = encodeURIComponent(j.name);
-  let sched = "-", last = "-", actions = "";
-  if (j.type === "continuous") {
-    last = `restarts ${esc(j.restarts)}` + (j.pid ? `, pid ${esc(j.pid)}` : "");
-    actions = j.disabled
-      ? button("start", action("POST", `/api/continuouswebjobs/${name}/start`))
-      : button("stop", action("POST", `/api/continuouswebjobs/${name}/stop`));
-    actions += button("log", logView(j.name, `/api/continuouswebjobs/${name}/log?tail=200`));
-  } else {
-    if (j.schedule) {
-      sched = `${esc(j.schedule)} <span class="muted">${esc(j.timezone)}</span><br><span class="muted">${esc(j.next_fire ?? "")}</span>`;
-    } else {
-      // Without valid settings the schedule is unknown, not "on demand".
-      sched = st === "Error" ? `<span class="muted">unknown: settings have errors</span>` : "on demand";
+  return st === "Error" || st === "PendingRestart" || (j.type === "triggered" && j.latest_run && tone(j.latest_run.status) === "bad");
+}
+
+function startEvents() {
+  if (state.stopEvents) state.stopEvents();
+  state.stopEvents = sse("/api/events", (type, data) => {
+    const d = JSON.parse(data);
+    if (type === "snapshot") {
+      state.jobs = new Map(d.jobs.map((j) => [keyOf(j), j]));
+    } else if (type === "job") {
+      state.jobs.set(keyOf(d), d);
+    } else if (type === "removed") {
+      state.jobs.delete(`${d.type}/${d.name}`);
+    } else if (type === "run") {
+      // The strip and the history need the new run: fetch that job's history again.
+      state.history.delete(d.job);
+      if (view.onRun) view.onRun(d);
     }
-    const r = j.latest_run;
-    if (r) last = `<span class="st ${esc(r.status)}">${esc(r.status)}</span> <span class="muted">${esc(r.start_time)}</span>`;
-    if (j.running) {
-      actions = button("cancel", action("POST", `/api/triggeredwebjobs/${name}/history/${encodeURIComponent(j.running)}/cancel`));
-    } else if (st === "Error") {
-      // A job in Error cannot run until its folder is fixed: no button, and why.
-      actions = `<span class="muted Error">cannot run: fix the error shown under its name</span><br>`;
-    } else {
-      actions = button("run", action("POST", `/api/triggeredwebjobs/${name}/run`));
-    }
-    if (r) actions += button("output", logView(`${j.name} ${r.id}`, `/api/triggeredwebjobs/${name}/history/${encodeURIComponent(r.id)}/output`));
+    scheduleRender();
+  }, {
+    onOpen: () => { $("live").textContent = "live"; },
+    onDrop: () => { $("live").textContent = "reconnecting…"; },
+  });
+}
+
+async function loadHistory(name) {
+  if (state.historyLoading.has(name)) return;
+  state.historyLoading.add(name);
+  try {
+    const h = await api("GET", `/api/triggeredwebjobs/${encodeURIComponent(name)}/history`);
+    state.history.set(name, h.runs);
+    scheduleRender();
+  } catch (_) { /* shown when the user opens the job */ } finally { state.historyLoading.delete(name); }
+}
+// Overview strips fetch histories a few at a time, not 500 at once.
+const historyQueue = [];
+let historyActive = 0;
+function wantHistory(name) {
+  if (state.history.has(name) || state.historyLoading.has(name) || historyQueue.includes(name)) return;
+  historyQueue.push(name);
+  pumpHistory();
+}
+// A strip's history is fetched when its row scrolls into view: 500 jobs cost a
+// screenful of requests, not 500.
+const stripObserver = new IntersectionObserver((entries) => {
+  for (const e of entries) {
+    if (!e.isIntersecting) continue;
+    stripObserver.unobserve(e.target);
+    wantHistory(e.target.dataset.strip);
   }
-  const why = j.type === "continuous" ? j.detailed_status : "";
-  return `<tr><td><b>${esc(j.name)}</b>${j.error ? `<br><span class="muted Error">${esc(j.error)}</span>` : ""}</td>
-    <td>${esc(j.type)}</td><td><span class="st ${esc(st)}">${esc(st)}</span><br><span class="muted">${esc(why)}</span></td>
-    <td>${sched}</td><td>${last}</td><td>${actions}</td></tr>`;
+}, { rootMargin: "200px" });
+function pumpHistory() {
+  while (historyActive < 4 && historyQueue.length) {
+    const name = historyQueue.shift();
+    historyActive++;
+    loadHistory(name).finally(() => { historyActive--; pumpHistory(); });
+  }
 }
-async function refresh() {
-  try {
-    const jobs = JSON.parse(await api("GET", "/api/webjobs"));
-    $("jobs").innerHTML = jobs.map(row).join("") || `<tr><td colspan="6" class="muted">No jobs: drop a folder into jobs/continuous/ or jobs/triggered/.</td></tr>`;
-    const h = JSON.parse(await api("GET", "/api/health"));
-    $("meta").textContent = `v${h.version} · up ${h.uptime_seconds} s` + (h.instance ? ` · ${h.instance}` : "");
-    if (errFromRefresh) clearError();
-  } catch (e) { showError(e.message, true); }
+
+// ----- rendering ------------------------------------------------------------------
+
+let view = { render: () => {} };
+let pending = false, forced = false;
+/** One render per frame, however many events arrive. `force`: redraw even what did
+ * not change (relative times age). */
+function scheduleRender(force) {
+  if (force) forced = true;
+  if (pending) return;
+  pending = true;
+  requestAnimationFrame(() => { pending = false; const f = forced; forced = false; view.render(f); });
 }
-async function act(method, path) {
+
+/** A small chart of runs: one bar each, height by duration, colour by outcome. */
+function runChart(runs, width, height, label, slots = 20) {
+  const list = runs.slice(0, 60).reverse();
+  const max = Math.max(1, ...list.map((r) => r.duration_ms || 0));
+  // A fixed slot per run (20 on the overview), so one run is one thin bar, not a block.
+  const w = Math.max(3, Math.floor(width / Math.max(list.length, slots)) - 1);
+  const root = svg("svg", { class: "strip", width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label });
+  list.forEach((r, i) => {
+    const h = Math.max(3, Math.round(((r.duration_ms || 0) / max) * (height - 2)));
+    const colour = { good: "var(--ok)", bad: "var(--bad)", warn: "var(--warn)", off: "var(--off)" }[tone(r.status)];
+    root.append(svg("rect", { x: i * (w + 1), y: height - h, width: w, height: h, fill: colour },
+      svg("title", {}, `${r.status} · ${duration(r.duration_ms)} · ${new Date(r.start_time).toLocaleString()}`)));
+  });
+  return root;
+}
+
+function statusCell(j) {
+  const st = statusOf(j);
+  return [el("span", { class: `st ${tone(st)}` }, st), reasonOf(j) ? el("div", { class: "muted" }, reasonOf(j)) : null];
+}
+
+const rowCache = new Map();
+function buildRow(j) {
+  let sched = "-", last = "-", strip = null;
+  if (j.type === "triggered") {
+    if (j.schedule) {
+      sched = [el("code", {}, j.schedule), " ", el("span", { class: "muted" }, j.timezone || ""),
+        el("div", { class: "muted" }, "next ", j.next_fire ? when(j.next_fire, "clock") : "-")];
+    } else sched = j.error ? el("span", { class: "muted" }, "unknown: settings have errors") : "on demand";
+    const r = j.latest_run;
+    if (r) last = [el("span", { class: `st ${tone(r.status)}` }, r.status), " ", el("span", { class: "num" }, duration(r.duration_ms)),
+      el("div", { class: "muted" }, when(r.start_time))];
+    const runs = state.history.get(j.name);
+    if (runs) strip = runs.length ? runChart(runs.slice(0, 20), 120, 24, `last ${Math.min(20, runs.length)} runs of ${j.name}`) : el("span", { class: "muted" }, "no runs");
+    else { strip = el("span", { class: "muted", dataset: { strip: j.name } }, "…"); stripObserver.observe(strip); }
+  } else {
+    last = [`restarts ${j.restarts}`, j.started_at ? el("div", { class: "muted" }, "up since ", when(j.started_at)) : null];
+  }
+  return el("tr", { dataset: { job: j.name } },
+    el("td", {}, link(jobHref(j.type, j.name), j.name, { class: "jobname" })),
+    el("td", { class: "hide-narrow" }, j.type),
+    el("td", {}, statusCell(j)),
+    el("td", { class: "hide-narrow" }, sched),
+    el("td", {}, last),
+    el("td", { class: "hide-narrow" }, strip));
+}
+
+/**
+ * The overview's frame (counts, filters, table) is built once per visit; a live
+ * update changes the counts' text and puts rows in place, rebuilding only the rows
+ * whose job or history changed. With 500 jobs, rebuilding the whole table on every
+ * event made each update cost a full table layout.
+ */
+function overviewFrame() {
+  const f = state.filters;
+  const statusSelect = el("select", { id: "f-status", onchange: (e) => { f.status = e.target.value; scheduleRender(); } });
+  const frame = {
+    jobs: el("b", { id: "count-jobs" }), running: el("b", { id: "count-running", class: "good" }), failing: el("b", { id: "count-failing" }),
+    shown: el("span", { class: "muted", id: "f-shown" }),
+    statusSelect, statuses: "",
+    tbody: el("tbody"),
+  };
+  frame.root = [el("h2", { class: "sr" }, "Overview"),
+    el("div", { class: "counts" },
+      el("div", { class: "card count" }, frame.jobs, "jobs"),
+      el("div", { class: "card count" }, frame.running, "running"),
+      el("div", { class: "card count" }, frame.failing, "failing")),
+    el("div", { class: "filters", role: "search" },
+      el("label", { for: "f-name", class: "sr" }, "filter by name"),
+      el("input", { id: "f-name", type: "search", placeholder: "filter by name", value: f.name,
+        oninput: (e) => { f.name = e.target.value; scheduleRender(); } }),
+      el("label", { for: "f-type", class: "sr" }, "type"),
+      select("f-type", ["", "continuous", "triggered"], f.type, (v) => { f.type = v; scheduleRender(); }, "all types"),
+      el("label", { for: "f-status", class: "sr" }, "status"), statusSelect, frame.shown),
+    el("div", { class: "table-wrap" }, el("table", { id: "jobs" },
+      el("colgroup", {}, el("col", { class: "c-name" }), el("col", { class: "c-type hide-narrow" }), el("col", { class: "c-status" }),
+        el("col", { class: "c-sched hide-narrow" }), el("col", { class: "c-last" }), el("col", { class: "c-strip hide-narrow" })),
+      el("thead", {}, el("tr", {}, el("th", {}, "Job"), el("th", { class: "hide-narrow" }, "Type"), el("th", {}, "Status"),
+        el("th", { class: "hide-narrow" }, "Schedule / next"), el("th", {}, "Last run"), el("th", { class: "hide-narrow" }, "Last 20 runs"))),
+      frame.tbody)),
+    deployBox()];
+  $("app").replaceChildren(...frame.root);
+  return frame;
+}
+
+function renderOverview() {
+  const frame = view.frame || (view.frame = overviewFrame());
+  const jobs = [...state.jobs.values()].sort((a, b) => a.name.localeCompare(b.name) || a.type.localeCompare(b.type));
+  const f = state.filters;
+  const shown = jobs.filter((j) => (!f.type || j.type === f.type)
+    && (!f.status || statusOf(j) === f.status)
+    && (!f.name || j.name.toLowerCase().includes(f.name.toLowerCase())));
+  const bad = jobs.filter(failing).length;
+  frame.jobs.textContent = jobs.length;
+  frame.running.textContent = jobs.filter((j) => statusOf(j) === "Running").length;
+  frame.failing.textContent = bad;
+  frame.failing.className = bad ? "bad" : "";
+  frame.shown.textContent = `${shown.length} of ${jobs.length} shown`;
+  const statuses = [...new Set(jobs.map(statusOf))].sort();
+  if (statuses.join() !== frame.statuses) {
+    frame.statuses = statuses.join();
+    frame.statusSelect.replaceChildren(...["", ...statuses].map((v) => el("option", { value: v, selected: v === f.status }, v || "all statuses")));
+  }
+  const rows = shown.map((j) => {
+    // A row is rebuilt only when its job or its history changed.
+    const cached = rowCache.get(keyOf(j));
+    const runsNow = state.history.get(j.name);
+    if (cached && cached.job === j && cached.runs === runsNow) return cached.node;
+    const node = buildRow(j);
+    rowCache.set(keyOf(j), { job: j, runs: runsNow, node });
+    return node;
+  });
+  if (!rows.length) {
+    rows.push(el("tr", {}, el("td", { colspan: 6, class: "muted" },
+      jobs.length ? "No job matches the filters." : "No jobs yet: drop a zip below, or a folder into jobs/continuous/ or jobs/triggered/.")));
+  }
+  // Put rows in place, touching the DOM only where the order or a row changed.
+  const tb = frame.tbody;
+  rows.forEach((node, i) => { if (tb.children[i] !== node) tb.insertBefore(node, tb.children[i] || null); });
+  while (tb.children.length > rows.length) tb.lastChild.remove();
+}
+
+function select(id, values, current, onchange, allLabel) {
+  return el("select", { id, onchange: (e) => onchange(e.target.value) },
+    values.map((v) => el("option", { value: v, selected: v === current }, v || allLabel)));
+}
+
+/** Re-rendering replaces nodes: keep the focused control (by id) and its caret. */
+function keepFocus(fn) {
+  const a = document.activeElement;
+  const id = a && a.id;
+  const sel = a && "selectionStart" in a ? [a.selectionStart, a.selectionEnd] : null;
+  fn();
+  if (id && $(id) && $(id) !== a) {
+    $(id).focus();
+    try { if (sel) $(id).setSelectionRange(sel[0], sel[1]); } catch (_) { /* not a text field */ }
+  }
+}
+
+// ----- deploy ---------------------------------------------------------------------
+
+// One deploy box for the page's life: live re-renders must not reset its choices.
+let deployNode = null;
+function deployBox() {
+  if (deployNode) return deployNode;
+  const box = deployNode = el("section", { class: "drop", id: "drop", "aria-label": "deploy a job" },
+    el("h3", {}, "Deploy"),
+    el("div", {}, "Drop a zip (or a single script) here to create or update a job."),
+    el("div", { class: "row" },
+      el("label", { for: "d-type" }, "as"),
+      select("d-type", ["triggered", "continuous"], "triggered", () => {}, ""),
+      el("label", { for: "d-name" }, "named"),
+      el("input", { id: "d-name", placeholder: "from the file name", pattern: "[A-Za-z0-9][A-Za-z0-9._-]{0,63}" }),
+      el("label", { for: "d-file", class: "sr" }, "file to deploy"),
+      el("input", { id: "d-file", type: "file", onchange: (e) => { if (e.target.files[0]) deploy(e.target.files[0]); } })),
+    el("div", { id: "d-result", class: "muted", "aria-live": "polite" }));
+  box.addEventListener("dragover", (e) => { e.preventDefault(); box.classList.add("over"); });
+  box.addEventListener("dragleave", () => box.classList.remove("over"));
+  box.addEventListener("drop", (e) => {
+    e.preventDefault();
+    box.classList.remove("over");
+    const f = e.dataTransfer && e.dataTransfer.files[0];
+    if (f) deploy(f);
+  });
+  return box;
+}
+
+async function deploy(file) {
+  const type = $("d-type").value;
+  const isZip = /\.zip$/i.test(file.name) || file.type === "application/zip";
+  const name = $("d-name").value.trim() || file.name.replace(/\.[^.]*$/, "").replace(/[^A-Za-z0-9._-]/g, "-");
+  $("d-result").textContent = `deploying ${file.name} as ${type} job ${name}…`;
+  const headers = isZip ? { "Content-Type": "application/zip" }
+    : { "Content-Type": "application/octet-stream", "Content-Disposition": `attachment; filename*=UTF-8''${encodeURIComponent(file.name)}` };
+  const job = await act(`deploying ${file.name}`, () => api("PUT", `/api/${type}webjobs/${encodeURIComponent(name)}`, { headers, body: file }));
+  if (job) {
+    $("d-result").replaceChildren("deployed: ", link(jobHref(job.type, job.name), job.name, { id: "d-link" }));
+    state.jobs.set(keyOf(job), job);
+    scheduleRender();
+  } else $("d-result").textContent = "";
+}
+
+// ----- the log viewer -------------------------------------------------------------
+
+/**
+ * A virtual list of log lines: only the visible rows are in the DOM, so 100,000
+ * lines cost an array of strings, not 100,000 elements.
+ */
+class LogView {
+  constructor(title, fileName) {
+    this.lines = [];
+    this.partial = "";
+    this.paused = false;
+    this.filter = "";
+    this.shown = null; // indexes when filtered
+    this.follow = true;
+    this.fileName = fileName;
+    this.box = el("div", { class: "log", id: "log", tabindex: 0, role: "log", "aria-label": title });
+    this.spacer = el("div");
+    this.rows = el("div", { class: "rows" });
+    this.box.append(this.spacer, this.rows);
+    this.box.addEventListener("scroll", () => {
+      this.follow = this.box.scrollTop + this.box.clientHeight >= this.box.scrollHeight - 24;
+      this.draw();
+    });
+    this.count = el("span", { class: "muted", id: "log-count" });
+    this.pauseBtn = el("button", { type: "button", id: "log-pause", onclick: () => this.togglePause() }, "pause");
+    this.bar = el("div", { class: "logbar" },
+      el("label", { for: "log-search", class: "sr" }, "search the log"),
+      el("input", { id: "log-search", type: "search", placeholder: "search", oninput: (e) => this.search(e.target.value) }),
+      this.pauseBtn,
+      el("button", { type: "button", id: "log-end", onclick: () => this.toEnd() }, "jump to end"),
+      el("button", { type: "button", id: "log-download", onclick: () => this.download() }, "download"),
+      this.count);
+    this.node = el("div", {}, this.bar, this.box);
+    this.draw();
+  }
+  /** Text as read (whole lines from the server; a partial tail waits for the rest). */
+  add(text) {
+    const parts = (this.partial + text).split("\n");
+    this.partial = parts.pop();
+    const start = this.lines.length;
+    for (const p of parts) this.lines.push(p);
+    if (this.shown) for (let i = start; i < this.lines.length; i++) if (this.match(this.lines[i])) this.shown.push(i);
+    if (!this.paused) this.draw();
+  }
+  /** Lines from SSE data (each event holds whole lines). */
+  addLines(text) { this.add(text.endsWith("\n") ? text : text + "\n"); }
+  match(line) { return line.toLowerCase().includes(this.filter); }
+  search(q) {
+    this.filter = q.toLowerCase();
+    this.shown = q ? this.lines.reduce((a, l, i) => (this.match(l) && a.push(i), a), []) : null;
+    this.draw();
+  }
+  togglePause() {
+    this.paused = !this.paused;
+    this.pauseBtn.textContent = this.paused ? "resume" : "pause";
+    this.pauseBtn.setAttribute("aria-pressed", String(this.paused));
+    if (!this.paused) this.draw();
+  }
+  toEnd() { this.follow = true; if (this.paused) this.togglePause(); this.draw(); }
+  download() {
+    const blob = new Blob([this.lines.join("\n") + (this.lines.length ? "\n" : "")], { type: "text/plain" });
+    const a = el("a", { href: URL.createObjectURL(blob), download: this.fileName });
+    document.body.append(a);
+    a.click();
+    setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+  }
+  draw() {
+    const LH = 18;
+    const n = this.shown ? this.shown.length : this.lines.length;
+    this.spacer.style.height = `${n * LH}px`;
+    if (this.follow && !this.paused) this.box.scrollTop = this.box.scrollHeight;
+    const first = Math.max(0, Math.floor(this.box.scrollTop / LH) - 20);
+    const last = Math.min(n, first + Math.ceil((this.box.clientHeight || 600) / LH) + 40);
+    this.rows.style.top = `${first * LH}px`;
+    const out = [];
+    for (let k = first; k < last; k++) {
+      const line = this.lines[this.shown ? this.shown[k] : k];
+      let cls = "ln";
+      if (/: SYS (INFO|ERROR|WARN)/.test(line)) cls += " sys";
+      if (/ ERROR\]/.test(line)) cls += " err";
+      if (this.shown) cls += " hit";
+      out.push(el("div", { class: cls }, line));
+    }
+    this.rows.replaceChildren(...out);
+    this.count.textContent = this.shown ? `${n} of ${this.lines.length} lines match` : `${this.lines.length} lines${this.paused ? " (paused)" : ""}`;
+  }
+}
+
+/** Follows a log URL as SSE into a LogView; returns the stop function. */
+function followLog(path, logView, onEnd) {
+  return sse(path, (_type, data) => logView.addLines(data), { once: !!onEnd, onEnd,
+    onError: (e) => showError(`log: ${e.message}`) });
+}
+
+// ----- a job's page ---------------------------------------------------------------
+
+function jobPage(type, name) {
+  const key = `${type}/${name}`;
+  let page = 0;
+  let logStop = null, logFor = null, logView = null;
+  const PAGE = 20;
+  function startLog(j) {
+    // Continuous: the job log. Triggered: the run going, else the latest run.
+    const target = type === "continuous" ? "job" : (j && (j.running || (j.latest_run && j.latest_run.id))) || null;
+    if (target === logFor) return;
+    if (logStop) logStop();
+    logFor = target;
+    logView = new LogView(`log of ${name}`, `${name}${target && target !== "job" ? "-" + target : ""}.log`);
+    if (type === "continuous") logStop = followLog(`/api/continuouswebjobs/${encodeURIComponent(name)}/log?follow=1&tail=1000&format=sse`, logView);
+    else if (target) logStop = followLog(`/api/triggeredwebjobs/${encodeURIComponent(name)}/history/${target}/output?follow=1&format=sse`, logView, () => {});
+    else logStop = null;
+  }
+  async function runIt() {
+    const args = $("run-args").value;
+    const q = args.trim() ? `?arguments=${encodeURIComponent(args)}` : "";
+    const r = await act("run", () => api("POST", `/api/triggeredwebjobs/${encodeURIComponent(name)}/run${q}`));
+    if (r) $("act-result").textContent = r.id ? `run ${r.id} started` : `queued behind ${r.queued_behind}`;
+  }
+  let shownJob = null, shownRuns = null;
+  function render(force) {
+    const j = state.jobs.get(key);
+    // Another job's event changes nothing here: keep the page (and the reader's place).
+    if (!force && j && j === shownJob && state.history.get(name) === shownRuns) return;
+    shownJob = j;
+    shownRuns = state.history.get(name);
+    if (!j) {
+      $("app").replaceChildren(el("p", {}, link("#/", "← all jobs")),
+        el("p", {}, state.jobs.size ? `No ${type} job named ${name}.` : "loading…"));
+      return;
+    }
+    startLog(j);
+    const st = statusOf(j);
+    const actions = el("div", { class: "actions" });
+    if (type === "continuous") {
+      actions.append(j.disabled
+        ? el("button", { type: "button", id: "act-start", class: "primary", onclick: () => act("start", () => api("POST", `/api/continuouswebjobs/${encodeURIComponent(name)}/start`)) }, "start")
+        : el("button", { type: "button", id: "act-stop", onclick: () => act("stop", () => api("POST", `/api/continuouswebjobs/${encodeURIComponent(name)}/stop`)) }, "stop"));
+    } else if (j.running) {
+      actions.append(el("button", { type: "button", id: "act-cancel", onclick: () => act("cancel", () => api("POST", `/api/triggeredwebjobs/${encodeURIComponent(name)}/history/${j.running}/cancel`)) }, "cancel run"),
+        link(runHref(name, j.running), "the run going"));
+    } else if (st === "Error") {
+      actions.append(el("span", { class: "bad" }, "cannot run: fix the error above"));
+    } else {
+      const prev = $("run-args") ? $("run-args").value : "";
+      actions.append(el("label", { for: "run-args" }, "arguments"),
+        el("input", { id: "run-args", placeholder: "e.g. --day 2026-12-01 \"two words\"", value: prev, size: 32,
+          onkeydown: (e) => { if (e.key === "Enter") runIt(); } }),
+        el("button", { type: "button", id: "act-run", class: "primary", onclick: runIt }, "run"));
+    }
+    actions.append(el("span", { id: "act-result", class: "muted", "aria-live": "polite" }, $("act-result") ? $("act-result").textContent : ""));
+
+    const record = el("dl", { class: "record" },
+      el("dt", {}, "status"), el("dd", {}, statusCell(j)),
+      el("dt", {}, "type"), el("dd", {}, j.type),
+      el("dt", {}, "command"), el("dd", {}, el("code", {}, j.run_command || "-")),
+      type === "triggered" ? [el("dt", {}, "schedule"), el("dd", {}, j.schedule ? [el("code", {}, j.schedule), ` (${j.timezone || "UTC"}), next `, j.next_fire ? when(j.next_fire, "clock") : "-"] : "on demand")] : null,
+      type === "continuous" ? [el("dt", {}, "pid"), el("dd", {}, j.pid ?? "-"), el("dt", {}, "restarts"), el("dd", {}, j.restarts),
+        el("dt", {}, "started"), el("dd", {}, when(j.started_at))] : null);
+    const errors = j.error ? el("div", { class: "error-box", id: "job-error" }, j.error) : null;
+    const warnings = (j.warnings || []).map((w) => el("div", { class: "muted" }, "warning: ", w));
+
+    const parts = [el("p", {}, link("#/", "← all jobs")), el("h2", {}, j.name), errors, el("div", { class: "card" }, record), actions,
+      el("h3", {}, "Settings"), settingsTable(j), warnings];
+    if (type === "triggered") {
+      const runs = state.history.get(name);
+      if (!runs) loadHistory(name);
+      parts.push(el("h3", {}, "Runs"));
+      if (runs && runs.length) {
+        const pages = Math.ceil(runs.length / PAGE);
+        page = Math.min(page, pages - 1);
+        const slice = runs.slice(page * PAGE, page * PAGE + PAGE);
+        parts.push(runChart(runs, 600, 48, `durations of the last ${Math.min(60, runs.length)} runs`, 60),
+          el("div", { class: "table-wrap" }, el("table", { id: "runs" },
+            el("thead", {}, el("tr", {}, el("th", {}, "Run"), el("th", {}, "Outcome"), el("th", {}, "Started"), el("th", {}, "Duration"), el("th", { class: "hide-narrow" }, "Trigger"))),
+            el("tbody", {}, slice.map((r) => el("tr", {},
+              el("td", {}, link(runHref(name, r.id), r.id, { class: "mono" })),
+              el("td", {}, el("span", { class: `st ${tone(r.status)}` }, r.status), r.exit_code !== null && r.exit_code !== undefined && r.exit_code !== 0 ? el("span", { class: "muted" }, ` exit ${r.exit_code}`) : null),
+              el("td", {}, when(r.start_time)),
+              el("td", { class: "num" }, duration(r.duration_ms)),
+              el("td", { class: "hide-narrow" }, r.trigger)))))),
+          el("div", { class: "pager" },
+            el("button", { type: "button", id: "runs-prev", disabled: page === 0, onclick: () => { page--; render(true); } }, "newer"),
+            el("span", { class: "muted" }, `page ${page + 1} of ${pages} (${runs.length} runs)`),
+            el("button", { type: "button", id: "runs-next", disabled: page >= pages - 1, onclick: () => { page++; render(true); } }, "older")));
+      } else parts.push(el("p", { class: "muted" }, runs ? "No runs yet." : "loading…"));
+    }
+    parts.push(el("h3", {}, type === "continuous" ? "Log (live)" : logFor ? `Output of run ${logFor}` : "Output"),
+      logView ? logView.node : el("p", { class: "muted" }, "No run yet."));
+    keepFocus(() => {
+      const scroll = logView ? logView.box.scrollTop : 0;
+      $("app").replaceChildren(...parts.flat().filter(Boolean));
+      if (logView) { logView.box.scrollTop = scroll; logView.draw(); }
+    });
+  }
+  return {
+    render,
+    onRun: (d) => { if (d.job === name) loadHistory(name); },
+    leave: () => { if (logStop) logStop(); },
+  };
+}
+
+function settingsTable(j) {
+  const settings = j.settings && typeof j.settings === "object" ? j.settings : {};
+  const problems = Array.isArray(j.problems) ? j.problems : [];
+  const keys = Object.keys(settings);
+  const atKey = (k) => problems.filter((p) => p.key === k);
+  const other = problems.filter((p) => !p.key || !keys.includes(p.key));
+  const problemLine = (p) => el("div", { class: "problem" },
+    p.line ? `${p.file || "settings.job"}:${p.line}${p.column ? ":" + p.column : ""}: ` : "", p.message, p.fix ? ` (fix: ${p.fix})` : "");
+  if (!keys.length && !other.length) return el("p", { class: "muted" }, "No settings.job: every key has its default.");
+  return el("div", { class: "table-wrap" }, el("table", { id: "settings" },
+    el("thead", {}, el("tr", {}, el("th", {}, "Key"), el("th", {}, "Value"))),
+    el("tbody", {}, keys.map((k) => el("tr", { dataset: { key: k } },
+      el("td", {}, el("code", {}, k)),
+      el("td", {}, el("code", {}, JSON.stringify(settings[k])), atKey(k).map(problemLine)))),
+    other.length ? el("tr", {}, el("td", {}, el("span", { class: "muted" }, "file")), el("td", {}, other.map(problemLine))) : null)));
+}
+
+// ----- a run's page ---------------------------------------------------------------
+
+function runPage(name, id) {
+  let run = null, logView = null, logStop = null, failed = null;
+  async function load() {
+    try {
+      run = await api("GET", `/api/triggeredwebjobs/${encodeURIComponent(name)}/history/${encodeURIComponent(id)}`);
+    } catch (e) { failed = e.message; render(); return; }
+    if (!logView) {
+      logView = new LogView(`output of run ${id}`, `${name}-${id}.log`);
+      logStop = followLog(`/api/triggeredwebjobs/${encodeURIComponent(name)}/history/${encodeURIComponent(id)}/output?follow=1&format=sse`,
+        logView, () => load());
+    }
+    render();
+  }
+  function render() {
+    const head = [el("p", {}, link("#/", "← all jobs"), " · ", link(jobHref("triggered", name), name))];
+    if (failed) { $("app").replaceChildren(...head, el("div", { class: "error-box" }, failed)); return; }
+    if (!run) { $("app").replaceChildren(...head, el("p", {}, "loading…")); return; }
+    const ended = run.exit_code !== null && run.exit_code !== undefined ? `exit code ${run.exit_code}`
+      : run.signal ? `killed by signal ${run.signal}` : run.status === "Running" ? "running" : "-";
+    const args = run.arguments && run.arguments.length ? run.arguments.map((a) => el("code", { class: "arg" }, a)).flatMap((a) => [a, " "]) : el("span", { class: "muted" }, "none");
+    const record = el("dl", { class: "record", id: "run-record" },
+      el("dt", {}, "outcome"), el("dd", {}, el("span", { class: `st ${tone(run.status)}`, id: "run-status" }, run.status)),
+      el("dt", {}, "ended with"), el("dd", { id: "run-exit" }, ended),
+      el("dt", {}, "duration"), el("dd", {}, duration(run.duration_ms)),
+      el("dt", {}, "started"), el("dd", {}, when(run.start_time, true), " (", when(run.start_time), ")"),
+      el("dt", {}, "ended"), el("dd", {}, when(run.end_time, true)),
+      el("dt", {}, "trigger"), el("dd", {}, run.trigger, run.scheduled_for ? [" for ", when(run.scheduled_for, true)] : null),
+      el("dt", {}, "arguments"), el("dd", { id: "run-args" }, args));
+    $("app").replaceChildren(...head, el("h2", {}, `Run ${run.id}`),
+      run.error ? el("div", { class: "error-box", id: "run-error" }, run.error) : null,
+      el("div", { class: "card" }, record), el("h3", {}, "Output"), logView.node);
+    logView.draw();
+  }
+  load();
+  // Events about jobs do not change a run's record; its own follow does (load()).
+  return { render: (force) => { if (force) render(); }, leave: () => { if (logStop) logStop(); } };
+}
+
+// ----- login, routing, start -------------------------------------------------------
+
+function loginPage(message) {
+  const input = el("input", { id: "token", type: "password", autocomplete: "off", required: true });
+  const form = el("form", { class: "card login", id: "login", onsubmit: async (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+    try {
+      await api("GET", "/api/health");
+      await api("GET", "/api/webjobs");
+      clearError();
+      start();
+    } catch (err) { if (err.status !== 401) showError(err.message); }
+  } },
+  el("h2", {}, "Log in"),
+  el("p", { class: "muted" }, "The token is in LOGS/.jobhost-token on the host (or JOBHOST_TOKEN). It is kept for this tab only."),
+  message ? el("p", { class: "bad", id: "login-message" }, message) : null,
+  el("label", { for: "token" }, "token"), input,
+  el("button", { type: "submit", class: "primary" }, "log in"));
+  $("app").replaceChildren(form);
+  $("logout").hidden = true;
+  input.focus();
+}
+
+function logout(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  if (state.stopEvents) { state.stopEvents(); state.stopEvents = null; }
+  if (view.leave) view.leave();
+  view = { render: () => {} };
+  $("live").textContent = "";
+  loginPage(message);
+}
+
+function route() {
+  if (!token()) { loginPage(); return; }
+  if (view.leave) view.leave();
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   clearError();
-  try { await api(method, path); } catch (e) { showError(e.message, false); }
-  // The API shows a write on the very next request.
-  refresh();
+  if (parts[0] === "jobs" && parts.length >= 3) view = jobPage(parts[1], parts[2]);
+  else if (parts[0] === "runs" && parts.length >= 3) view = runPage(parts[1], parts[2]);
+  else view = { render: renderOverview, frame: null };
+  document.title = parts[0] === "jobs" ? `${parts[2]} · jobhost` : parts[0] === "runs" ? `run ${parts[2]} · jobhost` : "jobhost";
+  view.render(true);
+  window.scrollTo(0, 0);
 }
-async function showLog(title, path) {
-  clearError();
+
+async function start() {
+  $("logout").hidden = false;
+  startEvents();
+  route();
   try {
-    $("log").textContent = await api("GET", path);
-    $("logtitle").textContent = title; $("logtitle").hidden = false; $("log").hidden = false;
-    $("log").scrollTop = $("log").scrollHeight;
-  } catch (e) { showError(e.message, false); }
+    const h = await api("GET", "/api/health");
+    $("meta").textContent = `v${h.version}` + (h.instance ? ` · ${h.instance}` : "");
+  } catch (_) { /* shown by the events line */ }
 }
-$("jobs").addEventListener("click", (ev) => {
-  const b = ev.target.closest("button");
-  if (!b) return;
-  if (b.dataset.method) act(b.dataset.method, b.dataset.path);
-  else if (b.dataset.log) showLog(b.dataset.title, b.dataset.log);
+
+function applyTheme() {
+  const t = localStorage.getItem(THEME_KEY);
+  if (t) document.documentElement.dataset.theme = t; else delete document.documentElement.dataset.theme;
+  $("theme").textContent = t === "dark" ? "light mode" : t === "light" ? "dark mode" : "theme: system";
+}
+$("theme").addEventListener("click", () => {
+  const dark = document.documentElement.dataset.theme === "dark"
+    || (!document.documentElement.dataset.theme && matchMedia("(prefers-color-scheme: dark)").matches);
+  localStorage.setItem(THEME_KEY, dark ? "light" : "dark");
+  applyTheme();
 });
-$("errclose").addEventListener("click", clearError);
-refresh();
-setInterval(refresh, 3000);
+$("logout").addEventListener("click", () => logout("Logged out."));
+window.addEventListener("hashchange", () => { if (token()) route(); });
+// Relative times age: redraw them every 30 s (the data itself comes from events).
+setInterval(() => { if (token()) { rowCache.clear(); scheduleRender(true); } }, 30000);
+applyTheme();
+if (token()) start(); else loginPage();
