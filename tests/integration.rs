@@ -22,12 +22,12 @@ mod cli_polish;
 mod continuous;
 #[path = "integration/deploy_safety.rs"]
 mod deploy_safety;
+#[path = "integration/events.rs"]
+mod events;
 #[path = "integration/on_disk.rs"]
 mod on_disk;
 #[path = "integration/registry.rs"]
 mod registry;
-#[path = "integration/events.rs"]
-mod events;
 #[path = "integration/robustness.rs"]
 mod robustness;
 #[path = "integration/security.rs"]
