@@ -126,17 +126,6 @@ fn write_url_file(path: &std::path::Path, bound: std::net::SocketAddr) {
     }
 }
 
-/// Where the API token comes from, for the start-up line (never the token itself).
-/// Mirrors `api::load_or_create_token`: `JOBHOST_TOKEN` wins over the file.
-fn token_origin(logs: &std::path::Path) -> String {
-    if std::env::var("JOBHOST_TOKEN").is_ok_and(|t| !t.trim().is_empty()) {
-        return "from JOBHOST_TOKEN".to_string();
-    }
-    let path = logs.join(crate::layout::TOKEN_FILE);
-    let path = std::path::absolute(&path).unwrap_or(path);
-    format!("in {}", path.display())
-}
-
 fn init_tracing(file: std::fs::File) {
     // Dependencies at WARN, repeated warnings and errors held back (see `hostlog`).
     let env = std::env::var("JOBHOST_LOG").ok();
@@ -251,7 +240,7 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
         bound,
     }));
     tracing::info!("dashboard: http://{}/", client_addr(bound));
-    tracing::info!("API token: {}", token_origin(&opts.logs));
+    tracing::info!("API token: {}", crate::api::token_origin(&opts.logs));
     let api_task = tokio::spawn(crate::api::serve(listener, api));
     let sup_task = tokio::spawn(supervisor.run(hint_rx, degraded));
 

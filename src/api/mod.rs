@@ -24,7 +24,7 @@ use crate::layout::LogsLayout;
 use crate::supervisor::JobRegistry;
 
 pub use server::serve;
-pub use token::{MIN_TOKEN_LEN, TokenError, load_or_create_token};
+pub use token::{MIN_TOKEN_LEN, TokenError, load_or_create_token, token_origin};
 
 /// What every handler can reach.
 #[derive(Clone)]

@@ -74,12 +74,28 @@ pub enum TokenError {
     Random(std::io::Error),
 }
 
+/// `JOBHOST_TOKEN` when set and not blank: it wins over the file.
+fn env_token() -> Option<String> {
+    std::env::var("JOBHOST_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+}
+
+/// Where [`load_or_create_token`] takes the token from, for the host's start-up line
+/// (never the token itself).
+pub fn token_origin(logs: &Path) -> String {
+    if env_token().is_some() {
+        return "from JOBHOST_TOKEN".to_string();
+    }
+    let path = logs.join(TOKEN_FILE);
+    let path = std::path::absolute(&path).unwrap_or(path);
+    format!("in {}", path.display())
+}
+
 /// The token: `JOBHOST_TOKEN`, else `LOGS/.jobhost-token`, generated (mode 0600) on
 /// first start.
 pub fn load_or_create_token(logs: &Path) -> Result<String, TokenError> {
-    if let Ok(t) = std::env::var("JOBHOST_TOKEN")
-        && !t.trim().is_empty()
-    {
+    if let Some(t) = env_token() {
         return from_env(&t);
     }
     let path = logs.join(TOKEN_FILE);

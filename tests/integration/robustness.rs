@@ -13,19 +13,9 @@ use crate::triggered::{read_run, run_ids, tdir};
 
 /// `GET path` on the host's API with its token; the body as text.
 fn api_get(sb: &Sandbox, path: &str) -> String {
-    let base = fs::read_to_string(sb.logs.join(".jobhost-url")).unwrap();
-    let token = fs::read_to_string(sb.logs.join(".jobhost-token")).unwrap();
-    let url = format!("{}{path}", base.trim());
-    let resp = reqwest::blocking::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(&url)
-        .bearer_auth(token.trim())
-        .send()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    assert_eq!(resp.status(), 200, "GET {url}");
-    resp.text().unwrap()
+    let (code, text) = crate::support::client::at(&sb.logs).get_text(path);
+    assert_eq!(code, 200, "GET {path}: {text}");
+    text
 }
 
 /// The value of `log_written_bytes` for `job` in `/metrics` (0 when absent).
