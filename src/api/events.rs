@@ -151,10 +151,12 @@ impl Hub {
             return;
         };
         let base = base_of(st);
-        let entries: Vec<_> = {
-            let reg = st.0.registry.read().unwrap_or_else(|e| e.into_inner());
-            reg.iter().map(|(k, e)| (k.clone(), e.clone())).collect()
-        };
+        let entries: Vec<_> =
+            st.0.registry
+                .entries()
+                .into_iter()
+                .map(|e| (e.def.key(), e))
+                .collect();
         let mut inner = self.lock();
         let present: BTreeSet<&Key> = entries.iter().map(|(k, _)| k).collect();
         let gone: Vec<Key> = inner

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LockResult, RwLock, RwLockReadGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -112,11 +112,6 @@ impl JobRegistry {
             jobs_root,
             control,
         }
-    }
-
-    /// The whole view, locked for reading; hold it briefly.
-    pub fn read(&self) -> LockResult<RwLockReadGuard<'_, Jobs>> {
-        self.jobs.read()
     }
 
     fn view(&self) -> RwLockReadGuard<'_, Jobs> {
