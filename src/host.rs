@@ -170,6 +170,10 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
     let guardian = GuardianLink::start(&reaper, &host_id, &scratch)
         .context("starting the guardian process")?;
 
+    let queues = Arc::new(crate::queue::Queues::open(
+        &layout,
+        opts.instance.as_deref(),
+    ));
     let ctx = Arc::new(HostContext {
         runner: Runner {
             reaper,
@@ -182,6 +186,7 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
         layout,
         clock: Arc::new(crate::schedule::SystemClock),
         metrics: Arc::new(crate::metrics::Metrics::new()),
+        queues,
     });
     tracing::info!(
         jobs = %opts.jobs.display(),
@@ -237,6 +242,7 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
         started: std::time::Instant::now(),
         cancel: cancel.clone(),
         metrics: ctx.metrics.clone(),
+        queues: ctx.queues.clone(),
         bound,
     }));
     tracing::info!("dashboard: http://{}/", client_addr(bound));

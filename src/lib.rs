@@ -46,6 +46,7 @@ pub mod layout;
 pub mod logsink;
 pub mod metrics;
 pub mod offline;
+pub mod queue;
 pub mod runner;
 pub mod scan;
 pub mod schedule;

@@ -40,6 +40,8 @@ pub struct ApiInner {
     /// Fires at host shutdown, so endless log follows end and the server can stop.
     pub cancel: CancellationToken,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The message queues (docs/queues.md).
+    pub queues: Arc<crate::queue::Queues>,
     /// Where the API listens: the `Host` header is checked against it.
     pub bound: SocketAddr,
 }

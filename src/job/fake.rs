@@ -98,6 +98,10 @@ impl Fake {
             layout: LogsLayout::new(logs, instance),
             clock,
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            queues: Arc::new(crate::queue::Queues::new(
+                Err("no message store in these tests".into()),
+                "-".into(),
+            )),
         })
     }
 }

@@ -43,6 +43,8 @@ pub struct HostContext<P = Runner> {
     pub layout: LogsLayout,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The message queues of triggered jobs with a `queue` object.
+    pub queues: Arc<crate::queue::Queues>,
 }
 
 pub type Ctx = Arc<HostContext>;

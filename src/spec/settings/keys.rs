@@ -242,6 +242,18 @@ pub const KEYS: &[Key] = &[
         example: "{\"MODE\": \"prod\"}",
         doc: "extra environment variables for every run",
     },
+    Key {
+        name: "queue",
+        applies: Only(Triggered),
+        kind: Kind::Custom {
+            type_doc: "object",
+            range_doc: "keys in docs/queues.md",
+            check: super::queue::check,
+        },
+        default: "null",
+        example: "{\"concurrency\": 4}",
+        doc: "run once per message put on the job's queue (docs/queues.md)",
+    },
 ];
 
 pub fn lookup(name: &str) -> Option<&'static Key> {

@@ -7,6 +7,7 @@
 
 pub mod jsonc;
 pub mod keys;
+pub mod queue;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -74,6 +75,8 @@ pub struct JobSettings {
     pub log_max_bytes: u64,
     pub log_keep: u32,
     pub env: BTreeMap<String, String>,
+    /// Triggered jobs only: the job's message queue, when it has one.
+    pub queue: Option<queue::QueueSettings>,
 }
 
 /// The defaults of [`keys::KEYS`] (a unit test holds the two together).
@@ -94,6 +97,7 @@ impl Default for JobSettings {
             log_max_bytes: 10_485_760,
             log_keep: 5,
             env: BTreeMap::new(),
+            queue: None,
         }
     }
 }
@@ -753,6 +757,20 @@ mod tests {
                 "env",
                 "variable name `A=B` contains `=` or a NUL byte, which a name cannot hold".into(),
                 "rename it".into(),
+            ),
+            (
+                T,
+                r#"{"queue": {"concurrency": 0}}"#,
+                "queue",
+                "`concurrency` must be a whole number from 1 to 1024, got 0".into(),
+                r#"fix the value, e.g. `"queue": {"concurrency": 4}`"#.into(),
+            ),
+            (
+                T,
+                r#"{"queue": true}"#,
+                "queue",
+                r#"must be an object such as {} or {"concurrency": 4}, got true"#.into(),
+                r#"write `"queue": {}` for the defaults"#.into(),
             ),
             (
                 T,

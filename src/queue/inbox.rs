@@ -1,0 +1,1 @@
+//! Inbox folders: files dropped into a queue job's `inbox` become its messages.
