@@ -295,6 +295,11 @@ pub struct Queues {
     store: Result<Arc<dyn QueueStore>, String>,
     changes: broadcast::Sender<MessageChange>,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Each queue job's task: where to ask it to stop a message's run, and its
+    /// scheduler log (callbacks and the inbox write their lines there).
+    jobs: Mutex<HashMap<String, JobLink>>,
+    /// Notified when a callback may be due.
+    pub callbacks_due: Notify,
     /// This host's name in `owner` columns: its instance name, or `-`.
     pub owner: String,
 }
@@ -307,6 +312,8 @@ impl Queues {
             store,
             changes: broadcast::channel(4096).0,
             wakers: Mutex::new(HashMap::new()),
+            jobs: Mutex::new(HashMap::new()),
+            callbacks_due: Notify::new(),
             owner,
         }
     }
@@ -329,8 +336,10 @@ impl Queues {
 
     /// The wake-up of `job`'s task: notified when a message may be due.
     pub fn waker(&self, job: &str) -> Arc<Notify> {
-        let mut w = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
-        w.entry(job.to_string()).or_default().clone()
+        lock(&self.wakers)
+            .entry(job.to_string())
+            .or_default()
+            .clone()
     }
 
     pub fn wake(&self, job: &str) {
@@ -349,6 +358,43 @@ impl Queues {
     pub fn subscribe(&self) -> broadcast::Receiver<MessageChange> {
         self.changes.subscribe()
     }
+
+    /// Called by a queue job's task while it runs.
+    pub fn link(&self, job: &str, link: JobLink) {
+        lock(&self.jobs).insert(job.to_string(), link);
+    }
+
+    pub fn unlink(&self, job: &str) {
+        lock(&self.jobs).remove(job);
+    }
+
+    /// Asks `job`'s task to stop the run of message `id` (it was cancelled).
+    pub fn stop_run(&self, job: &str, id: &str) {
+        if let Some(link) = lock(&self.jobs).get(job) {
+            let _ = link.stop.send(id.to_string());
+        }
+    }
+
+    /// A line in `job`'s scheduler log (`job_scheduler.log`), or in the host log when
+    /// the job has no task on this host.
+    pub fn sched_note(&self, job: &str, error: bool, text: &str) {
+        let sink = lock(&self.jobs).get(job).map(|l| l.sched_log.clone());
+        match sink {
+            Some(sink) => crate::logsink::note(&sink, "000000", error, text),
+            None if error => tracing::warn!(job = %job, "{text}"),
+            None => tracing::info!(job = %job, "{text}"),
+        }
+    }
+}
+
+/// What [`Queues`] keeps of a queue job's task.
+pub struct JobLink {
+    pub stop: tokio::sync::mpsc::UnboundedSender<String>,
+    pub sched_log: Arc<Mutex<crate::logsink::LogSink>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Message ids: 12 hex digits of milliseconds since the epoch, 4 of a per-process
