@@ -54,7 +54,20 @@ pub struct Metrics {
     pub run_duration: Family<JobOnly, Histogram>,
     pub lateness: Family<JobOnly, Histogram>,
     pub uptime: Gauge,
+    /// Messages by job and state, read from the store at scrape time.
+    pub queue_depth: Family<MessageLabels, Gauge>,
+    /// Age of the oldest `Queued` message, at scrape time.
+    pub queue_oldest: Family<JobOnly, Gauge>,
+    pub enqueued: Family<JobOnly, Counter>,
+    pub attempts: Family<JobOnly, Counter>,
+    pub finished: Family<MessageLabels, Counter>,
     started: std::time::Instant,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageLabels {
+    pub job: String,
+    pub state: String,
 }
 
 fn duration_histogram() -> Histogram {
@@ -135,6 +148,36 @@ impl Metrics {
             uptime.clone(),
         );
         registry.register("build_info", "Build of this host", build);
+        let queue_depth = Family::<MessageLabels, Gauge>::default();
+        let queue_oldest = Family::<JobOnly, Gauge>::default();
+        let enqueued = Family::<JobOnly, Counter>::default();
+        let attempts = Family::<JobOnly, Counter>::default();
+        let finished = Family::<MessageLabels, Counter>::default();
+        registry.register(
+            "queue_messages",
+            "Messages in the job's queue by state",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "queue_oldest_queued_age_seconds",
+            "Seconds since the oldest Queued message of the job was enqueued",
+            queue_oldest.clone(),
+        );
+        registry.register(
+            "messages_enqueued",
+            "Messages stored by this host (duplicates not counted)",
+            enqueued.clone(),
+        );
+        registry.register(
+            "message_attempts",
+            "Message runs started by this host",
+            attempts.clone(),
+        );
+        registry.register(
+            "messages_finished",
+            "Messages this host settled Succeeded, Dead or Cancelled",
+            finished.clone(),
+        );
         Metrics {
             registry,
             job_status,
@@ -146,8 +189,51 @@ impl Metrics {
             run_duration,
             lateness,
             uptime,
+            queue_depth,
+            queue_oldest,
+            enqueued,
+            attempts,
+            finished,
             started: std::time::Instant::now(),
         }
+    }
+
+    pub fn message_enqueued(&self, job: &str) {
+        self.enqueued.get_or_create(&job_only(job)).inc();
+    }
+
+    pub fn message_attempt(&self, job: &str) {
+        self.attempts.get_or_create(&job_only(job)).inc();
+    }
+
+    pub fn message_finished(&self, job: &str, state: &str) {
+        self.finished
+            .get_or_create(&MessageLabels {
+                job: job.to_string(),
+                state: state.to_string(),
+            })
+            .inc();
+    }
+
+    /// Sets the scrape-time queue gauges of `job`.
+    pub fn queue_counts(&self, job: &str, c: &crate::queue::QueueCounts) {
+        for (state, n) in [
+            ("Queued", c.queued),
+            ("Running", c.running),
+            ("Succeeded", c.succeeded),
+            ("Dead", c.dead),
+            ("Cancelled", c.cancelled),
+        ] {
+            self.queue_depth
+                .get_or_create(&MessageLabels {
+                    job: job.to_string(),
+                    state: state.to_string(),
+                })
+                .set(n as i64);
+        }
+        self.queue_oldest
+            .get_or_create(&job_only(job))
+            .set(c.oldest_queued_age_s.unwrap_or(0) as i64);
     }
 
     pub fn run_ended(&self, job: &str, outcome: &str, seconds: f64) {
@@ -179,6 +265,8 @@ impl Metrics {
         self.log_written.clear();
         self.log_dropped_lines.clear();
         self.log_dropped_bytes.clear();
+        self.queue_depth.clear();
+        self.queue_oldest.clear();
         self.uptime.set(self.started.elapsed().as_secs() as i64);
     }
 
@@ -187,6 +275,12 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+fn job_only(job: &str) -> JobOnly {
+    JobOnly {
+        job: job.to_string(),
     }
 }
 

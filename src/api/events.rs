@@ -16,6 +16,8 @@
 //! - `run` `{"job", "running", "run"}`: a triggered job's run started or ended
 //!   (`run` is its latest run object);
 //! - `removed` `{"name", "type"}`: the job is gone;
+//! - `message` `{"job", "id", "state", "attempts"}`: a queue message changed state
+//!   (docs/queues.md);
 //! - `reset` `{"message"}`: the client's `Last-Event-ID` is older than the ring (or
 //!   from another start of the host): a fresh `snapshot` follows.
 //!
@@ -285,12 +287,27 @@ async fn watch_loop(
 ) {
     let mut tick = tokio::time::interval(RESCAN);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut messages = st.0.queues.subscribe();
     loop {
         let mut dirty = BTreeSet::new();
         tokio::select! {
             _ = st.0.cancel.cancelled() => return,
             _ = tick.tick() => {}
             Some(key) = pings.recv() => { dirty.insert(key); }
+            change = messages.recv() => {
+                let Some(hub) = hub.upgrade() else { return };
+                let mut inner = hub.lock();
+                // A burst of changes is published in one go.
+                let mut next = change.ok();
+                while let Some(c) = next {
+                    match serde_json::to_string(&c) {
+                        Ok(data) => hub.publish(&mut inner, "message", data),
+                        Err(e) => tracing::warn!("message event: {e}"),
+                    }
+                    next = messages.try_recv().ok();
+                }
+                continue;
+            }
         }
         // Many changes at once (a burst of runs) make one pass.
         while let Ok(key) = pings.try_recv() {

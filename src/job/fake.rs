@@ -127,6 +127,7 @@ impl Processes for Fake {
     fn prepare(&self, _: &RunRequest<'_>) {}
 
     fn set_run_id(_: &mut (), _: &str) {}
+    fn set_message(_: &mut (), _: Vec<(&'static str, std::ffi::OsString)>, _: std::path::PathBuf) {}
 
     fn spawn_prepared(&self, _: ()) -> Result<FakeRun, SpawnError> {
         let mut rec = self.lock();

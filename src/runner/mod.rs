@@ -132,6 +132,7 @@ pub struct PreparedRun {
     extra: std::collections::BTreeMap<String, String>,
     webjobs: Vec<(&'static str, OsString)>,
     mark: String,
+    stdin: Option<PathBuf>,
 }
 
 impl PreparedRun {
@@ -141,6 +142,13 @@ impl PreparedRun {
         self.webjobs.retain(|(k, _)| *k != "WEBJOBS_RUN_ID");
         self.webjobs
             .push(("WEBJOBS_RUN_ID", OsString::from(run_id)));
+    }
+
+    /// Makes the run a message's: its variables (`WEBJOBS_MESSAGE_*`) and stdin
+    /// reading the payload file.
+    pub fn set_message(&mut self, vars: Vec<(&'static str, OsString)>, stdin: PathBuf) {
+        self.webjobs.extend(vars);
+        self.stdin = Some(stdin);
     }
 }
 
@@ -268,6 +276,7 @@ impl Runner {
                 ("WEBJOBS_COMMAND_ARGUMENTS", crate::argv::quote(req.args)),
             ],
             shutdown_file,
+            stdin: None,
         }
     }
 
@@ -304,6 +313,7 @@ impl Runner {
             extra: &job.extra,
             webjobs,
             mark: &job.mark,
+            stdin: job.stdin.as_deref(),
         };
         let cmd = spawn::command(&job.launch, &run_dir, &job.args, &env);
         match self.reaper.spawn_run(&cmd) {
@@ -406,6 +416,12 @@ pub trait Processes: Clone + Send + Sync + 'static {
     fn prepare(&self, req: &RunRequest<'_>) -> Self::Prepared;
     /// See [`PreparedRun::set_run_id`].
     fn set_run_id(prepared: &mut Self::Prepared, run_id: &str);
+    /// See [`PreparedRun::set_message`].
+    fn set_message(
+        prepared: &mut Self::Prepared,
+        vars: Vec<(&'static str, OsString)>,
+        stdin: PathBuf,
+    );
     /// Blocking: see [`Runner::spawn_prepared`].
     fn spawn_prepared(&self, prepared: Self::Prepared) -> Result<Self::Spawned, SpawnError>;
     /// See [`Runner::attach`].
@@ -453,6 +469,13 @@ impl Processes for Runner {
     }
     fn set_run_id(prepared: &mut PreparedRun, run_id: &str) {
         prepared.set_run_id(run_id);
+    }
+    fn set_message(
+        prepared: &mut PreparedRun,
+        vars: Vec<(&'static str, OsString)>,
+        stdin: PathBuf,
+    ) {
+        prepared.set_message(vars, stdin);
     }
     fn spawn_prepared(&self, prepared: PreparedRun) -> Result<SpawnedRun, SpawnError> {
         Runner::spawn_prepared(self, prepared)

@@ -1,5 +1,6 @@
 //! Starting a run's process: program and argv from the entry point, environment,
-//! working directory, a session of its own, stdin from /dev/null and both outputs piped.
+//! working directory, a session of its own, stdin from /dev/null (or a message's
+//! payload file) and both outputs piped.
 //!
 //! Runs start through `posix_spawn` with `POSIX_SPAWN_SETSID` and a `chdir` file
 //! action (glibc 2.29+, musl 1.1.24+): the C library starts the child vfork-style, so
@@ -38,6 +39,8 @@ pub struct RunEnv<'a> {
     pub extra: &'a std::collections::BTreeMap<String, String>,
     pub webjobs: Vec<(&'static str, OsString)>,
     pub mark: &'a str,
+    /// The file stdin reads (a message's payload); `None`: /dev/null.
+    pub stdin: Option<&'a Path>,
 }
 
 /// A run's process, ready to start.
@@ -51,6 +54,7 @@ pub struct RunCommand {
     /// entries of the same name winning; they replace the host's of the same name.
     env: Vec<(OsString, OsString)>,
     dir: PathBuf,
+    stdin: Option<PathBuf>,
 }
 
 /// A started process: its pid and the read ends of its stdout and stderr, which are
@@ -112,6 +116,7 @@ pub fn command(launch: &Launch, run_dir: &Path, args: &[OsString], env: &RunEnv<
         args: prefix.into_iter().chain(args.iter().cloned()).collect(),
         env: all,
         dir: run_dir.to_path_buf(),
+        stdin: env.stdin.map(Path::to_path_buf),
     }
 }
 
@@ -142,12 +147,17 @@ impl RunCommand {
             .map(cstring)
             .collect::<io::Result<_>>()?;
         let dir = cstring(self.dir.as_os_str())?;
+        let stdin = match &self.stdin {
+            Some(path) => cstring(path.as_os_str())?,
+            None => c"/dev/null".to_owned(),
+        };
         let program = cstring(program.as_os_str())?;
         let pid = match ffi::spawn(&ffi::Request {
             program: &program,
             argv: &argv,
             envp: &env,
             dir: &dir,
+            stdin: &stdin,
             stdout: out_w.as_raw_fd(),
             stderr: err_w.as_raw_fd(),
         }) {
@@ -170,7 +180,10 @@ impl RunCommand {
             .env_clear()
             .envs(host_env().iter().map(|h| (&h.name, &h.value)))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+            .stdin(match &self.stdin {
+                Some(path) => Stdio::from(std::fs::File::open(path)?),
+                None => Stdio::null(),
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         new_session(&mut cmd);
@@ -280,6 +293,8 @@ mod ffi {
         pub argv: &'a [CString],
         pub envp: &'a [&'a CStr],
         pub dir: &'a CStr,
+        /// Opened read-only as stdin.
+        pub stdin: &'a CStr,
         pub stdout: RawFd,
         pub stderr: RawFd,
     }
@@ -316,7 +331,7 @@ mod ffi {
             .collect()
     }
 
-    /// Starts `program` in a new session, in `dir`, stdin from /dev/null, stdout and
+    /// Starts `program` in a new session, in `dir`, stdin from `stdin`, stdout and
     /// stderr on the given descriptors, no signal blocked and every signal's handling
     /// at its default (the host ignores SIGPIPE). `EINVAL` means the C library lacks
     /// a feature asked for.
@@ -335,7 +350,7 @@ mod ffi {
             check(libc::posix_spawn_file_actions_addopen(
                 &mut fa.0,
                 0,
-                c"/dev/null".as_ptr(),
+                r.stdin.as_ptr(),
                 libc::O_RDONLY,
                 0,
             ))?;
@@ -396,6 +411,29 @@ mod tests {
                 ("A".into(), "second".into()),
             ],
             dir: dir.to_path_buf(),
+            stdin: None,
+        }
+    }
+
+    #[test]
+    fn stdin_reads_the_given_file_byte_for_byte() {
+        let tmp = tempfile::tempdir().unwrap();
+        let payload: Vec<u8> = (0..=255u8).chain(b"\n\0end".iter().copied()).collect();
+        let file = tmp.path().join("payload");
+        std::fs::write(&file, &payload).unwrap();
+        for forked in [false, true] {
+            let mut c = cmd("cat", &[], tmp.path());
+            c.stdin = Some(file.clone());
+            let s = match forked {
+                false => c.spawn().unwrap(),
+                true => c.spawn_forked().unwrap(),
+            };
+            use nix::fcntl::{FcntlArg, OFlag, fcntl};
+            fcntl(&s.stdout, FcntlArg::F_SETFL(OFlag::empty())).unwrap();
+            let mut out = Vec::new();
+            std::fs::File::from(s.stdout).read_to_end(&mut out).unwrap();
+            wait(s.pid);
+            assert_eq!(out, payload, "forked: {forked}");
         }
     }
 

@@ -8,6 +8,7 @@
 //! the scheduler log and the status.
 
 pub mod gate;
+mod messages;
 pub mod records;
 pub mod state;
 #[cfg(test)]
@@ -84,6 +85,8 @@ impl<P: Processes> TriggeredJob<P> {
             host_stopping: cancel.clone(),
             unrunnable: None,
             answers: Vec::new(),
+            queue: None,
+            msg_runs: Vec::new(),
         };
         (JobView::Triggered(status_rx), job)
     }
@@ -97,6 +100,13 @@ struct ActiveRun<R> {
     settings: Arc<JobSettings>,
     /// Held for the whole run: no other host runs this job meanwhile.
     _lock: Option<File>,
+}
+
+/// A run just started by [`TriggeredJob::launch`].
+struct Launched<R> {
+    run: R,
+    record: RunRecord,
+    sink: Arc<Mutex<LogSink>>,
 }
 
 /// A reply owed to a caller, sent once the step that decided it is carried out.
@@ -123,6 +133,10 @@ pub(super) struct TriggeredJob<P: Processes> {
     unrunnable: Option<(u64, String)>,
     /// Replies decided by the step being carried out.
     answers: Vec<Owed>,
+    /// The job's message queue, when its settings have one.
+    queue: Option<messages::MessageQueue>,
+    /// Its message runs going on (beside the machine's one run).
+    msg_runs: Vec<messages::MessageRun<P::Run>>,
 }
 
 async fn next_fire(cursor: &mut Option<Cursor>, clock: &dyn crate::schedule::Clock) -> Poll {
@@ -171,10 +185,17 @@ impl<P: Processes> TriggeredJob<P> {
             let going = self.m.going();
             let timeout_at = going.and_then(|g| g.timeout_at);
             let idle_at = going.and_then(|g| g.idle.as_ref().map(|i| i.next_check));
+            let limits_at = messages::next_check(&self.msg_runs);
             tokio::select! {
-                _ = cancel.cancelled() => self.feed(Input::Shutdown).await,
+                _ = cancel.cancelled() => {
+                    self.stop_all_messages("the host is stopping").await;
+                    self.feed(Input::Shutdown).await
+                }
                 cmd = rx.recv() => match cmd {
-                    None | Some(JobCommand::Remove) => self.feed(Input::Remove).await,
+                    None | Some(JobCommand::Remove) => {
+                        self.stop_all_messages("the job was removed").await;
+                        self.feed(Input::Remove).await
+                    }
                     Some(JobCommand::Update(def, applied)) => {
                         self.m.step(Input::Definition(def), self.now());
                         self.apply_definition();
@@ -210,6 +231,22 @@ impl<P: Processes> TriggeredJob<P> {
                     let (output, cpu) = self.activity();
                     self.feed(Input::IdleSample { output, cpu }).await;
                 }
+                event = messages::next_event(&mut self.queue) => match event {
+                    messages::QueueEvent::Claim => {
+                        self.claim_messages().await;
+                        self.publish();
+                    }
+                    messages::QueueEvent::Stop(id) => {
+                        self.stop_message(&id).await;
+                        self.publish();
+                    }
+                    messages::QueueEvent::Inbox => self.show_queue_problems(),
+                },
+                (i, exit) = messages::wait_any(&mut self.msg_runs) => {
+                    self.message_exited(i, exit, true).await;
+                    self.publish();
+                }
+                _ = sleep_until_opt(limits_at) => self.check_message_limits().await,
             }
         }
         self.publish();
@@ -419,6 +456,7 @@ impl<P: Processes> TriggeredJob<P> {
             }
             self.set_status(|s| s.error = Some(err));
             self.cursor = None;
+            self.sync_queue();
             self.publish();
             return;
         }
@@ -432,6 +470,7 @@ impl<P: Processes> TriggeredJob<P> {
         }
         let error = self.unrunnable.as_ref().map(|(_, msg)| msg.clone());
         self.set_status(|s| s.error = error);
+        self.sync_queue();
         if let Some(s) = self.settings() {
             let (max, keep) = (s.log_max_bytes, s.log_keep);
             logsink::lock(&self.sched_log).set_limits(max, keep);
@@ -496,25 +535,60 @@ impl<P: Processes> TriggeredJob<P> {
         args: Vec<OsString>,
         scheduled_for: Option<DateTime<Utc>>,
     ) -> Result<String, TriggerError> {
-        let job = self.m.def.name.clone();
-        let failed = |reason: String| TriggerError::Failed {
-            job: job.clone(),
-            reason,
-        };
-        let Some(launch) = self.m.def.launch.as_ref() else {
-            return Err(failed("no entry point".into()));
-        };
-        let now = self.ctx.clock.now();
         let record = RunRecord::running(
             &self.m.def.name,
             trigger,
             args.iter()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect(),
-            now,
+            self.ctx.clock.now(),
             scheduled_for,
             self.ctx.layout.instance.clone(),
         );
+        let how = match scheduled_for {
+            Some(at) => format!("scheduled for {}", rfc3339_string(at)),
+            None => "triggered manually".to_string(),
+        };
+        let launched = self.launch(&settings, record, args, how, None).await;
+        let Launched { run, record, sink } = launched.map_err(|reason| TriggerError::Failed {
+            job: self.m.def.name.clone(),
+            reason,
+        })?;
+        let run_id = record.id.clone();
+        self.sched(
+            &format!("run {run_id} started ({})", trigger.as_str()),
+            false,
+        );
+        self.active = Some(ActiveRun {
+            run,
+            record: record.clone(),
+            sink,
+            settings,
+            _lock: lock,
+        });
+        self.set_status(|s| {
+            s.running = Some(run_id.clone());
+            s.latest_run = Some(record);
+        });
+        // Published by the caller (a fire, a trigger, the end of the run before).
+        Ok(run_id)
+    }
+
+    /// Makes a run's folder and record and starts its process: a scheduled or manual
+    /// run, or a message's (`message`: its payload file and variables are added).
+    /// `how` ends the run's `started` line. On failure the record says so already
+    /// and the error is the reason.
+    async fn launch(
+        &mut self,
+        settings: &Arc<JobSettings>,
+        record: RunRecord,
+        args: Vec<OsString>,
+        how: String,
+        message: Option<messages::Input>,
+    ) -> Result<Launched<P::Run>, String> {
+        let Some(launch) = self.m.def.launch.as_ref() else {
+            return Err("no entry point".into());
+        };
         let log_id = crate::ids::random_hex(6);
         let data_path = std::path::absolute(&self.logs).unwrap_or(self.logs.clone());
         let runner = self.ctx.runner.clone();
@@ -534,7 +608,12 @@ impl<P: Processes> TriggeredJob<P> {
         // Folder, record, history trim, log file, private copy and spawn in one hop to
         // the blocking pool: a hundred jobs firing on the same second must not queue
         // behind each other's disk work on the async workers, nor pay for more hops.
-        let (logs, keep) = (self.logs.clone(), settings.history_size);
+        // Message runs may overlap: enough folders are kept for all of them.
+        let concurrency = settings.queue.as_ref().map_or(0, |q| q.concurrency);
+        let (logs, keep) = (
+            self.logs.clone(),
+            settings.history_size.max(concurrency + 1),
+        );
         let (max, keep_logs) = (settings.log_max_bytes, settings.log_keep);
         // Alone on these LOGS (no instance name, docs/jobs.md), the run ids this task saw
         // last are current: no listing of the job's folder per run.
@@ -542,6 +621,7 @@ impl<P: Processes> TriggeredJob<P> {
             None => self.run_ids.take(),
             Some(_) => None,
         };
+        let now = self.ctx.clock.now();
         let opened = blocking(move || {
             let mut rec = record;
             let opened = records::open_run(&logs, now, keep, &mut rec, &mut known);
@@ -550,17 +630,17 @@ impl<P: Processes> TriggeredJob<P> {
             // `open_run` left the log empty.
             sink.open_empty();
             P::set_run_id(&mut prepared, &rec.id);
+            if let Some(input) = message {
+                let (vars, stdin) = input.place(&opened.dir, &rec.id)?;
+                P::set_message(&mut prepared, vars, stdin);
+            }
             let spawned = runner.spawn_prepared(prepared);
             Ok::<_, std::io::Error>((rec, sink, spawned, known))
         })
         .await
         .unwrap_or_else(|| Err(std::io::Error::other("the host is stopping")));
-        let (rec, sink, spawned, known) = opened.map_err(|e| {
-            failed(format!(
-                "creating run folder under {}: {e}",
-                self.logs.display()
-            ))
-        })?;
+        let (rec, sink, spawned, known) = opened
+            .map_err(|e| format!("creating run folder under {}: {e}", self.logs.display()))?;
         let mut record = rec;
         self.run_ids = known;
         let run_id = record.id.clone();
@@ -571,13 +651,7 @@ impl<P: Processes> TriggeredJob<P> {
                 RunLog {
                     log_id: &log_id,
                     sink: sink.clone(),
-                    started_note: format!(
-                        "run {run_id} started (pid {{pid}}, {})",
-                        match scheduled_for {
-                            Some(at) => format!("scheduled for {}", rfc3339_string(at)),
-                            None => "triggered manually".to_string(),
-                        }
-                    ),
+                    started_note: format!("run {run_id} started (pid {{pid}}, {how})"),
                     log_changed: Arc::new(tokio::sync::Notify::new()),
                 },
             ),
@@ -602,29 +676,13 @@ impl<P: Processes> TriggeredJob<P> {
                 self.close_record(&record);
                 self.sched(&format!("run {run_id} failed to start: {msg}"), true);
                 self.set_status(|s| s.latest_run = Some(record));
-                return Err(failed(msg));
+                return Err(msg);
             }
         };
         // Not written again for the pid: the log's `started` line has it, the record on
         // disk gets it when the run ends, and the API shows it from memory meanwhile.
         record.pid = Some(run.pid());
-        self.sched(
-            &format!("run {run_id} started ({})", trigger.as_str()),
-            false,
-        );
-        self.active = Some(ActiveRun {
-            run,
-            record: record.clone(),
-            sink,
-            settings,
-            _lock: lock,
-        });
-        self.set_status(|s| {
-            s.running = Some(run_id.clone());
-            s.latest_run = Some(record);
-        });
-        // Published by the caller (a fire, a trigger, the end of the run before).
-        Ok(run_id)
+        Ok(Launched { run, record, sink })
     }
 
     /// The run's output bytes and CPU ticks so far, for the idle check.

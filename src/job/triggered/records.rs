@@ -37,6 +37,8 @@ impl RunState {
 pub enum TriggerKind {
     Schedule,
     Manual,
+    /// A message from the job's queue (docs/queues.md).
+    Message,
 }
 
 impl TriggerKind {
@@ -44,6 +46,7 @@ impl TriggerKind {
         match self {
             TriggerKind::Schedule => "schedule",
             TriggerKind::Manual => "manual",
+            TriggerKind::Message => "message",
         }
     }
 }
@@ -74,6 +77,9 @@ pub struct RunRecord {
     pub pid: Option<i32>,
     #[serde(default)]
     pub instance: Option<String>,
+    /// The message a `message` run was for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
 }
 
 impl RunRecord {
@@ -103,6 +109,7 @@ impl RunRecord {
             lateness_ms: scheduled_for.map(|at| (start - at).num_milliseconds()),
             pid: None,
             instance,
+            message_id: None,
         }
     }
 }

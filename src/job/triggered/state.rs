@@ -58,6 +58,43 @@ pub struct IdleWatch {
     pub next_check: Instant,
 }
 
+impl IdleWatch {
+    pub fn new(limit: Duration, now: Instant) -> IdleWatch {
+        IdleWatch {
+            limit,
+            last_activity: now,
+            last_output: 0,
+            last_cpu: 0,
+            next_check: now + IDLE_CHECK.min(limit),
+        }
+    }
+
+    /// Takes a sample of the run's output bytes and CPU ticks: why the run must stop
+    /// when it has been quiet for the whole limit.
+    pub fn sample(&mut self, output: u64, cpu: u64, now: Instant) -> Option<String> {
+        if output != self.last_output || cpu != self.last_cpu {
+            self.last_output = output;
+            self.last_cpu = cpu;
+            self.last_activity = now;
+        }
+        self.next_check = now + IDLE_CHECK.min(self.limit);
+        (now.duration_since(self.last_activity) >= self.limit).then(|| {
+            format!(
+                "idle timeout: no output and no CPU use for {} s (settings.job `idle_timeout`)",
+                self.limit.as_secs()
+            )
+        })
+    }
+}
+
+/// Why a run that passed its `timeout` is stopped.
+pub fn timeout_why(limit: Duration) -> String {
+    format!(
+        "timeout: still running after {} s (settings.job `timeout`)",
+        limit.as_secs()
+    )
+}
+
 /// Where the job's run is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
@@ -253,13 +290,9 @@ impl Machine {
             (State::Locking(req), Input::Lock(lock)) => self.ask(req, Some(lock), now, &mut fx),
             (State::Starting(req), Input::Started(Ok(run))) => {
                 let settings = self.def.settings.clone().unwrap_or_default();
-                let idle = settings.idle_timeout.map(|limit| IdleWatch {
-                    limit,
-                    last_activity: now.at,
-                    last_output: 0,
-                    last_cpu: 0,
-                    next_check: now.at + IDLE_CHECK.min(limit),
-                });
+                let idle = settings
+                    .idle_timeout
+                    .map(|limit| IdleWatch::new(limit, now.at));
                 self.state = State::Running(Going {
                     run: run.clone(),
                     timeout: settings.timeout,
@@ -294,27 +327,16 @@ impl Machine {
             }
             (State::Finishing { then }, Input::Finished) => self.after_run(then, now, &mut fx),
             (State::Running(g), Input::Timeout) => {
-                let secs = g.timeout.unwrap_or_default().as_secs();
-                let why = format!("timeout: still running after {secs} s (settings.job `timeout`)");
+                let why = timeout_why(g.timeout.unwrap_or_default());
                 self.stop(why, Then::Next, &mut fx);
             }
             (State::Running(mut g), Input::IdleSample { output, cpu }) => {
                 let Some(idle) = g.idle.as_mut() else {
                     return fx;
                 };
-                if output != idle.last_output || cpu != idle.last_cpu {
-                    idle.last_output = output;
-                    idle.last_cpu = cpu;
-                    idle.last_activity = now.at;
-                }
-                idle.next_check = now.at + IDLE_CHECK.min(idle.limit);
-                let (limit, quiet) = (idle.limit, now.at.duration_since(idle.last_activity));
+                let quiet = idle.sample(output, cpu, now.at);
                 self.state = State::Running(g);
-                if quiet >= limit {
-                    let secs = limit.as_secs();
-                    let why = format!(
-                        "idle timeout: no output and no CPU use for {secs} s (settings.job `idle_timeout`)"
-                    );
+                if let Some(why) = quiet {
                     self.stop(why, Then::Next, &mut fx);
                 }
             }

@@ -334,6 +334,33 @@ mod tests {
         assert!(faults[0].fix.contains("`concurrency`"), "{faults:?}");
     }
 
+    /// docs/queues.md shows this table (`JOBHOST_BLESS=1` rewrites it).
+    #[test]
+    fn docs_queues_md_shows_this_table() {
+        const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/queues.md");
+        let (begin, end) = ("<!-- queue keys -->\n", "<!-- end of queue keys -->");
+        let mut want = String::from("| key | default | meaning |\n|---|---|---|\n");
+        for k in SUBKEYS {
+            let default = match k.default {
+                "null" => "none".to_string(),
+                d => format!("`{d}`"),
+            };
+            want += &format!("| `{}` | {default} | {} |\n", k.name, k.doc);
+        }
+        let doc = std::fs::read_to_string(DOC).unwrap();
+        let start = doc.find(begin).unwrap() + begin.len();
+        let stop = doc.find(end).unwrap();
+        if doc[start..stop] != want && std::env::var_os("JOBHOST_BLESS").is_some_and(|v| v == "1") {
+            std::fs::write(DOC, format!("{}{want}{}", &doc[..start], &doc[stop..])).unwrap();
+            return;
+        }
+        assert_eq!(
+            doc[start..stop],
+            want,
+            "docs/queues.md's key table differs from src/spec/settings/queue.rs: rerun with JOBHOST_BLESS=1"
+        );
+    }
+
     #[test]
     fn every_fault_at_once() {
         let faults = parse(json!({"concurrency": 0, "max_attempts": 0, "inbox": 1})).unwrap_err();
