@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::client;
 use crate::host::{self, HostOptions};
+use crate::queue::MessageState;
 
 /// The environment variables, listed under `jobhost --help`.
 const ENVIRONMENT: &str = "\
@@ -153,6 +154,110 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Put a message on a triggered job's queue; prints its id.
+    ///
+    /// The job needs a `queue` object in its settings.job. PAYLOAD is the text itself,
+    /// `@FILE` for a file's bytes, `-` (or nothing) for stdin.
+    #[command(
+        after_help = "Examples:\n  jobhost enqueue resize @photo.jpg --content-type image/jpeg\n  echo '{\"order\": 42}' | jobhost enqueue invoice - --key order-42 --wait"
+    )]
+    Enqueue {
+        /// The triggered job's name.
+        name: String,
+        /// The payload: the text itself, @FILE for a file's bytes, - (or nothing) for stdin.
+        #[arg(value_name = "PAYLOAD", allow_hyphen_values = true)]
+        payload: Option<String>,
+        /// Idempotency key: a message with a key already seen (within the job's
+        /// dedupe_window) is not stored again; the first one's id is printed.
+        #[arg(long, value_name = "K")]
+        key: Option<String>,
+        /// Priority: higher runs first (default 0; negative allowed).
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        priority: Option<i64>,
+        /// Run no sooner than SECONDS from now (decimals allowed).
+        #[arg(long, value_name = "SECONDS", value_parser = parse_delay, conflicts_with = "not_before")]
+        delay: Option<f64>,
+        /// Run no sooner than this time (RFC 3339, e.g. 2026-12-01T08:00:00Z).
+        #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+        not_before: Option<String>,
+        /// Your own id for the message, given to its run as WEBJOBS_CORRELATION_ID.
+        #[arg(long, value_name = "ID")]
+        correlation_id: Option<String>,
+        /// Callback URL (http or https) told the outcome when the message finishes
+        /// (default: the job's queue.reply_to).
+        #[arg(long, value_name = "URL")]
+        reply_to: Option<String>,
+        /// A name for the message, given to its run as WEBJOBS_MESSAGE_NAME.
+        #[arg(long = "name", value_name = "NAME")]
+        name_: Option<String>,
+        /// The payload's content type, kept with it (e.g. application/json).
+        #[arg(long, value_name = "TYPE")]
+        content_type: Option<String>,
+        /// Wait for the message: stream its runs' logs to stderr, print its result to
+        /// stdout, exit 0 when it succeeded, 1 when it went dead or was cancelled.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// A triggered job's messages, newest first.
+    Messages {
+        /// The triggered job's name.
+        name: String,
+        /// Only messages in this state: Queued, Running, Succeeded, Dead or Cancelled.
+        #[arg(long, value_name = "S", value_parser = parse_state)]
+        state: Option<MessageState>,
+        /// How many (default 50, at most 1000).
+        #[arg(short = 'n', long = "limit", value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: Option<u64>,
+        /// Print the host's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// One message in detail: state, attempts, last error, runs, result.
+    Message {
+        /// The triggered job's name.
+        name: String,
+        /// The message's id (see `jobhost messages NAME`).
+        id: String,
+        /// Print the host's JSON message object instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Put a finished message (or every Dead one) back on the queue, attempts reset.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "dead", "state"])))]
+    Requeue {
+        /// The triggered job's name.
+        name: String,
+        /// The message to requeue (Succeeded, Dead or Cancelled).
+        id: Option<String>,
+        /// Every Dead message instead of one.
+        #[arg(long)]
+        dead: bool,
+        /// Every message in this finished state instead of one (Dead, Succeeded, Cancelled).
+        #[arg(long, value_name = "S", value_parser = parse_state)]
+        state: Option<MessageState>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete every Dead message of a job (or every message in another state).
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["dead", "state"])))]
+    Purge {
+        /// The triggered job's name.
+        name: String,
+        /// Delete the Dead messages.
+        #[arg(long)]
+        dead: bool,
+        /// Delete the messages in this state instead (Dead, Succeeded, Cancelled, Queued).
+        #[arg(long, value_name = "S", value_parser = parse_state)]
+        state: Option<MessageState>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Internal: the process that cleans up after the host (see runner/guardian.rs).
     #[command(name = "__guardian", hide = true)]
     Guardian { host_id: String, scratch: PathBuf },
@@ -181,6 +286,35 @@ impl ClientArgs {
             self.instance.as_deref(),
         ))
     }
+}
+
+/// `--state`: a message state, in any case.
+fn parse_state(s: &str) -> Result<MessageState, String> {
+    MessageState::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = MessageState::ALL.iter().map(|m| m.as_str()).collect();
+        format!(
+            "`{s}` is not a message state: use one of {}",
+            names.join(", ")
+        )
+    })
+}
+
+/// `--delay`: seconds, 0 to ten years, decimals allowed.
+fn parse_delay(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|d| d.is_finite() && (0.0..=10.0 * 365.25 * 86_400.0).contains(d))
+        .ok_or_else(|| {
+            format!("`{s}` is not a delay: give seconds from 0 to ten years, e.g. 30 or 0.5")
+        })
+}
+
+/// `--not-before`: an RFC 3339 time, passed on as written.
+fn parse_time(s: &str) -> Result<String, String> {
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .map(|_| s.trim().to_string())
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time such as 2026-12-01T08:00:00Z ({e})"))
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -225,6 +359,80 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             run_id,
             client,
         } => client::cancel(&client.api()?, &name, run_id.as_deref()),
+        Command::Enqueue {
+            name,
+            payload,
+            key,
+            priority,
+            delay,
+            not_before,
+            correlation_id,
+            reply_to,
+            name_,
+            content_type,
+            wait,
+            client,
+        } => {
+            let opts = client::EnqueueOptions {
+                key,
+                priority,
+                delay,
+                not_before,
+                correlation_id,
+                reply_to,
+                name: name_,
+                content_type,
+            };
+            let source = client::PayloadSource::parse(payload.as_deref());
+            client::enqueue(&client.api()?, &name, &source, &opts, wait)
+        }
+        Command::Messages {
+            name,
+            state,
+            limit,
+            json,
+            client,
+        } => client::messages(
+            &client.api()?,
+            &name,
+            state,
+            limit.map(|l| l as usize),
+            json,
+        ),
+        Command::Message {
+            name,
+            id,
+            json,
+            client,
+        } => client::show_message(&client.api()?, &name, &id, json),
+        Command::Requeue {
+            name,
+            id,
+            dead,
+            state,
+            client,
+        } => {
+            let which = match (id, dead, state) {
+                (Some(id), _, _) => client::Which::One(id),
+                (None, true, _) => client::Which::State(MessageState::Dead),
+                (None, false, Some(s)) => client::Which::State(s),
+                // clap's group requires one of the three.
+                (None, false, None) => client::Which::State(MessageState::Dead),
+            };
+            client::requeue(&client.api()?, &name, &which)
+        }
+        Command::Purge {
+            name,
+            dead,
+            state,
+            client,
+        } => {
+            let state = match (dead, state) {
+                (true, _) | (false, None) => MessageState::Dead,
+                (false, Some(s)) => s,
+            };
+            client::purge(&client.api()?, &name, state)
+        }
         Command::Guardian { host_id, scratch } => {
             crate::runner::guardian::run(&host_id, &scratch);
             Ok(0)

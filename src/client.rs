@@ -829,3 +829,428 @@ pub fn cancel(api: &Api, name: &str, run: Option<&str>) -> anyhow::Result<i32> {
     outln!("{}", message(resp));
     Ok(0)
 }
+
+// ----- message queues (docs/cli.md#enqueue) ----------------------------------------
+
+/// Where `enqueue` takes the payload from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayloadSource {
+    /// The text given on the command line.
+    Text(String),
+    /// `@FILE`.
+    File(PathBuf),
+    /// `-` or nothing.
+    Stdin,
+}
+
+impl PayloadSource {
+    /// `PAYLOAD` as typed: `@FILE` reads a file, `-` (or nothing) reads stdin, anything
+    /// else is the payload itself.
+    pub fn parse(arg: Option<&str>) -> PayloadSource {
+        match arg {
+            None | Some("-") => PayloadSource::Stdin,
+            Some(s) => match s.strip_prefix('@') {
+                Some(f) => PayloadSource::File(PathBuf::from(f)),
+                None => PayloadSource::Text(s.to_string()),
+            },
+        }
+    }
+
+    fn read(&self) -> anyhow::Result<Vec<u8>> {
+        match self {
+            PayloadSource::Text(t) => Ok(t.clone().into_bytes()),
+            PayloadSource::File(p) => std::fs::read(p).with_context(|| {
+                format!(
+                    "reading the payload file {} (PAYLOAD @FILE names a file; write the text itself without @)",
+                    p.display()
+                )
+            }),
+            PayloadSource::Stdin => {
+                use std::io::IsTerminal;
+                if std::io::stdin().is_terminal() {
+                    eprintln!("reading the payload from stdin (end it with Ctrl-D)...");
+                }
+                let mut buf = Vec::new();
+                std::io::stdin()
+                    .read_to_end(&mut buf)
+                    .context("reading the payload from stdin")?;
+                Ok(buf)
+            }
+        }
+    }
+}
+
+/// What `jobhost enqueue` sends beside the payload.
+#[derive(Debug, Clone, Default)]
+pub struct EnqueueOptions {
+    pub key: Option<String>,
+    pub priority: Option<i64>,
+    pub delay: Option<f64>,
+    pub not_before: Option<String>,
+    pub correlation_id: Option<String>,
+    pub reply_to: Option<String>,
+    pub name: Option<String>,
+    pub content_type: Option<String>,
+}
+
+impl EnqueueOptions {
+    fn query(&self) -> String {
+        let mut q = Vec::new();
+        let mut add = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                q.push(format!("{k}={}", enc(v.as_bytes())));
+            }
+        };
+        add("priority", self.priority.map(|p| p.to_string()));
+        add("delay", self.delay.map(|d| d.to_string()));
+        add("not_before", self.not_before.clone());
+        add("correlation_id", self.correlation_id.clone());
+        add("reply_to", self.reply_to.clone());
+        add("name", self.name.clone());
+        match q.is_empty() {
+            true => String::new(),
+            false => format!("?{}", q.join("&")),
+        }
+    }
+}
+
+fn queue_job<'a>(name: &'a str, command: &'a str) -> Named<'a> {
+    Named {
+        name,
+        want: Some(JobType::Triggered),
+        command,
+    }
+}
+
+fn messages_path(name: &str) -> String {
+    format!("/api/triggeredwebjobs/{}/messages", enc(name.as_bytes()))
+}
+
+/// Copies `from` to stderr until its end (a message's run logs, while stdout is
+/// kept for its result).
+fn copy_to_stderr(from: &mut impl Read) -> std::io::Result<()> {
+    let mut out = std::io::stderr().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if out.write_all(&buf[..n]).and_then(|_| out.flush()).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+pub fn enqueue(
+    api: &Api,
+    name: &str,
+    payload: &PayloadSource,
+    opts: &EnqueueOptions,
+    wait: bool,
+) -> anyhow::Result<i32> {
+    let body = payload.read()?;
+    let mut rb = api
+        .req(
+            reqwest::Method::POST,
+            &format!("{}{}", messages_path(name), opts.query()),
+        )
+        .body(body);
+    if let Some(k) = &opts.key {
+        rb = rb.header("Idempotency-Key", k);
+    }
+    if let Some(t) = &opts.content_type {
+        rb = rb.header(reqwest::header::CONTENT_TYPE, t);
+    }
+    let what = format!("enqueueing a message for {name}");
+    let resp = api.send_for(rb, &what, queue_job(name, "enqueue"))?;
+    let v: Value = resp
+        .json()
+        .with_context(|| format!("{what}: the host sent something that is not JSON"))?;
+    let answer: dto::EnqueueAnswer = typed(&v, &what)?;
+    if answer.duplicate {
+        eprintln!(
+            "duplicate: a message with this key was already enqueued for {name} as {} ({}); nothing new was stored",
+            answer.id,
+            answer.state.as_str()
+        );
+    }
+    if !wait {
+        outln!("{}", answer.id);
+        return Ok(0);
+    }
+    eprintln!("message {} enqueued; waiting for it", answer.id);
+    wait_message(api, name, &answer.id)
+}
+
+/// `enqueue --wait`: the message's run logs to stderr as they come, its result to
+/// stdout; 0 when it succeeded, 1 when it went dead or was cancelled.
+fn wait_message(api: &Api, name: &str, id: &str) -> anyhow::Result<i32> {
+    let n = enc(name.as_bytes());
+    let path = format!("{}/{}", messages_path(name), enc(id.as_bytes()));
+    let what = format!("waiting for message {id} of {name}");
+    let mut streamed: Vec<String> = Vec::new();
+    // Short holds: a new run must be seen soon to stream its log from the start.
+    let mut hold = 0;
+    loop {
+        let v = api.get_json_for(
+            &format!("{path}?wait={hold}"),
+            &what,
+            queue_job(name, "enqueue"),
+        )?;
+        let m: dto::QueueMessage = typed(&v, &what)?;
+        for run in &m.runs {
+            if streamed.contains(run) {
+                continue;
+            }
+            let out = format!(
+                "/api/triggeredwebjobs/{n}/history/{}/output?follow=1",
+                enc(run.as_bytes())
+            );
+            let resp = api.reach(
+                api.req(reqwest::Method::GET, &out),
+                "following the message's run",
+            )?;
+            // Its record may not be written yet: try again on the next round.
+            if resp.status() == StatusCode::NOT_FOUND {
+                continue;
+            }
+            if !resp.status().is_success() {
+                return Err(api.refusal(resp, "following the message's run"));
+            }
+            let mut resp = resp;
+            copy_to_stderr(&mut resp)
+                .map_err(|e| anyhow!("following run {run}: the stream broke: {e}"))?;
+            streamed.push(run.clone());
+        }
+        if m.state.finished() && m.runs.iter().all(|r| streamed.contains(r)) {
+            return Ok(finish_wait(&m));
+        }
+        hold = 2;
+    }
+}
+
+fn finish_wait(m: &dto::QueueMessage) -> i32 {
+    use base64::Engine;
+    let result = match (&m.result, &m.result_base64) {
+        (Some(t), _) => Some(t.clone().into_bytes()),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD.decode(b).ok(),
+        _ => None,
+    };
+    if let Some(r) = result {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&r).and_then(|_| out.flush());
+    }
+    match m.state {
+        crate::queue::MessageState::Succeeded => 0,
+        state => {
+            eprintln!(
+                "message {} is {} after {} attempt(s){}",
+                m.id,
+                state.as_str(),
+                m.attempts,
+                m.last_error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+            1
+        }
+    }
+}
+
+/// One cell of a table: at most `max` characters, on one line.
+fn cell(s: &str, max: usize) -> String {
+    let one_line: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    match one_line.chars().count() > max {
+        true => format!(
+            "{}...",
+            one_line
+                .chars()
+                .take(max.saturating_sub(3))
+                .collect::<String>()
+        ),
+        false => one_line,
+    }
+}
+
+pub fn messages(
+    api: &Api,
+    name: &str,
+    state: Option<crate::queue::MessageState>,
+    limit: Option<usize>,
+    json: bool,
+) -> anyhow::Result<i32> {
+    let mut q = Vec::new();
+    if let Some(s) = state {
+        q.push(format!("state={}", s.as_str()));
+    }
+    if let Some(l) = limit {
+        q.push(format!("limit={l}"));
+    }
+    let path = match q.is_empty() {
+        true => messages_path(name),
+        false => format!("{}?{}", messages_path(name), q.join("&")),
+    };
+    let what = format!("listing the messages of {name}");
+    let v = api.get_json_for(&path, &what, queue_job(name, "messages"))?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let list: dto::MessageList = typed(&v, &what)?;
+    if list.messages.is_empty() {
+        let which = state
+            .map(|s| format!("{} ", s.as_str()))
+            .unwrap_or_default();
+        outln!("{name} has no {which}messages (jobhost enqueue {name} PAYLOAD adds one)");
+        return Ok(0);
+    }
+    let mut rows = vec![
+        [
+            "ID",
+            "STATE",
+            "ATTEMPTS",
+            "PRIO",
+            "ENQUEUED",
+            "NAME",
+            "LAST ERROR",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for m in &list.messages {
+        rows.push(vec![
+            m.id.clone(),
+            m.state.as_str().to_string(),
+            m.attempts.to_string(),
+            m.priority.to_string(),
+            m.enqueued_at.clone(),
+            cell(m.name.as_deref().unwrap_or("-"), 30),
+            cell(m.last_error.as_deref().unwrap_or("-"), 60),
+        ]);
+    }
+    print_table(&rows);
+    if list.next_url.is_some() {
+        eprintln!(
+            "(the newest {}; -n N shows more, up to 1000)",
+            list.messages.len()
+        );
+    }
+    Ok(0)
+}
+
+pub fn show_message(api: &Api, name: &str, id: &str, json: bool) -> anyhow::Result<i32> {
+    let what = format!("reading message {id} of {name}");
+    let v = api.get_json_for(
+        &format!("{}/{}", messages_path(name), enc(id.as_bytes())),
+        &what,
+        queue_job(name, "message"),
+    )?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let m: dto::QueueMessage = typed(&v, &what)?;
+    outln!("message {} of {}", m.id, m.job);
+    let row = |label: &str, value: String| outln!("  {label:<16} {value}");
+    let opt = |label: &str, value: &Option<String>| {
+        if let Some(v) = value {
+            row(label, v.clone());
+        }
+    };
+    row("state", colour(m.state.as_str()));
+    row("attempts", m.attempts.to_string());
+    row("priority", m.priority.to_string());
+    row("enqueued at", m.enqueued_at.clone());
+    opt("not before", &m.not_before);
+    opt("next attempt at", &m.next_attempt_at);
+    opt("finished at", &m.finished_at);
+    row(
+        "payload",
+        format!(
+            "{} bytes{}",
+            m.payload_bytes,
+            m.content_type
+                .as_ref()
+                .map(|t| format!(" ({t})"))
+                .unwrap_or_default()
+        ),
+    );
+    opt("name", &m.name);
+    opt("idempotency key", &m.idempotency_key);
+    opt("correlation id", &m.correlation_id);
+    opt("reply to", &m.reply_to);
+    opt("last error", &m.last_error);
+    if !m.runs.is_empty() {
+        row("runs", m.runs.join(" "));
+    }
+    match (&m.result, m.result_bytes) {
+        (Some(t), _) => row("result", cell(t, 200)),
+        (None, Some(n)) => row(
+            "result",
+            format!("{n} bytes, not text (GET {} reads them)", m.result_url),
+        ),
+        _ => {}
+    }
+    Ok(0)
+}
+
+/// Which messages `requeue` and `purge` act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Which {
+    One(String),
+    State(crate::queue::MessageState),
+}
+
+pub fn requeue(api: &Api, name: &str, which: &Which) -> anyhow::Result<i32> {
+    let job = queue_job(name, "requeue");
+    match which {
+        Which::One(id) => {
+            let what = format!("requeueing message {id} of {name}");
+            let resp = api.post_for(
+                &format!("{}/{}/requeue", messages_path(name), enc(id.as_bytes())),
+                &what,
+                job,
+            )?;
+            let v: Value = resp.json().with_context(|| what.clone())?;
+            let m: dto::QueueMessage = typed(&v, &what)?;
+            outln!(
+                "message {} of {name} requeued: {}, attempts reset",
+                m.id,
+                m.state.as_str()
+            );
+        }
+        Which::State(s) => {
+            let what = format!("requeueing the {} messages of {name}", s.as_str());
+            let resp = api.post_for(
+                &format!("{}/requeue?state={}", messages_path(name), s.as_str()),
+                &what,
+                job,
+            )?;
+            let v: Value = resp.json().with_context(|| what.clone())?;
+            outln!("{}", typed::<dto::MessagesChanged>(&v, &what)?.message);
+        }
+    }
+    Ok(0)
+}
+
+pub fn purge(api: &Api, name: &str, state: crate::queue::MessageState) -> anyhow::Result<i32> {
+    let what = format!("deleting the {} messages of {name}", state.as_str());
+    let resp = api.send_for(
+        api.req(
+            reqwest::Method::DELETE,
+            &format!("{}?state={}", messages_path(name), state.as_str()),
+        ),
+        &what,
+        queue_job(name, "purge"),
+    )?;
+    let v: Value = resp.json().with_context(|| what.clone())?;
+    outln!("{}", typed::<dto::MessagesChanged>(&v, &what)?.message);
+    Ok(0)
+}

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::job::triggered::TriggeredStatus;
 use crate::job::triggered::records::RunRecord;
+use crate::queue::{self, MessageState};
 use crate::scan::JobDefinition;
 use crate::spec::JobType;
 use crate::spec::problem::Problem;
@@ -75,6 +76,35 @@ pub struct TriggeredJob {
     pub pending: bool,
     pub disabled: bool,
     pub warnings: Vec<String>,
+    /// Beyond Kudu: the job's message queue, when it has one (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueSummary>,
+}
+
+/// How a queue job's messages stand, in the triggered job object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSummary {
+    pub queued: u64,
+    pub running: u64,
+    pub dead: u64,
+    /// Seconds the oldest `Queued` message has waited; `null` when none waits.
+    pub oldest_queued_age_s: Option<u64>,
+    /// Why the counts could not be read (the message store is unavailable); the
+    /// counts are 0 then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl QueueSummary {
+    pub fn of(c: &crate::queue::QueueCounts) -> QueueSummary {
+        QueueSummary {
+            queued: c.queued,
+            running: c.running,
+            dead: c.dead,
+            oldest_queued_age_s: c.oldest_queued_age_s,
+            error: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +191,116 @@ pub struct Accepted {
     pub url: String,
 }
 
+/// A message of a triggered job's queue (docs/api.md#messages).
+///
+/// `result` is the result as text when it is valid UTF-8, else `null` with the bytes
+/// in `result_base64`; both are `null` in listings (read the message, or
+/// `result_url`, for its result) and when there is no result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueueMessage {
+    pub id: String,
+    pub job: String,
+    pub state: MessageState,
+    pub attempts: u32,
+    pub priority: i64,
+    pub enqueued_at: String,
+    pub next_attempt_at: Option<String>,
+    pub not_before: Option<String>,
+    pub finished_at: Option<String>,
+    pub content_type: Option<String>,
+    pub payload_bytes: u64,
+    pub idempotency_key: Option<String>,
+    pub correlation_id: Option<String>,
+    pub name: Option<String>,
+    pub reply_to: Option<String>,
+    pub last_error: Option<String>,
+    pub result: Option<String>,
+    pub result_base64: Option<String>,
+    pub result_bytes: Option<u64>,
+    pub runs: Vec<String>,
+    pub url: String,
+    pub payload_url: String,
+    pub result_url: String,
+}
+
+/// `m` as the API shows it; `result`: its result bytes, when read.
+pub fn queue_message(base: &Base, m: &queue::Message, result: Option<&[u8]>) -> QueueMessage {
+    use base64::Engine;
+    let url = base.url(&format!(
+        "/api/triggeredwebjobs/{}/messages/{}",
+        m.job, m.id
+    ));
+    let (text, b64) = match result.map(std::str::from_utf8) {
+        Some(Ok(t)) => (Some(t.to_string()), None),
+        Some(Err(_)) => (
+            None,
+            result.map(|r| base64::engine::general_purpose::STANDARD.encode(r)),
+        ),
+        None => (None, None),
+    };
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(crate::fsutil::rfc3339_string);
+    QueueMessage {
+        id: m.id.clone(),
+        job: m.job.clone(),
+        state: m.state,
+        attempts: m.attempts,
+        priority: m.priority,
+        enqueued_at: crate::fsutil::rfc3339_string(m.enqueued_at),
+        next_attempt_at: time(m.next_attempt_at),
+        not_before: time(m.not_before),
+        finished_at: time(m.finished_at),
+        content_type: m.content_type.clone(),
+        payload_bytes: m.payload_bytes,
+        idempotency_key: m.idempotency_key.clone(),
+        correlation_id: m.correlation_id.clone(),
+        name: m.name.clone(),
+        reply_to: m.reply_to.clone(),
+        last_error: m.last_error.clone(),
+        result: text,
+        result_base64: b64,
+        result_bytes: m.result_bytes,
+        runs: m.runs.clone(),
+        payload_url: format!("{url}/payload"),
+        result_url: format!("{url}/result"),
+        url,
+    }
+}
+
+/// `GET .../messages`: newest first; `next_url` reads the page after this one
+/// (`null` on the last page).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageList {
+    pub messages: Vec<QueueMessage>,
+    pub next_url: Option<String>,
+}
+
+/// `POST .../messages`: 202 with the new message's id, or 200 with `duplicate: true`
+/// and the first message with the same idempotency key (all of its fields, of which
+/// these are read here).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnqueueAnswer {
+    pub id: String,
+    pub state: MessageState,
+    pub url: String,
+    pub duplicate: bool,
+}
+
+/// The 200 answer to a duplicate enqueue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Duplicate {
+    pub duplicate: bool,
+    #[serde(flatten)]
+    pub message: QueueMessage,
+}
+
+/// The answer of a change to messages (cancel, requeue, purge): a sentence, and how
+/// many messages it touched.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessagesChanged {
+    pub message: String,
+    pub count: u64,
+}
+
 /// A job's status as the host holds it, for [`status_word`].
 #[derive(Debug, Clone, Copy)]
 pub enum Status<'a> {
@@ -241,6 +381,8 @@ pub fn triggered(base: &Base, def: &JobDefinition, st: &TriggeredStatus) -> Trig
         pending: st.pending,
         disabled: def.disabled,
         warnings: def.warnings.clone(),
+        // Counting needs the store, a blocking call: the API's handlers fill it in.
+        queue: None,
     }
 }
 

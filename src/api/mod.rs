@@ -10,6 +10,7 @@ pub mod dto;
 pub mod events;
 pub mod follow;
 pub mod guard;
+pub mod messages;
 pub mod routes;
 pub mod server;
 pub mod token;

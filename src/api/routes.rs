@@ -81,6 +81,7 @@ pub fn router(state: ApiState) -> Router {
             get(triggered_settings).put(put_triggered_settings),
         )
         .route("/metrics", get(metrics))
+        .merge(super::messages::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -98,7 +99,7 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// An error answer: status and a sentence.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -106,11 +107,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(super) type ApiResult<T> = Result<T, ApiError>;
 
 /// This server's URL as the client addressed it. `guard::check_request` has checked
 /// the Host header against the listen address (or set it to that address).
-fn base(headers: &HeaderMap) -> Base {
+pub(super) fn base(headers: &HeaderMap) -> Base {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -233,39 +234,60 @@ fn write_error(e: WriteError) -> ApiError {
     ApiError(status, e.to_string())
 }
 
-fn job_json(base: &Base, e: &RegistryEntry) -> serde_json::Value {
+/// A job object; `queues`: the `queue` field of queue jobs (`messages::summaries`).
+fn job_json(
+    base: &Base,
+    e: &RegistryEntry,
+    queues: &std::collections::BTreeMap<String, dto::QueueSummary>,
+) -> serde_json::Value {
     let v = match &e.handle.view {
         JobView::Continuous(rx) => {
             serde_json::to_value(dto::continuous(base, &e.def, &rx.borrow()))
         }
-        JobView::Triggered(rx) => serde_json::to_value(dto::triggered(base, &e.def, &rx.borrow())),
+        JobView::Triggered(rx) => {
+            let mut job = dto::triggered(base, &e.def, &rx.borrow());
+            job.queue = queues.get(&e.def.name).cloned();
+            serde_json::to_value(job)
+        }
     };
     v.unwrap_or_default()
 }
 
-async fn all_jobs(State(st): State<ApiState>, headers: HeaderMap) -> impl IntoResponse {
-    let b = base(&headers);
-    let list: Vec<_> = entries(&st).iter().map(|e| job_json(&b, e)).collect();
-    axum::Json(list)
+/// The job objects of `jobs`, with their queues' counts.
+async fn jobs_json(st: &ApiState, b: &Base, jobs: &[RegistryEntry]) -> Vec<serde_json::Value> {
+    let queues = super::messages::summaries(st, jobs).await;
+    jobs.iter().map(|e| job_json(b, e, &queues)).collect()
 }
 
-fn of_type(st: &ApiState, headers: &HeaderMap, t: JobType) -> axum::Json<Vec<serde_json::Value>> {
+async fn one_job_json(st: &ApiState, b: &Base, e: &RegistryEntry) -> serde_json::Value {
+    let queues = super::messages::summaries(st, std::slice::from_ref(e)).await;
+    job_json(b, e, &queues)
+}
+
+async fn all_jobs(State(st): State<ApiState>, headers: HeaderMap) -> impl IntoResponse {
+    let b = base(&headers);
+    axum::Json(jobs_json(&st, &b, &entries(&st)).await)
+}
+
+async fn of_type(
+    st: &ApiState,
+    headers: &HeaderMap,
+    t: JobType,
+) -> axum::Json<Vec<serde_json::Value>> {
     let b = base(headers);
-    axum::Json(
-        entries(st)
-            .iter()
-            .filter(|e| e.def.job_type == t)
-            .map(|e| job_json(&b, e))
-            .collect(),
-    )
+    let jobs: Vec<RegistryEntry> = entries(st)
+        .into_iter()
+        .filter(|e| e.def.job_type == t)
+        .collect();
+    axum::Json(jobs_json(st, &b, &jobs).await)
 }
 
 async fn continuous_jobs(State(st): State<ApiState>, headers: HeaderMap) -> impl IntoResponse {
-    of_type(&st, &headers, JobType::Continuous)
+    of_type(&st, &headers, JobType::Continuous).await
 }
 
 async fn triggered_jobs(State(st): State<ApiState>, headers: HeaderMap) -> impl IntoResponse {
-    of_type(&st, &headers, JobType::Triggered)
+    of_type(&st, &headers, JobType::Triggered).await
 }
 
 async fn continuous_job(
@@ -274,7 +296,7 @@ async fn continuous_job(
     Path(name): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let e = entry(&st, JobType::Continuous, &name)?;
-    Ok(axum::Json(job_json(&base(&headers), &e)))
+    Ok(axum::Json(one_job_json(&st, &base(&headers), &e).await))
 }
 
 async fn triggered_job(
@@ -283,7 +305,7 @@ async fn triggered_job(
     Path(name): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let e = entry(&st, JobType::Triggered, &name)?;
-    Ok(axum::Json(job_json(&base(&headers), &e)))
+    Ok(axum::Json(one_job_json(&st, &base(&headers), &e).await))
 }
 
 fn settings_of(st: &ApiState, t: JobType, name: &str) -> ApiResult<axum::Json<serde_json::Value>> {
@@ -620,7 +642,7 @@ async fn scheduler_log(
     text_stream(path, &q, &headers, until, &st)
 }
 
-fn check_name(name: &str) -> ApiResult<()> {
+pub(super) fn check_name(name: &str) -> ApiResult<()> {
     if is_valid(name) {
         Ok(())
     } else {
@@ -699,7 +721,7 @@ async fn deploy_job(
     };
     // The job object, as Kudu answers a deploy; the job is already registered.
     let job = entry(&st, t, &name)?;
-    let mut resp = (code, axum::Json(job_json(&b, &job))).into_response();
+    let mut resp = (code, axum::Json(one_job_json(&st, &b, &job).await)).into_response();
     if let Ok(v) = HeaderValue::from_str(&b.url(&path)) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
