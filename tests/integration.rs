@@ -26,6 +26,10 @@ mod deploy_safety;
 mod events;
 #[path = "integration/on_disk.rs"]
 mod on_disk;
+#[path = "integration/queue_crash.rs"]
+mod queue_crash;
+#[path = "integration/queue_runs.rs"]
+mod queue_runs;
 #[path = "integration/registry.rs"]
 mod registry;
 #[path = "integration/robustness.rs"]

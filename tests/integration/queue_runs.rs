@@ -1,0 +1,341 @@
+//! Message runs of a queue job: payload on stdin and in a file, the message
+//! variables, results, retries and dead letters, concurrency and order, cancel, and
+//! what a graceful stop or a SIGKILL of the host does to running messages.
+
+use reqwest::Method;
+use reqwest::blocking::RequestBuilder;
+use serde_json::Value;
+
+use crate::support::client::{Api, connect, json_of, send};
+use crate::support::{DEADLINE, TRIGGERED, TestHost};
+
+/// A host with one triggered job `name` (script `run.sh`, `settings.job`).
+fn queue_host(name: &str, settings: &str, script: &str) -> (TestHost, Api) {
+    let mut h = TestHost::new();
+    h.write_job(
+        TRIGGERED,
+        name,
+        &[("run.sh", script), ("settings.job", settings)],
+    );
+    h.start();
+    let api = connect(&h);
+    api.wait_code(&h, &format!("/api/triggeredwebjobs/{name}"), 200);
+    (h, api)
+}
+
+fn messages(job: &str) -> String {
+    format!("/api/triggeredwebjobs/{job}/messages")
+}
+
+/// Enqueues `body` with `query`; the new message's id.
+fn enqueue(api: &Api, job: &str, query: &str, body: &[u8]) -> String {
+    let path = format!("{}{query}", messages(job));
+    let rb: RequestBuilder = api.req(Method::POST, &path).body(body.to_vec());
+    let (code, v) = json_of(send(rb, "POST", &path));
+    assert_eq!(code, 202, "enqueue: {v}");
+    v["id"].as_str().expect("an id").to_string()
+}
+
+/// The message once it is finished (GET ?wait in a loop, bounded).
+fn wait_finished(h: &TestHost, api: &Api, job: &str, id: &str) -> Value {
+    let mut last = Value::Null;
+    h.wait_for(&format!("message {id} to finish"), DEADLINE * 2, || {
+        let (code, v) = api.get_json(&format!("{}/{id}?wait=5", messages(job)));
+        assert_eq!(code, 200, "{v}");
+        last = v;
+        matches!(
+            last["state"].as_str(),
+            Some("Succeeded" | "Dead" | "Cancelled")
+        )
+    });
+    last
+}
+
+fn message(api: &Api, job: &str, id: &str) -> Value {
+    let (code, v) = api.get_json(&format!("{}/{id}", messages(job)));
+    assert_eq!(code, 200, "{v}");
+    v
+}
+
+#[test]
+fn a_message_runs_with_its_payload_and_variables_and_its_result_comes_back() {
+    let script = r#"#!/bin/sh
+cat > "$TEST_STATE/stdin"
+cp "$WEBJOBS_MESSAGE_PATH" "$TEST_STATE/file"
+env | grep '^WEBJOBS_' | sort > "$TEST_STATE/env"
+printf 'done:%s' "$WEBJOBS_MESSAGE_ATTEMPT" > "$WEBJOBS_RESULT_PATH"
+"#;
+    let (h, api) = queue_host("work", r#"{"queue": {}}"#, script);
+    let payload: Vec<u8> = (0..=255u8).chain(*b"\nend").collect();
+    let id = enqueue(
+        &api,
+        "work",
+        "?correlation_id=corr-1&name=photo.bin",
+        &payload,
+    );
+    let m = wait_finished(&h, &api, "work", &id);
+    assert_eq!(m["state"], "Succeeded", "{m}");
+    assert_eq!(m["attempts"], 1, "{m}");
+    assert_eq!(std::fs::read(h.state.join("stdin")).unwrap(), payload);
+    assert_eq!(std::fs::read(h.state.join("file")).unwrap(), payload);
+    let env = h.read_state("env");
+    for want in [
+        format!("WEBJOBS_MESSAGE_ID={id}"),
+        "WEBJOBS_MESSAGE_ATTEMPT=1".to_string(),
+        "WEBJOBS_CORRELATION_ID=corr-1".to_string(),
+        "WEBJOBS_MESSAGE_NAME=photo.bin".to_string(),
+        "WEBJOBS_IDEMPOTENCY_KEY=".to_string(),
+    ] {
+        assert!(env.lines().any(|l| l == want), "{want} missing in:\n{env}");
+    }
+    assert!(env.contains("WEBJOBS_RESULT_PATH=/"), "{env}");
+    let (code, result) = api.get_text(&format!("{}/{id}/result", messages("work")));
+    assert_eq!((code, result.as_str()), (200, "done:1"));
+
+    // The run is an ordinary triggered run, with its message named in its record.
+    let runs = m["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{m}");
+    let run = runs[0].as_str().unwrap();
+    let dir = h.logs.join(TRIGGERED).join("work").join(run);
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("status.json")).unwrap()).unwrap();
+    assert_eq!(record["trigger"], "message", "{record}");
+    assert_eq!(record["message_id"], id.as_str(), "{record}");
+    assert_eq!(record["status"], "Success", "{record}");
+    // The payload and result files do not outlive the run.
+    assert!(!dir.join("message.payload").exists());
+    assert!(!dir.join("message.result").exists());
+}
+
+#[test]
+fn failures_are_retried_then_dead_and_exit_65_is_dead_at_once() {
+    let script = r#"#!/bin/sh
+echo "attempt $WEBJOBS_MESSAGE_ATTEMPT" >> "$TEST_STATE/attempts-$(cat)"
+echo "the disk is on fire" >&2
+case "$WEBJOBS_MESSAGE_NAME" in never) exit 65 ;; esac
+exit 3
+"#;
+    let settings = r#"{"queue": {"max_attempts": 3, "retry_delay": 0}}"#;
+    let (h, api) = queue_host("flaky", settings, script);
+    let retried = enqueue(&api, "flaky", "", b"a");
+    let never = enqueue(&api, "flaky", "?name=never", b"b");
+
+    let m = wait_finished(&h, &api, "flaky", &retried);
+    assert_eq!(m["state"], "Dead", "{m}");
+    assert_eq!(m["attempts"], 3, "{m}");
+    assert_eq!(m["runs"].as_array().unwrap().len(), 3, "{m}");
+    let why = m["last_error"].as_str().unwrap();
+    assert!(
+        why.contains("exited with code 3") && why.contains("the disk is on fire"),
+        "{why}"
+    );
+    assert_eq!(
+        h.read_lines("attempts-a"),
+        ["attempt 1", "attempt 2", "attempt 3"]
+    );
+
+    let m = wait_finished(&h, &api, "flaky", &never);
+    assert_eq!(m["state"], "Dead", "{m}");
+    assert_eq!(m["attempts"], 1, "{m}");
+    assert!(m["last_error"].as_str().unwrap().contains("65"), "{m}");
+    assert_eq!(h.read_lines("attempts-b"), ["attempt 1"]);
+
+    // The dead letters are listed, and a requeue runs one again.
+    let (code, dead) = api.get_json(&format!("{}?state=Dead", messages("flaky")));
+    assert_eq!(code, 200, "{dead}");
+    let ids: Vec<String> = list_of(&dead)
+        .iter()
+        .filter_map(|m| m["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ids, [never.clone(), retried.clone()], "newest first");
+    let (code, v) = api.post_json(&format!("{}/{never}/requeue", messages("flaky")));
+    assert_eq!(code, 200, "{v}");
+    let m = wait_finished(&h, &api, "flaky", &never);
+    assert_eq!(
+        (m["state"].as_str(), m["attempts"].as_u64()),
+        (Some("Dead"), Some(1))
+    );
+    assert_eq!(h.read_lines("attempts-b"), ["attempt 1", "attempt 1"]);
+}
+
+/// The messages of a listing answer (an array, or an object holding one).
+fn list_of(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) => a.clone(),
+        other => other["messages"].as_array().cloned().unwrap_or_default(),
+    }
+}
+
+/// Each run notes its payload and waits for the test's go file.
+const WAIT_FOR_GO: &str = r#"#!/bin/sh
+p=$(cat)
+echo "$p" >> "$TEST_STATE/started"
+while [ ! -e "$TEST_STATE/go" ]; do sleep 0.05; done
+"#;
+
+#[test]
+fn messages_run_concurrency_at_a_time() {
+    let (h, api) = queue_host("pool", r#"{"queue": {"concurrency": 3}}"#, WAIT_FOR_GO);
+    let ids: Vec<String> = (1..=6)
+        .map(|i| enqueue(&api, "pool", "", format!("m{i}").as_bytes()))
+        .collect();
+    h.wait_for("three runs to start", DEADLINE, || {
+        h.read_lines("started").len() == 3
+    });
+    let (code, job) = api.get_json("/api/triggeredwebjobs/pool");
+    assert_eq!(code, 200);
+    assert_eq!(job["queue"]["running"], 3, "{job}");
+    assert_eq!(job["queue"]["queued"], 3, "{job}");
+    assert_eq!(
+        h.read_lines("started").len(),
+        3,
+        "never more than concurrency"
+    );
+    std::fs::write(h.state.join("go"), "").unwrap();
+    for id in &ids {
+        assert_eq!(wait_finished(&h, &api, "pool", id)["state"], "Succeeded");
+    }
+    let mut started = h.read_lines("started");
+    started.sort();
+    assert_eq!(started, ["m1", "m2", "m3", "m4", "m5", "m6"]);
+}
+
+#[test]
+fn messages_run_by_priority_then_due_time_then_order() {
+    let (h, api) = queue_host("order", r#"{"queue": {}}"#, WAIT_FOR_GO);
+    let first = enqueue(&api, "order", "", b"first");
+    h.wait_for("the first run", DEADLINE, || {
+        h.read_lines("started").len() == 1
+    });
+    // Queued behind it: low, then high priority, then two of the default, the second
+    // one held back until a time already past (due before the first of them).
+    let past = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let ids = [
+        enqueue(&api, "order", "?priority=-5", b"low"),
+        enqueue(&api, "order", "?priority=10", b"high"),
+        enqueue(&api, "order", "", b"plain"),
+        enqueue(
+            &api,
+            "order",
+            &format!("?not_before={}", urlencode(&past)),
+            b"early",
+        ),
+    ];
+    std::fs::write(h.state.join("go"), "").unwrap();
+    for id in std::iter::once(&first).chain(&ids) {
+        assert_eq!(wait_finished(&h, &api, "order", id)["state"], "Succeeded");
+    }
+    assert_eq!(
+        h.read_lines("started"),
+        ["first", "high", "early", "plain", "low"]
+    );
+}
+
+fn urlencode(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
+}
+
+#[test]
+fn a_delayed_message_waits_and_a_cancelled_running_one_is_stopped() {
+    let script = r#"#!/bin/sh
+echo $$ >> "$TEST_STATE/pids"
+sleep 300
+"#;
+    let (h, api) = queue_host("slow", r#"{"queue": {}, "stopping_wait_time": 1}"#, script);
+    let later = enqueue(&api, "slow", "?delay=3600", b"later");
+    let now = enqueue(&api, "slow", "", b"now");
+    let pid = h.wait_pids("pids", 1)[0];
+    let m = message(&api, "slow", &now);
+    assert_eq!(m["state"], "Running", "{m}");
+    let m = message(&api, "slow", &later);
+    assert_eq!(m["state"], "Queued", "{m}");
+    assert!(m["next_attempt_at"].is_string(), "{m}");
+
+    let (code, v) = json_of(api.delete(&format!("{}/{now}", messages("slow"))));
+    assert!(code == 200 || code == 202, "{code} {v}");
+    let m = wait_finished(&h, &api, "slow", &now);
+    assert_eq!(m["state"], "Cancelled", "{m}");
+    h.wait_for("the cancelled run's process to be gone", DEADLINE, || {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+    });
+    // The delayed one still waits: one process started in all.
+    assert_eq!(message(&api, "slow", &later)["state"], "Queued");
+    assert_eq!(h.read_pids("pids").len(), 1);
+}
+
+#[test]
+fn a_graceful_stop_requeues_without_an_attempt_and_a_sigkill_counts_one() {
+    // The first run of each message blocks until the host goes; later ones succeed.
+    let script = r#"#!/bin/sh
+echo "$WEBJOBS_MESSAGE_ATTEMPT" >> "$TEST_STATE/runs"
+if [ ! -e "$TEST_STATE/pass" ]; then sleep 300; fi
+"#;
+    let settings = r#"{"queue": {"retry_delay": 0}, "stopping_wait_time": 1}"#;
+    let (mut h, api) = queue_host("sturdy", settings, script);
+    let id = enqueue(&api, "sturdy", "", b"x");
+    h.wait_for("the first run", DEADLINE, || {
+        h.read_lines("runs").len() == 1
+    });
+    h.stop();
+    let _ = std::fs::remove_file(h.logs.join(".jobhost-url"));
+
+    // Back to Queued with its attempt not counted; it runs again on the next start.
+    h.start();
+    let api = connect(&h);
+    h.wait_for("the second run", DEADLINE, || {
+        h.read_lines("runs").len() == 2
+    });
+    assert_eq!(
+        h.read_lines("runs"),
+        ["1", "1"],
+        "a graceful stop counts no attempt"
+    );
+
+    // SIGKILL of the host: the attempt counts, and the message runs again.
+    h.kill9();
+    std::fs::write(h.state.join("pass"), "").unwrap();
+    let _ = std::fs::remove_file(h.logs.join(".jobhost-url"));
+    h.start();
+    let api2 = connect(&h);
+    let m = wait_finished(&h, &api2, "sturdy", &id);
+    assert_eq!(m["state"], "Succeeded", "{m}");
+    assert_eq!(m["attempts"], 2, "{m}");
+    assert_eq!(h.read_lines("runs"), ["1", "1", "2"]);
+    drop(api);
+}
+
+#[test]
+fn a_corrupt_store_fails_queue_jobs_only() {
+    let mut h = TestHost::new();
+    h.write_job(
+        TRIGGERED,
+        "queued",
+        &[
+            ("run.sh", "#!/bin/sh\nexit 0\n"),
+            ("settings.job", r#"{"queue": {}}"#),
+        ],
+    );
+    h.write_job(TRIGGERED, "plain", &[("run.sh", "#!/bin/sh\nexit 0\n")]);
+    std::fs::create_dir_all(&h.logs).unwrap();
+    std::fs::write(
+        h.logs.join("queue.db"),
+        b"this is not a database, it is a poem\n".repeat(200),
+    )
+    .unwrap();
+    h.start();
+    let api = connect(&h);
+    api.wait_code(&h, "/api/triggeredwebjobs/queued", 200);
+    let (_, job) = api.get_json("/api/triggeredwebjobs/queued");
+    let error = job["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        error.contains("queue.db"),
+        "the error names the file: {job}"
+    );
+    let path = messages("queued");
+    let (code, v) = json_of(send(api.req(Method::POST, &path).body("x"), "POST", &path));
+    assert_eq!(code, 503, "{v}");
+    // The other job runs as ever.
+    let run = api.start_run("plain");
+    let end = api.wait_run_end(&h, "plain", &run);
+    assert_eq!(end["status"], "Success", "{end}");
+}
