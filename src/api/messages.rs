@@ -132,12 +132,10 @@ fn store_error(e: StoreError) -> ApiError {
 }
 
 fn store(st: &ApiState) -> ApiResult<Arc<dyn QueueStore>> {
-    st.0.queues.store().map_err(|why| {
-        err(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the message store is unavailable: {why}"),
-        )
-    })
+    // `why` names the store's file and the fix already.
+    st.0.queues
+        .store()
+        .map_err(|why| err(StatusCode::SERVICE_UNAVAILABLE, why))
 }
 
 /// Runs `f` on the store, on the blocking pool.
@@ -760,7 +758,6 @@ pub async fn summaries(
     let store = match st.0.queues.store() {
         Ok(s) => s,
         Err(why) => {
-            let why = format!("the message store is unavailable: {why}");
             return names
                 .into_iter()
                 .map(|n| (n, failed(why.clone())))
