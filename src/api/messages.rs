@@ -366,6 +366,7 @@ async fn enqueue(
     }
     st.0.queues.changed(&m);
     st.0.queues.wake(&name);
+    st.0.metrics.message_enqueued(&name);
     let url = message_url(&b, &name, &m.id);
     let mut resp = (
         StatusCode::ACCEPTED,

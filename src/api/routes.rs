@@ -873,6 +873,25 @@ async fn metrics(State(st): State<ApiState>) -> impl IntoResponse {
             .get_or_create(&StatusLabels { job, kind, status })
             .set(1);
     }
+    let queue_jobs: Vec<String> = entries(&st)
+        .iter()
+        .filter(|e| e.def.settings.as_ref().is_some_and(|s| s.queue.is_some()))
+        .map(|e| e.def.name.clone())
+        .collect();
+    if let (false, Ok(store)) = (queue_jobs.is_empty(), st.0.queues.store()) {
+        let counted = tokio::task::spawn_blocking(move || {
+            let now = chrono::Utc::now();
+            queue_jobs
+                .into_iter()
+                .filter_map(|j| store.counts(&j, now).ok().map(|c| (j, c)))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (job, c) in counted {
+            m.queue_counts(&job, &c);
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,

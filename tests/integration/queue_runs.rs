@@ -339,3 +339,72 @@ fn a_corrupt_store_fails_queue_jobs_only() {
     let end = api.wait_run_end(&h, "plain", &run);
     assert_eq!(end["status"], "Success", "{end}");
 }
+
+#[test]
+fn enqueue_wait_streams_the_run_and_prints_the_result_and_the_dead_letter_commands() {
+    let script = r#"#!/bin/sh
+p=$(cat)
+echo "working on $p"
+case "$p" in bad) echo "cannot parse $p" >&2; exit 65 ;; esac
+printf 'thumbnail of %s' "$p" > "$WEBJOBS_RESULT_PATH"
+"#;
+    let (h, api) = queue_host("thumbs", r#"{"queue": {}}"#, script);
+    crate::cli::wait_api(&h);
+
+    let out = crate::cli::cli(&h, "enqueue", &["thumbs", "photo", "--wait"]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.stdout, "thumbnail of photo",
+        "stdout is the result alone"
+    );
+    assert!(out.stderr.contains("working on photo"), "{}", out.stderr);
+
+    let out = crate::cli::cli(&h, "enqueue", &["thumbs", "bad", "--wait"]);
+    assert_eq!(
+        out.code,
+        Some(1),
+        "a dead message exits 1: {}{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(out.stderr.contains("cannot parse bad"), "{}", out.stderr);
+
+    // The dead letter is listed with its reason, requeued, dead again, and purged.
+    let out = crate::cli::cli(&h, "messages", &["thumbs", "--state", "Dead"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("Dead") && out.stdout.contains("65"),
+        "{}",
+        out.stdout
+    );
+    let out = crate::cli::cli(&h, "requeue", &["thumbs", "--dead"]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    h.wait_for("the requeued message to be dead again", DEADLINE, || {
+        let (_, v) = api.get_json(&format!("{}?state=Dead", messages("thumbs")));
+        let dead = list_of(&v);
+        dead.len() == 1 && dead[0]["runs"].as_array().is_some_and(|r| r.len() == 2)
+    });
+    let out = crate::cli::cli(&h, "purge", &["thumbs", "--dead"]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    let (_, v) = api.get_json(&format!("{}?state=Dead", messages("thumbs")));
+    assert!(list_of(&v).is_empty(), "{v}");
+    let (_, v) = api.get_json(&format!("{}?state=Succeeded", messages("thumbs")));
+    assert_eq!(
+        list_of(&v).len(),
+        1,
+        "the purge of dead letters left the rest: {v}"
+    );
+
+    // /metrics counts them.
+    let (code, text) = api.get_text("/metrics");
+    assert_eq!(code, 200);
+    for want in [
+        r#"jobhost_queue_messages{job="thumbs",state="Succeeded"} 1"#,
+        r#"jobhost_queue_messages{job="thumbs",state="Dead"} 0"#,
+        r#"jobhost_messages_enqueued_total{job="thumbs"} 2"#,
+        r#"jobhost_message_attempts_total{job="thumbs"} 3"#,
+        r#"jobhost_messages_finished_total{job="thumbs",state="Dead"} 2"#,
+    ] {
+        assert!(text.contains(want), "{want} missing in:\n{text}");
+    }
+}
