@@ -50,6 +50,7 @@ pub fn open(path: &Path) -> Result<Arc<dyn QueueStore>, StoreError> {
     Ok(Arc::new(SqliteStore::open(path)?))
 }
 
+/// The store on one file: its writer thread and a few idle read connections.
 pub struct SqliteStore {
     path: PathBuf,
     busy: Duration,
@@ -103,7 +104,8 @@ impl SqliteStore {
             None => {
                 let conn = schema::connect(&self.path, self.busy)?;
                 // A reader never writes: a bug that tried would fail loudly here.
-                conn.pragma_update(None, "query_only", true)
+                // Readers run point lookups and index walks: half the writer's cache.
+                conn.execute_batch("PRAGMA query_only = 1; PRAGMA cache_size = -1000")
                     .map_err(|e| describe(&self.path, &e))?;
                 conn
             }
