@@ -50,6 +50,7 @@ pub fn open(path: &Path) -> Result<Arc<dyn QueueStore>, StoreError> {
     Ok(Arc::new(SqliteStore::open(path)?))
 }
 
+/// The store on one file: its writer thread and a few idle read connections.
 pub struct SqliteStore {
     path: PathBuf,
     busy: Duration,
@@ -103,7 +104,8 @@ impl SqliteStore {
             None => {
                 let conn = schema::connect(&self.path, self.busy)?;
                 // A reader never writes: a bug that tried would fail loudly here.
-                conn.pragma_update(None, "query_only", true)
+                // Readers run point lookups and index walks: half the writer's cache.
+                conn.execute_batch("PRAGMA query_only = 1; PRAGMA cache_size = -1000")
                     .map_err(|e| describe(&self.path, &e))?;
                 conn
             }
@@ -224,6 +226,34 @@ fn enqueue_in(
     })
 }
 
+/// Due messages in claiming order. The index is named: without statistics SQLite
+/// would rather seek by due time and sort every due message for each claim.
+fn claim_sql() -> String {
+    format!(
+        "SELECT {COLS}, payload FROM messages INDEXED BY messages_claim \
+         WHERE job = ?1 AND state = 'Queued' AND due <= ?2 \
+         ORDER BY priority DESC, due, seq LIMIT ?3"
+    )
+}
+
+/// A page of a listing: `job`, then `state` and `before` when `filtered`/`paged`, then
+/// the limit. One statement per shape: a condition like `(?2 IS NULL OR state = ?2)`
+/// would keep SQLite from seeking in the index.
+fn list_sql(filtered: bool, paged: bool) -> String {
+    let mut sql = format!("SELECT {COLS} FROM messages WHERE job = ?1");
+    let mut n = 1;
+    if filtered {
+        n += 1;
+        sql.push_str(&format!(" AND state = ?{n}"));
+    }
+    if paged {
+        n += 1;
+        sql.push_str(&format!(" AND id < ?{n}"));
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", n + 1));
+    sql
+}
+
 fn claim_in(
     conn: &Connection,
     job: &str,
@@ -232,11 +262,7 @@ fn claim_in(
     now: DateTime<Utc>,
 ) -> Result<Vec<Claimed>, Failure> {
     let found = conn
-        .prepare_cached(&format!(
-            "SELECT {COLS}, payload FROM messages \
-             WHERE job = ?1 AND state = 'Queued' AND due <= ?2 \
-             ORDER BY priority DESC, due, seq LIMIT ?3"
-        ))?
+        .prepare_cached(&claim_sql())?
         .query_map(params![job, ms(now), limit as i64], |r| {
             Ok((message(r)?, r.get::<_, Vec<u8>>(NCOLS)?))
         })?
@@ -396,18 +422,20 @@ impl QueueStore for SqliteStore {
         // Ids sort by enqueue time, so `before` pages correctly even when the message
         // it names was deleted meanwhile.
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let state = state.map(MessageState::as_str);
+        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&job];
+        if let Some(state) = &state {
+            args.push(state);
+        }
+        if let Some(before) = &before {
+            args.push(before);
+        }
+        args.push(&limit);
+        let sql = list_sql(state.is_some(), before.is_some());
         self.read(|c| {
-            let sql = format!(
-                "SELECT {COLS} FROM messages WHERE job = ?1 \
-                 AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR id < ?3) \
-                 ORDER BY id DESC LIMIT ?4"
-            );
             let found = c
                 .prepare_cached(&sql)?
-                .query_map(
-                    params![job, state.map(MessageState::as_str), before, limit],
-                    message,
-                )?
+                .query_map(args.as_slice(), message)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(found)
         })

@@ -951,3 +951,141 @@ fn the_bare_insert_rate_is_measured_on_a_fresh_file() {
     let s = SqliteStore::open(&path).unwrap();
     assert_eq!(s.counts("bench", t0()).unwrap().queued, 20);
 }
+
+fn plan(c: &Connection, sql: &str) -> String {
+    let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let n = st.parameter_count();
+    let args = rusqlite::params_from_iter((0..n).map(|_| "x"));
+    let steps: Vec<String> = st
+        .query_map(args, |r| r.get::<_, String>(3))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    steps.join("; ")
+}
+
+#[test]
+fn claims_and_listings_seek_in_an_index_instead_of_sorting_the_queue() {
+    let (d, _s) = store();
+    let c = Connection::open(d.path().join(FILE_NAME)).unwrap();
+    let cases = [
+        (claim_sql(), "messages_claim (job=?)"),
+        (list_sql(false, false), "messages_list (job=?)"),
+        (list_sql(false, true), "messages_list (job=? AND id<?)"),
+        (list_sql(true, false), "messages_state (job=? AND state=?)"),
+        (
+            list_sql(true, true),
+            "messages_state (job=? AND state=? AND id<?)",
+        ),
+    ];
+    for (sql, index) in cases {
+        let plan = plan(&c, &sql);
+        assert!(plan.contains(index), "{sql}\n{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{sql}\n{plan}");
+    }
+}
+
+#[test]
+fn a_write_locked_out_too_long_is_unavailable_and_changes_nothing() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let s = SqliteStore::open_with(&path, Duration::from_millis(200)).unwrap();
+    let kept = put(&s, msg("j", "kept"), t0());
+    let lock = Lock::take(&path);
+    let e = s.enqueue(msg("j", "refused"), DAY, t0()).unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, StoreError::Unavailable { .. }), "{text}");
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(
+        text.contains("locked") && text.contains("try again"),
+        "{text}"
+    );
+    // Reads go on beside the lock (WAL).
+    assert_eq!(s.get("j", &kept.id).unwrap(), kept);
+    drop(lock);
+    put(&s, msg("j", "after"), t0());
+    assert_eq!(
+        s.counts("j", t0()).unwrap().queued,
+        2,
+        "the refused one was not stored"
+    );
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Slow (a million rows): `cargo test --release -- --ignored million`.
+#[test]
+#[ignore]
+fn a_million_queued_messages_stay_on_disk() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    drop(SqliteStore::open(&path).unwrap());
+    {
+        let c = schema::connect(&path, schema::BUSY_TIMEOUT).unwrap();
+        c.execute_batch("PRAGMA synchronous = OFF; BEGIN").unwrap();
+        for i in 0..1_000_000i64 {
+            let m = NewMessage {
+                priority: i % 3,
+                ..msg("j", &format!("message number {i} with a little padding"))
+            };
+            insert(&c, m, t0() + chrono::Duration::milliseconds(i)).unwrap();
+        }
+        c.execute_batch("COMMIT").unwrap();
+    }
+    let before = rss_kib();
+    let s = Arc::new(SqliteStore::open(&path).unwrap());
+    let now = t0() + secs(3600);
+    assert_eq!(s.counts("j", now).unwrap().queued, 1_000_000);
+    let mut before_id: Option<String> = None;
+    for _ in 0..50 {
+        let page = s
+            .list("j", Some(MessageState::Queued), 100, before_id.as_deref())
+            .unwrap();
+        before_id = page.last().map(|m| m.id.clone());
+    }
+    for _ in 0..100 {
+        let c = s.claim("j", "host-a", 10, now).unwrap();
+        assert_eq!(c.len(), 10);
+        assert_eq!(c[0].message.priority, 2);
+        for m in c {
+            s.settle(&m.message.id, Settlement::Succeeded { result: None }, now)
+                .unwrap();
+        }
+    }
+    for i in 0..200 {
+        put(&s, msg("j", &format!("new {i}")), now);
+    }
+    s.next_due("j").unwrap();
+    let grown = rss_kib().saturating_sub(before);
+    eprintln!("RSS grew by {grown} KiB over a store of a million messages");
+    assert!(grown < 24 * 1024, "RSS grew by {grown} KiB");
+}
+
+#[test]
+fn hosts_opening_a_new_file_at_once_all_get_the_one_schema() {
+    let dir = TempDir::new().unwrap();
+    let path = Arc::new(dir.path().join(FILE_NAME));
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let s = SqliteStore::open_with(&path, Duration::from_secs(120)).unwrap();
+                put(&s, msg("j", &format!("{i}")), t0());
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.counts("j", t0()).unwrap().queued, 4);
+    let raw = Connection::open(&*path).unwrap();
+    let version: i64 = raw
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, schema::VERSION);
+}
