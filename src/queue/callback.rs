@@ -1,1 +1,689 @@
-//! Callbacks: a finished message's outcome POSTed to its `reply_to` URL, signed.
+//! Callbacks: a finished message's outcome POSTed to its `reply_to` URL, signed
+//! with the API token (docs/callbacks.md).
+//!
+//! The store is the to-do list: settling a message `Succeeded` or `Dead` with a
+//! `reply_to` makes its callback due, and each attempt records when the next one is
+//! due (or that none is), so callbacks survive a restart of the host and any host
+//! sharing the store may send them. One task sends them, a few at once, never on the
+//! job tasks' path: a slow receiver delays only other callbacks. What is sent, how it
+//! is signed and when it is tried again are pure functions below; the task only acts.
+//!
+//! Delivery is at least once: a host stopped mid-request, or two hosts sharing a
+//! store that both see a callback due, send it again. Receivers tell repeats apart by
+//! the message id header.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use hmac::{KeyInit, Mac};
+use tokio_util::sync::CancellationToken;
+
+use super::{Message, QueueStore, Queues, policy};
+
+pub const SIGNATURE_HEADER: &str = "X-Jobhost-Signature";
+pub const MESSAGE_ID_HEADER: &str = "X-Jobhost-Message-Id";
+pub const ATTEMPT_HEADER: &str = "X-Jobhost-Delivery-Attempt";
+
+/// The timings and limits of callback delivery. Tests shrink them; the host uses
+/// [`Tuning::default`].
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Delay before the 2nd attempt; doubles per attempt.
+    pub base_delay: Duration,
+    /// Cap of that delay.
+    pub max_delay: Duration,
+    /// Attempts stop this long after the message finished.
+    pub give_up_after: Duration,
+    /// How long one attempt may wait for the receiver's answer.
+    pub timeout: Duration,
+    /// The longest pause between looks at the store: another host sharing it may
+    /// have settled a message without waking this one.
+    pub poll: Duration,
+    /// Callbacks taken from the store per look.
+    pub batch: usize,
+    /// Requests in flight at once.
+    pub at_once: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            base_delay: Duration::from_secs(5),
+            max_delay: Duration::from_secs(300),
+            give_up_after: Duration::from_secs(3600),
+            timeout: Duration::from_secs(10),
+            poll: Duration::from_secs(5),
+            batch: 32,
+            at_once: 8,
+        }
+    }
+}
+
+/// `sha256=HEX`: the lowercase hex HMAC-SHA256 of `body`, keyed with `key` (the API
+/// token's bytes).
+pub fn signature(key: &[u8], body: &[u8]) -> String {
+    // HMAC takes keys of any length (long ones are hashed first), so this never fails.
+    let mut mac = match hmac::Hmac::<sha2::Sha256>::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let mut out = String::with_capacity(7 + 2 * digest.len());
+    out.push_str("sha256=");
+    for b in digest.iter() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// The JSON body POSTed for message `m` with its result bytes.
+pub fn body(m: &Message, result: Option<&[u8]>) -> Vec<u8> {
+    // A struct, not json!: its fields come out in the documented order.
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        id: &'a str,
+        job: &'a str,
+        state: &'a str,
+        attempts: u32,
+        correlation_id: Option<&'a str>,
+        result: Option<String>,
+        last_error: Option<&'a str>,
+        runs: &'a [String],
+    }
+    let b = Body {
+        id: &m.id,
+        job: &m.job,
+        state: m.state.as_str(),
+        attempts: m.attempts,
+        correlation_id: m.correlation_id.as_deref(),
+        result: result.map(|r| base64::engine::general_purpose::STANDARD.encode(r)),
+        last_error: m.last_error.as_deref(),
+        runs: &m.runs,
+    };
+    // Strings and integers only: serializing cannot fail.
+    serde_json::to_vec(&b).unwrap_or_default()
+}
+
+/// When to try again after `attempts` attempts (>= 1) of a callback whose message
+/// finished at `finished_at`, the last one ending at `now`: the base delay doubled
+/// per attempt after the first, capped, lengthened by `jitter` (0.0 to 1.0) times
+/// 10%, and never past `give_up_after` from `finished_at`, where one last attempt is
+/// made. `None`: give up.
+pub fn next_try(
+    t: &Tuning,
+    finished_at: DateTime<Utc>,
+    attempts: u32,
+    now: DateTime<Utc>,
+    jitter: f64,
+) -> Option<DateTime<Utc>> {
+    let deadline = finished_at + chrono::Duration::from_std(t.give_up_after).ok()?;
+    if now >= deadline {
+        return None;
+    }
+    let doublings = attempts.saturating_sub(1).min(31);
+    let delay = t
+        .base_delay
+        .checked_mul(1u32 << doublings)
+        .unwrap_or(t.max_delay)
+        .min(t.max_delay);
+    let delay = delay + delay.mul_f64(0.1 * jitter.clamp(0.0, 1.0));
+    let at = chrono::Duration::from_std(delay)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(deadline);
+    Some(at.min(deadline))
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The receiver answered 2xx.
+    Delivered(u16),
+    /// Not delivered; worth trying again (non-2xx, no answer, no connection).
+    Failed(String),
+    /// Can never be delivered (the URL is not one the host can send to).
+    Hopeless(String),
+}
+
+/// What to record and log after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// When to try again; `None`: done (delivered or given up).
+    pub again_at: Option<DateTime<Utc>>,
+    /// The line for the job's scheduler log.
+    pub note: String,
+    pub error: bool,
+}
+
+/// What follows attempt number `m.callback_attempts + 1` of `m`'s callback ending in
+/// `outcome` at `now`.
+pub fn after(t: &Tuning, m: &Message, outcome: &Outcome, now: DateTime<Utc>) -> Step {
+    let attempt = m.callback_attempts.saturating_add(1);
+    let what = format!(
+        "callback for message {} to {}",
+        m.id,
+        shown_url(m.reply_to.as_deref().unwrap_or("-"))
+    );
+    let why = match outcome {
+        Outcome::Delivered(status) => {
+            return Step {
+                again_at: None,
+                note: format!("{what}: delivered ({status}) on attempt {attempt}"),
+                error: false,
+            };
+        }
+        Outcome::Hopeless(why) => {
+            return Step {
+                again_at: None,
+                note: format!("{what}: failed ({why}); given up"),
+                error: true,
+            };
+        }
+        Outcome::Failed(why) => why,
+    };
+    let finished_at = m.finished_at.unwrap_or(m.enqueued_at);
+    let jitter = policy::jitter_for(&m.id, attempt);
+    match next_try(t, finished_at, attempt, now, jitter) {
+        Some(at) => Step {
+            again_at: Some(at),
+            note: format!(
+                "{what}: failed ({why}) on attempt {attempt}, next try in {}",
+                human((at - now).to_std().unwrap_or_default())
+            ),
+            error: true,
+        },
+        None => Step {
+            again_at: None,
+            note: format!(
+                "{what}: failed ({why}); given up after {attempt} attempt{} in {}",
+                if attempt == 1 { "" } else { "s" },
+                human(t.give_up_after)
+            ),
+            error: true,
+        },
+    }
+}
+
+/// The URL as logged: without user, password, query and fragment, which may hold
+/// secrets of the receiver.
+pub fn shown_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => url.chars().take(200).collect(),
+    }
+}
+
+/// `250 ms`, `10 s`, `5 min`, `1 h`: rounded, for log lines.
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s == 0 {
+        format!("{} ms", d.as_millis())
+    } else if s < 120 {
+        format!("{s} s")
+    } else if s.is_multiple_of(3600) {
+        format!("{} h", s / 3600)
+    } else {
+        format!("{} min", (s + 30) / 60)
+    }
+}
+
+/// The HTTP client for callbacks: no redirects (a 3xx would turn the POST into a
+/// GET, so it counts as a failure), `timeout` per attempt.
+pub fn client(t: &Tuning) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .timeout(t.timeout)
+        .connect_timeout(t.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("jobhost/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// One POST of `body` for `m`, signed with `key`.
+pub async fn send(
+    client: &reqwest::Client,
+    key: &[u8],
+    m: &Message,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Outcome {
+    let Some(url) = m.reply_to.as_deref() else {
+        return Outcome::Hopeless("the message has no reply_to".into());
+    };
+    if let Err(why) = crate::spec::settings::queue::check_reply_to(url) {
+        return Outcome::Hopeless(why);
+    }
+    let attempt = m.callback_attempts.saturating_add(1);
+    let request = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(SIGNATURE_HEADER, signature(key, &body))
+        .header(MESSAGE_ID_HEADER, &m.id)
+        .header(ATTEMPT_HEADER, attempt.to_string())
+        .body(body);
+    match request.send().await {
+        Ok(resp) if resp.status().is_success() => Outcome::Delivered(resp.status().as_u16()),
+        Ok(resp) => Outcome::Failed(format!("{}", resp.status().as_u16())),
+        Err(e) if e.is_builder() => Outcome::Hopeless(describe(&e, timeout)),
+        Err(e) => Outcome::Failed(describe(&e, timeout)),
+    }
+}
+
+/// reqwest's errors say "error sending request for url (...)"; the cause at the
+/// bottom of the chain is what a reader needs ("Connection refused").
+fn describe(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        return format!("no answer within {}", human(timeout));
+    }
+    let mut root: &dyn std::error::Error = e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let root = root.to_string();
+    if e.is_connect() {
+        format!("cannot connect: {root}")
+    } else {
+        root
+    }
+}
+
+/// Sends due callbacks until `cancel`: the host's callback task.
+pub async fn run(queues: Arc<Queues>, token: String, cancel: CancellationToken) {
+    run_with(queues, token, cancel, Tuning::default()).await
+}
+
+/// [`run`] with its timings given.
+pub async fn run_with(
+    queues: Arc<Queues>,
+    token: String,
+    cancel: CancellationToken,
+    tuning: Tuning,
+) {
+    let client = match client(&tuning) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("callbacks will not be sent: building the HTTP client failed: {e}");
+            cancel.cancelled().await;
+            return;
+        }
+    };
+    let key = token.into_bytes();
+    loop {
+        let store = match queues.store() {
+            Ok(s) => s,
+            // Every queue job already shows why there is no store; look again rarely.
+            Err(_) => {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => continue,
+                }
+            }
+        };
+        // Dropping a round mid-request on shutdown is safe: what was not recorded
+        // as tried is still due and is sent by the next host to start.
+        let wait = tokio::select! {
+            _ = cancel.cancelled() => return,
+            w = round(&queues, &store, &client, &key, &tuning) => w,
+        };
+        if wait.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = queues.callbacks_due.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Sends the callbacks due now; how long to wait before looking again.
+async fn round(
+    queues: &Queues,
+    store: &Arc<dyn QueueStore>,
+    client: &reqwest::Client,
+    key: &[u8],
+    t: &Tuning,
+) -> Duration {
+    let now = Utc::now();
+    let limit = t.batch;
+    let due = match blocking(store, move |s| s.due_callbacks(now, limit)).await {
+        Ok(due) => due,
+        Err(why) => {
+            tracing::warn!("looking for due callbacks: {why}");
+            return t.poll;
+        }
+    };
+    let full = due.len() >= t.batch;
+    let (soonest, store_failed) = futures_util::stream::iter(due)
+        .map(|m| deliver(queues, store, client, key, t, m))
+        .buffer_unordered(t.at_once.max(1))
+        .fold((None, false), |(soonest, failed), again| async move {
+            match again {
+                Ok(at) => (earliest(soonest, at), failed),
+                Err(()) => (soonest, true),
+            }
+        })
+        .await;
+    if store_failed {
+        // A callback the store could not mark as tried is still due: looking again
+        // at once would send it again at once.
+        t.poll
+    } else if full {
+        Duration::ZERO
+    } else {
+        match soonest {
+            Some(at) => (at - Utc::now()).to_std().unwrap_or_default().min(t.poll),
+            None => t.poll,
+        }
+    }
+}
+
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// One attempt of `m`'s callback, recorded in the store and the job's log: when it
+/// is due again, or `Err` when the store could not record it.
+async fn deliver(
+    queues: &Queues,
+    store: &Arc<dyn QueueStore>,
+    client: &reqwest::Client,
+    key: &[u8],
+    t: &Tuning,
+    m: Message,
+) -> Result<Option<DateTime<Utc>>, ()> {
+    let result = match m.result_bytes {
+        None => Ok(None),
+        Some(_) => {
+            let (job, id) = (m.job.clone(), m.id.clone());
+            blocking(store, move |s| s.result(&job, &id)).await
+        }
+    };
+    let outcome = match result {
+        Ok(result) => {
+            let body = body(&m, result.as_deref());
+            send(client, key, &m, body, t.timeout).await
+        }
+        Err(why) => Outcome::Failed(format!("reading its result: {why}")),
+    };
+    let step = after(t, &m, &outcome, Utc::now());
+    queues.sched_note(&m.job, step.error, &step.note);
+    let (id, again_at) = (m.id.clone(), step.again_at);
+    match blocking(store, move |s| s.callback_tried(&id, again_at)).await {
+        Ok(()) => Ok(again_at),
+        Err(why) => {
+            tracing::warn!(job = %m.job, "recording callback attempt of message {}: {why}", m.id);
+            Err(())
+        }
+    }
+}
+
+/// A store call on the blocking pool, its error as text.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<dyn QueueStore>,
+    f: impl FnOnce(&dyn QueueStore) -> Result<T, super::StoreError> + Send + 'static,
+) -> Result<T, String> {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || f(store.as_ref())).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the store call failed: {e}")),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::queue::MessageState;
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn secs(s: i64) -> chrono::Duration {
+        chrono::Duration::seconds(s)
+    }
+
+    fn msg() -> Message {
+        Message {
+            id: "0190aabbccdd0001abcdef".into(),
+            job: "resize".into(),
+            content_type: None,
+            payload_bytes: 3,
+            idempotency_key: None,
+            correlation_id: Some("order-7".into()),
+            name: None,
+            priority: 0,
+            not_before: None,
+            reply_to: Some("http://user:pw@example.test:8080/hook?sig=secret#x".into()),
+            state: MessageState::Succeeded,
+            attempts: 2,
+            enqueued_at: t0() - secs(60),
+            next_attempt_at: None,
+            finished_at: Some(t0()),
+            last_error: None,
+            result_bytes: Some(4),
+            runs: vec!["r1".into(), "r2".into()],
+            owner: None,
+            callback_attempts: 0,
+            callback_due: Some(t0()),
+        }
+    }
+
+    #[test]
+    fn signature_is_rfc_4231_hmac_sha256_in_lowercase_hex() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_ne!(
+            signature(b"Jefe", b"what do ya want for nothing!"),
+            signature(b"Jefe", b"what do ya want for nothing?")
+        );
+        assert_ne!(signature(b"Jeff", b"x"), signature(b"Jefe", b"x"));
+        // Keys longer than a block are hashed first, not refused.
+        assert_eq!(signature(&[7u8; 200], b"x").len(), 7 + 64);
+    }
+
+    #[test]
+    fn body_has_the_documented_fields_in_order_and_base64_result() {
+        let bytes: Vec<u8> = (0..=255u8).collect();
+        let b = body(&msg(), Some(&bytes));
+        let text = String::from_utf8(b.clone()).unwrap();
+        let keys = [
+            "\"id\"",
+            "\"job\"",
+            "\"state\"",
+            "\"attempts\"",
+            "\"correlation_id\"",
+            "\"result\"",
+            "\"last_error\"",
+            "\"runs\"",
+        ];
+        let at: Vec<usize> = keys.iter().map(|k| text.find(k).unwrap()).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["id"], "0190aabbccdd0001abcdef");
+        assert_eq!(v["job"], "resize");
+        assert_eq!(v["state"], "Succeeded");
+        assert_eq!(v["attempts"], 2);
+        assert_eq!(v["correlation_id"], "order-7");
+        assert_eq!(v["last_error"], serde_json::Value::Null);
+        assert_eq!(v["runs"], serde_json::json!(["r1", "r2"]));
+        let back = base64::engine::general_purpose::STANDARD
+            .decode(v["result"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(back, bytes);
+    }
+
+    #[test]
+    fn body_of_a_dead_message_without_result_has_nulls() {
+        let mut m = msg();
+        m.state = MessageState::Dead;
+        m.correlation_id = None;
+        m.last_error = Some("exit code 65".into());
+        let v: serde_json::Value = serde_json::from_slice(&body(&m, None)).unwrap();
+        assert_eq!(v["state"], "Dead");
+        assert_eq!(v["result"], serde_json::Value::Null);
+        assert_eq!(v["correlation_id"], serde_json::Value::Null);
+        assert_eq!(v["last_error"], "exit code 65");
+    }
+
+    #[test]
+    fn next_try_doubles_from_five_seconds_caps_at_five_minutes() {
+        let t = Tuning::default();
+        let now = t0() + secs(1);
+        for (attempts, want) in [
+            (1, 5),
+            (2, 10),
+            (3, 20),
+            (4, 40),
+            (5, 80),
+            (6, 160),
+            (7, 300),
+            (8, 300),
+            (40, 300),
+            (u32::MAX, 300),
+        ] {
+            let at = next_try(&t, t0(), attempts, now, 0.0).unwrap();
+            assert_eq!((at - now).num_seconds(), want, "after attempt {attempts}");
+        }
+    }
+
+    #[test]
+    fn next_try_jitter_adds_at_most_ten_percent() {
+        let t = Tuning::default();
+        let now = t0();
+        let plain = next_try(&t, t0(), 7, now, 0.0).unwrap();
+        let most = next_try(&t, t0(), 7, now, 1.0).unwrap();
+        let over = next_try(&t, t0(), 7, now, 7.0).unwrap();
+        assert_eq!((most - plain).num_seconds(), 30);
+        assert_eq!(over, most);
+    }
+
+    #[test]
+    fn next_try_stops_an_hour_after_the_message_finished() {
+        let t = Tuning::default();
+        // Near the deadline the next try is the deadline itself: one last attempt.
+        let late = t0() + secs(3500);
+        assert_eq!(next_try(&t, t0(), 20, late, 0.0), Some(t0() + secs(3600)));
+        assert_eq!(next_try(&t, t0(), 21, t0() + secs(3600), 0.0), None);
+        assert_eq!(next_try(&t, t0(), 21, t0() + secs(4000), 0.0), None);
+    }
+
+    #[test]
+    fn a_receiver_that_never_answers_gets_about_twenty_tries_in_the_hour() {
+        let t = Tuning::default();
+        let (mut now, mut attempts) = (t0(), 0u32);
+        loop {
+            attempts += 1;
+            match next_try(&t, t0(), attempts, now, 0.5) {
+                Some(at) => {
+                    assert!(at > now);
+                    now = at;
+                }
+                None => break,
+            }
+        }
+        assert_eq!(now, t0() + secs(3600), "the last try is at the deadline");
+        assert!((15..=25).contains(&attempts), "{attempts}");
+    }
+
+    #[test]
+    fn after_logs_delivery_retry_and_giving_up() {
+        let t = Tuning::default();
+        let mut m = msg();
+        let shown = "callback for message 0190aabbccdd0001abcdef to http://example.test:8080/hook";
+        let step = after(&t, &m, &Outcome::Delivered(204), t0());
+        assert_eq!(step.again_at, None);
+        assert!(!step.error);
+        assert_eq!(step.note, format!("{shown}: delivered (204) on attempt 1"));
+
+        m.callback_attempts = 1;
+        let step = after(&t, &m, &Outcome::Failed("500".into()), t0() + secs(5));
+        let at = step.again_at.unwrap();
+        assert!(at >= t0() + secs(15) && at <= t0() + secs(16), "{at}");
+        assert!(step.error);
+        assert!(
+            step.note.starts_with(&format!(
+                "{shown}: failed (500) on attempt 2, next try in 1"
+            )),
+            "{}",
+            step.note
+        );
+
+        m.callback_attempts = 21;
+        let step = after(
+            &t,
+            &m,
+            &Outcome::Failed("cannot connect: Connection refused".into()),
+            t0() + secs(3600),
+        );
+        assert_eq!(step.again_at, None);
+        assert_eq!(
+            step.note,
+            format!(
+                "{shown}: failed (cannot connect: Connection refused); given up after 22 attempts in 1 h"
+            )
+        );
+
+        m.callback_attempts = 0;
+        let step = after(&t, &m, &Outcome::Hopeless("`x` is bad".into()), t0());
+        assert_eq!(step.again_at, None);
+        assert_eq!(step.note, format!("{shown}: failed (`x` is bad); given up"));
+    }
+
+    #[test]
+    fn without_finished_at_the_hour_counts_from_enqueue() {
+        let t = Tuning::default();
+        let mut m = msg();
+        m.finished_at = None;
+        m.callback_attempts = 3;
+        let step = after(
+            &t,
+            &m,
+            &Outcome::Failed("502".into()),
+            m.enqueued_at + secs(3600),
+        );
+        assert_eq!(step.again_at, None);
+    }
+
+    #[test]
+    fn logged_urls_lose_credentials_query_and_fragment() {
+        assert_eq!(
+            shown_url("https://u:p@h.test/a/b?token=s#f"),
+            "https://h.test/a/b"
+        );
+        assert_eq!(shown_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn durations_read_as_a_person_writes_them() {
+        for (d, want) in [
+            (Duration::from_millis(40), "40 ms"),
+            (Duration::from_secs(5), "5 s"),
+            (Duration::from_millis(10_900), "10 s"),
+            (Duration::from_secs(119), "119 s"),
+            (Duration::from_secs(300), "5 min"),
+            (Duration::from_secs(330), "6 min"),
+            (Duration::from_secs(3600), "1 h"),
+        ] {
+            assert_eq!(human(d), want);
+        }
+    }
+}
