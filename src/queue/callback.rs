@@ -16,9 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use hmac::{KeyInit, Mac};
+use http_body_util::Full;
 use tokio_util::sync::CancellationToken;
 
 use super::{Message, QueueStore, Queues, policy};
@@ -237,53 +239,150 @@ fn human(d: Duration) -> String {
     }
 }
 
-/// The HTTP client for callbacks: no redirects (a 3xx would turn the POST into a
-/// GET, so it counts as a failure), `timeout` per attempt.
-pub fn client(t: &Tuning) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .timeout(t.timeout)
-        .connect_timeout(t.timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("jobhost/", env!("CARGO_PKG_VERSION")))
-        .build()
-}
+type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
 
-/// One POST of `body` for `m`, signed with `key`.
-pub async fn send(
-    client: &reqwest::Client,
-    key: &[u8],
-    m: &Message,
-    body: Vec<u8>,
+/// The HTTP(S) client of callbacks.
+///
+/// hyper with rustls (ring) rather than reqwest's TLS: reqwest's features are shared
+/// with the command line's client, and with TLS on, every reqwest client loads the
+/// system's CA certificates when built and fails on a system without them, which
+/// would break every client command there for a feature only the host uses. Here the
+/// certificates are loaded once, by the host, and only https callbacks need them.
+/// Redirects are not followed (a 3xx counts as a failure: following one would turn
+/// the POST into a GET).
+#[derive(Clone)]
+pub struct Sender {
+    client: hyper_util::client::legacy::Client<Connector, Full<Bytes>>,
+    /// Why https callbacks cannot be verified (no CA certificates found).
+    no_roots: Option<String>,
     timeout: Duration,
-) -> Outcome {
-    let Some(url) = m.reply_to.as_deref() else {
-        return Outcome::Hopeless("the message has no reply_to".into());
-    };
-    if let Err(why) = crate::spec::settings::queue::check_reply_to(url) {
-        return Outcome::Hopeless(why);
+}
+
+impl Sender {
+    pub fn new(t: &Tuning) -> Sender {
+        let found = rustls_native_certs::load_native_certs();
+        let mut roots = rustls::RootCertStore::empty();
+        let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+        let no_roots = (added == 0).then(|| {
+            let why = found
+                .errors
+                .first()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default();
+            format!(
+                "no CA certificates found on this system{why}, so https callbacks cannot \
+                 be verified: install the ca-certificates package or set SSL_CERT_FILE"
+            )
+        });
+        if let Some(why) = &no_roots {
+            tracing::warn!("{why}");
+        }
+        Sender::with_roots(t, roots, no_roots)
     }
-    let attempt = m.callback_attempts.saturating_add(1);
-    let request = client
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(SIGNATURE_HEADER, signature(key, &body))
-        .header(MESSAGE_ID_HEADER, &m.id)
-        .header(ATTEMPT_HEADER, attempt.to_string())
-        .body(body);
-    match request.send().await {
-        Ok(resp) if resp.status().is_success() => Outcome::Delivered(resp.status().as_u16()),
-        Ok(resp) => Outcome::Failed(format!("{}", resp.status().as_u16())),
-        Err(e) if e.is_builder() => Outcome::Hopeless(describe(&e, timeout)),
-        Err(e) => Outcome::Failed(describe(&e, timeout)),
+
+    fn with_roots(t: &Tuning, roots: rustls::RootCertStore, no_roots: Option<String>) -> Sender {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = match rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+        {
+            Ok(b) => b.with_root_certificates(roots).with_no_client_auth(),
+            // ring supports the default versions; kept for a provider that would not.
+            Err(_) => rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        };
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(t.timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(connector);
+        Sender {
+            client,
+            no_roots,
+            timeout: t.timeout,
+        }
+    }
+
+    /// One POST of `body` for `m`, signed with `key`.
+    pub async fn send(&self, key: &[u8], m: &Message, body: Vec<u8>) -> Outcome {
+        let Some(url) = m.reply_to.as_deref() else {
+            return Outcome::Hopeless("the message has no reply_to".into());
+        };
+        if let Err(why) = crate::spec::settings::queue::check_reply_to(url) {
+            return Outcome::Hopeless(why);
+        }
+        let (uri, basic) = match split_credentials(url) {
+            Ok(parts) => parts,
+            Err(why) => return Outcome::Hopeless(why),
+        };
+        if let (Some(why), Some("https")) = (&self.no_roots, uri.scheme_str()) {
+            return Outcome::Failed(why.clone());
+        }
+        let attempt = m.callback_attempts.saturating_add(1);
+        let mut request = hyper::Request::post(uri)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::USER_AGENT, USER_AGENT)
+            .header(SIGNATURE_HEADER, signature(key, &body))
+            .header(MESSAGE_ID_HEADER, &m.id)
+            .header(ATTEMPT_HEADER, attempt.to_string());
+        if let Some(basic) = basic {
+            request = request.header(hyper::header::AUTHORIZATION, basic);
+        }
+        let request = match request.body(Full::new(Bytes::from(body))) {
+            Ok(r) => r,
+            Err(e) => {
+                return Outcome::Hopeless(format!("`{}` cannot be requested: {e}", shown_url(url)));
+            }
+        };
+        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+            Err(_) => Outcome::Failed(format!("no answer within {}", human(self.timeout))),
+            Ok(Ok(resp)) if resp.status().is_success() => {
+                Outcome::Delivered(resp.status().as_u16())
+            }
+            Ok(Ok(resp)) => Outcome::Failed(resp.status().as_u16().to_string()),
+            Ok(Err(e)) => Outcome::Failed(describe(&e)),
+        }
     }
 }
 
-/// reqwest's errors say "error sending request for url (...)"; the cause at the
-/// bottom of the chain is what a reader needs ("Connection refused").
-fn describe(e: &reqwest::Error, timeout: Duration) -> String {
-    if e.is_timeout() {
-        return format!("no answer within {}", human(timeout));
-    }
+const USER_AGENT: &str = concat!("jobhost/", env!("CARGO_PKG_VERSION"));
+
+/// The URL without `user:password@`, and those as a Basic `Authorization` header:
+/// a request target cannot carry them.
+fn split_credentials(url: &str) -> Result<(hyper::Uri, Option<String>), String> {
+    let bad = |e: &dyn std::fmt::Display| format!("`{}` is not a valid URL: {e}", shown_url(url));
+    let mut parsed = reqwest::Url::parse(url).map_err(|e| bad(&e))?;
+    let basic = match (parsed.username(), parsed.password()) {
+        ("", None) => None,
+        (user, password) => {
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            let pair = format!("{}:{}", decode(user), decode(password.unwrap_or("")));
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            ))
+        }
+    };
+    parsed.set_fragment(None);
+    let uri = parsed.as_str().parse::<hyper::Uri>().map_err(|e| bad(&e))?;
+    Ok((uri, basic))
+}
+
+/// hyper's errors say "client error (Connect)"; the cause at the bottom of the
+/// chain is what a reader needs ("Connection refused", "invalid peer certificate").
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
     let mut root: &dyn std::error::Error = e;
     while let Some(next) = root.source() {
         root = next;
@@ -308,14 +407,7 @@ pub async fn run_with(
     cancel: CancellationToken,
     tuning: Tuning,
 ) {
-    let client = match client(&tuning) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("callbacks will not be sent: building the HTTP client failed: {e}");
-            cancel.cancelled().await;
-            return;
-        }
-    };
+    let sender = Sender::new(&tuning);
     let key = token.into_bytes();
     loop {
         let store = match queues.store() {
@@ -332,7 +424,7 @@ pub async fn run_with(
         // as tried is still due and is sent by the next host to start.
         let wait = tokio::select! {
             _ = cancel.cancelled() => return,
-            w = round(&queues, &store, &client, &key, &tuning) => w,
+            w = round(&queues, &store, &sender, &key, &tuning) => w,
         };
         if wait.is_zero() {
             continue;
@@ -349,7 +441,7 @@ pub async fn run_with(
 async fn round(
     queues: &Queues,
     store: &Arc<dyn QueueStore>,
-    client: &reqwest::Client,
+    sender: &Sender,
     key: &[u8],
     t: &Tuning,
 ) -> Duration {
@@ -364,7 +456,7 @@ async fn round(
     };
     let full = due.len() >= t.batch;
     let (soonest, store_failed) = futures_util::stream::iter(due)
-        .map(|m| deliver(queues, store, client, key, t, m))
+        .map(|m| deliver(queues, store, sender, key, t, m))
         .buffer_unordered(t.at_once.max(1))
         .fold((None, false), |(soonest, failed), again| async move {
             match again {
@@ -399,7 +491,7 @@ fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTi
 async fn deliver(
     queues: &Queues,
     store: &Arc<dyn QueueStore>,
-    client: &reqwest::Client,
+    sender: &Sender,
     key: &[u8],
     t: &Tuning,
     m: Message,
@@ -414,7 +506,7 @@ async fn deliver(
     let outcome = match result {
         Ok(result) => {
             let body = body(&m, result.as_deref());
-            send(client, key, &m, body, t.timeout).await
+            sender.send(key, &m, body).await
         }
         Err(why) => Outcome::Failed(format!("reading its result: {why}")),
     };
