@@ -409,6 +409,10 @@ pub async fn run_with(
 ) {
     let sender = Sender::new(&tuning);
     let key = token.into_bytes();
+    // The earliest retry this task scheduled that is still ahead: the store is only
+    // asked what is due now, and waiting a whole poll interval past it would make
+    // short delays late.
+    let mut ahead = None;
     loop {
         let store = match queues.store() {
             Ok(s) => s,
@@ -424,7 +428,7 @@ pub async fn run_with(
         // as tried is still due and is sent by the next host to start.
         let wait = tokio::select! {
             _ = cancel.cancelled() => return,
-            w = round(&queues, &store, &sender, &key, &tuning) => w,
+            w = round(&queues, &store, &sender, &key, &tuning, &mut ahead) => w,
         };
         if wait.is_zero() {
             continue;
@@ -444,10 +448,11 @@ async fn round(
     sender: &Sender,
     key: &[u8],
     t: &Tuning,
+    ahead: &mut Option<DateTime<Utc>>,
 ) -> Duration {
-    let now = Utc::now();
+    let started = Utc::now();
     let limit = t.batch;
-    let due = match blocking(store, move |s| s.due_callbacks(now, limit)).await {
+    let due = match blocking(store, move |s| s.due_callbacks(started, limit)).await {
         Ok(due) => due,
         Err(why) => {
             tracing::warn!("looking for due callbacks: {why}");
@@ -465,17 +470,31 @@ async fn round(
             }
         })
         .await;
+    // A retry due by the time this round looked was taken by it (or by another host).
+    *ahead = earliest(ahead.filter(|at| *at > started), soonest);
+    pause(t, *ahead, Utc::now(), full, store_failed)
+}
+
+/// How long to wait after a round: not at all when it took a full batch (more may
+/// be due), until the earliest retry ahead, and never longer than the poll interval.
+fn pause(
+    t: &Tuning,
+    ahead: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    full: bool,
+    store_failed: bool,
+) -> Duration {
     if store_failed {
         // A callback the store could not mark as tried is still due: looking again
         // at once would send it again at once.
-        t.poll
-    } else if full {
-        Duration::ZERO
-    } else {
-        match soonest {
-            Some(at) => (at - Utc::now()).to_std().unwrap_or_default().min(t.poll),
-            None => t.poll,
-        }
+        return t.poll;
+    }
+    if full {
+        return Duration::ZERO;
+    }
+    match ahead {
+        Some(at) => (at - now).to_std().unwrap_or_default().min(t.poll),
+        None => t.poll,
     }
 }
 
@@ -756,6 +775,20 @@ mod tests {
     }
 
     #[test]
+    fn the_task_pauses_until_the_next_retry_at_most_a_poll_interval() {
+        let t = Tuning::default();
+        let now = t0();
+        let ms = |n| Duration::from_millis(n);
+        let at = |n| Some(now + chrono::Duration::milliseconds(n));
+        assert_eq!(pause(&t, None, now, false, false), t.poll);
+        assert_eq!(pause(&t, at(1200), now, false, false), ms(1200));
+        assert_eq!(pause(&t, at(60_000), now, false, false), t.poll);
+        assert_eq!(pause(&t, at(-5), now, false, false), Duration::ZERO);
+        assert_eq!(pause(&t, at(1200), now, true, false), Duration::ZERO);
+        assert_eq!(pause(&t, at(1200), now, true, true), t.poll);
+    }
+
+    #[test]
     fn logged_urls_lose_credentials_query_and_fragment() {
         assert_eq!(
             shown_url("https://u:p@h.test/a/b?token=s#f"),
@@ -776,6 +809,492 @@ mod tests {
             (Duration::from_secs(3600), "1 h"),
         ] {
             assert_eq!(human(d), want);
+        }
+    }
+
+    /// The callback task against a real store and a loopback receiver.
+    mod live {
+        use std::sync::Mutex;
+
+        use tempfile::TempDir;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        use super::*;
+        use crate::queue::{JobLink, NewMessage, Settlement};
+
+        const TOKEN: &str = "a-test-token-of-enough-length-0123456789";
+        const JOB: &str = "resize";
+
+        /// What one request brought.
+        #[derive(Debug, Clone)]
+        struct Got {
+            target: String,
+            headers: Vec<(String, String)>,
+            body: Vec<u8>,
+        }
+
+        impl Got {
+            fn header(&self, name: &str) -> Option<&str> {
+                self.headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.as_str())
+            }
+        }
+
+        #[derive(Clone, Copy)]
+        enum Answer {
+            Status(u16),
+            Never,
+        }
+
+        /// A tiny HTTP/1.1 server: the n-th request gets `answers[n]` (the last one
+        /// repeats). Raw sockets, so nothing in it can hide what the host sent.
+        struct Receiver {
+            addr: std::net::SocketAddr,
+            got: Arc<Mutex<Vec<Got>>>,
+            task: tokio::task::JoinHandle<()>,
+        }
+
+        impl Drop for Receiver {
+            fn drop(&mut self) {
+                self.task.abort();
+            }
+        }
+
+        impl Receiver {
+            async fn start(answers: Vec<Answer>) -> Receiver {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let got = Arc::new(Mutex::new(Vec::new()));
+                let seen = got.clone();
+                let task = tokio::spawn(async move {
+                    loop {
+                        let Ok((sock, _)) = listener.accept().await else {
+                            return;
+                        };
+                        let (seen, answers) = (seen.clone(), answers.clone());
+                        tokio::spawn(async move { serve(sock, seen, answers).await });
+                    }
+                });
+                Receiver { addr, got, task }
+            }
+
+            fn url(&self, path: &str) -> String {
+                format!("http://{}{path}", self.addr)
+            }
+
+            fn got(&self) -> Vec<Got> {
+                self.got.lock().unwrap().clone()
+            }
+        }
+
+        async fn serve(
+            mut sock: tokio::net::TcpStream,
+            seen: Arc<Mutex<Vec<Got>>>,
+            answers: Vec<Answer>,
+        ) {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let head_end = loop {
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i;
+                }
+                match sock.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let mut lines = head.split("\r\n");
+            let target = lines.next().unwrap_or("").to_string();
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect();
+            let len: usize = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = buf[head_end + 4..].to_vec();
+            while body.len() < len {
+                match sock.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => body.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let n = {
+                let mut seen = seen.lock().unwrap();
+                seen.push(Got {
+                    target,
+                    headers,
+                    body,
+                });
+                seen.len() - 1
+            };
+            match answers[n.min(answers.len() - 1)] {
+                Answer::Never => std::future::pending::<()>().await,
+                Answer::Status(code) => {
+                    let reply = format!(
+                        "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = sock.write_all(reply.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                }
+            }
+        }
+
+        /// A store in a temp folder, the job linked to a scheduler log there.
+        struct Host {
+            dir: TempDir,
+            queues: Arc<Queues>,
+            store: Arc<dyn QueueStore>,
+        }
+
+        impl Host {
+            fn open(dir: TempDir) -> Host {
+                let store = crate::queue::sqlite::open(&dir.path().join("queue.db")).unwrap();
+                let queues = Arc::new(Queues::new(Ok(store.clone()), "-".into()));
+                let sink = crate::logsink::LogSink::new(dir.path().join("sched.log"), 1 << 20, 1);
+                queues.link(
+                    JOB,
+                    JobLink {
+                        stop: tokio::sync::mpsc::unbounded_channel().0,
+                        sched_log: Arc::new(Mutex::new(sink)),
+                    },
+                );
+                Host { dir, queues, store }
+            }
+
+            fn new() -> Host {
+                Host::open(TempDir::new().unwrap())
+            }
+
+            /// A message run and settled `Succeeded` with `result`, as a job task does.
+            fn finished(&self, reply_to: &str, result: &[u8]) -> String {
+                let now = Utc::now();
+                let m = NewMessage {
+                    job: JOB.into(),
+                    payload: b"in".to_vec(),
+                    correlation_id: Some("order-7".into()),
+                    reply_to: Some(reply_to.into()),
+                    ..NewMessage::default()
+                };
+                let id = self
+                    .store
+                    .enqueue(m, Duration::from_secs(60), now)
+                    .unwrap()
+                    .message
+                    .id;
+                let c = self.store.claim(JOB, "-", 1, now).unwrap();
+                assert_eq!(c.len(), 1);
+                self.store.add_run(&id, "run-1").unwrap();
+                let result = Some(result.to_vec());
+                self.store
+                    .settle(&id, Settlement::Succeeded { result }, Utc::now())
+                    .unwrap()
+                    .unwrap();
+                id
+            }
+
+            fn get(&self, id: &str) -> Message {
+                self.store.get(JOB, id).unwrap()
+            }
+
+            fn log(&self) -> String {
+                std::fs::read_to_string(self.dir.path().join("sched.log")).unwrap_or_default()
+            }
+
+            /// Runs the callback task until `done` holds for the store, then stops it.
+            async fn run_until(&self, t: Tuning, done: impl Fn(&Host) -> bool) {
+                let cancel = CancellationToken::new();
+                let task = tokio::spawn(run_with(
+                    self.queues.clone(),
+                    TOKEN.into(),
+                    cancel.clone(),
+                    t,
+                ));
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                while !done(self) {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "timed out; log so far:\n{}",
+                        self.log()
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                cancel.cancel();
+                tokio::time::timeout(Duration::from_secs(30), task)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+
+            fn settled(id: &str) -> impl Fn(&Host) -> bool + '_ {
+                move |h| h.get(id).callback_due.is_none()
+            }
+        }
+
+        fn quick() -> Tuning {
+            Tuning {
+                base_delay: Duration::from_millis(50),
+                max_delay: Duration::from_millis(200),
+                give_up_after: Duration::from_secs(3600),
+                timeout: Duration::from_secs(10),
+                poll: Duration::from_millis(200),
+                batch: 32,
+                at_once: 8,
+            }
+        }
+
+        /// Checks the signature as a receiver should: recomputed over the exact
+        /// bytes received, compared in constant time.
+        fn signed_by_token(g: &Got) -> bool {
+            let Some(hex) = g
+                .header(SIGNATURE_HEADER)
+                .and_then(|v| v.strip_prefix("sha256="))
+            else {
+                return false;
+            };
+            let Some(bytes) = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect::<Option<Vec<u8>>>()
+            else {
+                return false;
+            };
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(TOKEN.as_bytes()).unwrap();
+            mac.update(&g.body);
+            mac.verify_slice(&bytes).is_ok()
+        }
+
+        #[tokio::test]
+        async fn delivered_on_the_third_try_signed_each_time() {
+            let rx = Receiver::start(vec![
+                Answer::Status(500),
+                Answer::Status(500),
+                Answer::Status(200),
+            ])
+            .await;
+            let h = Host::new();
+            let result: Vec<u8> = (0..=255u8).rev().collect();
+            let id = h.finished(&rx.url("/hook?k=v"), &result);
+            assert!(h.get(&id).callback_due.is_some(), "settling makes it due");
+
+            h.run_until(quick(), Host::settled(&id)).await;
+
+            let got = rx.got();
+            assert_eq!(got.len(), 3, "{got:?}");
+            for (n, g) in got.iter().enumerate() {
+                assert_eq!(g.target, "POST /hook?k=v HTTP/1.1");
+                assert!(signed_by_token(g), "attempt {}: bad signature {g:?}", n + 1);
+                assert_eq!(g.header("content-type"), Some("application/json"));
+                assert_eq!(g.header(MESSAGE_ID_HEADER), Some(id.as_str()));
+                assert_eq!(g.header(ATTEMPT_HEADER), Some((n + 1).to_string().as_str()));
+                assert_eq!(g.body, got[0].body, "every attempt sends the same body");
+            }
+            let v: serde_json::Value = serde_json::from_slice(&got[0].body).unwrap();
+            assert_eq!(v["id"], id.as_str());
+            assert_eq!(v["job"], JOB);
+            assert_eq!(v["state"], "Succeeded");
+            assert_eq!(v["attempts"], 1);
+            assert_eq!(v["correlation_id"], "order-7");
+            assert_eq!(v["last_error"], serde_json::Value::Null);
+            assert_eq!(v["runs"], serde_json::json!(["run-1"]));
+            let back = base64::engine::general_purpose::STANDARD
+                .decode(v["result"].as_str().unwrap())
+                .unwrap();
+            assert_eq!(back, result, "the result's bytes round-trip");
+
+            let m = h.get(&id);
+            assert_eq!((m.callback_attempts, m.callback_due), (3, None));
+            assert!(h.store.due_callbacks(Utc::now(), 10).unwrap().is_empty());
+            let log = h.log();
+            assert!(
+                log.contains("failed (500) on attempt 1, next try in"),
+                "{log}"
+            );
+            assert!(
+                log.contains("failed (500) on attempt 2, next try in"),
+                "{log}"
+            );
+            assert!(log.contains("delivered (200) on attempt 3"), "{log}");
+            assert!(!log.contains("k=v"), "queries stay out of the log: {log}");
+        }
+
+        #[tokio::test]
+        async fn a_receiver_that_never_answers_times_out_until_given_up() {
+            let rx = Receiver::start(vec![Answer::Never]).await;
+            let h = Host::new();
+            let id = h.finished(&rx.url("/slow"), b"r");
+            let t = Tuning {
+                timeout: Duration::from_millis(200),
+                give_up_after: Duration::from_millis(900),
+                ..quick()
+            };
+            h.run_until(t, Host::settled(&id)).await;
+            let log = h.log();
+            assert!(
+                log.contains("failed (no answer within 200 ms) on attempt 1"),
+                "{log}"
+            );
+            assert!(log.contains("given up after"), "{log}");
+            let m = h.get(&id);
+            assert!(m.callback_attempts >= 2, "{m:?}");
+            assert_eq!(rx.got().len() as u32, m.callback_attempts);
+        }
+
+        #[tokio::test]
+        async fn a_refused_connection_is_retried_then_given_up() {
+            let port = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap().port()
+            };
+            let h = Host::new();
+            let id = h.finished(&format!("http://127.0.0.1:{port}/gone"), b"r");
+            let t = Tuning {
+                give_up_after: Duration::from_millis(500),
+                ..quick()
+            };
+            h.run_until(t, Host::settled(&id)).await;
+            let log = h.log();
+            assert!(log.contains("failed (cannot connect:"), "{log}");
+            assert!(log.contains("refused"), "{log}");
+            assert!(log.contains("given up after"), "{log}");
+            assert!(h.get(&id).callback_attempts >= 2);
+        }
+
+        #[tokio::test]
+        async fn a_bad_reply_to_is_given_up_at_once_and_others_still_go() {
+            let rx = Receiver::start(vec![Answer::Status(204)]).await;
+            let h = Host::new();
+            let bad = h.finished("ftp://files.example/in", b"r");
+            let good = h.finished(&rx.url("/ok"), b"r");
+            h.run_until(quick(), |h| {
+                h.get(&bad).callback_due.is_none() && h.get(&good).callback_due.is_none()
+            })
+            .await;
+            assert_eq!(h.get(&bad).callback_attempts, 1);
+            assert_eq!(h.get(&good).callback_attempts, 1);
+            assert_eq!(rx.got().len(), 1);
+            let log = h.log();
+            assert!(
+                log.contains("uses ftp: only http and https callbacks are sent); given up"),
+                "{log}"
+            );
+            assert!(log.contains("delivered (204) on attempt 1"), "{log}");
+        }
+
+        #[tokio::test]
+        async fn a_callback_still_due_when_the_host_stops_is_sent_after_a_restart() {
+            let rx = Receiver::start(vec![Answer::Status(200)]).await;
+            let first = Host::new();
+            let id = first.finished(&rx.url("/later"), b"r");
+            // The host stops before its callback task ran: only the store remembers.
+            let Host { dir, .. } = first;
+            let again = Host::open(dir);
+            assert!(again.get(&id).callback_due.is_some());
+            again.run_until(quick(), Host::settled(&id)).await;
+            assert_eq!(rx.got().len(), 1);
+            assert_eq!(rx.got()[0].header(MESSAGE_ID_HEADER), Some(id.as_str()));
+        }
+
+        #[tokio::test]
+        async fn without_a_store_the_task_idles_until_cancelled() {
+            let queues = Arc::new(Queues::new(Err("no store".into()), "-".into()));
+            let cancel = CancellationToken::new();
+            let task = tokio::spawn(run_with(queues, TOKEN.into(), cancel.clone(), quick()));
+            tokio::task::yield_now().await;
+            assert!(!task.is_finished());
+            cancel.cancel();
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+
+        fn message_to(url: &str) -> Message {
+            Message {
+                reply_to: Some(url.into()),
+                ..msg()
+            }
+        }
+
+        #[tokio::test]
+        async fn credentials_in_the_url_go_in_an_authorization_header() {
+            let rx = Receiver::start(vec![Answer::Status(202)]).await;
+            let url = format!("http://hook%20user:p%40ss@{}/in#frag", rx.addr);
+            let sender = Sender::new(&quick());
+            let out = sender
+                .send(TOKEN.as_bytes(), &message_to(&url), b"{}".to_vec())
+                .await;
+            assert_eq!(out, Outcome::Delivered(202));
+            let g = &rx.got()[0];
+            assert_eq!(g.target, "POST /in HTTP/1.1");
+            let want = base64::engine::general_purpose::STANDARD.encode("hook user:p@ss");
+            assert_eq!(
+                g.header("authorization"),
+                Some(format!("Basic {want}").as_str())
+            );
+        }
+
+        #[tokio::test]
+        async fn https_callbacks_are_attempted_over_tls() {
+            // A server that hangs up on the TLS handshake: the attempt fails as a
+            // connection failure, not as a refusal to use https.
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = tokio::spawn(async move {
+                loop {
+                    let Ok((sock, _)) = listener.accept().await else {
+                        return;
+                    };
+                    drop(sock);
+                }
+            });
+            let sender = Sender::new(&quick());
+            let out = sender
+                .send(
+                    TOKEN.as_bytes(),
+                    &message_to(&format!("https://{addr}/tls")),
+                    b"{}".to_vec(),
+                )
+                .await;
+            server.abort();
+            match out {
+                Outcome::Failed(why) => assert!(why.starts_with("cannot connect"), "{why}"),
+                other => panic!("{other:?}"),
+            }
+        }
+
+        #[tokio::test]
+        async fn without_ca_certificates_https_fails_with_the_fix_and_http_still_works() {
+            let rx = Receiver::start(vec![Answer::Status(200)]).await;
+            let sender = Sender::with_roots(
+                &quick(),
+                rustls::RootCertStore::empty(),
+                Some("no CA certificates found on this system".into()),
+            );
+            let out = sender
+                .send(
+                    TOKEN.as_bytes(),
+                    &message_to("https://hooks.example/x"),
+                    b"{}".to_vec(),
+                )
+                .await;
+            assert_eq!(
+                out,
+                Outcome::Failed("no CA certificates found on this system".into())
+            );
+            let out = sender
+                .send(
+                    TOKEN.as_bytes(),
+                    &message_to(&rx.url("/plain")),
+                    b"{}".to_vec(),
+                )
+                .await;
+            assert_eq!(out, Outcome::Delivered(200));
         }
     }
 }
