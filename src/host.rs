@@ -238,7 +238,7 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
     let api = crate::api::ApiState(Arc::new(crate::api::ApiInner {
         registry: supervisor.registry(),
         layout: ctx.layout.clone(),
-        token,
+        token: token.clone(),
         started: std::time::Instant::now(),
         cancel: cancel.clone(),
         metrics: ctx.metrics.clone(),
@@ -248,6 +248,11 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
     tracing::info!("dashboard: http://{}/", client_addr(bound));
     tracing::info!("API token: {}", crate::api::token_origin(&opts.logs));
     let api_task = tokio::spawn(crate::api::serve(listener, api));
+    tokio::spawn(crate::queue::callback::run(
+        ctx.queues.clone(),
+        token,
+        cancel.clone(),
+    ));
     let sup_task = tokio::spawn(supervisor.run(hint_rx, degraded));
 
     let first = tokio::select! {
