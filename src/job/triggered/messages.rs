@@ -403,6 +403,13 @@ impl<P: Processes> TriggeredJob<P> {
             self.settle(&store, &m, RunEnd::HostDied, None).await;
         }
         for c in claimed {
+            if self.msg_runs.iter().any(|r| r.message.id == c.message.id) {
+                // Cancelled, requeued and claimed again while its cancelled run still
+                // stops: it waits for that run to end, its attempt not counted.
+                let (store, id) = (store.clone(), c.message.id.clone());
+                let _ = blocking(move || store.settle(&id, Settlement::Released, Utc::now())).await;
+                continue;
+            }
             self.ctx.queues.changed(&c.message);
             self.start_message(store.clone(), c).await;
         }
