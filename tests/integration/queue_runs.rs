@@ -408,3 +408,99 @@ printf 'thumbnail of %s' "$p" > "$WEBJOBS_RESULT_PATH"
         assert!(text.contains(want), "{want} missing in:\n{text}");
     }
 }
+
+/// A loopback receiver: answers 500 to the first `fail` requests, then 200; sends
+/// each request's signature header and body to the test.
+fn callback_receiver(fail: usize) -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook?x=1", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let (mut len, mut sig) = (0usize, String::new());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("x-jobhost-signature:") {
+                    sig = line["x-jobhost-signature:".len()..].trim().to_string();
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            let status = if n < fail {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            if tx.send((sig, body)).is_err() {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn a_finished_message_is_called_back_signed_until_the_receiver_takes_it() {
+    use hmac::{KeyInit, Mac};
+    let script = "#!/bin/sh\nprintf 'r\\000\\377' > \"$WEBJOBS_RESULT_PATH\"\n";
+    let (h, api) = queue_host("hook", r#"{"queue": {}}"#, script);
+    let (url, calls) = callback_receiver(1);
+    let reply_to: String = url
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let id = enqueue(
+        &api,
+        "hook",
+        &format!("?reply_to={reply_to}&correlation_id=c7"),
+        b"p",
+    );
+    assert_eq!(wait_finished(&h, &api, "hook", &id)["state"], "Succeeded");
+    let token = std::fs::read_to_string(h.logs.join(".jobhost-token")).unwrap();
+    // The first try is refused with 500; the second is taken. Both are signed.
+    for attempt in 1..=2 {
+        let (sig, body) = calls.recv_timeout(DEADLINE * 2).expect("a callback");
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(token.trim().as_bytes()).unwrap();
+        mac.update(&body);
+        let want: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(sig, format!("sha256={want}"), "attempt {attempt}");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["id"], id.as_str());
+        assert_eq!(v["state"], "Succeeded");
+        assert_eq!(v["correlation_id"], "c7");
+        assert_eq!(v["result"], "cgD/", "base64 of the result bytes");
+    }
+    let log = std::fs::read_to_string(
+        h.logs
+            .join(TRIGGERED)
+            .join("hook")
+            .join("job_scheduler.log"),
+    )
+    .unwrap();
+    assert!(
+        log.contains("failed (500)") && log.contains("delivered (200)"),
+        "{log}"
+    );
+}
