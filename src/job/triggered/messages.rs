@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 use super::records::{RunRecord, RunState, TriggerKind};
 use super::state::{self, IdleWatch};
 use super::{Launched, TriggeredJob, blocking};
-use crate::fsutil::rfc3339_string;
 use crate::logsink::{self, LogSink};
 use crate::queue::policy::{self, RunEnd};
 use crate::queue::{Claimed, Message, MessageState, QueueStore, Settlement, inbox};
@@ -518,24 +517,16 @@ impl<P: Processes> TriggeredJob<P> {
             stopping,
             ..
         } = mr;
-        let started = std::time::Instant::now() - run.ran_for();
         let abort = match &stopping {
             Some(RunEnd::Aborted { why }) => Some(why.clone()),
             Some(RunEnd::HostStopping) => Some("the host is stopping".to_string()),
             Some(RunEnd::Cancelled) => Some("the message was cancelled".to_string()),
             _ => None,
         };
-        let out = state::outcome(&record.id, exit, abort.as_deref());
-        let (code, signal) = crate::job::code_and_signal(exit);
-        record.exit_code = code;
-        record.signal = signal;
-        record.status = out.status;
-        record.error = out.error;
-        run.finish(settings.stopping_wait_time, Some(out.last_note))
+        let grace = settings.stopping_wait_time;
+        let (out, ran) = self
+            .end_run(run, &mut record, grace, exit, abort.as_deref())
             .await;
-        record.end_time = Some(rfc3339_string(Utc::now()));
-        record.duration_ms = Some(started.elapsed().as_millis() as u64);
-        self.close_record(&record);
         let dir = self.logs.join(&record.id);
         let (result, note, last_stderr) = blocking(move || {
             let (result, note) = read_result(&dir);
@@ -552,11 +543,9 @@ impl<P: Processes> TriggeredJob<P> {
         if let Some(line) = &out.sched {
             self.sched(&format!("{line} (message {})", message.id), true);
         }
-        self.ctx.metrics.run_ended(
-            &self.m.def.name,
-            record.status.as_str(),
-            started.elapsed().as_secs_f64(),
-        );
+        self.ctx
+            .metrics
+            .run_ended(&self.m.def.name, record.status.as_str(), ran.as_secs_f64());
         let end = match stopping {
             Some(end) => end,
             None => RunEnd::Exited {

@@ -698,6 +698,32 @@ impl<P: Processes> TriggeredJob<P> {
         (output, active.run.cpu_ticks())
     }
 
+    /// Closes the record of a run whose process ended, once the runner has cleaned
+    /// up after it (logged its exit, ended leftovers); `abort` when the host ended
+    /// it. How it ended, and how long it ran.
+    async fn end_run(
+        &self,
+        run: P::Run,
+        record: &mut RunRecord,
+        grace: Duration,
+        exit: Exit,
+        abort: Option<&str>,
+    ) -> (state::Outcome, Duration) {
+        let started = std::time::Instant::now() - run.ran_for();
+        let out = state::outcome(&record.id, exit, abort);
+        let (code, signal) = super::code_and_signal(exit);
+        record.exit_code = code;
+        record.signal = signal;
+        record.status = out.status;
+        record.error = out.error.clone();
+        run.finish(grace, Some(out.last_note.clone())).await;
+        let ran = started.elapsed();
+        record.end_time = Some(rfc3339_string(Utc::now()));
+        record.duration_ms = Some(ran.as_millis() as u64);
+        self.close_record(record);
+        (out, ran)
+    }
+
     /// Records a run that ended (the runner has logged its exit and leftovers);
     /// `abort` when the host ended it.
     async fn finish(&mut self, exit: Exit, abort: Option<String>) {
@@ -711,18 +737,10 @@ impl<P: Processes> TriggeredJob<P> {
         else {
             return;
         };
-        let started = std::time::Instant::now() - run.ran_for();
-        let out = state::outcome(&record.id, exit, abort.as_deref());
-        let (code, signal) = super::code_and_signal(exit);
-        record.exit_code = code;
-        record.signal = signal;
-        record.status = out.status;
-        record.error = out.error;
-        run.finish(settings.stopping_wait_time, Some(out.last_note))
+        let grace = settings.stopping_wait_time;
+        let (out, ran) = self
+            .end_run(run, &mut record, grace, exit, abort.as_deref())
             .await;
-        record.end_time = Some(rfc3339_string(Utc::now()));
-        record.duration_ms = Some(started.elapsed().as_millis() as u64);
-        self.close_record(&record);
         let name = &self.m.def.name;
         match &out.sched {
             None => tracing::debug!(job = %name, run = %record.id, "run ended: Success"),
@@ -731,11 +749,9 @@ impl<P: Processes> TriggeredJob<P> {
                 tracing::info!(job = %name, run = %record.id, "run ended: {}", record.status.as_str());
             }
         }
-        self.ctx.metrics.run_ended(
-            name,
-            record.status.as_str(),
-            started.elapsed().as_secs_f64(),
-        );
+        self.ctx
+            .metrics
+            .run_ended(name, record.status.as_str(), ran.as_secs_f64());
         self.set_status(|s| {
             s.running = None;
             s.latest_run = Some(record);
