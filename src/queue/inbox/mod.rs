@@ -183,13 +183,24 @@ impl Inbox {
         }
     }
 
+    /// Publishes the folder's problem, and says each new one (and its end) once in
+    /// the job's scheduler log.
     fn set_problem(&self, problem: Option<String>) {
+        let job = &self.target.job;
         self.problem.send_if_modified(|p| {
             if *p == problem {
                 return false;
             }
-            if let Some(text) = &problem {
-                tracing::warn!(job = %self.target.job, "{text}");
+            match &problem {
+                Some(text) => self.queues.sched_note(job, true, text),
+                None => self.queues.sched_note(
+                    job,
+                    false,
+                    &format!(
+                        "inbox {} can be used again: watching it",
+                        self.dir.display()
+                    ),
+                ),
             }
             *p = problem;
             true
@@ -263,10 +274,10 @@ impl Inbox {
                         None => return Exit::Cancelled,
                     }
                     self.report(false);
-                    if retry_at.is_some_and(|at| Instant::now() >= at) {
-                        retry_at = None;
-                        pending.append(&mut retry);
-                    }
+                }
+                () = sleep_until(retry_at) => {
+                    retry_at = None;
+                    pending.append(&mut retry);
                 }
             }
         }
@@ -356,6 +367,14 @@ fn take_first(set: &mut BTreeSet<OsString>, n: usize) -> Vec<OsString> {
         }
     }
     out
+}
+
+/// Sleeps until `at`, or for ever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Runs `f` on the blocking pool; `None` when the runtime is shutting down.

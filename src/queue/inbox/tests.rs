@@ -317,6 +317,10 @@ async fn a_missing_folder_is_a_problem_until_it_is_created() {
     assert!(text.contains(&f.inbox().display().to_string()), "{text}");
     assert!(text.contains("does not exist"), "{text}");
     assert!(text.contains("`queue.inbox` in settings.job"), "{text}");
+    wait_for("the problem in the job's log", || {
+        f.sched_log().contains("does not exist")
+    })
+    .await;
     // Enqueueing by other means is not disturbed meanwhile.
     let other = NewMessage {
         job: JOB.into(),
@@ -330,6 +334,7 @@ async fn a_missing_folder_is_a_problem_until_it_is_created() {
     std::fs::write(f.inbox().join("waiting"), b"w").unwrap();
     wait_problem(&mut problem, "cleared", Option::is_none).await;
     wait_for("waiting taken", || f.message_named("waiting").is_some()).await;
+    assert!(f.sched_log().contains("can be used again"));
     f.taken("after").await;
     assert_eq!(f.messages().len(), 3);
 }
