@@ -235,13 +235,14 @@ impl Inbox {
                 // Files waiting for the store wait for its retry, not for new events.
                 pending.retain(|n| !retry.contains(n));
                 let batch: Vec<OsString> = take_first(&mut pending, BATCH);
-                if let Some(left) = self.take_batch(batch).await {
+                if !batch.is_empty() {
+                    let Some(left) = self.take_batch(batch).await else {
+                        return Exit::Cancelled;
+                    };
                     if !left.is_empty() {
                         retry.extend(left);
                         retry_at = Some(Instant::now() + self.tuning.retry);
                     }
-                } else {
-                    return Exit::Cancelled;
                 }
                 // What arrived meanwhile joins the next batch.
                 while let Ok(hint) = rx.try_recv() {
