@@ -380,7 +380,13 @@ pub fn triggered(base: &Base, def: &JobDefinition, st: &TriggeredStatus) -> Trig
         running: st.running.clone(),
         pending: st.pending,
         disabled: def.disabled,
-        warnings: def.warnings.clone(),
+        // The folder's warnings, and the task's own (an inbox's problem).
+        warnings: def
+            .warnings
+            .iter()
+            .chain(st.warnings.iter().filter(|w| !def.warnings.contains(w)))
+            .cloned()
+            .collect(),
         // Counting needs the store, a blocking call: the API's handlers fill it in.
         queue: None,
     }

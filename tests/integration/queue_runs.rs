@@ -492,15 +492,61 @@ fn a_finished_message_is_called_back_signed_until_the_receiver_takes_it() {
         assert_eq!(v["correlation_id"], "c7");
         assert_eq!(v["result"], "cgD/", "base64 of the result bytes");
     }
-    let log = std::fs::read_to_string(
-        h.logs
-            .join(TRIGGERED)
-            .join("hook")
-            .join("job_scheduler.log"),
-    )
-    .unwrap();
+    let path = h
+        .logs
+        .join(TRIGGERED)
+        .join("hook")
+        .join("job_scheduler.log");
+    h.wait_for("both attempts in the scheduler log", DEADLINE, || {
+        let log = std::fs::read_to_string(&path).unwrap_or_default();
+        log.contains("failed (500)") && log.contains("delivered (200)")
+    });
+}
+
+#[test]
+fn files_dropped_in_the_inbox_become_messages_and_a_missing_inbox_is_shown() {
+    let script = r#"#!/bin/sh
+printf '%s=%s\n' "$WEBJOBS_MESSAGE_NAME" "$(cat)" >> "$TEST_STATE/taken"
+"#;
+    let settings = r#"{"queue": {"inbox": "incoming", "concurrency": 4}}"#;
+    let (h, api) = queue_host("drop", settings, script);
+    // `incoming` is read from the job's data folder in LOGS, and it is not there yet.
+    let inbox = h.logs.join(TRIGGERED).join("drop").join("incoming");
+    h.wait_for("the job to show the missing inbox", DEADLINE, || {
+        let (_, job) = api.get_json("/api/triggeredwebjobs/drop");
+        job.to_string().contains("queue.inbox") && job.to_string().contains("incoming")
+    });
+    // API enqueue still works meanwhile.
+    let id = enqueue(&api, "drop", "?name=api", b"direct");
+    assert_eq!(wait_finished(&h, &api, "drop", &id)["state"], "Succeeded");
+
+    std::fs::create_dir_all(&inbox).unwrap();
+    let outside = h.root.join("staging");
+    std::fs::create_dir_all(&outside).unwrap();
+    for i in 0..50 {
+        let f = outside.join(format!("f{i:02}.txt"));
+        std::fs::write(&f, format!("payload {i}")).unwrap();
+        std::fs::rename(&f, inbox.join(format!("f{i:02}.txt"))).unwrap();
+    }
+    std::fs::write(inbox.join(".hidden"), "ignored").unwrap();
+    h.wait_for("50 inbox files to run", DEADLINE * 2, || {
+        h.read_lines("taken").len() == 51
+    });
+    let mut taken = h.read_lines("taken");
+    taken.sort();
+    assert_eq!(taken[0], "api=direct");
+    assert_eq!(taken[1], "f00.txt=payload 0");
+    assert_eq!(taken[50], "f49.txt=payload 49");
+    h.wait_for("the inbox to be emptied of taken files", DEADLINE, || {
+        let left: Vec<String> = std::fs::read_dir(&inbox)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left == [".hidden"]
+    });
+    let (_, job) = api.get_json("/api/triggeredwebjobs/drop");
     assert!(
-        log.contains("failed (500)") && log.contains("delivered (200)"),
-        "{log}"
+        !job["warnings"].to_string().contains("queue.inbox"),
+        "{job}"
     );
 }

@@ -249,7 +249,9 @@ impl<P: Processes> TriggeredJob<P> {
             }
             return;
         };
-        let inbox_dir = settings.inbox.as_ref().map(|p| self.m.def.dir.join(p));
+        // Not in the job's folder: files coming and going there would be changes to
+        // the job's own files.
+        let inbox_dir = settings.inbox.as_ref().map(|p| self.logs.join(p));
         let q = match self.queue.as_mut() {
             Some(q) => q,
             None => {

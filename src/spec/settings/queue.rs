@@ -24,7 +24,7 @@ pub struct QueueSettings {
     pub dedupe_window: Duration,
     pub retention: Duration,
     pub max_payload_bytes: u64,
-    /// As written; relative paths are read from the job's folder.
+    /// As written; relative paths are read from the job's data folder in LOGS.
     pub inbox: Option<PathBuf>,
     pub reply_to: Option<String>,
 }
@@ -117,7 +117,7 @@ pub const SUBKEYS: &[SubKey] = &[
         name: "inbox",
         default: "null",
         example: "\"/srv/incoming/photos\"",
-        doc: "a folder whose new files become messages (relative to the job's folder)",
+        doc: "a folder whose new files become messages (relative: in the job's data folder in LOGS)",
         check: |k, v, q| match v {
             Value::String(s) if !s.trim().is_empty() && !s.contains('\0') => {
                 q.inbox = Some(PathBuf::from(s));
