@@ -170,10 +170,10 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
     let guardian = GuardianLink::start(&reaper, &host_id, &scratch)
         .context("starting the guardian process")?;
 
-    let queues = Arc::new(crate::queue::Queues::open(
-        &layout,
-        opts.instance.as_deref(),
-    ));
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let queues = Arc::new(
+        crate::queue::Queues::open(&layout, opts.instance.as_deref()).with_metrics(metrics.clone()),
+    );
     let ctx = Arc::new(HostContext {
         runner: Runner {
             reaper,
@@ -185,7 +185,7 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
         },
         layout,
         clock: Arc::new(crate::schedule::SystemClock),
-        metrics: Arc::new(crate::metrics::Metrics::new()),
+        metrics,
         queues,
     });
     tracing::info!(

@@ -364,9 +364,7 @@ async fn enqueue(
         set_location(&mut resp, &message_url(&b, &name, &id));
         return Ok(resp);
     }
-    st.0.queues.changed(&m);
-    st.0.queues.wake(&name);
-    st.0.metrics.message_enqueued(&name);
+    st.0.queues.stored(&m);
     let url = message_url(&b, &name, &m.id);
     let mut resp = (
         StatusCode::ACCEPTED,

@@ -300,6 +300,8 @@ pub struct Queues {
     jobs: Mutex<HashMap<String, JobLink>>,
     /// Notified when a callback may be due.
     pub callbacks_due: Notify,
+    /// Counts the messages this host stores (`None` in tests).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     /// This host's name in `owner` columns: its instance name, or `-`.
     pub owner: String,
 }
@@ -314,6 +316,7 @@ impl Queues {
             wakers: Mutex::new(HashMap::new()),
             jobs: Mutex::new(HashMap::new()),
             callbacks_due: Notify::new(),
+            metrics: None,
             owner,
         }
     }
@@ -327,6 +330,22 @@ impl Queues {
             e.to_string()
         });
         Queues::new(store, instance.unwrap_or("-").to_string())
+    }
+
+    /// Counts stored messages in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Queues {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// A new message was stored (not a duplicate): it is announced, counted, and
+    /// its job's task woken.
+    pub fn stored(&self, m: &Message) {
+        self.changed(m);
+        if let Some(metrics) = &self.metrics {
+            metrics.message_enqueued(&m.job);
+        }
+        self.wake(&m.job);
     }
 
     /// The store, or why there is none.

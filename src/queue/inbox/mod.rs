@@ -294,10 +294,9 @@ impl Inbox {
         let taken = blocking(move || take::take(&dir, batch, &target, &store, &cancel)).await?;
         let job = &self.target.job.clone();
         for m in &taken.stored {
-            self.queues.changed(m);
+            self.queues.stored(m);
         }
         if !taken.stored.is_empty() {
-            self.queues.wake(job);
             self.unreported += taken.stored.len();
             if self.report_at.is_none() {
                 self.report_at = Some(Instant::now() + self.tuning.report);
