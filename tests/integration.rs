@@ -28,6 +28,8 @@ mod events;
 mod on_disk;
 #[path = "integration/queue_crash.rs"]
 mod queue_crash;
+#[path = "integration/queue_disk_full.rs"]
+mod queue_disk_full;
 #[path = "integration/queue_runs.rs"]
 mod queue_runs;
 #[path = "integration/registry.rs"]
