@@ -141,9 +141,12 @@ impl Hub {
         if self.pings.set(ping_tx).is_err() {
             return; // another request started it
         }
+        // Subscribed before the first snapshot goes out, so no message change after
+        // it is missed.
+        let messages = st.0.queues.subscribe();
         self.sync(st, None);
         let (hub, st) = (Arc::downgrade(self), st.clone());
-        tokio::spawn(watch_loop(hub, st, ping_rx));
+        tokio::spawn(watch_loop(hub, st, ping_rx, messages));
     }
 
     /// Compares the registry with what was published and publishes the differences.
@@ -284,10 +287,10 @@ async fn watch_loop(
     hub: std::sync::Weak<Hub>,
     st: ApiState,
     mut pings: mpsc::UnboundedReceiver<Key>,
+    mut messages: broadcast::Receiver<crate::queue::MessageChange>,
 ) {
     let mut tick = tokio::time::interval(RESCAN);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut messages = st.0.queues.subscribe();
     loop {
         let mut dirty = BTreeSet::new();
         tokio::select! {

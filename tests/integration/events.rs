@@ -211,3 +211,47 @@ fn events_need_the_token_and_a_wrong_last_event_id_is_a_reset_not_an_error() {
     assert_eq!(api.wait_run_end(&h, "tj", &id)["status"], "Success");
     h.finish();
 }
+
+#[test]
+fn message_state_changes_are_events_and_resume_after_the_last_event_id() {
+    let mut h = TestHost::new();
+    h.write_job(
+        TRIGGERED,
+        "mq",
+        &[
+            ("run.sh", "#!/bin/sh\nexit 0\n"),
+            ("settings.job", r#"{"queue": {}}"#),
+        ],
+    );
+    h.start();
+    let api = connect(&h);
+    api.wait_code(&h, "/api/triggeredwebjobs/mq", 200);
+    let mut events = Events::open(&api, None);
+    events.until("snapshot", |e| e.kind == "snapshot");
+    let path = "/api/triggeredwebjobs/mq/messages";
+    let (code, v) = json_of(send(
+        api.req(reqwest::Method::POST, path).body("x"),
+        "POST",
+        path,
+    ));
+    assert_eq!(code, 202, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let is = |e: &Ev, state: &str| {
+        e.kind == "message" && e.data["id"] == id.as_str() && e.data["state"] == state
+    };
+    let seen = events.until("message Succeeded", |e| is(e, "Succeeded"));
+    let states: Vec<&str> = seen
+        .iter()
+        .filter(|e| e.kind == "message" && e.data["id"] == id.as_str())
+        .filter_map(|e| e.data["state"].as_str())
+        .collect();
+    assert_eq!(states, ["Queued", "Running", "Succeeded"], "{seen:#?}");
+    let queued = seen.iter().find(|e| is(e, "Queued")).unwrap();
+    assert_eq!(queued.data["job"], "mq");
+
+    // Resumed after the Queued event: the rest again, in order.
+    let mut again = Events::open(&api, queued.id.as_deref());
+    let replay = again.until("message Succeeded", |e| is(e, "Succeeded"));
+    assert!(replay.iter().any(|e| is(e, "Running")), "{replay:#?}");
+    assert!(!replay.iter().any(|e| is(e, "Queued")), "{replay:#?}");
+}
