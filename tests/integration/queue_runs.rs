@@ -250,6 +250,10 @@ sleep 300
     let m = message(&api, "slow", &later);
     assert_eq!(m["state"], "Queued", "{m}");
     assert!(m["next_attempt_at"].is_string(), "{m}");
+    // A running message cannot be requeued; nothing changes.
+    let (code, v) = api.post_json(&format!("{}/{now}/requeue", messages("slow")));
+    assert_eq!(code, 409, "{v}");
+    assert_eq!(message(&api, "slow", &now)["state"], "Running");
 
     let (code, v) = json_of(api.delete(&format!("{}/{now}", messages("slow"))));
     assert!(code == 200 || code == 202, "{code} {v}");
