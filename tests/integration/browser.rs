@@ -243,3 +243,43 @@ fn the_api_never_asks_a_browser_for_basic_credentials() {
     );
     h.finish();
 }
+
+#[test]
+fn the_dashboard_shows_a_queue_its_dead_letters_and_requeues_and_deletes_them() {
+    if skip_browser("the_dashboard_shows_a_queue_its_dead_letters_and_requeues_and_deletes_them") {
+        return;
+    }
+    let mut h = TestHost::new();
+    // "bad" can never succeed (65: dead at once); the others wait for the test's
+    // go-ahead, so the browser sees messages queued and running, then write a result.
+    h.write_job(
+        TRIGGERED,
+        "q",
+        &[
+            (
+                "run.sh",
+                "#!/bin/bash\npayload=$(cat)\nif [ \"$payload\" = bad ]; then echo 'cannot parse payload: bad' >&2; exit 65; fi\nwhile [ ! -e \"$TEST_STATE/go\" ]; do sleep 0.1; done\nprintf 'ok:%s' \"$payload\" > \"$WEBJOBS_RESULT_PATH\"\n",
+            ),
+            ("settings.job", r#"{"queue": {}}"#),
+        ],
+    );
+    h.write_job(TRIGGERED, "plain", &[("run.sh", QUICK_JOB)]);
+    h.start();
+    let api = connect(&h);
+    let out = run_node(&h, &api, "queues.mjs", &[]);
+    assert!(out.contains("all browser checks passed"), "{out}");
+
+    // What the browser did is what the API shows.
+    let (_, dead) = api.get_json("/api/triggeredwebjobs/q/messages?state=Dead");
+    assert_eq!(dead["messages"], serde_json::json!([]), "{dead:#}");
+    let (_, done) = api.get_json("/api/triggeredwebjobs/q/messages?state=Succeeded");
+    assert_eq!(
+        done["messages"].as_array().unwrap().len(),
+        3,
+        "good1, good2 and the form's: {done:#}"
+    );
+    let (_, job) = api.get_json("/api/triggeredwebjobs/q");
+    assert_eq!(job["queue"]["dead"], 0, "{job:#}");
+    assert_eq!(job["queue"]["queued"], 21, "{job:#}");
+    h.finish();
+}

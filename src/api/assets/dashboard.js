@@ -13,6 +13,9 @@
 //   the last event id after a dropped connection, without gaps or repeats.
 // - Pages are addressed by the URL fragment (#/jobs/TYPE/NAME, #/runs/NAME/ID), so any
 //   page can be linked and the server serves one document.
+// - Queue counts are not in the event stream's job objects: they are read from the
+//   job's own URL when a `message` event says they changed, at most every 500 ms per
+//   job, so a burst of messages costs two reads, not one per message.
 "use strict";
 
 const TOKEN_KEY = "jobhost.token";
@@ -185,6 +188,7 @@ const state = {
   jobs: new Map(),       // "type/name" -> job object
   history: new Map(),    // name -> runs (newest first)
   historyLoading: new Set(),
+  queues: new Map(),     // triggered job name -> its `queue` counts, or null when it has none
   filters: { type: "", status: "", name: "" },
   health: null,
   stopEvents: null,
@@ -198,9 +202,9 @@ function statusOf(j) {
   return j.disabled ? "Disabled" : "Ready";
 }
 function tone(status) {
-  if (["Running", "Success", "Ready"].includes(status)) return "good";
-  if (["Error", "Failed", "Aborted"].includes(status)) return "bad";
-  if (["Stopped", "Disabled"].includes(status)) return "off";
+  if (["Running", "Success", "Ready", "Succeeded"].includes(status)) return "good";
+  if (["Error", "Failed", "Aborted", "Dead"].includes(status)) return "bad";
+  if (["Stopped", "Disabled", "Cancelled"].includes(status)) return "off";
   return "warn";
 }
 function reasonOf(j) {
@@ -220,10 +224,19 @@ function startEvents() {
     const d = JSON.parse(data);
     if (type === "snapshot") {
       state.jobs = new Map(d.jobs.map((j) => [keyOf(j), j]));
+      loadQueues();
     } else if (type === "job") {
+      const before = state.jobs.get(keyOf(d));
       state.jobs.set(keyOf(d), d);
+      // A job that gained (or lost) its queue, or one not counted yet.
+      if (hasQueue(d) && (!state.queues.has(d.name) || !before || !hasQueue(before))) refreshQueue(d.name);
+      else if (d.type === "triggered" && !hasQueue(d) && state.queues.has(d.name)) setQueue(d.name, null);
     } else if (type === "removed") {
       state.jobs.delete(`${d.type}/${d.name}`);
+      if (d.type === "triggered") state.queues.delete(d.name);
+    } else if (type === "message") {
+      refreshQueue(d.job);
+      if (view.onMessage) view.onMessage(d);
     } else if (type === "run") {
       // The strip and the history need the new run: fetch that job's history again.
       state.history.delete(d.job);
@@ -234,6 +247,52 @@ function startEvents() {
     onOpen: () => { $("live").textContent = "live"; },
     onDrop: () => { $("live").textContent = "reconnecting…"; },
   });
+}
+
+// ----- queue counts ---------------------------------------------------------------
+
+const QUEUE_REFRESH_MS = 500;
+/** Whether `j` is a triggered job whose settings.job gives it a message queue. */
+function hasQueue(j) {
+  return j.type === "triggered" && !!j.settings && typeof j.settings === "object" && j.settings.queue !== undefined;
+}
+/** Keeps `q` (a job's `queue` counts) when it differs from what is shown, and redraws. */
+function setQueue(name, q) {
+  const prev = state.queues.get(name);
+  if (state.queues.has(name) && JSON.stringify(prev) === JSON.stringify(q ?? null)) return;
+  state.queues.set(name, q ?? null);
+  if (view.onQueue) view.onQueue(name);
+  scheduleRender();
+}
+/** Every queue job's counts in one request (after a snapshot). */
+async function loadQueues() {
+  if (![...state.jobs.values()].some(hasQueue)) return;
+  try {
+    const jobs = await api("GET", "/api/triggeredwebjobs");
+    for (const j of Array.isArray(jobs) ? jobs : []) if (hasQueue(j)) setQueue(j.name, j.queue);
+  } catch (_) { /* the next message event tries again */ }
+}
+const queueReads = new Map(); // name -> { last, timer, asked, applied }
+/** Reads `name`'s counts again: now, or once QUEUE_REFRESH_MS has passed since the
+ * last read; calls meanwhile are folded into that one read. */
+function refreshQueue(name) {
+  let t = queueReads.get(name);
+  if (!t) queueReads.set(name, t = { last: 0, timer: null, asked: 0, applied: 0 });
+  if (t.timer) return;
+  t.timer = setTimeout(async () => {
+    t.timer = null;
+    t.last = Date.now();
+    const n = ++t.asked;
+    try {
+      const j = await api("GET", `/api/triggeredwebjobs/${encodeURIComponent(name)}`);
+      // Answers can overtake each other: an older one never replaces a newer one.
+      if (n < t.applied) return;
+      t.applied = n;
+      setQueue(name, hasQueue(j) ? j.queue : null);
+    } catch (e) {
+      if (e.status === 404) state.queues.delete(name);
+    }
+  }, Math.max(0, t.last + QUEUE_REFRESH_MS - Date.now()));
 }
 
 async function loadHistory(name) {
@@ -304,6 +363,18 @@ function statusCell(j) {
   return [el("span", { class: `st ${tone(st)}` }, st), reasonOf(j) ? el("div", { class: "muted" }, reasonOf(j)) : null];
 }
 
+/** "queue: 12 queued · 2 running · 1 dead" under a queue job's name. */
+function queueBadge(q) {
+  if (q === undefined) return el("div", { class: "qbadge muted" }, "queue: …");
+  if (q === null) return null;
+  if (q.error) return el("div", { class: "qbadge bad", title: q.error }, "queue: unavailable");
+  const oldest = q.oldest_queued_age_s !== null && q.oldest_queued_age_s !== undefined
+    ? `the oldest queued message has waited ${waited(q.oldest_queued_age_s)}` : "no message waits";
+  return el("div", { class: "qbadge muted", title: oldest },
+    "queue: ", `${q.queued} queued`, " · ", `${q.running} running`, " · ",
+    el("span", { class: q.dead ? "bad" : "" }, `${q.dead} dead`));
+}
+
 const rowCache = new Map();
 function buildRow(j) {
   let sched = "-", last = "-", strip = null;
@@ -322,7 +393,7 @@ function buildRow(j) {
     last = [`restarts ${j.restarts}`, j.started_at ? el("div", { class: "muted" }, "up since ", when(j.started_at)) : null];
   }
   return el("tr", { dataset: { job: j.name } },
-    el("td", {}, link(jobHref(j.type, j.name), j.name, { class: "jobname" })),
+    el("td", {}, link(jobHref(j.type, j.name), j.name, { class: "jobname" }), hasQueue(j) ? queueBadge(state.queues.get(j.name)) : null),
     el("td", { class: "hide-narrow" }, j.type),
     el("td", {}, statusCell(j)),
     el("td", { class: "hide-narrow" }, sched),
@@ -390,9 +461,10 @@ function renderOverview() {
     // A row is rebuilt only when its job or its history changed.
     const cached = rowCache.get(keyOf(j));
     const runsNow = state.history.get(j.name);
-    if (cached && cached.job === j && cached.runs === runsNow) return cached.node;
+    const queueNow = state.queues.get(j.name);
+    if (cached && cached.job === j && cached.runs === runsNow && cached.queue === queueNow) return cached.node;
     const node = buildRow(j);
-    rowCache.set(keyOf(j), { job: j, runs: runsNow, node });
+    rowCache.set(keyOf(j), { job: j, runs: runsNow, queue: queueNow, node });
     return node;
   });
   if (!rows.length) {
@@ -559,12 +631,284 @@ function followLog(path, logView, onEnd) {
     onError: (e) => showError(`log: ${e.message}`) });
 }
 
+// ----- a queue job's messages -----------------------------------------------------
+
+const MESSAGE_STATES = ["Queued", "Running", "Succeeded", "Dead", "Cancelled"];
+const MESSAGES_PAGE = 20;
+/** What the viewer shows of a payload or result; the download has all of it. */
+const VIEW_MAX_CHARS = 256 * 1024;
+
+/** How long a message has waited, from whole seconds ("40 s", "4.0 min"). */
+function waited(s) {
+  if (s === null || s === undefined) return "-";
+  return s < 60 ? `${s} s` : duration(s * 1000);
+}
+function bytes(n) {
+  if (n === null || n === undefined) return "-";
+  if (n < 1024) return `${n} B`;
+  if (n < 1048576) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1048576).toFixed(1)} MiB`;
+}
+
+/**
+ * The "Queue" section of a queue job's page, built once per visit so live updates
+ * never reset the enqueue form or the reader's page: counts, the dead-letter actions,
+ * a paged list of messages (newest first, by state), a viewer of payloads and results,
+ * and a form to enqueue one. `message` events re-read the page shown, at most every
+ * QUEUE_REFRESH_MS.
+ */
+function queueSection(name) {
+  const base = `/api/triggeredwebjobs/${encodeURIComponent(name)}/messages`;
+  let filter = "";
+  let cursors = [null]; // the `before` of each page reached: null reads the newest
+  let pageIdx = 0;
+  let messages = null, more = false, loadError = null;
+  let seq = 0, lastLoad = 0, reloadTimer = null, left = false;
+
+  const count = (id, label) => {
+    const b = el("b", { id });
+    return [el("div", { class: "card count" }, b, label), b];
+  };
+  const [queuedCard, queuedN] = count("q-queued", "queued");
+  const [runningCard, runningN] = count("q-running", "running");
+  const [deadCard, deadN] = count("q-dead", "dead");
+  const [oldestCard, oldestN] = count("q-oldest", "oldest queued");
+  const countsError = el("div", { id: "q-store-error" });
+  const result = el("span", { id: "q-result", class: "muted", "aria-live": "polite" });
+  const confirmBox = el("div", { id: "q-confirm-box", class: "actions confirm", hidden: true });
+  const requeueDead = el("button", { type: "button", id: "q-requeue-dead", onclick: () => ask(
+    `Requeue every dead message of ${name}? Each runs again from attempt 1.`, "requeue all dead",
+    () => api("POST", `${base}/requeue?state=Dead`)) }, "Requeue all dead");
+  const deleteDead = el("button", { type: "button", id: "q-delete-dead", onclick: () => ask(
+    `Delete every dead message of ${name}? Their payloads and errors are gone for good.`, "delete all dead",
+    () => api("DELETE", `${base}?state=Dead`)) }, "Delete all dead");
+
+  const stateSelect = el("select", { id: "q-state", onchange: (e) => { filter = e.target.value; cursors = [null]; pageIdx = 0; load(); } },
+    ["", ...MESSAGE_STATES].map((v) => el("option", { value: v }, v || "All")));
+  const tbody = el("tbody");
+  const listNote = el("div", { id: "q-list-note" });
+  const newer = el("button", { type: "button", id: "q-newer", disabled: true, onclick: () => { pageIdx--; load(); } }, "newer");
+  const older = el("button", { type: "button", id: "q-older", disabled: true, onclick: () => { pageIdx++; load(); } }, "older");
+  const pageLabel = el("span", { class: "muted", id: "q-page" });
+
+  const viewTitle = el("h4", { id: "q-view-title" });
+  const viewText = el("pre", { id: "q-view-text", class: "viewer", tabindex: 0 });
+  const viewSave = el("button", { type: "button", id: "q-view-download" }, "download");
+  const viewer = el("section", { id: "q-view", class: "card", hidden: true, "aria-labelledby": "q-view-title" },
+    viewTitle, viewText, el("div", { class: "actions" }, viewSave,
+      el("button", { type: "button", id: "q-view-close", onclick: () => { viewer.hidden = true; } }, "close")));
+
+  const payload = el("textarea", { id: "q-payload", rows: 3, placeholder: "the message's bytes, e.g. {\"id\": 7}" });
+  const priority = el("input", { id: "q-priority", placeholder: "0", size: 6, autocomplete: "off" });
+  const delay = el("input", { id: "q-delay", placeholder: "0", size: 6, inputmode: "decimal", autocomplete: "off" });
+  const form = el("form", { id: "q-enqueue", class: "enqueue", "aria-label": `enqueue a message for ${name}`, onsubmit: (e) => { e.preventDefault(); enqueue(); } },
+    el("label", { for: "q-payload" }, "payload"), payload,
+    el("div", { class: "row" },
+      el("label", { for: "q-priority" }, "priority"), priority,
+      el("label", { for: "q-delay" }, "delay (s)"), delay,
+      el("button", { type: "submit", id: "q-send", class: "primary" }, "enqueue")));
+
+  const node = el("section", { id: "queue", "aria-labelledby": "queue-h" },
+    el("h3", { id: "queue-h" }, "Queue"),
+    countsError,
+    el("div", { class: "counts" }, queuedCard, runningCard, deadCard, oldestCard),
+    el("div", { class: "actions" }, requeueDead, deleteDead, result),
+    confirmBox,
+    el("div", { class: "filters" },
+      el("label", { for: "q-state" }, "messages"), stateSelect, pageLabel),
+    listNote,
+    el("div", { class: "table-wrap" }, el("table", { id: "messages" },
+      el("thead", {}, el("tr", {}, el("th", {}, "Message"), el("th", {}, "State"), el("th", { class: "hide-narrow" }, "Attempts"),
+        el("th", { class: "hide-narrow" }, "Priority"), el("th", {}, "Enqueued"), el("th", {}, "Last error"),
+        el("th", { class: "hide-narrow" }, "Runs"), el("th", {}, "Data"), el("th", {}, el("span", { class: "sr" }, "Actions")))),
+      tbody)),
+    el("div", { class: "pager" }, newer, older),
+    viewer,
+    el("h4", {}, "Enqueue"), form);
+
+  function setCounts(q) {
+    const known = q && !q.error;
+    queuedN.textContent = known ? q.queued : "-";
+    runningN.textContent = known ? q.running : "-";
+    deadN.textContent = known ? q.dead : "-";
+    deadN.className = known && q.dead ? "bad" : "";
+    oldestN.textContent = known ? waited(q.oldest_queued_age_s) : "-";
+    countsError.replaceChildren(q && q.error ? el("div", { class: "error-box" }, q.error) : "");
+    // Enabled while counts are unknown: a refusal then says why.
+    const noDead = known && q.dead === 0;
+    requeueDead.disabled = noDead;
+    deleteDead.disabled = noDead;
+  }
+
+  /** A confirm step in the page (a dialog would block the page and the live view). */
+  function ask(question, verb, call, done) {
+    clearError();
+    const yes = el("button", { type: "button", id: "q-confirm", class: "primary", onclick: async () => {
+      close();
+      const r = await act(verb, call);
+      if (r) result.textContent = done || r.message;
+      afterChange();
+    } }, `Yes, ${verb}`);
+    const no = el("button", { type: "button", id: "q-confirm-cancel", onclick: () => close() }, "Not now");
+    const close = () => { confirmBox.hidden = true; confirmBox.replaceChildren(); };
+    confirmBox.replaceChildren(el("span", { id: "q-question" }, question), yes, no);
+    confirmBox.onkeydown = (e) => { if (e.key === "Escape") close(); };
+    confirmBox.hidden = false;
+    // The safe answer has the focus: Enter pressed once more changes nothing.
+    no.focus();
+  }
+
+  /** Counts and list again now: some changes (a purge) send no `message` event. */
+  function afterChange() {
+    refreshQueue(name);
+    load();
+  }
+
+  async function load() {
+    const n = ++seq;
+    lastLoad = Date.now();
+    const q = new URLSearchParams({ limit: String(MESSAGES_PAGE) });
+    if (filter) q.set("state", filter);
+    if (cursors[pageIdx]) q.set("before", cursors[pageIdx]);
+    try {
+      const r = await api("GET", `${base}?${q}`);
+      if (n !== seq || left) return;
+      messages = r.messages || [];
+      more = !!r.next_url && messages.length > 0;
+      loadError = null;
+      // An emptied page (its messages deleted) falls back to the newest.
+      if (!messages.length && pageIdx > 0) { cursors = [null]; pageIdx = 0; load(); return; }
+      cursors[pageIdx + 1] = more ? messages[messages.length - 1].id : undefined;
+    } catch (e) {
+      if (n !== seq || left) return;
+      loadError = e.message;
+    }
+    draw();
+  }
+
+  /** Reads the page shown again, at most every QUEUE_REFRESH_MS. */
+  function reloadSoon() {
+    if (reloadTimer) return;
+    reloadTimer = setTimeout(() => { reloadTimer = null; if (!left) load(); },
+      Math.max(0, lastLoad + QUEUE_REFRESH_MS - Date.now()));
+  }
+
+  function runLinks(m) {
+    if (!m.runs || !m.runs.length) return el("span", { class: "muted" }, "none");
+    const shown = m.runs.slice(-5);
+    const skipped = m.runs.length - shown.length;
+    return [skipped ? el("span", { class: "muted" }, `${skipped} earlier, `) : null,
+      shown.flatMap((id, i) => [i ? " " : null,
+        link(runHref(name, id), `#${skipped + i + 1}`, { class: "q-run", title: `run ${id}`, "aria-label": `run ${skipped + i + 1} of message ${m.id}: ${id}` })])];
+  }
+
+  function row(m) {
+    const meta = [m.name ? el("div", { class: "muted" }, "name: ", m.name) : null,
+      m.correlation_id ? el("div", { class: "muted" }, "correlation: ", m.correlation_id) : null];
+    let wait = null;
+    const due = m.next_attempt_at || m.not_before;
+    if (m.state === "Queued" && due && Date.parse(due) > Date.now()) {
+      wait = el("div", { class: "muted" }, m.attempts ? "retry " : "not before ", when(due, "clock"));
+    }
+    const actions = [];
+    if (["Dead", "Succeeded", "Cancelled"].includes(m.state)) {
+      actions.push(el("button", { type: "button", class: "q-requeue", id: `q-requeue-${m.id}`, "aria-label": `requeue message ${m.id}`,
+        onclick: async () => {
+          const r = await act(`requeue ${m.id}`, () => api("POST", `${base}/${encodeURIComponent(m.id)}/requeue`));
+          if (r) result.textContent = `message ${m.id} requeued`;
+          afterChange();
+        } }, "Requeue"));
+    } else {
+      actions.push(el("button", { type: "button", class: "q-cancel", id: `q-cancel-${m.id}`, "aria-label": `cancel message ${m.id}`,
+        onclick: () => ask(m.state === "Running" ? `Cancel message ${m.id}? Its run is stopped.` : `Cancel message ${m.id}? It will not run.`,
+          `cancel ${m.id}`, () => api("DELETE", `${base}/${encodeURIComponent(m.id)}`), `message ${m.id} cancelled`) }, "Cancel"));
+    }
+    const data = [el("button", { type: "button", class: "linkish q-payload", "aria-label": `payload of message ${m.id}`,
+      onclick: () => show(m, "payload") }, `payload (${bytes(m.payload_bytes)})`)];
+    if (m.result_bytes !== null && m.result_bytes !== undefined) {
+      data.push(el("br"), el("button", { type: "button", class: "linkish q-result", "aria-label": `result of message ${m.id}`,
+        onclick: () => show(m, "result") }, `result (${bytes(m.result_bytes)})`));
+    }
+    return el("tr", { dataset: { id: m.id, state: m.state } },
+      el("td", {}, el("code", { class: "mono" }, m.id), meta),
+      el("td", {}, el("span", { class: `st ${tone(m.state)}` }, m.state), wait),
+      el("td", { class: "num hide-narrow" }, m.attempts),
+      el("td", { class: "num hide-narrow" }, m.priority),
+      el("td", {}, when(m.enqueued_at, "clock")),
+      el("td", { class: m.state === "Dead" ? "q-error bad" : "q-error" }, m.last_error || el("span", { class: "muted" }, "-")),
+      el("td", { class: "hide-narrow" }, runLinks(m)),
+      el("td", {}, data),
+      el("td", {}, actions));
+  }
+
+  function draw() {
+    const rows = (messages || []).map(row);
+    keepFocus(() => tbody.replaceChildren(...rows));
+    const what = filter ? `${filter} messages` : "messages";
+    listNote.replaceChildren(loadError ? el("div", { class: "error-box", id: "q-list-error" }, `reading the ${what}: ${loadError}`)
+      : messages === null ? el("p", { class: "muted" }, "loading…")
+        : !messages.length ? el("p", { class: "muted", id: "q-empty" }, `No ${what}.`) : "");
+    newer.disabled = pageIdx === 0;
+    older.disabled = !more;
+    pageLabel.textContent = messages ? `page ${pageIdx + 1}, ${messages.length} shown, newest first` : "";
+  }
+
+  /** Fetches a payload or result (they need the token) and shows it as text. */
+  async function show(m, what) {
+    const r = await act(`reading the ${what} of ${m.id}`, () => api("GET", `${base}/${encodeURIComponent(m.id)}/${what}`, { raw: true }));
+    if (!r) return;
+    const buf = await r.arrayBuffer();
+    let text = null;
+    try { text = new TextDecoder("utf-8", { fatal: true }).decode(buf); } catch (_) { /* not text */ }
+    const type = what === "payload" ? m.content_type || "no content type" : "";
+    viewTitle.textContent = `${what === "payload" ? "Payload" : "Result"} of message ${m.id} (${[type, bytes(buf.byteLength)].filter(Boolean).join(", ")})`;
+    viewText.textContent = text === null ? `${bytes(buf.byteLength)} of binary data: download it to read it.`
+      : text.length > VIEW_MAX_CHARS ? `${text.slice(0, VIEW_MAX_CHARS)}\n… (the first ${VIEW_MAX_CHARS} characters; download it for all)` : text || "(empty)";
+    // Saved as opaque bytes: a payload that claims to be HTML is never opened as a page here.
+    viewSave.onclick = () => {
+      const a = el("a", { href: URL.createObjectURL(new Blob([buf], { type: "application/octet-stream" })), download: `${name}-${m.id}.${what}` });
+      document.body.append(a);
+      a.click();
+      setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+    };
+    viewer.hidden = false;
+    viewText.focus();
+  }
+
+  async function enqueue() {
+    const q = new URLSearchParams();
+    if (priority.value.trim()) q.set("priority", priority.value.trim());
+    if (delay.value.trim()) q.set("delay", delay.value.trim());
+    const body = payload.value;
+    let json = false;
+    try { JSON.parse(body); json = true; } catch (_) { /* text */ }
+    const qs = q.toString();
+    const r = await act("enqueue", () => api("POST", `${base}${qs ? "?" + qs : ""}`,
+      { body, headers: { "Content-Type": json ? "application/json" : "text/plain; charset=utf-8" } }));
+    if (!r) return;
+    result.textContent = `message ${r.id} enqueued (${r.state})`;
+    payload.value = "";
+    afterChange();
+  }
+
+  setCounts(state.queues.get(name));
+  refreshQueue(name);
+  load();
+  draw();
+  return {
+    node,
+    setCounts,
+    onMessage: (d) => { if (d.job === name) reloadSoon(); },
+    leave: () => { left = true; if (reloadTimer) clearTimeout(reloadTimer); },
+  };
+}
+
 // ----- a job's page ---------------------------------------------------------------
 
 function jobPage(type, name) {
   const key = `${type}/${name}`;
   let page = 0;
-  let logStop = null, logFor = null, logView = null;
+  let logStop = null, logFor = null, logView = null, queue = null;
   const PAGE = 20;
   function startLog(j) {
     // Continuous: the job log. Triggered: the run going, else the latest run.
@@ -628,6 +972,10 @@ function jobPage(type, name) {
 
     const parts = [el("p", {}, link("#/", "← all jobs")), el("h2", {}, j.name), errors, el("div", { class: "card" }, record), actions,
       el("h3", {}, "Settings"), settingsTable(j), warnings];
+    if (type === "triggered" && hasQueue(j)) {
+      if (!queue) queue = queueSection(name);
+      parts.push(queue.node);
+    } else if (queue) { queue.leave(); queue = null; }
     if (type === "triggered") {
       const runs = state.history.get(name);
       if (!runs) loadHistory(name);
@@ -662,7 +1010,9 @@ function jobPage(type, name) {
   return {
     render,
     onRun: (d) => { if (d.job === name) loadHistory(name); },
-    leave: () => { if (logStop) logStop(); },
+    onQueue: (n) => { if (n === name && queue) queue.setCounts(state.queues.get(name)); },
+    onMessage: (d) => { if (queue) queue.onMessage(d); },
+    leave: () => { if (logStop) logStop(); if (queue) queue.leave(); },
   };
 }
 
