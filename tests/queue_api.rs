@@ -347,7 +347,12 @@ fn raw_chunked_post(api: &Api, path: &str, len: usize) -> String {
 
 #[test]
 fn cancel_then_requeue_then_purge() {
-    let (_h, api) = host();
+    let (h, api) = host();
+    // `disable.job` pauses the queue: requeued messages (due at once) stay Queued.
+    h.write_job_file(TRIGGERED, "q", "disable.job", "");
+    h.wait_for("the job to be disabled", DEADLINE, || {
+        api.get_json("/api/triggeredwebjobs/q").1["disabled"] == true
+    });
     let a = later(&api, "a");
     let b = later(&api, "b");
 
@@ -371,12 +376,12 @@ fn cancel_then_requeue_then_purge() {
     let (code, v) = api.call(api.req(Method::DELETE, &format!("{Q}/{a}")));
     assert_refused(code, &v, 409, &["Cancelled"]);
 
-    // Back on the queue, due now: it may run at once, so only "not Cancelled".
+    // Back on the queue, due now (the job is paused, so it stays Queued).
     let (code, v) = api.post_json(&format!("{Q}/{a}/requeue"));
     assert_eq!(code, 200, "{v:#}");
     assert_eq!(v["attempts"], 0);
     let (_, m) = api.get_json(&format!("{Q}/{a}"));
-    assert_ne!(m["state"], "Cancelled", "{m:#}");
+    assert_eq!(m["state"], "Queued", "{m:#}");
 
     // Bulk: cancel b, requeue every Cancelled one, cancel again, purge.
     api.call(api.req(Method::DELETE, &format!("{Q}/{b}")));
@@ -384,7 +389,7 @@ fn cancel_then_requeue_then_purge() {
     assert_eq!(code, 200, "{v:#}");
     assert_eq!(v["count"], 1, "{v:#}");
     let (_, m) = api.get_json(&format!("{Q}/{b}"));
-    assert_eq!(m["state"], "Queued", "b keeps its delay: {m:#}");
+    assert_eq!(m["state"], "Queued", "{m:#}");
     api.call(api.req(Method::DELETE, &format!("{Q}/{b}")));
     let (code, v) = api.call(api.req(Method::DELETE, &format!("{Q}?state=Cancelled")));
     assert_eq!(code, 200, "{v:#}");

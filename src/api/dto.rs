@@ -127,6 +127,9 @@ pub struct Run {
     pub error: Option<String>,
     pub duration_ms: Option<u64>,
     pub scheduled_for: Option<String>,
+    /// The message a `message` run was for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -319,7 +322,7 @@ pub fn status_word(def: &JobDefinition, st: Status<'_>) -> &'static str {
         Status::Triggered(s) => {
             if s.error.is_some() || !def.errors.is_empty() {
                 "Error"
-            } else if s.running.is_some() {
+            } else if s.running.is_some() || s.message_runs > 0 {
                 "Running"
             } else if def.disabled {
                 "Disabled"
@@ -416,6 +419,7 @@ pub fn run(base: &Base, r: &RunRecord) -> Run {
         error: r.error.clone(),
         duration_ms: r.duration_ms,
         scheduled_for: r.scheduled_for.clone(),
+        message_id: r.message_id.clone(),
     }
 }
 

@@ -102,6 +102,12 @@ printf 'done:%s' "$WEBJOBS_MESSAGE_ATTEMPT" > "$WEBJOBS_RESULT_PATH"
     assert_eq!(record["trigger"], "message", "{record}");
     assert_eq!(record["message_id"], id.as_str(), "{record}");
     assert_eq!(record["status"], "Success", "{record}");
+    let (code, r) = api.get_json(&format!("/api/triggeredwebjobs/work/history/{run}"));
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(
+        (r["trigger"].as_str(), r["message_id"].as_str()),
+        (Some("message"), Some(id.as_str()))
+    );
     // The payload and result files do not outlive the run.
     assert!(!dir.join("message.payload").exists());
     assert!(!dir.join("message.result").exists());
@@ -186,6 +192,10 @@ fn messages_run_concurrency_at_a_time() {
     assert_eq!(code, 200);
     assert_eq!(job["queue"]["running"], 3, "{job}");
     assert_eq!(job["queue"]["queued"], 3, "{job}");
+    assert_eq!(
+        job["status"], "Running",
+        "message runs make the job Running: {job}"
+    );
     assert_eq!(
         h.read_lines("started").len(),
         3,

@@ -444,7 +444,11 @@ impl<P: Processes> TriggeredJob<P> {
                 let now = Instant::now();
                 let mut message = message;
                 message.runs.push(record.id.clone());
-                self.set_status(|s| s.latest_run = Some(record.clone()));
+                let going = self.msg_runs.len() + 1;
+                self.set_status(|s| {
+                    s.latest_run = Some(record.clone());
+                    s.message_runs = going;
+                });
                 self.msg_runs.push(MessageRun {
                     message,
                     run,
@@ -558,10 +562,12 @@ impl<P: Processes> TriggeredJob<P> {
                 },
             },
         };
+        let going = self.msg_runs.len();
         self.set_status(|s| {
             if s.latest_run.as_ref().is_some_and(|r| r.id == record.id) {
                 s.latest_run = Some(record);
             }
+            s.message_runs = going;
         });
         if let Ok(store) = self.ctx.queues.store() {
             self.settle(&store, &message, end, result).await;

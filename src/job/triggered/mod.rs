@@ -56,6 +56,8 @@ pub struct TriggeredStatus {
     pub pending: bool,
     pub latest_run: Option<RunRecord>,
     pub run_command: Option<String>,
+    /// Message runs going on this host.
+    pub message_runs: usize,
 }
 
 impl<P: Processes> TriggeredJob<P> {
