@@ -567,3 +567,28 @@ printf '%s=%s\n' "$WEBJOBS_MESSAGE_NAME" "$(cat)" >> "$TEST_STATE/taken"
     let want = r#"jobhost_messages_enqueued_total{job="drop"} 51"#;
     assert!(text.contains(want), "{want} missing in:\n{text}");
 }
+
+#[test]
+fn a_message_running_when_its_queue_is_removed_from_the_settings_still_settles() {
+    let (h, api) = queue_host("fickle", r#"{"queue": {}}"#, WAIT_FOR_GO);
+    let id = enqueue(&api, "fickle", "", b"m");
+    h.wait_for("the run", DEADLINE, || h.read_lines("started").len() == 1);
+    let (code, v) = api.put_settings("/api/triggeredwebjobs/fickle/settings", b"{}");
+    assert!(code == 200 || code == 204, "{code} {v}");
+    let path = messages("fickle");
+    let (code, v) = json_of(send(api.req(Method::POST, &path).body("x"), "POST", &path));
+    assert_eq!(code, 409, "no queue any more: {v}");
+    std::fs::write(h.state.join("go"), "").unwrap();
+    h.wait_for("the run to end", DEADLINE, || {
+        let (_, job) = api.get_json("/api/triggeredwebjobs/fickle");
+        job["latest_run"]["status"] == "Success"
+    });
+    let (code, v) = api.put_settings("/api/triggeredwebjobs/fickle/settings", br#"{"queue": {}}"#);
+    assert!(code == 200 || code == 204, "{code} {v}");
+    let m = wait_finished(&h, &api, "fickle", &id);
+    assert_eq!(
+        (m["state"].as_str(), m["attempts"].as_u64()),
+        (Some("Succeeded"), Some(1)),
+        "{m}"
+    );
+}

@@ -336,7 +336,8 @@ impl<P: Processes> TriggeredJob<P> {
                 None => POLL_ALONE,
             };
         let stopping = self.host_stopping.is_cancelled();
-        let free = (q.settings.concurrency as usize).saturating_sub(self.msg_runs.len());
+        let qs = q.settings.clone();
+        let free = (qs.concurrency as usize).saturating_sub(self.msg_runs.len());
         if stopping || self.m.def.disabled || self.unrunnable.is_some() {
             return;
         }
@@ -401,7 +402,7 @@ impl<P: Processes> TriggeredJob<P> {
                 m.attempts
             );
             self.sched(&text, true);
-            self.settle(&store, &m, RunEnd::HostDied, None).await;
+            self.settle(&store, &m, RunEnd::HostDied, None, &qs).await;
         }
         for c in claimed {
             if self.msg_runs.iter().any(|r| r.message.id == c.message.id) {
@@ -461,23 +462,25 @@ impl<P: Processes> TriggeredJob<P> {
                 });
             }
             Err(why) => {
-                self.settle(&store, &message, RunEnd::StartFailed { why }, None)
-                    .await;
+                let qs = settings.queue.clone().unwrap_or_default();
+                let end = RunEnd::StartFailed { why };
+                self.settle(&store, &message, end, None, &qs).await;
             }
         }
     }
 
-    /// Settles `m`'s attempt as `end` says and tells whoever waits.
+    /// Settles `m`'s attempt as `end` says, under the queue settings `q` it ran with,
+    /// and tells whoever waits.
     async fn settle(
         &mut self,
         store: &Arc<dyn QueueStore>,
         m: &Message,
         end: RunEnd,
         result: Option<Vec<u8>>,
+        q: &QueueSettings,
     ) {
-        let Some(q) = &self.queue else { return };
         let jitter = policy::jitter_for(&m.id, m.attempts);
-        let settlement = policy::settle(&q.settings, m.attempts, end, result, Utc::now(), jitter);
+        let settlement = policy::settle(q, m.attempts, end, result, Utc::now(), jitter);
         let retry = matches!(settlement, Settlement::Retry { .. });
         let (store, id) = (store.clone(), m.id.clone());
         let settled = blocking(move || store.settle(&id, settlement, Utc::now())).await;
@@ -570,7 +573,9 @@ impl<P: Processes> TriggeredJob<P> {
             s.message_runs = going;
         });
         if let Ok(store) = self.ctx.queues.store() {
-            self.settle(&store, &message, end, result).await;
+            // The queue settings the run started with: the queue may be gone since.
+            let qs = settings.queue.clone().unwrap_or_default();
+            self.settle(&store, &message, end, result, &qs).await;
         }
         if claim {
             self.claim_messages().await;
