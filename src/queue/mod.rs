@@ -14,6 +14,7 @@
 
 pub mod callback;
 pub mod inbox;
+pub mod liveness;
 pub mod policy;
 pub mod sqlite;
 
@@ -302,6 +303,8 @@ pub struct Queues {
     pub callbacks_due: Notify,
     /// Counts the messages this host stores (`None` in tests).
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Whether the owner of a running message is gone.
+    liveness: Arc<dyn liveness::Liveness>,
     /// This host's name in `owner` columns: its instance name, or `-`.
     pub owner: String,
 }
@@ -317,6 +320,10 @@ impl Queues {
             jobs: Mutex::new(HashMap::new()),
             callbacks_due: Notify::new(),
             metrics: None,
+            liveness: Arc::new(liveness::LockFiles {
+                logs: PathBuf::new(),
+                me: (owner != "-").then(|| owner.clone()),
+            }),
             owner,
         }
     }
@@ -329,7 +336,22 @@ impl Queues {
             tracing::error!("{e}");
             e.to_string()
         });
-        Queues::new(store, instance.unwrap_or("-").to_string())
+        Queues::new(store, instance.unwrap_or("-").to_string()).with_liveness(Arc::new(
+            liveness::LockFiles {
+                logs: layout.root.clone(),
+                me: instance.map(str::to_string),
+            },
+        ))
+    }
+
+    /// Tells gone owners of running messages by `liveness`.
+    pub fn with_liveness(mut self, liveness: Arc<dyn liveness::Liveness>) -> Queues {
+        self.liveness = liveness;
+        self
+    }
+
+    pub fn liveness(&self) -> Arc<dyn liveness::Liveness> {
+        self.liveness.clone()
     }
 
     /// Counts stored messages in `metrics`.

@@ -41,9 +41,6 @@ pub const MAX_RESULT_BYTES: u64 = 1024 * 1024;
 /// every enqueue and knows when delayed messages are due; it looks rarely.
 const POLL_SHARED: Duration = Duration::from_secs(1);
 const POLL_ALONE: Duration = Duration::from_secs(30);
-/// How often finished messages past `retention` are removed and runs of dead hosts
-/// looked for.
-const SWEEP: Duration = Duration::from_secs(60);
 
 /// What a message's run needs on the blocking pool before its process starts.
 pub(super) struct Input {
@@ -346,15 +343,12 @@ impl<P: Processes> TriggeredJob<P> {
             Err(_) => return,
         };
         let sweep = (now >= q.next_sweep).then(|| {
-            q.next_sweep = now + SWEEP;
+            q.next_sweep = now + self.ctx.queues.liveness().check_every();
             (q.settings.retention, q.settings.dedupe_window)
         });
         let job = self.m.def.name.clone();
         let owner = self.ctx.queues.owner.clone();
-        let (logs_root, me) = (
-            self.ctx.layout.root.clone(),
-            self.ctx.layout.instance.clone(),
-        );
+        let liveness = self.ctx.queues.liveness();
         let store2 = store.clone();
         let job2 = job.clone();
         // This task runs all of this job's messages on this host: one of this host's
@@ -369,7 +363,7 @@ impl<P: Processes> TriggeredJob<P> {
                     .running(&job2)?
                     .into_iter()
                     .filter(|m| !mine.contains(&m.id))
-                    .filter(|m| owner_is_gone(&logs_root, me.as_deref(), m.owner.as_deref()))
+                    .filter(|m| liveness.gone(m.owner.as_deref().unwrap_or("-")))
                     .collect();
             }
             let claimed = match free {
@@ -659,25 +653,6 @@ impl<P: Processes> TriggeredJob<P> {
             }
             self.ctx.queues.unlink(&self.m.def.name);
         }
-    }
-}
-
-/// Whether the host named `owner` in a `Running` message this task does not run is
-/// gone: this host's own name (its earlier life died), or a name whose host lock
-/// nobody holds.
-fn owner_is_gone(logs: &Path, me: Option<&str>, owner: Option<&str>) -> bool {
-    let owner = owner.unwrap_or("-");
-    if owner == me.unwrap_or("-") {
-        return true;
-    }
-    if owner == "-" {
-        // A host without a name holds LOGS alone; this host runs, so it is gone.
-        return true;
-    }
-    let path = crate::layout::instance_lock_file(logs, owner);
-    match std::fs::File::open(&path) {
-        Ok(f) => f.try_lock().is_ok(),
-        Err(_) => true,
     }
 }
 
