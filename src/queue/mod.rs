@@ -15,6 +15,7 @@
 pub mod callback;
 pub mod inbox;
 pub mod policy;
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::HashMap;
