@@ -36,6 +36,7 @@ pub mod argv;
 pub mod check;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod fsutil;
 pub mod host;
 pub mod hostlock;

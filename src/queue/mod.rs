@@ -16,6 +16,7 @@ pub mod callback;
 pub mod inbox;
 pub mod liveness;
 pub mod policy;
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::HashMap;

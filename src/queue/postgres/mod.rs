@@ -1,0 +1,738 @@
+//! The cluster's message store: the queues in PostgreSQL (`jobhost_messages`), shared
+//! by every host started with the same store, with the semantics of the embedded
+//! store (`queue::sqlite`), which the shared contract tests pin for both.
+//!
+//! **Claims** take due messages with `FOR UPDATE SKIP LOCKED` in one statement, so
+//! hosts claiming at once never wait for each other and never get the same message.
+//! **Round trips**: every change is one statement (one round trip on a connection
+//! that prepared it before), committed on its own; a message costs one for its
+//! claim, one for its run id and one for its settlement. Only an enqueue whose
+//! idempotency key was seen before takes a transaction (four or five).
+//! **Durability**: a change answers once PostgreSQL committed it (its default
+//! `synchronous_commit`); PostgreSQL groups concurrent commits itself.
+//! **Wake-ups**: a trigger sends the job's name on `jobhost_queue` whenever one of its
+//! messages becomes `Queued` (enqueued, retried, released, requeued), for
+//! `cluster::listen`.
+//! **Time**: message times (`enqueued_at`, due times, `finished_at`) are the `now`
+//! the caller passes, as for the embedded store, so hosts' clocks are expected to
+//! agree within a second (NTP); who is alive is judged by the database's clock
+//! (`cluster::hosts`), and a dead host's messages are given back by
+//! [`PgStore::expire_owners`].
+
+mod rows;
+
+#[cfg(test)]
+mod contract;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use postgres::types::ToSql;
+
+use self::rows::{COLS, NCOLS, message};
+use super::{
+    Claimed, Enqueued, Message, MessageState, NewMessage, QueueCounts, QueueStore, Settlement,
+    StoreError, new_message_id, policy,
+};
+use crate::cluster::pg::{Conn, describe};
+use crate::cluster::{self, ClusterError, Pool};
+
+/// Opens the store at `url` (connecting, creating or migrating its tables).
+pub fn open(url: &str) -> Result<Arc<dyn QueueStore>, StoreError> {
+    Ok(Arc::new(PgStore::open(url)?))
+}
+
+/// How a store call ended when it did not answer.
+#[derive(Debug)]
+pub enum Failure {
+    /// The change does not apply (unknown message, wrong state): nothing changed.
+    Store(StoreError),
+    Sql(postgres::Error),
+    Cluster(ClusterError),
+    /// A row this build cannot read.
+    Bad(String),
+}
+
+impl From<postgres::Error> for Failure {
+    fn from(e: postgres::Error) -> Self {
+        Failure::Sql(e)
+    }
+}
+
+impl From<ClusterError> for Failure {
+    fn from(e: ClusterError) -> Self {
+        Failure::Cluster(e)
+    }
+}
+
+/// The store error for `e`, about the store at `url` (shown without password).
+pub fn store_error(url: &str, e: ClusterError) -> StoreError {
+    let path = PathBuf::from(url);
+    match e {
+        ClusterError::Unusable { reason, fix, .. } | ClusterError::BadUrl { reason, fix, .. } => {
+            StoreError::Unusable { path, reason, fix }
+        }
+        ClusterError::Connect { reason, fix, .. } => StoreError::Unavailable {
+            path,
+            reason: format!("cannot connect ({reason}); {fix}"),
+        },
+        ClusterError::Unavailable { reason, .. } => StoreError::Unavailable { path, reason },
+    }
+}
+
+impl Failure {
+    fn into_store(self, url: &str) -> StoreError {
+        match self {
+            Failure::Store(e) => e,
+            Failure::Sql(e) => StoreError::Unavailable {
+                path: PathBuf::from(url),
+                reason: describe(&e),
+            },
+            Failure::Cluster(e) => store_error(url, e),
+            Failure::Bad(reason) => StoreError::Unusable {
+                path: PathBuf::from(url),
+                reason,
+                fix:
+                    "upgrade jobhost on this host to the version the other hosts of the cluster run"
+                        .into(),
+            },
+        }
+    }
+}
+
+fn not_found(job: &str, id: &str) -> Failure {
+    Failure::Store(StoreError::NotFound {
+        job: job.to_string(),
+        id: id.to_string(),
+    })
+}
+
+fn conflict(id: &str, state: MessageState, what: &str) -> Failure {
+    Failure::Store(StoreError::Conflict {
+        id: id.to_string(),
+        state: state.as_str(),
+        what: what.to_string(),
+    })
+}
+
+const NOT_FINISHED: &str = "only a finished (Succeeded, Dead or Cancelled) message can be requeued";
+
+const INSERT_COLS: &str = "id, job, content_type, idempotency_key, correlation_id, name, \
+    priority, not_before, reply_to, state, attempts, enqueued_at, due, payload_bytes, payload";
+
+fn insert_sql() -> String {
+    format!(
+        "INSERT INTO jobhost_messages ({INSERT_COLS}) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'Queued', 0, $10, $11, $12, $13) RETURNING {COLS}"
+    )
+}
+
+/// The message inserted only if its key is new: one statement, so a first keyed
+/// enqueue costs one round trip and two hosts with the same key cannot both store.
+fn insert_keyed_sql() -> String {
+    format!(
+        "WITH d AS (INSERT INTO jobhost_dedupe (job, key, message_id, seen_at) \
+             VALUES ($2, $4, $1, $10) ON CONFLICT (job, key) DO NOTHING RETURNING 1) \
+         INSERT INTO jobhost_messages ({INSERT_COLS}) \
+         SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::bigint, \
+             $8::timestamptz, $9::text, 'Queued', 0, $10::timestamptz, $11::timestamptz, \
+             $12::bigint, $13::bytea FROM d RETURNING {COLS}"
+    )
+}
+
+fn fetch(conn: &mut Conn, job: Option<&str>, id: &str) -> Result<Option<Message>, Failure> {
+    let row = match job {
+        Some(job) => conn.query_opt(
+            &format!("SELECT {COLS} FROM jobhost_messages WHERE id = $1 AND job = $2"),
+            &[&id, &job],
+        )?,
+        None => conn.query_opt(
+            &format!("SELECT {COLS} FROM jobhost_messages WHERE id = $1"),
+            &[&id],
+        )?,
+    };
+    row.as_ref().map(message).transpose()
+}
+
+fn must_fetch(conn: &mut Conn, job: &str, id: &str) -> Result<Message, Failure> {
+    fetch(conn, Some(job), id)?.ok_or_else(|| not_found(job, id))
+}
+
+fn enqueue_in(
+    conn: &mut Conn,
+    msg: NewMessage,
+    window: Duration,
+    now: DateTime<Utc>,
+) -> Result<Enqueued, Failure> {
+    let id = new_message_id(now);
+    let due = msg.not_before.unwrap_or(now);
+    let bytes = msg.payload.len() as i64;
+    let params: [&(dyn ToSql + Sync); 13] = [
+        &id,
+        &msg.job,
+        &msg.content_type,
+        &msg.idempotency_key,
+        &msg.correlation_id,
+        &msg.name,
+        &msg.priority,
+        &msg.not_before,
+        &msg.reply_to,
+        &now,
+        &due,
+        &bytes,
+        &msg.payload,
+    ];
+    let fresh = |row: &postgres::Row| -> Result<Enqueued, Failure> {
+        Ok(Enqueued {
+            message: message(row)?,
+            duplicate: false,
+        })
+    };
+    let Some(key) = &msg.idempotency_key else {
+        return fresh(&conn.query_one(&insert_sql(), &params)?);
+    };
+    if let Some(row) = conn.query_opt(&insert_keyed_sql(), &params)? {
+        return fresh(&row);
+    }
+    // The key is known (or was a moment ago): decide under its row's lock, so a
+    // host storing the same key meanwhile waits for this decision.
+    conn.transaction(|conn| {
+        let seen = conn.query_opt(
+            "SELECT message_id, seen_at FROM jobhost_dedupe WHERE job = $1 AND key = $2 \
+             FOR UPDATE",
+            &[&msg.job, key],
+        )?;
+        if let Some(row) = seen {
+            let (first, seen_at): (String, DateTime<Utc>) = (row.try_get(0)?, row.try_get(1)?);
+            if policy::remembered(seen_at, window, now)
+                // A first message deleted since leaves nothing to answer with: store anew.
+                && let Some(message) = fetch(conn, Some(&msg.job), &first)?
+            {
+                return Ok(Enqueued {
+                    message,
+                    duplicate: true,
+                });
+            }
+        }
+        let stored = fresh(&conn.query_one(&insert_sql(), &params)?)?;
+        conn.execute(
+            "INSERT INTO jobhost_dedupe (job, key, message_id, seen_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (job, key) DO UPDATE SET message_id = excluded.message_id, \
+             seen_at = excluded.seen_at",
+            &[&msg.job, key, &id, &now],
+        )?;
+        Ok(stored)
+    })
+}
+
+/// Due messages of one job in claiming order, taken and marked in one statement.
+/// `was_due` and `seq` come back so the answer can be put in claiming order
+/// (`RETURNING` keeps none).
+fn claim_sql() -> String {
+    format!(
+        "WITH picked AS (SELECT seq AS pseq, due AS was_due FROM jobhost_messages \
+             WHERE job = $1 AND state = 'Queued' AND due <= $3 \
+             ORDER BY priority DESC, due, seq LIMIT $4 FOR UPDATE SKIP LOCKED) \
+         UPDATE jobhost_messages SET state = 'Running', owner = $2, \
+             attempts = attempts + 1, due = NULL \
+         FROM picked WHERE seq = pseq \
+         RETURNING {COLS}, payload, was_due, seq"
+    )
+}
+
+fn claim_in(
+    conn: &mut Conn,
+    job: &str,
+    owner: &str,
+    limit: usize,
+    now: DateTime<Utc>,
+) -> Result<Vec<Claimed>, Failure> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = conn.query(&claim_sql(), &[&job, &owner, &now, &limit])?;
+    let mut claimed = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let was_due: DateTime<Utc> = r.try_get(NCOLS + 1)?;
+        let seq: i64 = r.try_get(NCOLS + 2)?;
+        let message = message(r)?;
+        let order = (std::cmp::Reverse(message.priority), was_due, seq);
+        let payload = r.try_get(NCOLS)?;
+        claimed.push((order, Claimed { message, payload }));
+    }
+    claimed.sort_by_key(|(order, _)| *order);
+    Ok(claimed.into_iter().map(|(_, c)| c).collect())
+}
+
+/// Where a settlement applies: the message is `Running` (for `$2` when given).
+const RUNNING: &str = "WHERE id = $1 AND state = 'Running' AND ($2::text IS NULL OR owner = $2)";
+
+/// A running message finished as `end`: its state, result and error.
+fn finish(
+    conn: &mut Conn,
+    id: &str,
+    owner: Option<&str>,
+    end: (MessageState, Option<Vec<u8>>, Option<String>),
+    now: DateTime<Utc>,
+) -> Result<Option<postgres::Row>, postgres::Error> {
+    let (state, result, error) = end;
+    // A callback is owed as soon as a message with a reply_to finishes.
+    conn.query_opt(
+        &format!(
+            "UPDATE jobhost_messages SET state = $3::text, finished_at = $4, result = $5, \
+             last_error = $6, owner = NULL, due = NULL, callback_attempts = 0, \
+             callback_due = CASE WHEN $3::text IN ('Succeeded', 'Dead') \
+                 AND reply_to IS NOT NULL THEN $4::timestamptz END \
+             {RUNNING} RETURNING {COLS}"
+        ),
+        &[&id, &owner, &state.as_str(), &now, &result, &error],
+    )
+}
+
+fn settle_in(
+    conn: &mut Conn,
+    id: &str,
+    owner: Option<&str>,
+    settlement: Settlement,
+    now: DateTime<Utc>,
+) -> Result<Option<Message>, Failure> {
+    let row = match settlement {
+        Settlement::Succeeded { result } => {
+            let end = (MessageState::Succeeded, result, None);
+            finish(conn, id, owner, end, now)?
+        }
+        Settlement::Dead { error, result } => finish(
+            conn,
+            id,
+            owner,
+            (MessageState::Dead, result, Some(error)),
+            now,
+        )?,
+        Settlement::Cancelled { error } => {
+            let end = (MessageState::Cancelled, None, Some(error));
+            finish(conn, id, owner, end, now)?
+        }
+        Settlement::Retry { at, error } => conn.query_opt(
+            &format!(
+                "UPDATE jobhost_messages SET state = 'Queued', due = $3, last_error = $4, \
+                 owner = NULL {RUNNING} RETURNING {COLS}"
+            ),
+            &[&id, &owner, &at, &error],
+        )?,
+        // The host stopped it: the attempt does not count.
+        Settlement::Released => conn.query_opt(
+            &format!(
+                "UPDATE jobhost_messages SET state = 'Queued', due = $3, owner = NULL, \
+                 attempts = greatest(attempts - 1, 0) {RUNNING} RETURNING {COLS}"
+            ),
+            &[&id, &owner, &now],
+        )?,
+    };
+    row.as_ref().map(message).transpose()
+}
+
+/// What sends finished messages back to `Queued`: due now, attempts reset, the
+/// result and any callback not yet sent forgotten; `last_error` kept as history.
+const REQUEUE: &str = "UPDATE jobhost_messages SET state = 'Queued', due = $1, attempts = 0, \
+    finished_at = NULL, result = NULL, owner = NULL, callback_due = NULL, \
+    callback_attempts = 0";
+
+/// A page of a listing: `job`, then `state` and `before` when `filtered`/`paged`, then
+/// the limit. One statement per shape, so each has a plan that seeks in its index.
+fn list_sql(filtered: bool, paged: bool) -> String {
+    let mut sql = format!("SELECT {COLS} FROM jobhost_messages WHERE job = $1");
+    let mut n = 1;
+    if filtered {
+        n += 1;
+        sql.push_str(&format!(" AND state = ${n}"));
+    }
+    if paged {
+        n += 1;
+        sql.push_str(&format!(" AND id < ${n}"));
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", n + 1));
+    sql
+}
+
+/// `now - d`, never before the epoch (a "forever" duration keeps everything).
+fn before(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .unwrap_or(DateTime::UNIX_EPOCH)
+        .max(DateTime::UNIX_EPOCH)
+}
+
+/// The message store in one PostgreSQL database.
+pub struct PgStore {
+    pool: Arc<Pool>,
+}
+
+impl PgStore {
+    /// Connects to `url` and brings its schema to this build's version.
+    pub fn open(url: &str) -> Result<PgStore, StoreError> {
+        let shown = cluster::pg::redact(url);
+        let pool = cluster::open(url).map_err(|e| store_error(&shown, e))?;
+        Ok(PgStore { pool })
+    }
+
+    /// A store on a pool whose database was migrated ([`cluster::open`]).
+    pub fn new(pool: Arc<Pool>) -> PgStore {
+        PgStore { pool }
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    fn run<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T, Failure>) -> Result<T, StoreError> {
+        self.pool.with(f).map_err(|f| f.into_store(self.pool.url()))
+    }
+
+    /// As [`QueueStore::settle`], but only while `owner` still runs the message: a
+    /// host that comes back after its messages were given away cannot settle the
+    /// attempt another host now runs.
+    pub fn settle_owned(
+        &self,
+        id: &str,
+        owner: &str,
+        settlement: Settlement,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Message>, StoreError> {
+        self.run(|c| settle_in(c, id, Some(owner), settlement, now))
+    }
+
+    /// Gives back the `Running` messages of the hosts named `dead` (see
+    /// `cluster::hosts::dead_owners`): each is settled as `decide` says (for a host
+    /// that died: `policy::settle` with `RunEnd::HostDied`, so the attempt counts).
+    /// Messages another host is giving back at this moment are left to it. The
+    /// messages as settled.
+    pub fn expire_owners(
+        &self,
+        dead: &[String],
+        now: DateTime<Utc>,
+        decide: impl Fn(&Message) -> Settlement,
+    ) -> Result<Vec<Message>, StoreError> {
+        if dead.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run(|c| {
+            c.transaction(|c| {
+                let held = c.query(
+                    &format!(
+                        "SELECT {COLS} FROM jobhost_messages WHERE state = 'Running' \
+                         AND owner = ANY($1) ORDER BY seq FOR UPDATE SKIP LOCKED"
+                    ),
+                    &[&dead],
+                )?;
+                let mut settled = Vec::with_capacity(held.len());
+                for row in &held {
+                    let m = message(row)?;
+                    let owner = m.owner.clone();
+                    if let Some(s) = settle_in(c, &m.id, owner.as_deref(), decide(&m), now)? {
+                        settled.push(s);
+                    }
+                }
+                Ok(settled)
+            })
+        })
+    }
+}
+
+impl QueueStore for PgStore {
+    fn enqueue(
+        &self,
+        msg: NewMessage,
+        dedupe_window: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Enqueued, StoreError> {
+        self.run(|c| enqueue_in(c, msg, dedupe_window, now))
+    }
+
+    fn claim(
+        &self,
+        job: &str,
+        owner: &str,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.run(|c| claim_in(c, job, owner, limit, now))
+    }
+
+    fn add_run(&self, id: &str, run: &str) -> Result<(), StoreError> {
+        // Recorded whatever the message's state: a run started just before a cancel
+        // still belongs to its history. A message deleted meanwhile has none to keep.
+        self.run(|c| {
+            c.execute(
+                "UPDATE jobhost_messages SET runs = array_append(runs, $2) WHERE id = $1",
+                &[&id, &run],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn settle(
+        &self,
+        id: &str,
+        settlement: Settlement,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Message>, StoreError> {
+        self.run(|c| settle_in(c, id, None, settlement, now))
+    }
+
+    fn get(&self, job: &str, id: &str) -> Result<Message, StoreError> {
+        self.run(|c| must_fetch(c, job, id))
+    }
+
+    fn payload(&self, job: &str, id: &str) -> Result<(Vec<u8>, Option<String>), StoreError> {
+        self.run(|c| {
+            let row = c
+                .query_opt(
+                    "SELECT payload, content_type FROM jobhost_messages WHERE id = $1 AND job = $2",
+                    &[&id, &job],
+                )?
+                .ok_or_else(|| not_found(job, id))?;
+            Ok((row.try_get(0)?, row.try_get(1)?))
+        })
+    }
+
+    fn result(&self, job: &str, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.run(|c| {
+            let row = c
+                .query_opt(
+                    "SELECT result FROM jobhost_messages WHERE id = $1 AND job = $2",
+                    &[&id, &job],
+                )?
+                .ok_or_else(|| not_found(job, id))?;
+            Ok(row.try_get(0)?)
+        })
+    }
+
+    fn list(
+        &self,
+        job: &str,
+        state: Option<MessageState>,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<Vec<Message>, StoreError> {
+        // Ids sort by enqueue time, so `before` pages correctly even when the message
+        // it names was deleted meanwhile.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let state = state.map(MessageState::as_str);
+        let mut args: Vec<&(dyn ToSql + Sync)> = vec![&job];
+        if let Some(state) = &state {
+            args.push(state);
+        }
+        if let Some(before) = &before {
+            args.push(before);
+        }
+        args.push(&limit);
+        let sql = list_sql(state.is_some(), before.is_some());
+        self.run(|c| c.query(&sql, &args)?.iter().map(message).collect())
+    }
+
+    fn requeue(&self, job: &str, id: &str, now: DateTime<Utc>) -> Result<Message, StoreError> {
+        self.run(|c| {
+            let row = c.query_opt(
+                &format!(
+                    "{REQUEUE} WHERE id = $2 AND job = $3 \
+                     AND state IN ('Succeeded', 'Dead', 'Cancelled') RETURNING {COLS}"
+                ),
+                &[&now, &id, &job],
+            )?;
+            match row {
+                Some(row) => message(&row),
+                // Not requeued: say why.
+                None => {
+                    let m = must_fetch(c, job, id)?;
+                    Err(conflict(id, m.state, NOT_FINISHED))
+                }
+            }
+        })
+    }
+
+    fn requeue_all(
+        &self,
+        job: &str,
+        state: MessageState,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        if !state.finished() {
+            return Err(StoreError::Conflict {
+                id: "*".into(),
+                state: state.as_str(),
+                what: format!("{NOT_FINISHED}; name Succeeded, Dead or Cancelled"),
+            });
+        }
+        self.run(|c| {
+            Ok(c.execute(
+                &format!("{REQUEUE} WHERE job = $2 AND state = $3"),
+                &[&now, &job, &state.as_str()],
+            )?)
+        })
+    }
+
+    fn cancel(&self, job: &str, id: &str, now: DateTime<Utc>) -> Result<Message, StoreError> {
+        // One statement: the row is locked and read as it was, and changed only if
+        // it is not finished yet.
+        let sql = format!(
+            "WITH old AS (SELECT {COLS} FROM jobhost_messages WHERE id = $1 AND job = $2 \
+                 FOR UPDATE), \
+             upd AS (UPDATE jobhost_messages m SET state = 'Cancelled', finished_at = $3, \
+                 last_error = 'cancelled', owner = NULL, due = NULL FROM old \
+                 WHERE m.id = old.id AND old.state IN ('Queued', 'Running') RETURNING 1) \
+             SELECT * FROM old"
+        );
+        self.run(|c| {
+            let before = c
+                .query_opt(&sql, &[&id, &job, &now])?
+                .ok_or_else(|| not_found(job, id))?;
+            let before = message(&before)?;
+            if before.state.finished() {
+                return Err(conflict(
+                    id,
+                    before.state,
+                    "it is already finished; only a Queued or Running message can be cancelled",
+                ));
+            }
+            Ok(before)
+        })
+    }
+
+    fn delete_all(&self, job: &str, state: MessageState) -> Result<u64, StoreError> {
+        if state == MessageState::Running {
+            return Err(StoreError::Conflict {
+                id: "*".into(),
+                state: state.as_str(),
+                what: "running messages cannot be deleted: cancel them first".into(),
+            });
+        }
+        self.run(|c| {
+            let n: i64 = c
+                .query_one(
+                    "WITH gone AS (DELETE FROM jobhost_messages WHERE job = $1 AND state = $2 \
+                         RETURNING id), \
+                     forgot AS (DELETE FROM jobhost_dedupe WHERE job = $1 \
+                         AND message_id IN (SELECT id FROM gone)) \
+                     SELECT count(*) FROM gone",
+                    &[&job, &state.as_str()],
+                )?
+                .try_get(0)?;
+            Ok(n.max(0) as u64)
+        })
+    }
+
+    fn counts(&self, job: &str, now: DateTime<Utc>) -> Result<QueueCounts, StoreError> {
+        // Counted from the state index rather than kept in a tally row: a row that
+        // every claim and settlement updates would make the hosts queue behind each
+        // other (and deadlock as states move in different orders).
+        self.run(|c| {
+            let r = c.query_one(
+                "SELECT count(*) FILTER (WHERE state = 'Queued'), \
+                     count(*) FILTER (WHERE state = 'Running'), \
+                     count(*) FILTER (WHERE state = 'Succeeded'), \
+                     count(*) FILTER (WHERE state = 'Dead'), \
+                     count(*) FILTER (WHERE state = 'Cancelled'), \
+                     min(enqueued_at) FILTER (WHERE state = 'Queued') \
+                 FROM jobhost_messages WHERE job = $1",
+                &[&job],
+            )?;
+            let n =
+                |i: usize| -> Result<u64, Failure> { Ok(r.try_get::<_, i64>(i)?.max(0) as u64) };
+            let oldest: Option<DateTime<Utc>> = r.try_get(5)?;
+            Ok(QueueCounts {
+                queued: n(0)?,
+                running: n(1)?,
+                succeeded: n(2)?,
+                dead: n(3)?,
+                cancelled: n(4)?,
+                oldest_queued_age_s: oldest.map(|t| {
+                    (now.timestamp_millis()
+                        .saturating_sub(t.timestamp_millis())
+                        .max(0)
+                        / 1000) as u64
+                }),
+            })
+        })
+    }
+
+    fn next_due(&self, job: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.run(|c| {
+            Ok(c.query_one(
+                "SELECT min(due) FROM jobhost_messages WHERE job = $1 AND state = 'Queued'",
+                &[&job],
+            )?
+            .try_get(0)?)
+        })
+    }
+
+    fn running(&self, job: &str) -> Result<Vec<Message>, StoreError> {
+        self.run(|c| {
+            c.query(
+                &format!(
+                    "SELECT {COLS} FROM jobhost_messages WHERE job = $1 AND state = 'Running' \
+                     ORDER BY id"
+                ),
+                &[&job],
+            )?
+            .iter()
+            .map(message)
+            .collect()
+        })
+    }
+
+    fn sweep(
+        &self,
+        job: &str,
+        retention: Duration,
+        dedupe_window: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        // Not remembered once its age reaches the window (policy::remembered).
+        let (finished, seen) = (before(now, retention), before(now, dedupe_window));
+        self.run(|c| {
+            let n: i64 = c
+                .query_one(
+                    "WITH gone AS (DELETE FROM jobhost_messages WHERE job = $1 \
+                         AND finished_at IS NOT NULL AND finished_at < $2 RETURNING 1), \
+                     forgot AS (DELETE FROM jobhost_dedupe WHERE job = $1 AND seen_at <= $3) \
+                     SELECT count(*) FROM gone",
+                    &[&job, &finished, &seen],
+                )?
+                .try_get(0)?;
+            Ok(n.max(0) as u64)
+        })
+    }
+
+    fn due_callbacks(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Message>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(|c| {
+            c.query(
+                &format!(
+                    "SELECT {COLS} FROM jobhost_messages WHERE callback_due IS NOT NULL \
+                     AND callback_due <= $1 ORDER BY callback_due, seq LIMIT $2"
+                ),
+                &[&now, &limit],
+            )?
+            .iter()
+            .map(message)
+            .collect()
+        })
+    }
+
+    fn callback_tried(&self, id: &str, again_at: Option<DateTime<Utc>>) -> Result<(), StoreError> {
+        self.run(|c| {
+            c.execute(
+                "UPDATE jobhost_messages SET callback_attempts = callback_attempts + 1, \
+                 callback_due = $2 WHERE id = $1",
+                &[&id, &again_at],
+            )?;
+            Ok(())
+        })
+    }
+}

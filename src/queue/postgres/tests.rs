@@ -1,0 +1,357 @@
+//! What only the PostgreSQL store has: several hosts on one database, its schema's
+//! versions, leases of dead hosts, wake-ups, broken connections and round trips.
+//! The queue's semantics themselves are the shared contract (`contract`).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::contract::{DAY, claim_one, msg, put, t0};
+use super::*;
+use crate::cluster::testdb::{self, TestDb, wait_for};
+use crate::cluster::{hosts, listen, schema};
+use crate::queue::policy::{self, RunEnd};
+use crate::spec::settings::queue::QueueSettings;
+
+fn store() -> Option<(TestDb, PgStore)> {
+    let db = testdb::fresh()?;
+    let s = PgStore::open(&db.url).unwrap();
+    Some((db, s))
+}
+
+#[test]
+fn two_hosts_claiming_from_four_threads_never_hand_out_a_message_twice() {
+    let Some((db, a)) = store() else { return };
+    let a = Arc::new(a);
+    let b = Arc::new(PgStore::open(&db.url).unwrap());
+    for i in 0..400 {
+        put(&*a, msg("j", &format!("{i}")), t0());
+    }
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let s = if t % 2 == 0 { a.clone() } else { b.clone() };
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                loop {
+                    let c = s.claim("j", &format!("claimer-{t}"), 3, t0()).unwrap();
+                    if c.is_empty() {
+                        return got;
+                    }
+                    got.extend(c.into_iter().map(|c| c.message.id));
+                }
+            })
+        })
+        .collect();
+    let all: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let distinct: HashSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), 400, "every message claimed exactly once");
+    assert_eq!(distinct.len(), 400);
+    assert_eq!(b.counts("j", t0()).unwrap().running, 400);
+}
+
+#[test]
+fn hosts_migrating_a_new_database_at_once_all_get_the_one_schema() {
+    let Some(db) = testdb::fresh() else { return };
+    let url = Arc::new(db.url.clone());
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let s = PgStore::open(&url).unwrap();
+                put(&s, msg("j", &format!("{i}")), t0());
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = PgStore::open(&db.url).unwrap();
+    assert_eq!(s.counts("j", t0()).unwrap().queued, 4);
+    assert_eq!(schema::version(s.pool()).unwrap(), schema::VERSION);
+    let rows: i64 = db
+        .raw()
+        .query_one("SELECT count(*) FROM jobhost_schema", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1, "one version row");
+}
+
+#[test]
+fn a_database_with_a_newer_schema_is_refused_with_the_fix_and_left_alone() {
+    let Some((db, s)) = store() else { return };
+    let kept = put(&s, msg("j", "kept"), t0());
+    drop(s);
+    let newer = schema::VERSION + 1;
+    db.raw()
+        .execute("UPDATE jobhost_schema SET version = $1", &[&newer])
+        .unwrap();
+    let e = PgStore::open(&db.url).err().unwrap();
+    let text = e.to_string();
+    assert!(matches!(e, StoreError::Unusable { .. }), "{text}");
+    assert!(text.contains(&db.url), "names the store: {text}");
+    assert!(text.contains(&format!("version is {newer}")), "{text}");
+    assert!(text.contains("upgrade jobhost"), "{text}");
+    let mut raw = db.raw();
+    let version: i32 = raw
+        .query_one("SELECT version FROM jobhost_schema", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(version, newer, "left as it was");
+    let payload: Vec<u8> = raw
+        .query_one(
+            "SELECT payload FROM jobhost_messages WHERE id = $1",
+            &[&kept.id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(payload, b"kept");
+}
+
+#[test]
+fn a_store_that_cannot_be_reached_is_named_with_the_fix_and_no_password() {
+    let Some(db) = testdb::fresh() else { return };
+    let missing = testdb::with_database(&db.url, "jobhost_no_such_database");
+    let e = PgStore::open(&missing).err().unwrap();
+    let text = e.to_string();
+    assert!(matches!(e, StoreError::Unavailable { .. }), "{text}");
+    assert!(text.contains("jobhost_no_such_database"), "{text}");
+    assert!(text.contains("createdb"), "{text}");
+
+    let e = PgStore::open("postgres://u:secret@127.0.0.1:1/db")
+        .err()
+        .unwrap();
+    let text = e.to_string();
+    assert!(text.contains("postgres://u:***@127.0.0.1:1/db"), "{text}");
+    assert!(!text.contains("secret"), "{text}");
+    assert!(text.contains("check that PostgreSQL runs"), "{text}");
+
+    let e = PgStore::open("mysql://root@127.0.0.1/db").err().unwrap();
+    assert!(matches!(e, StoreError::Unusable { .. }), "{e}");
+    assert!(e.to_string().contains("postgres://USER@HOST"), "{e}");
+}
+
+#[test]
+fn a_broken_connection_is_dropped_and_the_next_call_reconnects() {
+    let Some((db, s)) = store() else { return };
+    let m = put(&s, msg("j", "x"), t0());
+    let before = s.pool().connects();
+    let killed: i64 = db
+        .raw()
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'jobhost'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(killed >= 1, "the store's connection was terminated");
+    // The call that meets the broken connection may fail; it says so and why.
+    if let Err(e) = s.get("j", &m.id) {
+        let text = e.to_string();
+        assert!(matches!(e, StoreError::Unavailable { .. }), "{text}");
+        assert!(text.contains(&db.url), "{text}");
+    }
+    assert_eq!(s.get("j", &m.id).unwrap(), m, "the next call works again");
+    assert!(s.pool().connects() > before, "it reconnected");
+}
+
+#[test]
+fn claim_and_settle_cost_one_round_trip_each() {
+    let Some((_db, s)) = store() else { return };
+    let cycle = |i: usize| {
+        put(&s, msg("j", &format!("{i}")), t0());
+        let before = s.pool().round_trips();
+        let c = claim_one(&s, "j", t0());
+        let claimed = s.pool().round_trips();
+        s.add_run(&c.message.id, "0001").unwrap();
+        let ran = s.pool().round_trips();
+        s.settle(&c.message.id, Settlement::Succeeded { result: None }, t0())
+            .unwrap()
+            .unwrap();
+        let settled = s.pool().round_trips();
+        (claimed - before, ran - claimed, settled - ran)
+    };
+    // The first prepares its statements on the connection.
+    cycle(0);
+    for i in 1..10 {
+        assert_eq!(cycle(i), (1, 1, 1), "claim, add_run, settle");
+    }
+}
+
+#[test]
+fn heartbeats_keep_hosts_alive_and_a_dead_hosts_messages_go_back_to_the_queue() {
+    let Some((_db, s)) = store() else { return };
+    let pool = s.pool().clone();
+    let long = Duration::from_secs(3600);
+    let a = hosts::heartbeat(&pool, "host-a", "http://a:8080", "0.1.0", long).unwrap();
+    assert_eq!(
+        (a.name.as_str(), a.api_addr.as_str(), a.version.as_str()),
+        ("host-a", "http://a:8080", "0.1.0")
+    );
+    assert!(a.lease_expires_at > a.heartbeat_at);
+    let b = hosts::heartbeat(&pool, "host-b", "http://b:8080", "0.1.0", long).unwrap();
+    let names =
+        |v: Vec<hosts::HostInfo>| -> Vec<String> { v.into_iter().map(|h| h.name).collect() };
+    assert_eq!(
+        names(hosts::live_hosts(&pool).unwrap()),
+        ["host-a", "host-b"]
+    );
+
+    // Each host holds a message; a third owner never joined at all.
+    let now = t0();
+    for (owner, body) in [("host-a", "a"), ("host-b", "b"), ("ghost", "g")] {
+        put(&s, msg("j", body), now);
+        s.claim("j", owner, 1, now).unwrap();
+    }
+    assert_eq!(hosts::dead_owners(&pool).unwrap(), ["ghost"]);
+
+    // host-b's next beat is a short one it does not renew: it dies.
+    hosts::heartbeat(
+        &pool,
+        "host-b",
+        "http://b:8080",
+        "0.1.0",
+        Duration::from_millis(50),
+    )
+    .unwrap();
+    wait_for("host-b's lease to run out", || {
+        hosts::live_hosts(&pool).unwrap().len() == 1
+    });
+    assert_eq!(names(hosts::live_hosts(&pool).unwrap()), ["host-a"]);
+    assert_eq!(hosts::dead_owners(&pool).unwrap(), ["ghost", "host-b"]);
+    assert_eq!(hosts::all_hosts(&pool).unwrap().len(), 2);
+
+    // A live host gives their messages back as the policy says for a host that died.
+    let q = QueueSettings::default();
+    let dead = hosts::dead_owners(&pool).unwrap();
+    let back = s
+        .expire_owners(&dead, now, |m| {
+            policy::settle(&q, m.attempts, RunEnd::HostDied, None, now, 0.0)
+        })
+        .unwrap();
+    assert_eq!(back.len(), 2);
+    for m in &back {
+        assert_eq!(
+            (m.state, m.attempts, m.owner.clone()),
+            (MessageState::Queued, 1, None)
+        );
+        assert!(m.last_error.is_some(), "says why: {m:?}");
+    }
+    assert!(hosts::dead_owners(&pool).unwrap().is_empty());
+    assert_eq!(
+        s.counts("j", now).unwrap().running,
+        1,
+        "host-a keeps its own"
+    );
+
+    // host-b comes back: it cannot settle what was given away, and starts anew.
+    let again = hosts::heartbeat(&pool, "host-b", "http://b:8080", "0.2.0", long).unwrap();
+    assert!(again.started_at > b.started_at);
+    let given = back.iter().find(|m| m.owner.is_none()).unwrap();
+    let retried_at = given.next_attempt_at.unwrap();
+    let c = s.claim("j", "host-a", 2, retried_at).unwrap();
+    assert_eq!(c.len(), 2);
+    let theirs = c.iter().find(|c| c.message.id == given.id).unwrap();
+    assert_eq!(
+        theirs.message.attempts, 2,
+        "the dead host's attempt counted"
+    );
+    let late = s
+        .settle_owned(
+            &given.id,
+            "host-b",
+            Settlement::Succeeded { result: None },
+            now,
+        )
+        .unwrap();
+    assert_eq!(
+        late, None,
+        "a host's late settlement of a message now held by another"
+    );
+    assert_eq!(
+        s.get("j", &given.id).unwrap().owner.as_deref(),
+        Some("host-a")
+    );
+
+    hosts::leave(&pool, "host-b").unwrap();
+    assert_eq!(names(hosts::live_hosts(&pool).unwrap()), ["host-a"]);
+}
+
+#[test]
+fn queued_messages_are_announced_to_the_listener_even_after_it_reconnects() {
+    let Some((db, s)) = store() else { return };
+    let heard = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = heard.clone();
+    let listener = listen::listen(&db.url, move |job| {
+        sink.lock().unwrap().push(job.to_string());
+    })
+    .unwrap();
+    let has = |job: &str| heard.lock().unwrap().iter().any(|j| j == job);
+
+    put(&s, msg("enqueued", "x"), t0());
+    wait_for("the enqueue's announcement", || has("enqueued"));
+
+    let m = put(&s, msg("released", "x"), t0());
+    heard.lock().unwrap().clear();
+    claim_one(&s, "released", t0());
+    s.settle(&m.id, Settlement::Released, t0()).unwrap();
+    wait_for("the release's announcement", || has("released"));
+
+    let m = put(&s, msg("requeued", "x"), t0());
+    claim_one(&s, "requeued", t0());
+    s.settle(
+        &m.id,
+        Settlement::Dead {
+            error: "x".into(),
+            result: None,
+        },
+        t0(),
+    )
+    .unwrap();
+    heard.lock().unwrap().clear();
+    s.requeue("requeued", &m.id, t0()).unwrap();
+    wait_for("the requeue's announcement", || has("requeued"));
+
+    // Its connection cut, the listener reconnects and says "look again".
+    heard.lock().unwrap().clear();
+    db.raw()
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'jobhost listener'",
+        )
+        .unwrap();
+    wait_for("the listener to reconnect", || listener.reconnects() == 1);
+    wait_for("the look-again call", || has(""));
+    put(&s, msg("after", "x"), t0());
+    wait_for("an announcement after reconnecting", || has("after"));
+    drop(listener);
+}
+
+#[test]
+fn a_keyed_enqueue_from_several_hosts_at_once_stores_one_message() {
+    let Some((db, s)) = store() else { return };
+    let url = Arc::new(db.url.clone());
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let s = PgStore::open(&url).unwrap();
+                let m = NewMessage {
+                    idempotency_key: Some("same".into()),
+                    ..msg("j", &format!("{i}"))
+                };
+                s.enqueue(m, DAY, t0()).unwrap()
+            })
+        })
+        .collect();
+    let answers: Vec<Enqueued> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let firsts: HashSet<&str> = answers.iter().map(|a| a.message.id.as_str()).collect();
+    assert_eq!(firsts.len(), 1, "every answer names the one message");
+    assert_eq!(answers.iter().filter(|a| !a.duplicate).count(), 1);
+    assert_eq!(s.counts("j", t0()).unwrap().queued, 1);
+}
