@@ -11,7 +11,8 @@
 //!
 //! The `postgres` crate (rust-postgres, synchronous) is used because the store sits
 //! behind synchronous traits that callers run on the blocking pool; it brings its own
-//! small runtime per connection and must not be called from async code directly.
+//! small runtime per connection, so its calls must not be made from async code
+//! directly (they panic there); dropping a pool is safe anywhere.
 //! Connections are plain TCP or Unix sockets: TLS is not built in yet (it would add
 //! a TLS connector crate for a first version meant for a private network), and a URL
 //! that demands it (`sslmode=require`) is refused with that explanation.

@@ -503,6 +503,31 @@ impl Pool {
     }
 }
 
+impl Drop for Pool {
+    /// Closing a connection blocks on the driver's own runtime, which panics when
+    /// done from async code, where the last holder of a store may well drop it:
+    /// the connections are closed on a thread of their own instead.
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut self.lock().idle);
+        if idle.is_empty() {
+            return;
+        }
+        let idle = std::sync::Arc::new(Mutex::new(Some(idle)));
+        let theirs = idle.clone();
+        let closer = std::thread::Builder::new()
+            .name("pg-close".into())
+            .spawn(move || drop(theirs.lock().map(|mut c| c.take())));
+        if let Err(e) = closer {
+            // No thread to close them on: leave the sockets to the process's exit
+            // rather than risk the panic.
+            tracing::debug!("leaving the cluster store's connections open: {e}");
+            if let Ok(mut idle) = idle.lock() {
+                std::mem::forget(idle.take());
+            }
+        }
+    }
+}
+
 /// A connection lent out: back to the pool when dropped, even if the borrower
 /// panicked.
 struct Lease<'a> {

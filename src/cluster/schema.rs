@@ -23,16 +23,17 @@ const MIGRATION_LOCK: i64 = 0x006a_6f62_686f_7374;
 /// The channel a message's job name is sent on when it becomes `Queued`.
 pub const QUEUE_CHANNEL: &str = "jobhost_queue";
 
-// Times are the hosts' `now` for messages (what the queue trait is given), and the
+// Ids and names compare byte by byte (COLLATE "C"): ids sort by enqueue time
+// only in that order, whatever the database's locale. Times are the hosts' `now` for messages (what the queue trait is given), and the
 // database's own clock for hosts' heartbeats and leases. `due` is set only while a
 // message is Queued. The trigger announces every message that becomes Queued
 // (enqueued, retried, released, requeued) on QUEUE_CHANNEL; PostgreSQL folds the
 // same job's announcements within one transaction into one.
-const V1: &str = "
+const V1: &str = r#"
 CREATE TABLE jobhost_messages (
     seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    id text NOT NULL UNIQUE,
-    job text NOT NULL,
+    id text COLLATE "C" NOT NULL UNIQUE,
+    job text COLLATE "C" NOT NULL,
     content_type text,
     idempotency_key text,
     correlation_id text,
@@ -48,7 +49,7 @@ CREATE TABLE jobhost_messages (
     finished_at timestamptz,
     last_error text,
     runs text[] NOT NULL DEFAULT '{}',
-    owner text,
+    owner text COLLATE "C",
     callback_attempts integer NOT NULL DEFAULT 0,
     callback_due timestamptz,
     payload_bytes bigint NOT NULL,
@@ -69,9 +70,9 @@ CREATE INDEX jobhost_messages_callback ON jobhost_messages (callback_due)
 CREATE INDEX jobhost_messages_owner ON jobhost_messages (owner) WHERE state = 'Running';
 
 CREATE TABLE jobhost_dedupe (
-    job text NOT NULL,
+    job text COLLATE "C" NOT NULL,
     key text NOT NULL,
-    message_id text NOT NULL,
+    message_id text COLLATE "C" NOT NULL,
     seen_at timestamptz NOT NULL,
     PRIMARY KEY (job, key)
 );
@@ -91,14 +92,14 @@ CREATE TRIGGER jobhost_messages_queued
 -- One row per host that ever joined. heartbeat_at and lease_expires_at come from the
 -- database's clock, so hosts whose clocks disagree still agree on who is alive.
 CREATE TABLE jobhost_hosts (
-    name text PRIMARY KEY,
+    name text COLLATE "C" PRIMARY KEY,
     api_addr text NOT NULL,
     version text NOT NULL,
     started_at timestamptz NOT NULL,
     heartbeat_at timestamptz NOT NULL,
     lease_expires_at timestamptz NOT NULL
 );
-";
+"#;
 
 /// Brings the database's schema to [`VERSION`], or refuses a newer one.
 pub fn migrate(pool: &Pool) -> Result<(), ClusterError> {

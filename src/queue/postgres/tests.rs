@@ -355,3 +355,51 @@ fn a_keyed_enqueue_from_several_hosts_at_once_stores_one_message() {
     assert_eq!(answers.iter().filter(|a| !a.duplicate).count(), 1);
     assert_eq!(s.counts("j", t0()).unwrap().queued, 1);
 }
+
+#[test]
+fn a_pool_of_one_lends_its_connection_in_turn() {
+    let Some(db) = testdb::fresh() else { return };
+    drop(PgStore::open(&db.url).unwrap());
+    let pool = Arc::new(crate::cluster::Pool::connect_with(&db.url, 1).unwrap());
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let pool = pool.clone();
+        std::thread::spawn(move || {
+            pool.with(|_conn| {
+                held_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                Ok::<_, ClusterError>(())
+            })
+            .unwrap();
+        })
+    };
+    held_rx.recv().unwrap();
+    let waiter = {
+        let pool = pool.clone();
+        std::thread::spawn(move || hosts::live_hosts(&pool).unwrap().len())
+    };
+    // The waiter cannot finish while the one connection is lent out.
+    assert!(!waiter.is_finished());
+    go_tx.send(()).unwrap();
+    holder.join().unwrap();
+    assert_eq!(waiter.join().unwrap(), 0);
+    assert_eq!(pool.connects(), 1, "one connection, lent in turn");
+}
+
+/// Job tasks hold the store in async code and call it on the blocking pool: it must
+/// work there, and dropping it in async code must not try to block the runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_is_used_from_the_blocking_pool_and_dropped_in_async_code() {
+    let Some((db, s)) = tokio::task::spawn_blocking(store).await.unwrap() else {
+        return;
+    };
+    let s: Arc<dyn QueueStore> = Arc::new(s);
+    let s2 = s.clone();
+    let m = tokio::task::spawn_blocking(move || put(&*s2, msg("j", "x"), t0()))
+        .await
+        .unwrap();
+    assert_eq!(m.state, MessageState::Queued);
+    drop(s);
+    tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
+}
