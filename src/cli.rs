@@ -16,6 +16,7 @@ Environment:
   JOBHOST_LOGS      the logs folder, as --logs (default: ./logs)
   JOBHOST_LISTEN    the API's address for `run`, as --listen (default: 127.0.0.1:7070)
   JOBHOST_INSTANCE  this host's name when several hosts share LOGS, as --instance
+  JOBHOST_STORE     the cluster store for `run`, as --store (postgres://USER@HOST/DB)
   JOBHOST_URL       the host's API for client commands, as --url
                     (default: what the host wrote into LOGS/.jobhost-url)
   JOBHOST_TOKEN     the API token: `run` uses it instead of generating LOGS/.jobhost-token;
@@ -64,6 +65,24 @@ pub enum Command {
         /// for each host).
         #[arg(long, env = "JOBHOST_INSTANCE", value_name = "NAME")]
         instance: Option<String>,
+        /// Join the cluster of hosts sharing this PostgreSQL store
+        /// (postgres://USER@HOST/DB, docs/cluster.md); the host's name is then
+        /// --instance, or the machine's hostname.
+        #[arg(long, env = "JOBHOST_STORE", value_name = "URL")]
+        store: Option<String>,
+        /// Seconds a host of the cluster may be silent before the others count it as
+        /// dead (its heartbeat comes every 2 s).
+        #[arg(long, default_value_t = 10, value_name = "SECONDS",
+              value_parser = clap::value_parser!(u64).range(3..=3600))]
+        lease_ttl: u64,
+    },
+    /// The hosts of this host's cluster, with address, version and last heartbeat.
+    Hosts {
+        /// Print the host's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Validate every job offline; print the next 3 fire times; exit 1 on any error.
     Check {
@@ -317,6 +336,14 @@ fn parse_time(s: &str) -> Result<String, String> {
         .map_err(|e| format!("`{s}` is not an RFC 3339 time such as 2026-12-01T08:00:00Z ({e})"))
 }
 
+/// The machine's hostname, as a host name in the cluster.
+fn hostname() -> anyhow::Result<String> {
+    let name = nix::unistd::gethostname()
+        .map_err(|e| anyhow::anyhow!("reading the hostname: {e}; pass --instance NAME"))?;
+    name.into_string()
+        .map_err(|_| anyhow::anyhow!("the hostname is not UTF-8: pass --instance NAME"))
+}
+
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
@@ -325,12 +352,24 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             logs,
             listen,
             instance,
-        } => host::run(HostOptions {
-            jobs,
-            logs,
-            listen,
-            instance,
-        }),
+            store,
+            lease_ttl,
+        } => {
+            // In a cluster every host has a name: the machine's, unless given.
+            let instance = match (&store, instance) {
+                (Some(_), None) => Some(hostname()?),
+                (_, instance) => instance,
+            };
+            host::run(HostOptions {
+                jobs,
+                logs,
+                listen,
+                instance,
+                store,
+                lease_ttl: std::time::Duration::from_secs(lease_ttl),
+            })
+        }
+        Command::Hosts { json, client } => client::hosts(&client.api()?, json),
         Command::Check { jobs } => {
             let mut out = std::io::stdout().lock();
             let sum = crate::check::check(&jobs, &mut out)?;

@@ -506,6 +506,45 @@ pub fn list(api: &Api, json: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `jobhost hosts`: the hosts of the cluster as a table (or the host's JSON).
+pub fn hosts(api: &Api, json: bool) -> anyhow::Result<i32> {
+    let v = api.get_json("/api/hosts", "listing the hosts")?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let hosts: crate::api::dto::Hosts = typed(&v, "listing the hosts")?;
+    if hosts.store.is_none() {
+        outln!(
+            "the host at {} is not in a cluster (start hosts with --store postgres://USER@HOST/DB to make one); it is:",
+            api.ep.url
+        );
+    }
+    let mut rows = vec![vec![
+        "NAME".into(),
+        "ALIVE".into(),
+        "API".into(),
+        "VERSION".into(),
+        "LAST HEARTBEAT".into(),
+    ]];
+    for h in &hosts.hosts {
+        let me = if h.name == hosts.me {
+            " (this host)"
+        } else {
+            ""
+        };
+        rows.push(vec![
+            format!("{}{me}", h.name),
+            if h.alive { "yes" } else { "no" }.into(),
+            h.api_addr.clone(),
+            h.version.clone(),
+            h.heartbeat_at.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    print_table(&rows);
+    Ok(0)
+}
+
 /// A field of a job or run object as a person reads it; `None` when absent or null.
 fn human(v: &Value) -> Option<String> {
     match v {

@@ -32,6 +32,10 @@ pub struct HostOptions {
     pub logs: PathBuf,
     pub listen: String,
     pub instance: Option<String>,
+    /// The cluster store's URL (docs/cluster.md); `None`: the embedded store.
+    pub store: Option<String>,
+    /// How long a silent host of the cluster counts as alive.
+    pub lease_ttl: std::time::Duration,
 }
 
 /// Exit code after a forced (second-signal) shutdown.
@@ -171,9 +175,30 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
         .context("starting the guardian process")?;
 
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    let queues = Arc::new(
-        crate::queue::Queues::open(&layout, opts.instance.as_deref()).with_metrics(metrics.clone()),
-    );
+    let cluster = match &opts.store {
+        Some(url) => {
+            let url = url.clone();
+            let pool = tokio::task::spawn_blocking(move || crate::cluster::open(&url))
+                .await
+                .context("opening the cluster store")??;
+            Some(pool)
+        }
+        None => None,
+    };
+    let name = opts.instance.clone().unwrap_or_else(|| "-".into());
+    let queues = match &cluster {
+        Some(pool) => crate::queue::Queues::new(
+            Ok(Arc::new(crate::queue::postgres::PgStore::new(pool.clone()))),
+            name.clone(),
+        )
+        .with_liveness(Arc::new(crate::cluster::member::Heartbeats::new(
+            pool.clone(),
+            name.clone(),
+            opts.lease_ttl,
+        ))),
+        None => crate::queue::Queues::open(&layout, opts.instance.as_deref()),
+    };
+    let queues = Arc::new(queues.with_metrics(metrics.clone()));
     let ctx = Arc::new(HostContext {
         runner: Runner {
             reaper,
@@ -221,6 +246,45 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
 
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
+    // In a cluster: known alive before any job claims anything, and woken by the
+    // store's announcements of due messages.
+    let mut store_listener = None;
+    if let (Some(pool), Some(url)) = (&cluster, &opts.store) {
+        let me = crate::cluster::member::Member {
+            name: name.clone(),
+            api_addr: format!("http://{}", client_addr(bound)),
+            ttl: opts.lease_ttl,
+        };
+        let (p, m) = (pool.clone(), me.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::cluster::hosts::heartbeat(
+                &p,
+                &m.name,
+                &m.api_addr,
+                env!("CARGO_PKG_VERSION"),
+                m.ttl,
+            )
+        })
+        .await
+        .context("recording the first heartbeat")??;
+        tracing::info!(store = %crate::cluster::pg::redact(url), "joined the cluster as `{name}`");
+        tracker.spawn(crate::cluster::member::run(
+            pool.clone(),
+            me,
+            cancel.clone(),
+        ));
+        let (q, url) = (ctx.queues.clone(), url.clone());
+        // The listener's client blocks on a runtime of its own: made off the workers.
+        let listening = tokio::task::spawn_blocking(move || {
+            crate::cluster::listen::listen(&url, move |job| match job {
+                "" => q.wake_all(),
+                job => q.wake(job),
+            })
+        })
+        .await
+        .context("starting the cluster store's listener")??;
+        store_listener = Some(listening);
+    }
     let (hint_tx, hint_rx) = mpsc::unbounded_channel();
     let (watch, degraded) = match crate::watch::start(&opts.jobs, hint_tx) {
         Ok(w) => (Some(w), false),
@@ -243,6 +307,10 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
         cancel: cancel.clone(),
         metrics: ctx.metrics.clone(),
         queues: ctx.queues.clone(),
+        cluster: cluster.clone().map(|pool| crate::api::Cluster {
+            pool,
+            me: name.clone(),
+        }),
         bound,
     }));
     tracing::info!("dashboard: http://{}/", client_addr(bound));
@@ -278,6 +346,8 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
         tracing::warn!("second signal: killed {killed} process(es) without grace");
         return Ok(FORCED_EXIT);
     }
+    // Its thread is joined off the workers.
+    let _ = tokio::task::spawn_blocking(move || drop(store_listener)).await;
     tracing::info!("all jobs stopped; exiting");
     Ok(0)
 }

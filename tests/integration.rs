@@ -18,6 +18,8 @@ mod check;
 mod cli;
 #[path = "integration/cli_polish.rs"]
 mod cli_polish;
+#[path = "integration/cluster.rs"]
+mod cluster;
 #[path = "integration/continuous.rs"]
 mod continuous;
 #[path = "integration/deploy_safety.rs"]

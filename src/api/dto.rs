@@ -442,3 +442,26 @@ mod tests {
         assert_eq!(timespan(90_061_001), "25:01:01.0010000");
     }
 }
+
+/// `GET /api/hosts`: the hosts of this host's cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hosts {
+    /// The store (its URL without password); `None` when the host is not in a
+    /// cluster, and then `hosts` holds this host alone.
+    pub store: Option<String>,
+    /// This host's name (`-` without `--instance` outside a cluster).
+    pub me: String,
+    pub hosts: Vec<HostEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostEntry {
+    pub name: String,
+    pub api_addr: String,
+    pub version: String,
+    pub started_at: Option<String>,
+    pub heartbeat_at: Option<String>,
+    pub lease_expires_at: Option<String>,
+    /// Its lease has not run out (by the store's clock).
+    pub alive: bool,
+}

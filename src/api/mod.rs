@@ -10,6 +10,7 @@ pub mod dto;
 pub mod events;
 pub mod follow;
 pub mod guard;
+pub mod hosts;
 pub mod messages;
 pub mod routes;
 pub mod server;
@@ -27,6 +28,13 @@ use crate::supervisor::JobRegistry;
 pub use server::serve;
 pub use token::{MIN_TOKEN_LEN, TokenError, load_or_create_token, token_origin};
 
+/// The host's cluster: the store and this host's name in it.
+#[derive(Clone)]
+pub struct Cluster {
+    pub pool: Arc<crate::cluster::Pool>,
+    pub me: String,
+}
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct ApiState(pub Arc<ApiInner>);
@@ -43,6 +51,8 @@ pub struct ApiInner {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The message queues (docs/queues.md).
     pub queues: Arc<crate::queue::Queues>,
+    /// The cluster store, when the host is in a cluster (docs/cluster.md).
+    pub cluster: Option<Cluster>,
     /// Where the API listens: the `Host` header is checked against it.
     pub bound: SocketAddr,
 }

@@ -33,6 +33,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/", get(dashboard))
         .route("/dashboard.js", get(dashboard_script))
         .route("/api/health", get(health))
+        .route("/api/hosts", get(super::hosts::hosts))
         .route("/api/webjobs", get(all_jobs))
         .route("/api/events", super::events::route())
         .route("/api/continuouswebjobs", get(continuous_jobs))

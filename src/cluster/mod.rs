@@ -19,6 +19,7 @@
 
 pub mod hosts;
 pub mod listen;
+pub mod member;
 pub mod pg;
 pub mod schema;
 

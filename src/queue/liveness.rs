@@ -57,7 +57,10 @@ mod tests {
             me: Some("a".into()),
         };
         assert!(named.gone("a"), "this host's own earlier life");
-        assert!(named.gone("-"), "a host without a name is never beside a named one");
+        assert!(
+            named.gone("-"),
+            "a host without a name is never beside a named one"
+        );
         assert!(named.gone("b"), "no lock file");
         let _held = crate::hostlock::HostLock::acquire(logs.path(), Some("b")).unwrap();
         assert!(!named.gone("b"), "b holds its lock");

@@ -228,6 +228,21 @@ pub trait QueueStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Option<Message>, StoreError>;
 
+    /// As [`QueueStore::settle`], but only while `owner` still runs the message. A
+    /// store shared by hosts on several machines must check it: a host cut off from
+    /// it may come back after its messages were given to others. On one machine a
+    /// message changes hands only once its host is gone, so the default does not.
+    fn settle_as(
+        &self,
+        id: &str,
+        owner: &str,
+        settlement: Settlement,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Message>, StoreError> {
+        let _ = owner;
+        self.settle(id, settlement, now)
+    }
+
     fn get(&self, job: &str, id: &str) -> Result<Message, StoreError>;
     /// The payload bytes and their content type.
     fn payload(&self, job: &str, id: &str) -> Result<(Vec<u8>, Option<String>), StoreError>;
@@ -386,6 +401,14 @@ impl Queues {
 
     pub fn wake(&self, job: &str) {
         self.waker(job).notify_one();
+    }
+
+    /// Wakes every queue job's task (after a lost connection to a shared store,
+    /// when any message may have become due unannounced).
+    pub fn wake_all(&self) {
+        for w in lock(&self.wakers).values() {
+            w.notify_one();
+        }
     }
 
     pub fn changed(&self, m: &Message) {

@@ -403,7 +403,10 @@ impl<P: Processes> TriggeredJob<P> {
                 // Cancelled, requeued and claimed again while its cancelled run still
                 // stops: it waits for that run to end, its attempt not counted.
                 let (store, id) = (store.clone(), c.message.id.clone());
-                let _ = blocking(move || store.settle(&id, Settlement::Released, Utc::now())).await;
+                let owner = self.ctx.queues.owner.clone();
+                let released =
+                    move || store.settle_as(&id, &owner, Settlement::Released, Utc::now());
+                let _ = blocking(released).await;
                 continue;
             }
             self.ctx.queues.changed(&c.message);
@@ -477,7 +480,13 @@ impl<P: Processes> TriggeredJob<P> {
         let settlement = policy::settle(q, m.attempts, end, result, Utc::now(), jitter);
         let retry = matches!(settlement, Settlement::Retry { .. });
         let (store, id) = (store.clone(), m.id.clone());
-        let settled = blocking(move || store.settle(&id, settlement, Utc::now())).await;
+        // The owner it was claimed for: this host, or the gone host it is taken from.
+        let owner = m
+            .owner
+            .clone()
+            .unwrap_or_else(|| self.ctx.queues.owner.clone());
+        let settle = move || store.settle_as(&id, &owner, settlement, Utc::now());
+        let settled = blocking(settle).await;
         let job = &self.m.def.name;
         match settled {
             Some(Ok(Some(after))) => {

@@ -485,6 +485,16 @@ impl QueueStore for PgStore {
         self.run(|c| settle_in(c, id, None, settlement, now))
     }
 
+    fn settle_as(
+        &self,
+        id: &str,
+        owner: &str,
+        settlement: Settlement,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Message>, StoreError> {
+        self.settle_owned(id, owner, settlement, now)
+    }
+
     fn get(&self, job: &str, id: &str) -> Result<Message, StoreError> {
         self.run(|c| must_fetch(c, job, id))
     }

@@ -1,0 +1,112 @@
+//! This host's membership of a cluster: its heartbeat every [`BEAT`], and the answer
+//! to "is the owner of that running message gone?" by the database's view of who is
+//! alive (`queue::liveness::Liveness`), so a dead host's messages come back to their
+//! queues once its lease ran out.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Pool, hosts};
+use crate::queue::liveness::Liveness;
+
+/// How often a host records its heartbeat.
+pub const BEAT: Duration = Duration::from_secs(2);
+
+/// Who this host is in the cluster.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub name: String,
+    pub api_addr: String,
+    pub ttl: Duration,
+}
+
+/// Records the heartbeat every [`BEAT`] until `cancel`, then leaves (its lease ends at
+/// once, so what it held is taken over without waiting). The first heartbeat is
+/// recorded before this returns: a host claims nothing before it is known alive.
+pub async fn run(pool: Arc<Pool>, me: Member, cancel: CancellationToken) {
+    let version = env!("CARGO_PKG_VERSION");
+    let mut failing = false;
+    loop {
+        let (p, m) = (pool.clone(), me.clone());
+        let beat = tokio::task::spawn_blocking(move || {
+            hosts::heartbeat(&p, &m.name, &m.api_addr, version, m.ttl)
+        })
+        .await;
+        match beat {
+            Ok(Ok(_)) if failing => {
+                tracing::info!("heartbeat recorded again in the cluster store");
+                failing = false;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                if !failing {
+                    tracing::error!(
+                        "{e}: other hosts will count this host as dead after its lease"
+                    );
+                }
+                failing = true;
+            }
+            Err(_) => return,
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(BEAT) => {}
+        }
+    }
+    let name = me.name.clone();
+    let _ = tokio::task::spawn_blocking(move || hosts::leave(&pool, &name)).await;
+}
+
+/// The cluster's view of who is alive, read at most once a second.
+pub struct Heartbeats {
+    pool: Arc<Pool>,
+    me: String,
+    ttl: Duration,
+    live: Mutex<Option<(Instant, Vec<String>)>>,
+}
+
+impl Heartbeats {
+    pub fn new(pool: Arc<Pool>, me: String, ttl: Duration) -> Heartbeats {
+        Heartbeats {
+            pool,
+            me,
+            ttl,
+            live: Mutex::new(None),
+        }
+    }
+
+    fn live(&self) -> Option<Vec<String>> {
+        let mut cached = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, names)) = cached.as_ref()
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return Some(names.clone());
+        }
+        let names: Vec<String> = hosts::live_hosts(&self.pool)
+            .ok()?
+            .into_iter()
+            .map(|h| h.name)
+            .collect();
+        *cached = Some((Instant::now(), names.clone()));
+        Some(names)
+    }
+}
+
+impl Liveness for Heartbeats {
+    fn gone(&self, owner: &str) -> bool {
+        if owner == self.me {
+            // Only asked about messages this host's task does not run: its earlier
+            // life left them.
+            return true;
+        }
+        // The store cannot be read: nobody is declared dead on a guess.
+        self.live()
+            .is_some_and(|live| !live.iter().any(|n| n == owner))
+    }
+
+    fn check_every(&self) -> Duration {
+        (self.ttl / 3).max(Duration::from_secs(1))
+    }
+}

@@ -1,0 +1,294 @@
+//! Hosts on "several machines" (separate JOBS and LOGS, one PostgreSQL store): they
+//! list each other, share a job's queue, and a host killed with SIGKILL has its
+//! messages taken over once its lease ran out.
+//!
+//! Needs PostgreSQL (127.0.0.1:5432, or `JOBHOST_TEST_POSTGRES`); each test makes a
+//! database of its own and drops it. Without a server the tests print one line and
+//! pass; `.ci/run` sets `JOBHOST_REQUIRE_POSTGRES=1`, which makes that a failure.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::support::client::{Api, http_client, json_of, send};
+use crate::support::{DEADLINE, Sandbox, TRIGGERED, TestHost};
+
+/// A database of its own, dropped (connections and all) at the end.
+struct TestDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+fn test_db(test: &str) -> Option<TestDb> {
+    let admin = std::env::var("JOBHOST_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
+    let mut client = match postgres::Client::connect(&admin, postgres::NoTls) {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var("JOBHOST_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "JOBHOST_REQUIRE_POSTGRES=1 but PostgreSQL cannot be reached at {admin}: {e}"
+            );
+            let _ = writeln!(
+                std::io::stderr(),
+                "cluster test {test} skipped: cannot connect to PostgreSQL ({e}); .ci/run makes it mandatory"
+            );
+            return None;
+        }
+    };
+    let name = format!("jobhost_it_{}_{}", std::process::id(), rand_suffix());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .expect("creating the test database");
+    let url = match admin.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => panic!("JOBHOST_TEST_POSTGRES has no database part: {admin}"),
+    };
+    Some(TestDb { admin, name, url })
+}
+
+fn rand_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher, RandomState};
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    format!("{:08x}", h.finish() as u32)
+}
+
+/// A host named `name` on a sandbox of its own, in the cluster of `db`, with the
+/// triggered job `work` (a queue of `concurrency`).
+fn cluster_host(db: &TestDb, name: &str, script: &str, concurrency: u32) -> (TestHost, Api) {
+    let mut h = TestHost::on(&Sandbox::new(), Some(name));
+    let settings = format!(r#"{{"queue": {{"concurrency": {concurrency}, "retry_delay": 0}}}}"#);
+    h.write_job(
+        TRIGGERED,
+        "work",
+        &[("run.sh", script), ("settings.job", &settings)],
+    );
+    let url = db.url.clone();
+    h.start_with(|cmd| {
+        cmd.arg("--store").arg(&url).arg("--lease-ttl").arg("3");
+    });
+    let api = connect_instance(&h, name);
+    api.wait_code(&h, "/api/triggeredwebjobs/work", 200);
+    (h, api)
+}
+
+fn connect_instance(h: &TestHost, name: &str) -> Api {
+    let url_file = h.logs.join(format!(".jobhost-url-{name}"));
+    h.wait_for("the host's URL file", DEADLINE, || {
+        std::fs::read_to_string(&url_file).is_ok_and(|u| !u.trim().is_empty())
+            && h.logs.join(".jobhost-token").exists()
+    });
+    let api = Api {
+        base: std::fs::read_to_string(&url_file)
+            .unwrap()
+            .trim()
+            .to_string(),
+        token: std::fs::read_to_string(h.logs.join(".jobhost-token"))
+            .unwrap()
+            .trim()
+            .to_string(),
+        http: http_client(),
+    };
+    api.wait_code(h, "/api/health", 200);
+    api
+}
+
+fn enqueue(api: &Api, body: &str) -> String {
+    let path = "/api/triggeredwebjobs/work/messages";
+    let (code, v) = json_of(send(
+        api.req(Method::POST, path).body(body.to_string()),
+        "POST",
+        path,
+    ));
+    assert_eq!(code, 202, "{v}");
+    v["id"].as_str().unwrap().to_string()
+}
+
+fn message(api: &Api, id: &str) -> Value {
+    let (code, v) = api.get_json(&format!("/api/triggeredwebjobs/work/messages/{id}"));
+    assert_eq!(code, 200, "{v}");
+    v
+}
+
+/// Message ids run per host, from each host's run records.
+fn runs_by_host(hosts: &[&TestHost]) -> BTreeMap<String, Vec<String>> {
+    let mut by = BTreeMap::new();
+    for h in hosts {
+        let dir = h.logs.join(TRIGGERED).join("work");
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(bytes) = std::fs::read(e.path().join("status.json")) else {
+                continue;
+            };
+            let Ok(r) = serde_json::from_slice::<Value>(&bytes) else {
+                continue;
+            };
+            if let (Some(i), Some(m)) = (r["instance"].as_str(), r["message_id"].as_str()) {
+                by.entry(i.to_string())
+                    .or_insert_with(Vec::new)
+                    .push(m.to_string());
+            }
+        }
+    }
+    by
+}
+
+#[test]
+fn hosts_of_a_cluster_list_each_other_share_a_queue_and_take_over_a_dead_hosts_messages() {
+    let Some(db) = test_db("hosts_of_a_cluster") else {
+        return;
+    };
+    // The message `held` blocks where `$TEST_STATE/release` is missing.
+    let script = r#"#!/bin/sh
+p=$(cat)
+if [ "$p" = held ]; then
+  while [ ! -e "$TEST_STATE/release" ]; do sleep 0.05; done
+fi
+sleep 0.3
+"#;
+    let (a, api_a) = cluster_host(&db, "a", script, 2);
+    let (mut b, api_b) = cluster_host(&db, "b", script, 2);
+    std::fs::write(a.state.join("release"), "").unwrap();
+
+    let (code, hosts) = api_a.get_json("/api/hosts");
+    assert_eq!(code, 200, "{hosts}");
+    let alive: Vec<(&str, bool)> = hosts["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["name"].as_str().unwrap(), h["alive"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(alive, [("a", true), ("b", true)], "{hosts}");
+    assert_eq!(hosts["me"], "a");
+    assert!(
+        hosts["store"].as_str().unwrap().starts_with("postgres://"),
+        "{hosts}"
+    );
+
+    // Enqueued on a, run by both, visible from both.
+    let ids: Vec<String> = (0..30).map(|i| enqueue(&api_a, &format!("m{i}"))).collect();
+    for id in &ids {
+        a.wait_for("the message to succeed", DEADLINE * 2, || {
+            message(&api_b, id)["state"] == "Succeeded"
+        });
+    }
+    let by = runs_by_host(&[&a, &b]);
+    assert!(by.get("a").is_some_and(|r| !r.is_empty()), "{by:?}");
+    assert!(by.get("b").is_some_and(|r| !r.is_empty()), "{by:?}");
+    assert_eq!(
+        by.values().map(Vec::len).sum::<usize>(),
+        30,
+        "each ran once: {by:?}"
+    );
+
+    // a pauses its queue (disable.job), so b takes `held` and blocks on it.
+    a.write_job_file(TRIGGERED, "work", "disable.job", "");
+    a.wait_for("a's job to be disabled", DEADLINE, || {
+        api_a.get_json("/api/triggeredwebjobs/work").1["disabled"] == true
+    });
+    let held = enqueue(&api_a, "held");
+    b.wait_for("b to run the held message", DEADLINE, || {
+        message(&api_b, &held)["state"] == "Running"
+    });
+    assert_eq!(message(&api_a, &held)["attempts"], 1);
+    // b dies with it; a, enabled again, takes it once b's lease (3 s) ran out.
+    b.kill9();
+    std::fs::remove_file(a.jobs.join(TRIGGERED).join("work").join("disable.job")).unwrap();
+    let mut last = Value::Null;
+    a.wait_for("a to finish the held message", DEADLINE * 2, || {
+        last = message(&api_a, &held);
+        last["state"] == "Succeeded"
+    });
+    assert_eq!(
+        last["attempts"], 2,
+        "taken over, the attempt counted: {last}"
+    );
+    assert!(
+        last["last_error"].is_null() || last["last_error"].as_str().is_some(),
+        "{last}"
+    );
+    let by = runs_by_host(&[&a]);
+    assert!(
+        by.get("a").is_some_and(|r| r.contains(&held)),
+        "a ran it: {by:?}"
+    );
+    a.wait_for("b to be listed dead", DEADLINE, || {
+        let (_, hosts) = api_a.get_json("/api/hosts");
+        hosts["hosts"]
+            .as_array()
+            .is_some_and(|hs| hs.iter().any(|h| h["name"] == "b" && h["alive"] == false))
+    });
+    let out = crate::cli::cli(&a, "hosts", &["--instance", "a"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{}", out.stdout);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("a (this host)") && l.contains("yes")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("b ") && l.contains(" no ")),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_host_outside_a_cluster_lists_itself_and_a_bad_store_url_stops_the_start() {
+    let mut h = TestHost::start_new();
+    let api = crate::support::client::connect(&h);
+    let (code, v) = api.get_json("/api/hosts");
+    assert_eq!(code, 200, "{v}");
+    assert!(v["store"].is_null(), "{v}");
+    assert_eq!(v["hosts"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["hosts"][0]["alive"], true);
+    let out = crate::cli::cli(&h, "hosts", &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("not in a cluster"), "{}", out.stdout);
+    h.stop();
+
+    // A store that is not a PostgreSQL URL: exit 1 before anything runs, naming it.
+    let mut bad = TestHost::on(&Sandbox::new(), Some("x"));
+    let (status, stderr) = bad.run_to_exit_with(|cmd| {
+        cmd.arg("--store").arg("mysql://root@127.0.0.1/test");
+    });
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("mysql://root@127.0.0.1/test") && stderr.contains("postgres://"),
+        "{stderr}"
+    );
+    // A store that does not answer: the same, with the fix.
+    let mut gone = TestHost::on(&Sandbox::new(), Some("y"));
+    let (status, stderr) = gone.run_to_exit_with(|cmd| {
+        cmd.arg("--store").arg("postgres://root@127.0.0.1:1/none");
+    });
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to the cluster store"),
+        "{stderr}"
+    );
+}
