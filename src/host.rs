@@ -199,20 +199,6 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
         None => crate::queue::Queues::open(&layout, opts.instance.as_deref()),
     };
     let queues = Arc::new(queues.with_metrics(metrics.clone()));
-    let ctx = Arc::new(HostContext {
-        runner: Runner {
-            reaper,
-            guardian,
-            host_id: host_id.clone(),
-            scratch,
-            leaders: Default::default(),
-            workspaces: Default::default(),
-        },
-        layout,
-        clock: Arc::new(crate::schedule::SystemClock),
-        metrics,
-        queues,
-    });
     tracing::info!(
         jobs = %opts.jobs.display(),
         logs = %opts.logs.display(),
@@ -244,17 +230,38 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
         );
     }
 
+    let link = cluster.clone().map(|pool| {
+        Arc::new(crate::cluster::member::ClusterLink {
+            pool,
+            me: crate::cluster::member::Member {
+                name: name.clone(),
+                api_addr: format!("http://{}", client_addr(bound)),
+                ttl: opts.lease_ttl,
+            },
+        })
+    });
+    let ctx = Arc::new(HostContext {
+        runner: Runner {
+            reaper,
+            guardian,
+            host_id: host_id.clone(),
+            scratch,
+            leaders: Default::default(),
+            workspaces: Default::default(),
+        },
+        layout,
+        clock: Arc::new(crate::schedule::SystemClock),
+        metrics,
+        queues,
+        cluster: link.clone(),
+    });
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     // In a cluster: known alive before any job claims anything, and woken by the
     // store's announcements of due messages.
     let mut store_listener = None;
-    if let (Some(pool), Some(url)) = (&cluster, &opts.store) {
-        let me = crate::cluster::member::Member {
-            name: name.clone(),
-            api_addr: format!("http://{}", client_addr(bound)),
-            ttl: opts.lease_ttl,
-        };
+    if let (Some(link), Some(url)) = (&link, &opts.store) {
+        let (pool, me) = (&link.pool, link.me.clone());
         let (p, m) = (pool.clone(), me.clone());
         tokio::task::spawn_blocking(move || {
             crate::cluster::hosts::heartbeat(
@@ -307,10 +314,7 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
         cancel: cancel.clone(),
         metrics: ctx.metrics.clone(),
         queues: ctx.queues.clone(),
-        cluster: cluster.clone().map(|pool| crate::api::Cluster {
-            pool,
-            me: name.clone(),
-        }),
+        cluster: link.clone(),
         bound,
     }));
     tracing::info!("dashboard: http://{}/", client_addr(bound));

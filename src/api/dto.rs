@@ -130,6 +130,9 @@ pub struct Run {
     /// The message a `message` run was for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
+    /// In a cluster: the host that ran it (its URLs point at that host's API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -420,6 +423,7 @@ pub fn run(base: &Base, r: &RunRecord) -> Run {
         duration_ms: r.duration_ms,
         scheduled_for: r.scheduled_for.clone(),
         message_id: r.message_id.clone(),
+        host: None,
     }
 }
 

@@ -60,7 +60,7 @@ pub async fn hosts(
         .collect();
     Ok(axum::Json(dto::Hosts {
         store: Some(cluster.pool.url().to_string()),
-        me: cluster.me,
+        me: cluster.me.name.clone(),
         hosts,
     }))
 }

@@ -28,13 +28,6 @@ use crate::supervisor::JobRegistry;
 pub use server::serve;
 pub use token::{MIN_TOKEN_LEN, TokenError, load_or_create_token, token_origin};
 
-/// The host's cluster: the store and this host's name in it.
-#[derive(Clone)]
-pub struct Cluster {
-    pub pool: Arc<crate::cluster::Pool>,
-    pub me: String,
-}
-
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct ApiState(pub Arc<ApiInner>);
@@ -52,7 +45,7 @@ pub struct ApiInner {
     /// The message queues (docs/queues.md).
     pub queues: Arc<crate::queue::Queues>,
     /// The cluster store, when the host is in a cluster (docs/cluster.md).
-    pub cluster: Option<Cluster>,
+    pub cluster: Option<Arc<crate::cluster::member::ClusterLink>>,
     /// Where the API listens: the `Host` header is checked against it.
     pub bound: SocketAddr,
 }

@@ -467,11 +467,59 @@ async fn history(
 ) -> ApiResult<impl IntoResponse> {
     entry(&st, JobType::Triggered, &name)?;
     let b = base(&headers);
-    let runs = records::history(&job_logs(&st, &name))
+    let mut runs: Vec<dto::Run> = records::history(&job_logs(&st, &name))
         .iter()
         .map(|r| dto::run(&b, r))
         .collect();
+    if let Some(cluster) = &st.0.cluster {
+        // The cluster's finished runs, and this host's runs still going (a run is in
+        // the store once it ended).
+        let others = cluster_runs(cluster, &name, None).await?;
+        let me = cluster.me.name.clone();
+        runs.retain(|r| r.status == "Running");
+        for r in &mut runs {
+            r.host = Some(me.clone());
+        }
+        runs.extend(others);
+        runs.sort_by(|a, b| b.start_time.cmp(&a.start_time));
+    }
     Ok(axum::Json(dto::History { runs }))
+}
+
+/// Runs of `job` from the cluster's history (of id `id` only, when given), each
+/// with the URLs of the host that ran it.
+async fn cluster_runs(
+    cluster: &std::sync::Arc<crate::cluster::member::ClusterLink>,
+    job: &str,
+    id: Option<&str>,
+) -> ApiResult<Vec<dto::Run>> {
+    let (pool, job, id) = (
+        cluster.pool.clone(),
+        job.to_string(),
+        id.map(str::to_string),
+    );
+    let read = tokio::task::spawn_blocking(move || {
+        crate::cluster::runs::history(&pool, &job, id.as_deref(), 500)
+    })
+    .await;
+    let found = match read {
+        Ok(Ok(runs)) => runs,
+        Ok(Err(e)) => return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        Err(_) => {
+            return Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the host is stopping".into(),
+            ));
+        }
+    };
+    Ok(found
+        .into_iter()
+        .map(|c| {
+            let mut run = dto::run(&dto::Base(c.api_addr.clone()), &c.record);
+            run.host = Some(c.host);
+            run
+        })
+        .collect())
 }
 
 fn find_run(st: &ApiState, name: &str, id: &str) -> ApiResult<records::RunRecord> {
@@ -491,8 +539,24 @@ async fn history_run(
     headers: HeaderMap,
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    let r = find_run(&st, &name, &id)?;
-    Ok(axum::Json(dto::run(&base(&headers), &r)))
+    match (find_run(&st, &name, &id), &st.0.cluster) {
+        (Err(ApiError(StatusCode::NOT_FOUND, why)), Some(cluster)) => {
+            // Another host's run, from the cluster's history.
+            match cluster_runs(cluster, &name, Some(&id))
+                .await?
+                .into_iter()
+                .next()
+            {
+                Some(run) => Ok(axum::Json(run)),
+                None => Err(ApiError(StatusCode::NOT_FOUND, why)),
+            }
+        }
+        (r, cluster) => {
+            let mut run = dto::run(&base(&headers), &r?);
+            run.host = cluster.as_ref().map(|c| c.me.name.clone());
+            Ok(axum::Json(run))
+        }
+    }
 }
 
 async fn cancel(

@@ -14,6 +14,32 @@ use crate::queue::liveness::Liveness;
 /// How often a host records its heartbeat.
 pub const BEAT: Duration = Duration::from_secs(2);
 
+/// What the job tasks and the API reach of the cluster: the store and who this host
+/// is in it.
+pub struct ClusterLink {
+    pub pool: Arc<Pool>,
+    pub me: Member,
+}
+
+impl ClusterLink {
+    /// Adds a finished run's record to the cluster's history, off the caller's
+    /// thread (a store that does not answer must not hold up the job).
+    pub fn record_run(
+        self: &Arc<Self>,
+        rec: &crate::job::triggered::records::RunRecord,
+        keep: u32,
+    ) {
+        let (link, rec) = (self.clone(), rec.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) =
+                super::runs::record(&link.pool, &link.me.name, &link.me.api_addr, &rec, keep)
+            {
+                tracing::warn!(job = %rec.name, run = %rec.id, "{e}: the run is missing from the cluster's history");
+            }
+        });
+    }
+}
+
 /// Who this host is in the cluster.
 #[derive(Debug, Clone)]
 pub struct Member {

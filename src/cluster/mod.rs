@@ -21,6 +21,7 @@ pub mod hosts;
 pub mod listen;
 pub mod member;
 pub mod pg;
+pub mod runs;
 pub mod schema;
 
 #[cfg(test)]

@@ -89,6 +89,19 @@ CREATE TRIGGER jobhost_messages_queued
     FOR EACH ROW WHEN (NEW.state = 'Queued')
     EXECUTE FUNCTION jobhost_queue_notify();
 
+-- Every finished triggered run of every host (docs/cluster.md#history): the record as
+-- the host wrote it, and where that host's API answers (its output stays there).
+CREATE TABLE jobhost_runs (
+    job text COLLATE "C" NOT NULL,
+    host text COLLATE "C" NOT NULL,
+    id text COLLATE "C" NOT NULL,
+    api_addr text NOT NULL,
+    started_at timestamptz NOT NULL,
+    record jsonb NOT NULL,
+    PRIMARY KEY (job, host, id)
+);
+CREATE INDEX jobhost_runs_recent ON jobhost_runs (job, started_at DESC);
+
 -- One row per host that ever joined. heartbeat_at and lease_expires_at come from the
 -- database's clock, so hosts whose clocks disagree still agree on who is alive.
 CREATE TABLE jobhost_hosts (

@@ -102,6 +102,7 @@ impl Fake {
                 Err("no message store in these tests".into()),
                 "-".into(),
             )),
+            cluster: None,
         })
     }
 }

@@ -45,6 +45,8 @@ pub struct HostContext<P = Runner> {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The message queues of triggered jobs with a `queue` object.
     pub queues: Arc<crate::queue::Queues>,
+    /// The cluster, when the host is in one (docs/cluster.md).
+    pub cluster: Option<Arc<crate::cluster::member::ClusterLink>>,
 }
 
 pub type Ctx = Arc<HostContext>;

@@ -200,6 +200,42 @@ sleep 0.3
         "each ran once: {by:?}"
     );
 
+    // Any host's history shows the cluster's runs, each pointing at its host's API.
+    let mut history = Value::Null;
+    b.wait_for("the 30 runs in b's history", DEADLINE, || {
+        history = api_b.get_json("/api/triggeredwebjobs/work/history").1;
+        history["runs"].as_array().is_some_and(|r| r.len() == 30)
+    });
+    let runs = history["runs"].as_array().unwrap();
+    for host in ["a", "b"] {
+        let run = runs
+            .iter()
+            .find(|r| r["host"] == host)
+            .expect("a run of each host");
+        // Each host has its own token here (its own LOGS).
+        let owner = if host == "a" { &api_a } else { &api_b };
+        let want = &owner.base;
+        let out = run["output_url"].as_str().unwrap();
+        assert!(
+            out.starts_with(want.as_str()),
+            "{host}: {out} is not on {want}"
+        );
+        let id = run["id"].as_str().unwrap();
+        // The run's own URL answers on the other host too.
+        let (code, one) = api_b.get_json(&format!("/api/triggeredwebjobs/work/history/{id}"));
+        assert_eq!(code, 200, "{one}");
+        assert_eq!(one["host"], host);
+        let text = api_b
+            .http
+            .get(out)
+            .bearer_auth(&owner.token)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        assert!(text.contains("started"), "{out}: {text}");
+    }
+
     // a pauses its queue (disable.job), so b takes `held` and blocks on it.
     a.write_job_file(TRIGGERED, "work", "disable.job", "");
     a.wait_for("a's job to be disabled", DEADLINE, || {

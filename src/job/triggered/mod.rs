@@ -374,9 +374,16 @@ impl<P: Processes> TriggeredJob<P> {
     /// Written here, not on the blocking pool: it is a write into an existing spare file
     /// and a rename, no fsync and no file created (see `records::write`), as cheap as the
     /// log lines the pump writes on these threads, and cheaper than the hop.
+    ///
+    /// In a cluster the record is also added to the cluster's history (off this
+    /// thread).
     fn close_record(&self, rec: &RunRecord) {
         if let Err(e) = records::write(&self.logs, rec) {
             tracing::error!(job = %self.m.def.name, "{e}");
+        }
+        if let Some(cluster) = &self.ctx.cluster {
+            let keep = self.settings().map_or(50, |s| s.history_size);
+            cluster.record_run(rec, keep);
         }
     }
 
