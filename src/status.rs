@@ -115,6 +115,10 @@ pub struct ContinuousStatus {
     pub log_dropped_lines: u64,
     pub log_dropped_bytes: u64,
     pub log_error: Option<String>,
+    /// In a cluster, the fencing token of this host's lease on a singleton job
+    /// (`WEBJOBS_FENCING_TOKEN` of its run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fencing_token: Option<i64>,
     #[serde(with = "rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
@@ -141,6 +145,7 @@ impl ContinuousStatus {
             log_dropped_lines: 0,
             log_dropped_bytes: 0,
             log_error: None,
+            fencing_token: None,
             updated_at: Utc::now(),
         }
     }

@@ -18,6 +18,7 @@
 //! that demands it (`sslmode=require`) is refused with that explanation.
 
 pub mod hosts;
+pub mod leases;
 pub mod listen;
 pub mod member;
 pub mod pg;

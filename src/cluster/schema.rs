@@ -102,6 +102,16 @@ CREATE TABLE jobhost_runs (
 );
 CREATE INDEX jobhost_runs_recent ON jobhost_runs (job, started_at DESC);
 
+-- Leases of things one host at a time may hold (a singleton job): the holder, until
+-- when (the database's clock), and the fencing token, one greater at every change of
+-- holder.
+CREATE TABLE jobhost_leases (
+    name text COLLATE "C" PRIMARY KEY,
+    holder text COLLATE "C" NOT NULL,
+    token bigint NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+
 -- One row per host that ever joined. heartbeat_at and lease_expires_at come from the
 -- database's clock, so hosts whose clocks disagree still agree on who is alive.
 CREATE TABLE jobhost_hosts (

@@ -60,6 +60,8 @@ impl<P: Processes> ContinuousJob<P> {
             log_changed: Arc::new(tokio::sync::Notify::new()),
             applied: Vec::new(),
             status_file_at: Instant::now(),
+            cluster: ctx.cluster.clone(),
+            lease: None,
         };
         (JobView::Continuous(status_rx), job)
     }
@@ -80,6 +82,18 @@ pub(super) struct ContinuousJob<P: Processes> {
     applied: Vec<tokio::sync::oneshot::Sender<()>>,
     /// When `status.json` was last written.
     status_file_at: Instant,
+    /// In a cluster, a singleton is held by a lease in the store instead of a lock
+    /// file (docs/cluster.md).
+    cluster: Option<Arc<crate::cluster::member::ClusterLink>>,
+    lease: Option<Lease>,
+}
+
+/// A singleton lease this host holds, and when to renew it.
+struct Lease {
+    held: crate::cluster::leases::Held,
+    /// The last time the store confirmed it (before the call, to err on the safe side).
+    confirmed_at: Instant,
+    next_renew: Instant,
 }
 
 async fn wait_run<R: Process>(run: &mut Option<R>) -> Exit {
@@ -161,6 +175,7 @@ impl<P: Processes> ContinuousJob<P> {
                 _ = self.log_changed.notified() => self.publish(),
                 _ = log_stats.tick(), if self.run.is_some() => self.refresh_log_stats(),
                 exit = wait_run(&mut self.run) => self.feed(Input::Exited(exit)).await,
+                _ = sleep_until_opt(self.lease.as_ref().map(|l| l.next_renew)) => self.renew_lease().await,
                 _ = sleep_until_opt(self.m.state.timer()) => self.feed(Input::Timer).await,
             }
         }
@@ -201,8 +216,17 @@ impl<P: Processes> ContinuousJob<P> {
             },
             Effect::HostLogStarted { pid } => tracing::info!(job = %name, pid, "started"),
             Effect::UseSettings(settings) => self.reconfigure_sink(&settings),
-            Effect::TakeLock => return Some(Input::Lock(self.acquire_lock())),
-            Effect::ReleaseLock => self.lock = None,
+            Effect::TakeLock => {
+                let taken = match self.cluster.clone() {
+                    Some(cluster) => self.take_lease(cluster).await,
+                    None => self.acquire_lock(),
+                };
+                return Some(Input::Lock(taken));
+            }
+            Effect::ReleaseLock => {
+                self.lock = None;
+                self.release_lease();
+            }
             Effect::Start(settings) => return Some(Input::Started(self.start(settings).await)),
             Effect::Stop { why, grace } => {
                 let run = self.run.take();
@@ -237,7 +261,98 @@ impl<P: Processes> ContinuousJob<P> {
 
     /// A singleton's files belong to the lock holder alone.
     fn may_write(&self) -> bool {
-        !self.singleton() || self.lock.is_some()
+        !self.singleton() || self.lock.is_some() || self.lease.is_some()
+    }
+
+    fn lease_name(&self) -> String {
+        format!("continuous/{}", self.m.def.name)
+    }
+
+    /// Takes the singleton's lease in the cluster store: `Err(None)` when another
+    /// host holds it, `Err(Some(why))` when the store cannot be asked.
+    async fn take_lease(
+        &mut self,
+        cluster: Arc<crate::cluster::member::ClusterLink>,
+    ) -> Result<(), Option<String>> {
+        if self.lease.is_some() {
+            return Ok(());
+        }
+        let (name, asked) = (self.lease_name(), Instant::now());
+        let c = cluster.clone();
+        let taken = tokio::task::spawn_blocking(move || {
+            crate::cluster::leases::acquire(&c.pool, &name, &c.me.name, c.me.ttl)
+        })
+        .await
+        .map_err(|_| Some("the host is stopping".to_string()))?;
+        match taken {
+            Ok(Some(held)) => {
+                self.lease = Some(Lease {
+                    held,
+                    confirmed_at: asked,
+                    next_renew: asked + held.ttl / 3,
+                });
+                self.m.status.fencing_token = Some(held.token);
+                self.m.status.error = None;
+                Ok(())
+            }
+            Ok(None) => Err(None),
+            Err(e) => Err(Some(format!("{e}; the singleton waits for the store"))),
+        }
+    }
+
+    /// Renews the lease a third of its ttl after the last confirmation. One that is
+    /// lost, or that cannot be confirmed for two thirds of its ttl, stops the run so
+    /// that it has ended before the lease expires and another host may start.
+    async fn renew_lease(&mut self) {
+        let (Some(cluster), Some(lease)) = (self.cluster.clone(), self.lease.as_ref()) else {
+            return;
+        };
+        let (name, held, asked) = (self.lease_name(), lease.held, Instant::now());
+        let c = cluster.clone();
+        let renewed = tokio::task::spawn_blocking(move || {
+            crate::cluster::leases::renew(&c.pool, &name, &c.me.name, held)
+        })
+        .await;
+        let Some(lease) = self.lease.as_mut() else {
+            return;
+        };
+        let why = match renewed {
+            Ok(Ok(true)) => {
+                lease.confirmed_at = asked;
+                lease.next_renew = asked + held.ttl / 3;
+                return;
+            }
+            Ok(Ok(false)) => "another host took it over".to_string(),
+            Ok(Err(e)) => {
+                let expires = lease.confirmed_at + held.ttl;
+                if Instant::now() + held.ttl / 3 < expires {
+                    // Asked again soon; still well inside the lease.
+                    lease.next_renew = Instant::now() + Duration::from_secs(1);
+                    return;
+                }
+                format!("it could not be renewed: {e}")
+            }
+            Err(_) => return,
+        };
+        let expires = lease.confirmed_at + held.ttl;
+        // A margin for the stop's own signals and reaping.
+        let grace = expires
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(Duration::from_millis(500));
+        self.lease = None;
+        self.m.status.fencing_token = None;
+        self.feed(Input::LockLost { why, grace }).await;
+    }
+
+    fn release_lease(&mut self) {
+        let (Some(cluster), Some(lease)) = (self.cluster.clone(), self.lease.take()) else {
+            return;
+        };
+        self.m.status.fencing_token = None;
+        let name = self.lease_name();
+        tokio::task::spawn_blocking(move || {
+            let _ = crate::cluster::leases::release(&cluster.pool, &name, &cluster.me.name, lease.held);
+        });
     }
 
     /// Takes the singleton lock: `Err(None)` when another host holds it.
@@ -278,6 +393,17 @@ impl<P: Processes> ContinuousJob<P> {
         let data_path = self.layout.job_dir(JobType::Continuous, &def.name);
         let _ = std::fs::create_dir_all(&data_path);
         let data_path = std::path::absolute(&data_path).unwrap_or(data_path);
+        // The lease's fencing token goes to the run.
+        let fenced;
+        let env = match &self.lease {
+            Some(l) => {
+                let mut env = settings.env.clone();
+                env.insert("WEBJOBS_FENCING_TOKEN".into(), l.held.token.to_string());
+                fenced = env;
+                &fenced
+            }
+            None => &settings.env,
+        };
         let started = self
             .procs
             .start(
@@ -288,7 +414,7 @@ impl<P: Processes> ContinuousJob<P> {
                     fingerprint: def.fingerprint,
                     launch,
                     in_place: settings.is_in_place,
-                    env: &settings.env,
+                    env,
                     args: &[],
                     data_path: &data_path,
                     run_id: &run_id,

@@ -21,8 +21,9 @@ use crate::scan::JobDefinition;
 use crate::spec::settings::JobSettings;
 use crate::status::{ContinuousState, ContinuousStatus, LastExit};
 
-/// How often a host that lost the singleton race asks again.
-pub const LOCK_RETRY: Duration = Duration::from_secs(3);
+/// How often a host that lost the singleton race asks again: in a cluster, a dead
+/// holder's lease is taken over within its ttl and this.
+pub const LOCK_RETRY: Duration = Duration::from_secs(1);
 /// The stop grace when neither the run's settings nor the folder's say.
 const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
@@ -82,6 +83,8 @@ pub enum Then {
     ShowError,
     Remove,
     Shutdown,
+    /// The singleton lease was lost: let it go, ask again from `retry_at`.
+    WaitLock { retry_at: Instant },
 }
 
 /// What happened.
@@ -92,6 +95,9 @@ pub enum Input {
     /// The answer to [`Effect::TakeLock`]: `Err(None)` when another host holds it,
     /// `Err(Some(why))` when the lock file could not be opened.
     Lock(Result<(), Option<String>>),
+    /// The singleton's lease (a cluster's) could not be kept: the run must have
+    /// ended within `grace`, before the lease expires and another host may start.
+    LockLost { why: String, grace: Duration },
     /// The answer to [`Effect::Start`].
     Started(Result<Started, StartFailed>),
     /// The run's main process ended.
@@ -251,15 +257,39 @@ impl Machine {
                 if let Some(why) = why {
                     self.status.error = Some(why);
                 }
-                self.state = State::WaitingLock {
-                    retry_at: now.at + LOCK_RETRY,
-                    attempt,
-                };
-                self.status.status = ContinuousState::InactiveInstance;
-                self.status.detailed_status =
-                    "singleton: another host holds singleton.lock; retrying every 3 s".into();
-                self.status.pid = None;
-                fx.push(Effect::Publish);
+                self.wait_lock(now.at + LOCK_RETRY, attempt, &mut fx);
+            }
+            (state, Input::LockLost { why, grace }) if self.holds_lock => {
+                let text = format!("singleton lease lost: {why}");
+                fx.push(note(None, true, &text));
+                fx.push(host_log(Level::Warn, text.clone()));
+                let retry_at = now.at + grace + LOCK_RETRY;
+                match state {
+                    State::Running { run, .. } => {
+                        self.status.status = ContinuousState::Stopping;
+                        self.status.detailed_status = format!("stopping: {text}");
+                        fx.push(Effect::Publish);
+                        self.state = State::Stopping {
+                            run,
+                            then: Then::WaitLock { retry_at },
+                        };
+                        fx.push(Effect::Stop {
+                            why: text,
+                            grace: self.grace().min(grace),
+                        });
+                    }
+                    // A stop already going ends the run; the lock goes with it.
+                    State::Stopping { run, .. } => {
+                        self.state = State::Stopping {
+                            run,
+                            then: Then::WaitLock { retry_at },
+                        }
+                    }
+                    _ => {
+                        self.release_lock(&mut fx);
+                        self.wait_lock(retry_at, 0, &mut fx);
+                    }
+                }
             }
             (State::Starting { attempt }, Input::Started(Ok(s))) => {
                 fx.push(Effect::HostLogStarted { pid: s.pid });
@@ -478,7 +508,23 @@ impl Machine {
                 self.state = State::Ended;
                 self.set_idle(ContinuousState::Stopped, "host stopped", fx);
             }
+            Then::WaitLock { retry_at } => {
+                self.release_lock(fx);
+                self.wait_lock(retry_at, 0, fx);
+            }
         }
+    }
+
+    /// Another host holds the singleton: ask again at `retry_at`.
+    fn wait_lock(&mut self, retry_at: Instant, attempt: u32, fx: &mut Fx) {
+        self.state = State::WaitingLock { retry_at, attempt };
+        self.status.status = ContinuousState::InactiveInstance;
+        self.status.detailed_status = format!(
+            "singleton: another host holds it; asking again every {} s",
+            LOCK_RETRY.as_secs()
+        );
+        self.status.pid = None;
+        fx.push(Effect::Publish);
     }
 
     fn disable(&mut self, fx: &mut Fx) {

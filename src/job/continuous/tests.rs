@@ -721,7 +721,7 @@ async fn disable_then_enable() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_singleton_whose_lock_is_held_retries_every_3_s() {
+async fn a_singleton_whose_lock_is_held_retries_every_second() {
     let dir = tempfile::tempdir().unwrap();
     let layout = crate::layout::LogsLayout::new(dir.path().to_path_buf(), None);
     // Another host (another open file description) holds the lock.
@@ -734,11 +734,11 @@ async fn a_singleton_whose_lock_is_held_retries_every_3_s() {
         s.status == ContinuousState::InactiveInstance
     })
     .await;
-    tokio::time::sleep(S(5)).await;
+    tokio::time::sleep(Duration::from_millis(5500)).await;
     assert!(t.fake.starts().is_empty());
     drop(other);
     t.running(0).await;
-    // Asked at 0 s and 3 s while held; released at 5 s; taken at the 6 s retry.
+    // Asked every second while held; released at 5.5 s; taken at the 6 s retry.
     assert_eq!(t.fake.starts(), [S(6)]);
     t.shut_down().await;
 }
@@ -759,4 +759,37 @@ async fn an_unrunnable_program_is_an_error_until_its_files_change() {
     assert_eq!(t.status.borrow().status, ContinuousState::Running);
     assert_eq!(t.fake.starts().len(), 1);
     t.shut_down().await;
+}
+
+#[test]
+fn a_lost_lease_stops_the_run_within_the_time_left_then_asks_again() {
+    let mut p = reach("StartingLock");
+    p.step(Input::Lock(Ok(())));
+    p.started();
+    assert_eq!(name(&p.m.state), "Running/0");
+    let fx = p.step(Input::LockLost {
+        why: "taken over".into(),
+        grace: Duration::from_millis(700),
+    });
+    let stop = fx.iter().find_map(|e| match e {
+        Effect::Stop { grace, why } => Some((*grace, why.clone())),
+        _ => None,
+    });
+    let (grace, why) = stop.expect("a stop");
+    assert_eq!(grace, Duration::from_millis(700), "the settings' 5 s capped");
+    assert!(why.contains("singleton lease lost: taken over"), "{why}");
+    let fx = p.step(Input::Stopped(Exit::Signal(15)));
+    assert!(fx.contains(&Effect::ReleaseLock), "{fx:?}");
+    assert_eq!(p.m.status.status, ContinuousState::InactiveInstance);
+    assert_eq!(
+        p.m.state.timer(),
+        Some(p.t0 + Duration::from_millis(700) + super::state::LOCK_RETRY)
+    );
+    // A host that holds no lock has nothing to lose.
+    let mut q = reach("WaitingLock");
+    let fx = q.step(Input::LockLost {
+        why: "x".into(),
+        grace: Duration::ZERO,
+    });
+    assert!(fx.is_empty(), "{fx:?}");
 }
