@@ -4,7 +4,7 @@
 Started by bench/run.sh, which builds the release binary, makes the temp folder and
 sweeps leftovers; this file can also be run on its own:
 
-    python3 bench/bench.py --bin target/release/jobhost [--quick] [throughput pickup idle stop lateness api] [queue]
+    python3 bench/bench.py --bin target/release/jobhost [--quick] [throughput pickup idle stop lateness api queue]
 
 Every process this script starts (hosts, their guardians and runs, reference
 processes) carries JOBHOST_BENCH_TAG=<tag> in its environment, so that a sweep of
@@ -30,9 +30,7 @@ import time
 TAG_VAR = "JOBHOST_BENCH_TAG"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 LINE_BYTES = 100
-SECTIONS = ("throughput", "pickup", "idle", "stop", "lateness", "api")
-# Run only when named: the queue section takes several minutes (bench/README.md).
-OPT_IN = ("queue",)
+SECTIONS = ("throughput", "pickup", "idle", "stop", "lateness", "api", "queue")
 
 
 class BenchError(Exception):
@@ -96,6 +94,26 @@ def proc_io(pid):
                     out[k.strip()] = out.get(k.strip(), 0) + int(v)
         except OSError:
             pass
+    return out
+
+
+def thread_cpu(pid):
+    """utime + stime per thread name (`comm`) of a live process, in seconds: which of
+    its threads did the work (the queue's writer thread is `queue-writer`)."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                text = f.read()
+        except OSError:
+            continue
+        name = text[text.index(b"(") + 1 : text.rindex(b")")].decode(errors="replace")
+        fields = text[text.rindex(b")") + 2 :].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
     return out
 
 
@@ -1587,7 +1605,7 @@ def bench_api(b):
     )
 
 
-# ---------------------------------------------------------------- 7. queue (opt-in)
+# ---------------------------------------------------------------- 7. queue
 
 QUEUE_STAMP_SCRIPT = (
     "#!/bin/bash\n"
@@ -1941,79 +1959,125 @@ def bench_queue_latency(b, n):
     return res
 
 
-def bench_queue_enqueue(b, n, clients):
-    host = queue_host(b, "queue-enqueue", {"qhold": (QUEUE_EXIT_SCRIPT, {"queue": {}})})
+def bench_queue_enqueue(b, n, clients, reps):
+    per_commit_max = 300 if b.args.quick else 2000
+    batched_rows = 20_000 if b.args.quick else 50_000
+    # The disk's flush time drifts from minute to minute on a shared machine: the
+    # reference is taken right before and right after the host's runs.
+    refs = [sqlite_reference(b, per_commit_max, 10.0, batched_rows, 512)]
+    host = queue_host(
+        b, "queue-enqueue", {"qhold": (QUEUE_EXIT_SCRIPT, {"queue": {}}), "qoff": (QUEUE_EXIT_SCRIPT, {"queue": {}})}
+    )
+    # A twin that is disabled: it takes messages but its task does not claim on each
+    # wake-up, which isolates what those claims cost the writer thread.
+    with open(os.path.join(host.jobs, "triggered", "qoff", "disable.job"), "w"):
+        pass
     host.start()
     addr = host.api()
     api = Api(*addr)
     wait_until(lambda: queue_ready(api, "qhold"), 30, "job qhold listed with its queue", interval=0.1)
     # Delayed an hour: no run takes CPU while the enqueue rate is measured.
     query = "?delay=3600"
-    warm = load_messages(b, addr, "qhold", clients, min(500, n), query)
-    c0 = cpu_split(host.pid)
-    io0 = proc_io(host.pid)
-    r = load_messages(b, addr, "qhold", clients, n, query)
-    c1 = cpu_split(host.pid)
-    io1 = proc_io(host.pid)
+    wait_until(lambda: queue_ready(api, "qoff"), 30, "job qoff listed with its queue", interval=0.1)
+    sent = load_messages(b, addr, "qhold", clients, min(500, n), query)["ok"] + clients
+    runs, off_runs = [], []
+    for rep in range(reps):
+        r = load_messages(b, addr, "qoff", clients, n, query)
+        off_runs.append(r["ok"] / r["wall_s"])
+        log(f"  run {rep + 1}, disabled twin qoff: {off_runs[-1]:.0f}/s, latency p50 {ms(median(r['lat_s']))}, p99 {ms(p99(r['lat_s']))}")
+        c0, io0, th0 = cpu_split(host.pid), proc_io(host.pid), thread_cpu(host.pid)
+        r = load_messages(b, addr, "qhold", clients, n, query)
+        c1, io1, th1 = cpu_split(host.pid), proc_io(host.pid), thread_cpu(host.pid)
+        sent += r["ok"] + clients  # and one untimed request per connection
+        threads = {k: th1.get(k, 0.0) - th0.get(k, 0.0) for k in th1}
+        run = {
+            "rate_per_s": r["ok"] / r["wall_s"],
+            "wall_s": r["wall_s"],
+            "messages": r["ok"],
+            "latency": lat_summary(r["lat_s"]),
+            "host_cpu_s": (c1[0] - c0[0]) + (c1[1] - c0[1]),
+            "host_user_s": c1[0] - c0[0],
+            "host_sys_s": c1[1] - c0[1],
+            "host_threads_cpu_s": threads,
+            "host_write_syscalls": io1.get("syscw", 0) - io0.get("syscw", 0),
+            "client_cpu_s": r["client_user_s"] + r["client_sys_s"],
+            "client": r["client"],
+        }
+        runs.append(run)
+        wall = r["wall_s"]
+        busy = sorted(threads.items(), key=lambda kv: -kv[1])[:3]
+        log(
+            f"  run {rep + 1}: {clients} clients ({r['client']}), {r['ok']} POST messages?delay=3600 of 100 bytes: "
+            f"{run['rate_per_s']:.0f}/s over {wall:.2f} s; latency p50 {ms(run['latency']['median_s'])}, p99 {ms(run['latency']['p99_s'])}; "
+            f"host CPU {run['host_cpu_s']:.2f} s = {run['host_cpu_s'] / wall * 100:.0f}% of a core "
+            f"(user {run['host_user_s']:.2f} + sys {run['host_sys_s']:.2f}; "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in busy)
+            + f"), client CPU {run['client_cpu_s'] / wall * 100:.0f}% of a core; "
+            f"{run['host_write_syscalls'] / max(1, r['ok']):.1f} host write(2)s per message"
+        )
+    api.close()
+    api = Api(*addr)  # the first one sat idle through the loads: the host may have closed it
     q = queue_counts(api, "qhold")
     api.close()
     host.stop(60)
-    rate = r["ok"] / r["wall_s"]
-    client_cpu = r["client_user_s"] + r["client_sys_s"]
-    host_cpu = (c1[0] - c0[0]) + (c1[1] - c0[1])
-    log(
-        f"  {clients} clients ({r['client']}), {r['ok']} POST messages?delay=3600 of 100 bytes: {rate:.0f}/s over {r['wall_s']:.2f} s; "
-        f"latency p50 {ms(median(r['lat_s']))}, p99 {ms(p99(r['lat_s']))}; "
-        f"host CPU {host_cpu:.2f} s ({host_cpu / r['wall_s'] * 100:.0f}% of a core: user {c1[0] - c0[0]:.2f} + sys {c1[1] - c0[1]:.2f}), "
-        f"client CPU {client_cpu:.2f} s ({client_cpu / r['wall_s'] * 100:.0f}% of a core); "
-        f"host write syscalls {io1.get('syscw', 0) - io0.get('syscw', 0)}; queued now {q.get('queued')}"
-    )
-    # The warm-up's qload also sent one untimed request per connection.
-    if q.get("queued", 0) < r["ok"] + warm["ok"]:
-        b.note(f"queue enqueue: the job shows {q.get('queued')} queued after {r['ok'] + warm['ok']} acknowledged enqueues")
-    per_commit_max = 300 if b.args.quick else 2000
-    ref = sqlite_reference(b, per_commit_max, 10.0, 20_000 if b.args.quick else 50_000, 512)
-    one, batched = ref["one_per_commit"], ref["batched"]
-    log(
-        f"  reference, Python sqlite3 {ref['sqlite_version']} on the same schema, WAL + synchronous=FULL: "
-        f"one commit per insert {one['rows_per_s']:.0f}/s ({one['rows']} rows, {one['wall_s']:.2f} s, CPU {one['cpu_s']:.2f} s); "
-        f"512 per commit {batched['rows_per_s']:.0f}/s ({batched['rows']} rows, CPU {batched['cpu_s']:.2f} s)"
-    )
+    if q.get("queued", 0) != sent:
+        b.note(f"queue enqueue: the job shows {q.get('queued')} queued after {sent} acknowledged enqueues")
+    refs.append(sqlite_reference(b, per_commit_max, 10.0, batched_rows, 512))
+    for label, ref in zip(("before", "after"), refs):
+        one, batched = ref["one_per_commit"], ref["batched"]
+        log(
+            f"  reference {label}, Python sqlite3 {ref['sqlite_version']} on the same schema, WAL + synchronous=FULL: "
+            f"one commit per insert {one['rows_per_s']:.0f}/s ({one['rows']} rows, {one['wall_s']:.2f} s, CPU {one['cpu_s']:.2f} s); "
+            f"512 per commit {batched['rows_per_s']:.0f}/s ({batched['rows']} rows, CPU {batched['cpu_s']:.2f} s)"
+        )
+    rate = median([x["rate_per_s"] for x in runs])
+    one = statistics.mean(x["one_per_commit"]["rows_per_s"] for x in refs)
+    batched = statistics.mean(x["batched"]["rows_per_s"] for x in refs)
+    writer = median([x["host_threads_cpu_s"].get("queue-writer", 0.0) / x["wall_s"] for x in runs])
+    host_pct = median([x["host_cpu_s"] / x["wall_s"] for x in runs]) * 100
+    client_pct = median([x["client_cpu_s"] / x["wall_s"] for x in runs]) * 100
+    per_msg = median([x["host_write_syscalls"] / max(1, x["messages"]) for x in runs])
     b.row(
         f"queue: durable enqueues/s, {clients} clients",
         f"{rate:.0f}/s",
-        f"sqlite 1/commit {one['rows_per_s']:.0f}/s",
-        f"{rate / one['rows_per_s']:.1f}x",
+        f"sqlite 1/commit {one:.0f}/s",
+        f"{rate / one:.1f}x",
         ">= 5000/s",
         rate >= 5000,
     )
     b.row(
         "queue: enqueue vs batched sqlite (512/commit)",
         f"{rate:.0f}/s",
-        f"sqlite batched {batched['rows_per_s']:.0f}/s",
-        f"{rate / batched['rows_per_s']:.2f}x",
+        f"sqlite batched {batched:.0f}/s",
+        f"{rate / batched:.2f}x",
         "(info)",
         None,
     )
     b.row(
-        "queue: enqueue host / client CPU (% core)",
-        f"host {host_cpu / r['wall_s'] * 100:.0f}%",
-        f"client {client_cpu / r['wall_s'] * 100:.0f}%",
+        "queue: enqueues/s into a disabled twin",
+        f"{median(off_runs):.0f}/s",
+        f"enabled {rate:.0f}/s",
+        f"{median(off_runs) / rate:.2f}x",
+        "(info)",
+        None,
+    )
+    b.row(
+        "queue: enqueue CPU, % of a core",
+        f"host {host_pct:.0f}% (writer {writer * 100:.0f}%)",
+        f"client {client_pct:.0f}%",
         "-",
         "(info)",
         None,
     )
-    return {
-        "clients": clients,
-        "client": r["client"],
-        "messages": r["ok"],
-        "wall_s": r["wall_s"],
-        "rate_per_s": rate,
-        "latency": lat_summary(r["lat_s"]),
-        "host_cpu_s": host_cpu,
-        "client_cpu_s": client_cpu,
-        "reference": ref,
-    }
+    b.row(
+        "queue: enqueue write(2)s per message",
+        f"{per_msg:.1f}",
+        "-",
+        "-",
+        "(info)",
+        None,
+    )
+    return {"clients": clients, "runs": runs, "rate_per_s": rate, "disabled_twin_per_s": off_runs, "references": refs}
 
 
 def bench_queue_throughput(b, n, clients):
@@ -2173,6 +2237,15 @@ def bench_queue_rss(b, n):
         ready = time.time() - t_ready
         rss0, idle_cpu = settle_and_sample(host, settle, window)
         reads = probe_reads(api, "qbig", probes)
+        # Enqueues into the big queue, one at a time (each wakes the job, which claims).
+        enq = []
+        for _ in range(probes):
+            t0 = time.perf_counter()
+            status, data = api.request("POST", "/api/triggeredwebjobs/qbig/messages?delay=3600", body=b"{}")
+            enq.append(time.perf_counter() - t0)
+            if status != 202:
+                raise BenchError(f"POST qbig/messages: HTTP {status}: {data[:300]!r}")
+        reads["enqueue (delayed)"] = lat_summary(enq)
         rss1 = rss_mb(host.pid)
         q = queue_counts(api, "qbig")
         api.close()
@@ -2205,6 +2278,20 @@ def bench_queue_rss(b, n):
     conn.close()
     size = os.path.getsize(db)
     log(f"  {n} messages inserted into {db} in {time.time() - t:.1f} s; file {size / 1e6:.0f} MB")
+    # The host's claim query (src/queue/sqlite/mod.rs, claim_sql) when nothing is due:
+    # it walks the claim index past every delayed message of the job.
+    conn = sqlite3.connect(db, isolation_level=None)
+    claim = (
+        "SELECT seq FROM messages INDEXED BY messages_claim WHERE job = ?1 AND state = 'Queued' "
+        "AND due <= ?2 ORDER BY priority DESC, due, seq LIMIT ?3"
+    )
+    conn.execute(claim, ("qbig", time.time_ns() // 1_000_000, 1)).fetchall()
+    t = time.perf_counter()
+    for _ in range(5):
+        conn.execute(claim, ("qbig", time.time_ns() // 1_000_000, 1)).fetchall()
+    claim_s = (time.perf_counter() - t) / 5
+    conn.close()
+    log(f"  the host's claim query on {n} delayed messages, nothing due: {ms(claim_s)} (Python sqlite3, warm cache)")
     full = measure(f"{n} queued")
     grow = full["rss_mb"] - empty["rss_mb"]
     grow_after = full["rss_after_reads_mb"] - empty["rss_after_reads_mb"]
@@ -2234,7 +2321,24 @@ def bench_queue_rss(b, n):
             "(info)",
             None,
         )
-    return {"messages": n, "db_bytes": size, "empty": empty, "full": full}
+    f, e = full["reads"]["enqueue (delayed)"], empty["reads"]["enqueue (delayed)"]
+    b.row(
+        f"queue: one enqueue p50, {n} queued",
+        ms(f["median_s"]),
+        "empty " + ms(e["median_s"]),
+        qratio(f["median_s"], e["median_s"]),
+        "(info)",
+        None,
+    )
+    b.row(
+        f"queue: claim query, {n} delayed, none due",
+        ms(claim_s),
+        "-",
+        "-",
+        "(info)",
+        None,
+    )
+    return {"messages": n, "db_bytes": size, "claim_query_s": claim_s, "empty": empty, "full": full}
 
 
 def bench_queue(b):
@@ -2244,11 +2348,16 @@ def bench_queue(b):
         f"durable enqueues/s ({a.queue_clients} clients, {a.queue_enqueues} messages) vs Python sqlite3; "
         f"{a.queue_runs} messages vs {a.queue_runs} back-to-back manual runs; host RSS with {a.queue_million} queued"
     )
+    parts = (os.environ.get("BENCH_QUEUE_PARTS") or "latency enqueue throughput rss").split()
     out = {}
-    out["latency"] = bench_queue_latency(b, a.queue_latency)
-    out["enqueue"] = bench_queue_enqueue(b, a.queue_enqueues, a.queue_clients)
-    out["throughput"] = bench_queue_throughput(b, a.queue_runs, a.queue_clients)
-    out["rss"] = bench_queue_rss(b, a.queue_million)
+    if "latency" in parts:
+        out["latency"] = bench_queue_latency(b, a.queue_latency)
+    if "enqueue" in parts:
+        out["enqueue"] = bench_queue_enqueue(b, a.queue_enqueues, a.queue_clients, a.queue_enqueue_reps)
+    if "throughput" in parts:
+        out["throughput"] = bench_queue_throughput(b, a.queue_runs, a.queue_clients)
+    if "rss" in parts:
+        out["rss"] = bench_queue_rss(b, a.queue_million)
     b.results["queue"] = out
 
 
@@ -2291,7 +2400,7 @@ def main():
         reference_lateness_loop(sys.argv[2], int(sys.argv[3]), sys.argv[4])
         return 0
     ap = argparse.ArgumentParser(description="jobhost benchmarks (see bench/README.md)")
-    ap.add_argument("sections", nargs="*", help="any of: " + " ".join(SECTIONS + OPT_IN) + f" (default: all but {' '.join(OPT_IN)})")
+    ap.add_argument("sections", nargs="*", help="any of: " + " ".join(SECTIONS) + " (default: all)")
     ap.add_argument("--bin", required=True, help="the jobhost binary")
     ap.add_argument("--tmp", required=True, help="an empty temp folder for this run")
     ap.add_argument("--tag", default=f"jobhost-bench-{os.getpid()}-{time.time_ns()}")
@@ -2303,8 +2412,8 @@ def main():
     ap.add_argument("--no-escape", dest="escape", action="store_false", help="stop jobs: no setsid grandchild")
     a = ap.parse_args()
     for s in a.sections:
-        if s not in SECTIONS + OPT_IN:
-            ap.error(f"unknown section {s!r}: use any of {' '.join(SECTIONS + OPT_IN)}")
+        if s not in SECTIONS:
+            ap.error(f"unknown section {s!r}: use any of {' '.join(SECTIONS)}")
     sections = a.sections or list(SECTIONS)
     env_int = lambda k, d: int(os.environ[k]) if os.environ.get(k) else d  # noqa: E731
     a.lines = a.lines or env_int("BENCH_LINES", 200_000 if a.quick else 1_000_000)
@@ -2325,6 +2434,7 @@ def main():
     a.queue_latency = env_int("BENCH_QUEUE_LATENCY", 50 if a.quick else 200)
     a.queue_enqueues = env_int("BENCH_QUEUE_ENQUEUES", 5_000 if a.quick else 20_000)
     a.queue_clients = env_int("BENCH_QUEUE_CLIENTS", 8)
+    a.queue_enqueue_reps = env_int("BENCH_QUEUE_ENQUEUE_REPS", 1 if a.quick else 3)
     a.queue_runs = env_int("BENCH_QUEUE_RUNS", 2_000 if a.quick else 10_000)
     a.queue_million = env_int("BENCH_QUEUE_MESSAGES", 100_000 if a.quick else 1_000_000)
 

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # Benchmarks of `jobhost run`: log throughput, pickup latency, idle cost, stop,
-# schedule lateness, API latency; message queues when asked (`queue`).
+# schedule lateness, API latency, message queues.
 #
 #   bench/run.sh [--quick] [--no-build] [--keep] [--json FILE] [throughput] [pickup] [idle] [stop] [lateness] [api] [queue]
 #
-# With no section names every section but `queue` runs (about 4 minutes after the build;
-# --quick about 1 minute); `queue` runs only when named (about 7 minutes; --quick about 2).
-# BENCH_ONLY="pickup idle" picks sections too. See bench/README.md.
+# With no section names every section runs (about 6 minutes after the build; --quick
+# about a minute and a half). BENCH_ONLY="pickup idle" picks sections too. See bench/README.md.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -19,7 +18,7 @@ sections=()
 while (($#)); do
     case "$1" in
         -h | --help)
-            sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         --quick) args+=(--quick) ;;
