@@ -4,7 +4,7 @@
 Started by bench/run.sh, which builds the release binary, makes the temp folder and
 sweeps leftovers; this file can also be run on its own:
 
-    python3 bench/bench.py --bin target/release/jobhost [--quick] [throughput pickup idle stop lateness api]
+    python3 bench/bench.py --bin target/release/jobhost [--quick] [throughput pickup idle stop lateness api queue]
 
 Every process this script starts (hosts, their guardians and runs, reference
 processes) carries JOBHOST_BENCH_TAG=<tag> in its environment, so that a sweep of
@@ -30,7 +30,7 @@ import time
 TAG_VAR = "JOBHOST_BENCH_TAG"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 LINE_BYTES = 100
-SECTIONS = ("throughput", "pickup", "idle", "stop", "lateness", "api")
+SECTIONS = ("throughput", "pickup", "idle", "stop", "lateness", "api", "queue")
 
 
 class BenchError(Exception):
@@ -94,6 +94,26 @@ def proc_io(pid):
                     out[k.strip()] = out.get(k.strip(), 0) + int(v)
         except OSError:
             pass
+    return out
+
+
+def thread_cpu(pid):
+    """utime + stime per thread name (`comm`) of a live process, in seconds: which of
+    its threads did the work (the queue's writer thread is `queue-writer`)."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                text = f.read()
+        except OSError:
+            continue
+        name = text[text.index(b"(") + 1 : text.rindex(b")")].decode(errors="replace")
+        fields = text[text.rindex(b")") + 2 :].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
     return out
 
 
@@ -1585,6 +1605,762 @@ def bench_api(b):
     )
 
 
+# ---------------------------------------------------------------- 7. queue
+
+QUEUE_STAMP_SCRIPT = (
+    "#!/bin/bash\n"
+    "# Its first command stamps the time, named by the message (or the manual run).\n"
+    'printf \'%s\\n\' "$EPOCHREALTIME" > "$BENCH_STAMPS/${WEBJOBS_MESSAGE_ID:-$WEBJOBS_RUN_ID}"\n'
+)
+QUEUE_EXIT_SCRIPT = "#!/bin/bash\nexit 0\n"
+RUN_ENDED = ("Success", "Failed", "Aborted")
+
+
+def qratio(a, r):
+    return f"{a / r:.2f}x" if r > 0 else "-"
+
+
+def iso_time(text):
+    """RFC 3339 (`...Z`, any fraction) -> epoch seconds."""
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def started_line_time(path):
+    """When the host stamped the run's `run ... started (pid N)` SYS line, or None."""
+    for t, _label, text in sys_lines(path):
+        if text.startswith("run ") and " started (pid" in text:
+            return t
+    return None
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+class RunWatch:
+    """Waits for a triggered run's status.json to say it ended: stats the file every
+    0.5 ms and parses it only when it was replaced (the host writes it by rename), so
+    the waiting client costs little CPU beside the host."""
+
+    def __init__(self, path):
+        self.path = path
+        self.ino = None
+
+    def ended(self):
+        try:
+            ino = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return None
+        if ino == self.ino:
+            return None
+        self.ino = ino
+        st = read_json(self.path)
+        return st if st and st.get("status") in RUN_ENDED else None
+
+
+def queue_schema_sql():
+    """The store's schema, read from the host's source so the reference table is shaped
+    exactly like the host's (columns, indexes, tally triggers)."""
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src", "queue", "sqlite", "schema.rs")
+    try:
+        with open(src) as f:
+            text = f.read()
+    except OSError as e:
+        raise BenchError(f"cannot read the store's schema from {src}: {e}")
+    m = re.search(r'const V1: &str = "(.*?)";', text, re.S)
+    if not m:
+        raise BenchError(f"{src}: no `const V1: &str = \"...\";` found: update queue_schema_sql() in bench.py")
+    return m.group(1)
+
+
+# The host's own INSERT (src/queue/sqlite/mod.rs, fn insert), parameter for parameter.
+QUEUE_INSERT = (
+    "INSERT INTO messages (id, job, content_type, idempotency_key, correlation_id, name, "
+    "priority, not_before, reply_to, state, attempts, enqueued_at, due, payload_bytes, payload) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'Queued', 0, ?10, ?11, ?12, ?13)"
+)
+
+
+def queue_row(job, enq_ms, seq, payload, not_before_ms):
+    """One row as the host writes it; the id as new_message_id() makes it: 12 hex digits
+    of ms, 4 of a sequence, 6 random."""
+    mid = f"{enq_ms & 0xFFFFFFFFFFFF:012x}{seq & 0xFFFF:04x}{os.urandom(3).hex()}"
+    due = not_before_ms if not_before_ms is not None else enq_ms
+    return (mid, job, None, None, None, None, 0, not_before_ms, None, enq_ms, due, len(payload), payload)
+
+
+def sqlite_reference(b, per_commit_max, per_commit_secs, batched, batch):
+    """Python's sqlite3 on a table shaped like the host's, in the same folder tree (same
+    file system), WAL + synchronous=FULL: inserts/s with one commit per insert, and
+    with `batch` inserts per commit (what group commit can reach)."""
+    import sqlite3
+
+    d = os.path.join(b.tmp, "queue-ref")
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "ref.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA cache_size=-2000")
+    conn.executescript(queue_schema_sql())
+    payload = b"x" * 100
+    out = {"sqlite_version": sqlite3.sqlite_version}
+
+    def bench(count, per, limit_s=None):
+        n = 0
+        t0 = time.perf_counter()
+        c0 = sum(os.times()[:2])
+        while n < count:
+            conn.execute("BEGIN IMMEDIATE")
+            for _ in range(min(per, count - n)):
+                now = time.time_ns() // 1_000_000
+                conn.execute(QUEUE_INSERT, queue_row("ref", now, n, payload, now + 3_600_000))
+                n += 1
+            conn.execute("COMMIT")
+            if limit_s is not None and time.perf_counter() - t0 > limit_s:
+                break
+        wall = time.perf_counter() - t0
+        return {"rows": n, "per_commit": per, "wall_s": wall, "rows_per_s": n / wall, "cpu_s": sum(os.times()[:2]) - c0}
+
+    out["one_per_commit"] = bench(per_commit_max, 1, per_commit_secs)
+    out["batched"] = bench(batched, batch)
+    conn.close()
+    shutil.rmtree(d, ignore_errors=True)
+    return out
+
+
+def qload_binary(b):
+    """bench/qload.c compiled, or None (then the Python client is used)."""
+    if hasattr(b, "qload"):
+        return b.qload
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "qload.c")
+    cc = shutil.which("gcc") or shutil.which("cc")
+    b.qload = None
+    if cc and os.path.exists(src):
+        out = os.path.join(b.tmp, "qload")
+        r = subprocess.run([cc, "-O2", "-pthread", "-o", out, src], capture_output=True, text=True)
+        if r.returncode == 0:
+            b.qload = out
+        else:
+            log(f"  compiling qload.c failed, using the Python client:\n{r.stderr}")
+    return b.qload
+
+
+def py_load(addr, path, clients, total, body):
+    """The Python fallback of qload: threads, each a keep-alive http.client connection."""
+    per = [total // clients + (1 if i < total % clients else 0) for i in range(clients)]
+    apis = [Api(*addr) for _ in range(clients)]
+    for a in apis:
+        a.request("POST", path, body=body)
+    barrier = threading.Barrier(clients + 1)
+    lats = [[] for _ in range(clients)]
+    codes = [{} for _ in range(clients)]
+    errors = []
+
+    def worker(i):
+        try:
+            barrier.wait()
+            for _ in range(per[i]):
+                t = time.perf_counter()
+                status, _ = apis[i].request("POST", path, body=body)
+                lats[i].append(time.perf_counter() - t)
+                codes[i][status] = codes[i].get(status, 0) + 1
+        except BaseException as e:  # noqa: BLE001 - reported by the caller
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    c0 = os.times()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    c1 = os.times()
+    for a in apis:
+        a.close()
+    ok = sum(c.get(202, 0) for c in codes)
+    return {
+        "wall_s": wall,
+        "ok": ok,
+        "other": sum(sum(c.values()) for c in codes) - ok,
+        "client_user_s": c1[0] - c0[0],
+        "client_sys_s": c1[1] - c0[1],
+        "error": str(errors[0]) if errors else None,
+        "lat_s": [x for l in lats for x in l],
+        "client": "Python http.client threads",
+    }
+
+
+def load_messages(b, addr, job, clients, total, query="", body_bytes=100):
+    """POSTs `total` messages to `job` over `clients` keep-alive connections."""
+    path = f"/api/triggeredwebjobs/{job}/messages{query}"
+    exe = qload_binary(b)
+    if exe is None:
+        r = py_load(addr, path, clients, total, b"x" * body_bytes)
+    else:
+        host, port, token = addr
+        p = subprocess.run(
+            [exe, host, str(port), token, path, str(clients), str(total), str(body_bytes)],
+            capture_output=True, text=True, env=b.env, timeout=600,
+        )
+        try:
+            r = json.loads(p.stdout)
+        except json.JSONDecodeError:
+            raise BenchError(f"qload failed (exit {p.returncode}): {p.stderr.strip() or p.stdout[:300]}")
+        r["lat_s"] = [x / 1e6 for x in r.pop("lat_us")]
+        r["client"] = "C (bench/qload.c, pthreads)"
+    if r.get("error"):
+        raise BenchError(f"enqueue load on {job}: {r['error']}")
+    if r["other"]:
+        raise BenchError(f"enqueue load on {job}: {r['other']} answer(s) not 202, e.g. HTTP {r.get('bad_status')}: {r.get('bad_body', '')[:200]}")
+    return r
+
+
+def queue_counts(api, job):
+    j = json.loads(api.get_ok(f"/api/triggeredwebjobs/{job}"))
+    q = j.get("queue")
+    if not q:
+        raise BenchError(f"GET /api/triggeredwebjobs/{job}: no `queue` in the job object: {str(j)[:300]}")
+    if q.get("error"):
+        raise BenchError(f"job {job}: the queue is unavailable: {q['error']}")
+    return q
+
+
+def queue_ready(api, job):
+    """Whether the host lists `job` with its queue yet (jobs register just after start)."""
+    try:
+        return queue_counts(api, job)
+    except BenchError:
+        return None
+
+
+def list_messages(api, job, state=None):
+    """Every message of `job` (optionally of one state), following next_url."""
+    path = f"/api/triggeredwebjobs/{job}/messages?limit=1000" + (f"&state={state}" if state else "")
+    out = []
+    while path:
+        page = json.loads(api.get_ok(path))
+        out += page["messages"]
+        nxt = page.get("next_url")
+        path = re.sub(r"^https?://[^/]+", "", nxt) if nxt else None
+    return out
+
+
+def queue_host(b, name, jobs):
+    """A host whose triggered jobs are `jobs`: {name: (script, settings)}. Not started."""
+    host = Host(b, name)
+    for job, (script, settings) in jobs.items():
+        write_job(os.path.join(host.jobs, "triggered", job), script, settings)
+    return host
+
+
+def bench_queue_latency(b, n):
+    stamps = os.path.join(b.tmp, "queue-stamps")
+    os.makedirs(stamps)
+    env = {"BENCH_STAMPS": stamps}
+    host = queue_host(
+        b, "queue-latency",
+        {"qlat": (QUEUE_STAMP_SCRIPT, {"queue": {}, "env": env}), "mlat": (QUEUE_STAMP_SCRIPT, {"env": env})},
+    )
+    host.start()
+    api = Api(*host.api())
+    wait_until(lambda: queue_ready(api, "qlat"), 30, "job qlat listed with its queue", interval=0.1)
+    tlogs = os.path.join(host.logs, "triggered")
+
+    def message():
+        t0 = time.time()
+        status, data = api.request("POST", "/api/triggeredwebjobs/qlat/messages", body=b"{}")
+        if status != 202:
+            raise BenchError(f"POST qlat/messages: HTTP {status}: {data[:300]!r}")
+        mid = json.loads(data)["id"]
+        stamp = wait_until(lambda: read_stamp(os.path.join(stamps, mid)), 30, f"message {mid}'s run to start", interval=0.001, alive=host.check_alive)
+        m = json.loads(api.get_ok(f"/api/triggeredwebjobs/qlat/messages/{mid}?wait=30"))
+        if m.get("state") != "Succeeded" or not m.get("runs"):
+            raise BenchError(f"message {mid} ended {m.get('state')}: {m.get('last_error')}")
+        line = started_line_time(os.path.join(tlogs, "qlat", m["runs"][-1], "output_log.txt"))
+        return stamp - t0, (line - t0) if line else None
+
+    def manual():
+        t0 = time.time()
+        status, data = api.request("POST", "/api/triggeredwebjobs/mlat/run")
+        if status != 202 or not json.loads(data).get("id"):
+            raise BenchError(f"POST mlat/run: HTTP {status}: {data[:300]!r}")
+        rid = json.loads(data)["id"]
+        stamp = wait_until(lambda: read_stamp(os.path.join(stamps, rid)), 30, f"run {rid} to start", interval=0.001, alive=host.check_alive)
+        w = RunWatch(os.path.join(tlogs, "mlat", rid, "status.json"))
+        st = wait_until(w.ended, 30, f"run {rid} to end", interval=0.001, alive=host.check_alive)
+        if st["status"] != "Success":
+            raise BenchError(f"run {rid} of mlat ended {st['status']}")
+        line = started_line_time(os.path.join(tlogs, "mlat", rid, "output_log.txt"))
+        return stamp - t0, (line - t0) if line else None
+
+    for _ in range(5):  # warm: first runs fill caches, the first connection is made
+        message()
+        manual()
+    q_script, q_line, m_script, m_line = [], [], [], []
+    block = 20
+    done = 0
+    while done < n:
+        k = min(block, n - done)
+        for _ in range(k):
+            s, l = message()
+            q_script.append(s)
+            if l is not None:
+                q_line.append(l)
+            time.sleep(0.02)  # spacing, so each message meets an idle host
+        for _ in range(k):
+            s, l = manual()
+            m_script.append(s)
+            if l is not None:
+                m_line.append(l)
+            time.sleep(0.02)
+        done += k
+    api.close()
+    host.stop(60)
+    res = {
+        "messages": n,
+        "message_to_script": lat_summary(q_script),
+        "message_to_started_line": lat_summary(q_line),
+        "manual_to_script": lat_summary(m_script),
+        "manual_to_started_line": lat_summary(m_line),
+    }
+    res["message_to_script"]["p50_s"] = median(q_script)
+    res["manual_to_script"]["p50_s"] = median(m_script)
+    log(
+        f"  enqueue -> run start, {n} sequential messages: script p50 {ms(median(q_script))}, p99 {ms(p99(q_script))}, max {ms(max(q_script))}; "
+        f"host `started` line p50 {ms(median(q_line))}, p99 {ms(p99(q_line))}"
+    )
+    log(
+        f"  manual trigger -> run start, {n} sequential runs: script p50 {ms(median(m_script))}, p99 {ms(p99(m_script))}, max {ms(max(m_script))}; "
+        f"host `started` line p50 {ms(median(m_line))}, p99 {ms(p99(m_line))}"
+    )
+    b.row(
+        "queue: enqueue -> run start p99",
+        ms(p99(q_script)),
+        "manual " + ms(p99(m_script)),
+        qratio(p99(q_script), p99(m_script)),
+        "<= 20 ms",
+        p99(q_script) <= 0.020,
+    )
+    b.row(
+        "queue: enqueue -> run start p50",
+        ms(median(q_script)),
+        "manual " + ms(median(m_script)),
+        qratio(median(q_script), median(m_script)),
+        "(info)",
+        None,
+    )
+    return res
+
+
+def bench_queue_enqueue(b, n, clients, reps):
+    per_commit_max = 300 if b.args.quick else 2000
+    batched_rows = 20_000 if b.args.quick else 50_000
+    # The disk's flush time drifts from minute to minute on a shared machine: the
+    # reference is taken right before and right after the host's runs.
+    refs = [sqlite_reference(b, per_commit_max, 10.0, batched_rows, 512)]
+    host = queue_host(
+        b, "queue-enqueue", {"qhold": (QUEUE_EXIT_SCRIPT, {"queue": {}}), "qoff": (QUEUE_EXIT_SCRIPT, {"queue": {}})}
+    )
+    # A twin that is disabled: it takes messages but its task does not claim on each
+    # wake-up, which isolates what those claims cost the writer thread.
+    with open(os.path.join(host.jobs, "triggered", "qoff", "disable.job"), "w"):
+        pass
+    host.start()
+    addr = host.api()
+    api = Api(*addr)
+    wait_until(lambda: queue_ready(api, "qhold"), 30, "job qhold listed with its queue", interval=0.1)
+    # Delayed an hour: no run takes CPU while the enqueue rate is measured.
+    query = "?delay=3600"
+    wait_until(lambda: queue_ready(api, "qoff"), 30, "job qoff listed with its queue", interval=0.1)
+    sent = load_messages(b, addr, "qhold", clients, min(500, n), query)["ok"] + clients
+    runs, off_runs = [], []
+    for rep in range(reps):
+        r = load_messages(b, addr, "qoff", clients, n, query)
+        off_runs.append(r["ok"] / r["wall_s"])
+        log(f"  run {rep + 1}, disabled twin qoff: {off_runs[-1]:.0f}/s, latency p50 {ms(median(r['lat_s']))}, p99 {ms(p99(r['lat_s']))}")
+        c0, io0, th0 = cpu_split(host.pid), proc_io(host.pid), thread_cpu(host.pid)
+        r = load_messages(b, addr, "qhold", clients, n, query)
+        c1, io1, th1 = cpu_split(host.pid), proc_io(host.pid), thread_cpu(host.pid)
+        sent += r["ok"] + clients  # and one untimed request per connection
+        threads = {k: th1.get(k, 0.0) - th0.get(k, 0.0) for k in th1}
+        run = {
+            "rate_per_s": r["ok"] / r["wall_s"],
+            "wall_s": r["wall_s"],
+            "messages": r["ok"],
+            "latency": lat_summary(r["lat_s"]),
+            "host_cpu_s": (c1[0] - c0[0]) + (c1[1] - c0[1]),
+            "host_user_s": c1[0] - c0[0],
+            "host_sys_s": c1[1] - c0[1],
+            "host_threads_cpu_s": threads,
+            "host_write_syscalls": io1.get("syscw", 0) - io0.get("syscw", 0),
+            "client_cpu_s": r["client_user_s"] + r["client_sys_s"],
+            "client": r["client"],
+        }
+        runs.append(run)
+        wall = r["wall_s"]
+        busy = sorted(threads.items(), key=lambda kv: -kv[1])[:3]
+        log(
+            f"  run {rep + 1}: {clients} clients ({r['client']}), {r['ok']} POST messages?delay=3600 of 100 bytes: "
+            f"{run['rate_per_s']:.0f}/s over {wall:.2f} s; latency p50 {ms(run['latency']['median_s'])}, p99 {ms(run['latency']['p99_s'])}; "
+            f"host CPU {run['host_cpu_s']:.2f} s = {run['host_cpu_s'] / wall * 100:.0f}% of a core "
+            f"(user {run['host_user_s']:.2f} + sys {run['host_sys_s']:.2f}; "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in busy)
+            + f"), client CPU {run['client_cpu_s'] / wall * 100:.0f}% of a core; "
+            f"{run['host_write_syscalls'] / max(1, r['ok']):.1f} host write(2)s per message"
+        )
+    api.close()
+    api = Api(*addr)  # the first one sat idle through the loads: the host may have closed it
+    q = queue_counts(api, "qhold")
+    api.close()
+    host.stop(60)
+    if q.get("queued", 0) != sent:
+        b.note(f"queue enqueue: the job shows {q.get('queued')} queued after {sent} acknowledged enqueues")
+    refs.append(sqlite_reference(b, per_commit_max, 10.0, batched_rows, 512))
+    for label, ref in zip(("before", "after"), refs):
+        one, batched = ref["one_per_commit"], ref["batched"]
+        log(
+            f"  reference {label}, Python sqlite3 {ref['sqlite_version']} on the same schema, WAL + synchronous=FULL: "
+            f"one commit per insert {one['rows_per_s']:.0f}/s ({one['rows']} rows, {one['wall_s']:.2f} s, CPU {one['cpu_s']:.2f} s); "
+            f"512 per commit {batched['rows_per_s']:.0f}/s ({batched['rows']} rows, CPU {batched['cpu_s']:.2f} s)"
+        )
+    rate = median([x["rate_per_s"] for x in runs])
+    one = statistics.mean(x["one_per_commit"]["rows_per_s"] for x in refs)
+    batched = statistics.mean(x["batched"]["rows_per_s"] for x in refs)
+    writer = median([x["host_threads_cpu_s"].get("queue-writer", 0.0) / x["wall_s"] for x in runs])
+    host_pct = median([x["host_cpu_s"] / x["wall_s"] for x in runs]) * 100
+    client_pct = median([x["client_cpu_s"] / x["wall_s"] for x in runs]) * 100
+    per_msg = median([x["host_write_syscalls"] / max(1, x["messages"]) for x in runs])
+    b.row(
+        f"queue: durable enqueues/s, {clients} clients",
+        f"{rate:.0f}/s",
+        f"sqlite 1/commit {one:.0f}/s",
+        f"{rate / one:.1f}x",
+        ">= 5000/s",
+        rate >= 5000,
+    )
+    b.row(
+        "queue: enqueue vs batched sqlite (512/commit)",
+        f"{rate:.0f}/s",
+        f"sqlite batched {batched:.0f}/s",
+        f"{rate / batched:.2f}x",
+        "(info)",
+        None,
+    )
+    b.row(
+        "queue: enqueues/s into a disabled twin",
+        f"{median(off_runs):.0f}/s",
+        f"enabled {rate:.0f}/s",
+        f"{median(off_runs) / rate:.2f}x",
+        "(info)",
+        None,
+    )
+    b.row(
+        "queue: enqueue CPU, % of a core",
+        f"host {host_pct:.0f}% (writer {writer * 100:.0f}%)",
+        f"client {client_pct:.0f}%",
+        "-",
+        "(info)",
+        None,
+    )
+    b.row(
+        "queue: enqueue write(2)s per message",
+        f"{per_msg:.1f}",
+        "-",
+        "-",
+        "(info)",
+        None,
+    )
+    return {"clients": clients, "runs": runs, "rate_per_s": rate, "disabled_twin_per_s": off_runs, "references": refs}
+
+
+def bench_queue_throughput(b, n, clients):
+    host = queue_host(
+        b, "queue-throughput",
+        {"qtp": (QUEUE_EXIT_SCRIPT, {"queue": {}}), "mtp": (QUEUE_EXIT_SCRIPT, {})},
+    )
+    disable = os.path.join(host.jobs, "triggered", "qtp", "disable.job")
+    with open(disable, "w"):
+        pass
+    host.start()
+    addr = host.api()
+    api = Api(*addr)
+    tlogs = os.path.join(host.logs, "triggered")
+    wait_until(lambda: queue_ready(api, "qtp"), 30, "job qtp listed with its queue", interval=0.1)
+
+    # Messages: enqueued while the job is disabled (they wait, Queued), then released
+    # at once by removing disable.job; timed until the last one finished.
+    load_messages(b, addr, "qtp", clients, n, body_bytes=2)
+    # Both clients send one untimed request per connection before the timed ones.
+    wait_until(lambda: queue_counts(api, "qtp").get("queued") == n + clients, 60, "the messages to be counted", interval=0.2)
+    total_q = queue_counts(api, "qtp")["queued"]
+    c0 = cpu_split(host.pid)
+    t0 = time.time()
+    os.unlink(disable)
+
+    def drained():
+        q = queue_counts(api, "qtp")
+        return q["queued"] == 0 and q["running"] == 0
+
+    wait_until(drained, 60 + total_q * 0.2, f"{total_q} messages to run", interval=0.25, alive=host.check_alive)
+    c1 = cpu_split(host.pid)
+    msgs = list_messages(api, "qtp")
+    states = {}
+    for m in msgs:
+        states[m["state"]] = states.get(m["state"], 0) + 1
+    if states.get("Succeeded") != total_q:
+        raise BenchError(f"qtp: {total_q} messages released, ended {states}")
+    q_end = max(iso_time(m["finished_at"]) for m in msgs)
+    q_secs = q_end - t0
+    q_cpu = (c1[0] - c0[0]) + (c1[1] - c0[1])
+
+    # Manual runs of a twin job without a queue: trigger, wait for status.json to say
+    # the run ended, trigger the next (one run at a time, as `overlap: skip` requires).
+    refused = 0
+    last_end = None
+    cc0 = os.times()
+    c0 = cpu_split(host.pid)
+    t0 = time.time()
+    for i in range(total_q):
+        while True:
+            status, data = api.request("POST", "/api/triggeredwebjobs/mtp/run")
+            rid = json.loads(data).get("id") if status == 202 else None
+            if rid:
+                break
+            if status != 409 and status != 202:
+                raise BenchError(f"POST mtp/run: HTTP {status}: {data[:300]!r}")
+            refused += 1  # the job had not yet taken in that its last run ended
+            time.sleep(0.0005)
+        w = RunWatch(os.path.join(tlogs, "mtp", rid, "status.json"))
+        st = wait_until(w.ended, 30, f"run {rid} of mtp to end", interval=0.0005, alive=host.check_alive)
+        if st["status"] != "Success":
+            raise BenchError(f"run {rid} of mtp ended {st['status']}")
+        last_end = st.get("end_time")
+    c1 = cpu_split(host.pid)
+    cc1 = os.times()
+    m_secs = (iso_time(last_end) if last_end else time.time()) - t0
+    m_cpu = (c1[0] - c0[0]) + (c1[1] - c0[1])
+    client_cpu = (cc1[0] - cc0[0]) + (cc1[1] - cc0[1])
+    api.close()
+    host.stop(60)
+    q_rate, m_rate = total_q / q_secs, total_q / m_secs
+    log(
+        f"  {total_q} messages (concurrency 1) released by removing disable.job: {q_secs:.1f} s = {q_rate:.0f} msg/s; "
+        f"host CPU {q_cpu:.1f} s ({q_cpu / total_q * 1000:.2f} ms per message)"
+    )
+    log(
+        f"  {total_q} manual runs back to back (trigger, wait for status.json, next): {m_secs:.1f} s = {m_rate:.0f} runs/s; "
+        f"host CPU {m_cpu:.1f} s ({m_cpu / total_q * 1000:.2f} ms per run); client CPU {client_cpu:.1f} s; "
+        f"{refused} trigger(s) refused with 409 and retried"
+    )
+    b.row(
+        f"queue: {total_q} messages, job exiting 0 (msg/s)",
+        f"{q_rate:.0f}/s ({q_secs:.1f} s)",
+        f"manual {m_rate:.0f}/s ({m_secs:.1f} s)",
+        f"{q_rate / m_rate:.2f}x",
+        ">= 0.9x",
+        q_rate / m_rate >= 0.9,
+    )
+    return {
+        "messages": total_q,
+        "messages_s": q_secs,
+        "messages_per_s": q_rate,
+        "messages_host_cpu_s": q_cpu,
+        "manual_s": m_secs,
+        "manual_per_s": m_rate,
+        "manual_host_cpu_s": m_cpu,
+        "manual_client_cpu_s": client_cpu,
+        "manual_refused": refused,
+    }
+
+
+def settle_and_sample(host, settle, window):
+    """Waits `settle` s, then samples VmRSS every 0.25 s for `window` s: (max RSS MB,
+    host CPU s over the window)."""
+    deadline = time.monotonic() + settle
+    while time.monotonic() < deadline:
+        host.check_alive()
+        time.sleep(0.1)
+    c0 = cpu_seconds(host.pid)
+    peak = 0.0
+    end = time.monotonic() + window
+    while time.monotonic() < end:
+        peak = max(peak, rss_mb(host.pid))
+        time.sleep(0.25)
+    return peak, cpu_seconds(host.pid) - c0
+
+
+def probe_reads(api, job, count):
+    """Latencies of the reads a user makes on a big queue."""
+    mid = None
+    page = json.loads(api.get_ok(f"/api/triggeredwebjobs/{job}/messages?limit=50"))
+    if page["messages"]:
+        mid = page["messages"][-1]["id"]
+    paths = {
+        "job object": f"/api/triggeredwebjobs/{job}",
+        "first page (50)": f"/api/triggeredwebjobs/{job}/messages?limit=50",
+        "Queued page (50)": f"/api/triggeredwebjobs/{job}/messages?state=Queued&limit=50",
+        "job listing": "/api/triggeredwebjobs",
+    }
+    if mid:
+        paths["next page (50)"] = f"/api/triggeredwebjobs/{job}/messages?limit=50&before={mid}"
+    out = {}
+    for label, path in paths.items():
+        timed_gets(api, path, 3)
+        out[label] = lat_summary(timed_gets(api, path, count))
+    return out
+
+
+def bench_queue_rss(b, n):
+    host = queue_host(b, "queue-rss", {"qbig": (QUEUE_EXIT_SCRIPT, {"queue": {}})})
+    db = os.path.join(host.logs, "queue.db")
+    settle, window, probes = (2, 2, 20) if b.args.quick else (3, 4, 50)
+
+    def measure(label):
+        # A restart on the same LOGS: the last start's URL, token and log lines must not
+        # be mistaken for this one's.
+        for f in (".jobhost-url", ".jobhost-token", "host.log"):
+            try:
+                os.unlink(os.path.join(host.logs, f))
+            except FileNotFoundError:
+                pass
+        host.start()
+        t_ready = time.time()
+        api = Api(*host.api())
+        wait_until(lambda: queue_ready(api, "qbig"), 120, "job qbig listed with its queue", interval=0.1, alive=host.check_alive)
+        ready = time.time() - t_ready
+        rss0, idle_cpu = settle_and_sample(host, settle, window)
+        reads = probe_reads(api, "qbig", probes)
+        # Enqueues into the big queue, one at a time (each wakes the job, which claims).
+        enq = []
+        for _ in range(probes):
+            t0 = time.perf_counter()
+            status, data = api.request("POST", "/api/triggeredwebjobs/qbig/messages?delay=3600", body=b"{}")
+            enq.append(time.perf_counter() - t0)
+            if status != 202:
+                raise BenchError(f"POST qbig/messages: HTTP {status}: {data[:300]!r}")
+        reads["enqueue (delayed)"] = lat_summary(enq)
+        rss1 = rss_mb(host.pid)
+        q = queue_counts(api, "qbig")
+        api.close()
+        host.stop(60)
+        host.proc = None
+        log(
+            f"  {label}: {q['queued']} queued; RSS {rss0:.1f} MB settled, {rss1:.1f} MB after the reads; "
+            f"host CPU {idle_cpu:.3f} s over {window} s idle; API answering {ready:.2f} s after start; "
+            + "; ".join(f"{k} p50 {ms(v['median_s'])} max {ms(v['max_s'])}" for k, v in reads.items())
+        )
+        return {"queued": q["queued"], "rss_mb": rss0, "rss_after_reads_mb": rss1, "idle_cpu_s": idle_cpu, "ready_s": ready, "reads": reads}
+
+    empty = measure("empty queue")
+    # The million (or --quick's fewer) go straight into LOGS/queue.db while the host is
+    # stopped, with the host's own INSERT and id format, delayed an hour.
+    import sqlite3
+
+    t = time.time()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    now_ms = time.time_ns() // 1_000_000
+    start_ms = now_ms - n // 10  # ten enqueues per ms, ending now
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(
+        QUEUE_INSERT,
+        (queue_row("qbig", start_ms + i // 10, i, b'{"n": %d}' % i, now_ms + 3_600_000 + i // 10) for i in range(n)),
+    )
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    size = os.path.getsize(db)
+    log(f"  {n} messages inserted into {db} in {time.time() - t:.1f} s; file {size / 1e6:.0f} MB")
+    # The host's claim query (src/queue/sqlite/mod.rs, claim_sql) when nothing is due:
+    # it walks the claim index past every delayed message of the job.
+    conn = sqlite3.connect(db, isolation_level=None)
+    claim = (
+        "SELECT seq FROM messages INDEXED BY messages_claim WHERE job = ?1 AND state = 'Queued' "
+        "AND due <= ?2 ORDER BY priority DESC, due, seq LIMIT ?3"
+    )
+    conn.execute(claim, ("qbig", time.time_ns() // 1_000_000, 1)).fetchall()
+    t = time.perf_counter()
+    for _ in range(5):
+        conn.execute(claim, ("qbig", time.time_ns() // 1_000_000, 1)).fetchall()
+    claim_s = (time.perf_counter() - t) / 5
+    conn.close()
+    log(f"  the host's claim query on {n} delayed messages, nothing due: {ms(claim_s)} (Python sqlite3, warm cache)")
+    full = measure(f"{n} queued")
+    grow = full["rss_mb"] - empty["rss_mb"]
+    grow_after = full["rss_after_reads_mb"] - empty["rss_after_reads_mb"]
+    b.row(
+        f"queue: host RSS, {n} queued",
+        f"{full['rss_mb']:.1f} MB (+{grow:.1f})",
+        f"empty {empty['rss_mb']:.1f} MB",
+        f"{full['rss_mb'] / empty['rss_mb']:.2f}x",
+        "within 5 MB",
+        grow <= 5.0,
+    )
+    b.row(
+        f"queue: host RSS after reads, {n} queued",
+        f"{full['rss_after_reads_mb']:.1f} MB (+{grow_after:.1f})",
+        f"empty {empty['rss_after_reads_mb']:.1f} MB",
+        f"{full['rss_after_reads_mb'] / empty['rss_after_reads_mb']:.2f}x",
+        "within 5 MB",
+        grow_after <= 5.0,
+    )
+    for label in ("job object", "first page (50)"):
+        f, e = full["reads"][label], empty["reads"][label]
+        b.row(
+            f"queue: GET {label} p50, {n} queued",
+            ms(f["median_s"]),
+            "empty " + ms(e["median_s"]),
+            qratio(f["median_s"], e["median_s"]),
+            "(info)",
+            None,
+        )
+    f, e = full["reads"]["enqueue (delayed)"], empty["reads"]["enqueue (delayed)"]
+    b.row(
+        f"queue: one enqueue p50, {n} queued",
+        ms(f["median_s"]),
+        "empty " + ms(e["median_s"]),
+        qratio(f["median_s"], e["median_s"]),
+        "(info)",
+        None,
+    )
+    b.row(
+        f"queue: claim query, {n} delayed, none due",
+        ms(claim_s),
+        "-",
+        "-",
+        "(info)",
+        None,
+    )
+    return {"messages": n, "db_bytes": size, "claim_query_s": claim_s, "empty": empty, "full": full}
+
+
+def bench_queue(b):
+    a = b.args
+    log(
+        f"[queue] enqueue -> run start ({a.queue_latency} sequential messages vs manual triggers); "
+        f"durable enqueues/s ({a.queue_clients} clients, {a.queue_enqueues} messages) vs Python sqlite3; "
+        f"{a.queue_runs} messages vs {a.queue_runs} back-to-back manual runs; host RSS with {a.queue_million} queued"
+    )
+    parts = (os.environ.get("BENCH_QUEUE_PARTS") or "latency enqueue throughput rss").split()
+    out = {}
+    if "latency" in parts:
+        out["latency"] = bench_queue_latency(b, a.queue_latency)
+    if "enqueue" in parts:
+        out["enqueue"] = bench_queue_enqueue(b, a.queue_enqueues, a.queue_clients, a.queue_enqueue_reps)
+    if "throughput" in parts:
+        out["throughput"] = bench_queue_throughput(b, a.queue_runs, a.queue_clients)
+    if "rss" in parts:
+        out["rss"] = bench_queue_rss(b, a.queue_million)
+    b.results["queue"] = out
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -1655,6 +2431,12 @@ def main():
     a.api_requests = env_int("BENCH_API_REQUESTS", 200 if a.quick else 1000)
     a.api_concurrent = env_int("BENCH_API_CONCURRENT_REQUESTS", 800 if a.quick else 2000)
     a.api_clients = env_int("BENCH_API_CLIENTS", 8)
+    a.queue_latency = env_int("BENCH_QUEUE_LATENCY", 50 if a.quick else 200)
+    a.queue_enqueues = env_int("BENCH_QUEUE_ENQUEUES", 5_000 if a.quick else 20_000)
+    a.queue_clients = env_int("BENCH_QUEUE_CLIENTS", 8)
+    a.queue_enqueue_reps = env_int("BENCH_QUEUE_ENQUEUE_REPS", 1 if a.quick else 3)
+    a.queue_runs = env_int("BENCH_QUEUE_RUNS", 2_000 if a.quick else 10_000)
+    a.queue_million = env_int("BENCH_QUEUE_MESSAGES", 100_000 if a.quick else 1_000_000)
 
     b = Bench(a)
 

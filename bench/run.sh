@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Benchmarks of `jobhost run`: log throughput, pickup latency, idle cost, stop,
-# schedule lateness, API latency.
+# schedule lateness, API latency, message queues.
 #
-#   bench/run.sh [--quick] [--no-build] [--keep] [--json FILE] [throughput] [pickup] [idle] [stop] [lateness] [api]
+#   bench/run.sh [--quick] [--no-build] [--keep] [--json FILE] [throughput] [pickup] [idle] [stop] [lateness] [api] [queue]
 #
-# With no section names every section runs (about 4 minutes after the build; --quick
-# about 1 minute). BENCH_ONLY="pickup idle" picks sections too. See bench/README.md.
+# With no section names every section runs (about 6 minutes after the build; --quick
+# about a minute and a half). BENCH_ONLY="pickup idle" picks sections too. See bench/README.md.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,7 +29,7 @@ while (($#)); do
             args+=(--json "$(realpath -m "$2")")
             shift
             ;;
-        throughput | pickup | idle | stop | lateness | api) sections+=("$1") ;;
+        throughput | pickup | idle | stop | lateness | api | queue) sections+=("$1") ;;
         *)
             echo "run.sh: unknown argument '$1' (try --help)" >&2
             exit 2
