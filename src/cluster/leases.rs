@@ -90,7 +90,11 @@ mod tests {
         let a = acquire(&pool, "job", "a", ttl).unwrap().unwrap();
         assert_eq!(a.token, 1);
         assert_eq!(acquire(&pool, "job", "b", ttl).unwrap(), None, "a holds it");
-        assert_eq!(acquire(&pool, "job", "a", ttl).unwrap(), Some(a), "a again: same token");
+        assert_eq!(
+            acquire(&pool, "job", "a", ttl).unwrap(),
+            Some(a),
+            "a again: same token"
+        );
         assert!(renew(&pool, "job", "a", a).unwrap());
         assert!(!renew(&pool, "job", "b", a).unwrap(), "b never held it");
         release(&pool, "job", "a", a).unwrap();

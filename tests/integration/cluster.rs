@@ -328,3 +328,101 @@ fn a_host_outside_a_cluster_lists_itself_and_a_bad_store_url_stops_the_start() {
         "{stderr}"
     );
 }
+
+/// A host of `db`'s cluster named `name`, running the continuous singleton `solo`,
+/// which notes `start TOKEN HOST SECONDS` in `shared/log` when it starts.
+fn singleton_host(db: &TestDb, name: &str, shared: &std::path::Path) -> TestHost {
+    let mut h = TestHost::on(&Sandbox::new(), Some(name));
+    let script = r#"#!/bin/sh
+echo "start $WEBJOBS_FENCING_TOKEN $HOST $(date +%s.%N)" >> "$SHARED/log"
+while true; do sleep 0.1; done
+"#;
+    let settings = format!(
+        r#"{{"is_singleton": true, "stopping_wait_time": 1, "env": {{"SHARED": "{}", "HOST": "{name}"}}}}"#,
+        shared.display()
+    );
+    h.write_job(
+        "continuous",
+        "solo",
+        &[("run.sh", script), ("settings.job", &settings)],
+    );
+    let url = db.url.clone();
+    h.start_with(|cmd| {
+        cmd.arg("--store").arg(&url).arg("--lease-ttl").arg("3");
+    });
+    h
+}
+
+/// The `start` lines so far: (token, host, seconds).
+fn starts(shared: &std::path::Path) -> Vec<(i64, String, f64)> {
+    std::fs::read_to_string(shared.join("log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace().skip(1);
+            Some((
+                f.next()?.parse().ok()?,
+                f.next()?.to_string(),
+                f.next()?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[test]
+fn a_singleton_runs_on_one_host_and_moves_with_a_greater_token_when_its_host_dies() {
+    let Some(db) = test_db("singleton_failover") else {
+        return;
+    };
+    let shared = tempfile::tempdir().unwrap();
+    let mut hosts: BTreeMap<String, TestHost> = ["a", "b", "c"]
+        .iter()
+        .map(|n| (n.to_string(), singleton_host(&db, n, shared.path())))
+        .collect();
+    let first = hosts["a"].sandbox().clone();
+    first.wait_for("the singleton to start on one host", DEADLINE, || {
+        !starts(shared.path()).is_empty()
+    });
+    let mut takeovers = Vec::new();
+    for round in 0..4 {
+        let before = starts(shared.path());
+        let (token, holder, _) = before.last().cloned().unwrap();
+        assert_eq!(before.len(), round + 1, "one start per holder: {before:?}");
+        let killed_at = now_secs();
+        hosts.get_mut(&holder).unwrap().kill9();
+        first.wait_for("another host to take the singleton over", DEADLINE, || {
+            starts(shared.path()).len() > before.len()
+        });
+        let after = starts(shared.path());
+        let (next_token, next_host, started) = after.last().cloned().unwrap();
+        assert!(next_token > token, "tokens grow: {after:?}");
+        assert_ne!(next_host, holder, "{after:?}");
+        assert!(
+            started > killed_at,
+            "the new run started after the old host died"
+        );
+        takeovers.push(started - killed_at);
+        // The dead host comes back (as a fresh process) and waits its turn.
+        let h = hosts.get_mut(&holder).unwrap();
+        let _ = std::fs::remove_file(h.logs.join(format!(".jobhost-url-{holder}")));
+        let url = db.url.clone();
+        h.start_with(|cmd| {
+            cmd.arg("--store").arg(&url).arg("--lease-ttl").arg("3");
+        });
+    }
+    // Never two at once: exactly one start per holder, tokens strictly increasing.
+    let all = starts(shared.path());
+    assert_eq!(all.len(), 5, "{all:?}");
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "{all:?}");
+    let _ = writeln!(
+        std::io::stderr(),
+        "singleton takeovers after SIGKILL (s): {takeovers:?}"
+    );
+}

@@ -351,7 +351,8 @@ impl<P: Processes> ContinuousJob<P> {
         self.m.status.fencing_token = None;
         let name = self.lease_name();
         tokio::task::spawn_blocking(move || {
-            let _ = crate::cluster::leases::release(&cluster.pool, &name, &cluster.me.name, lease.held);
+            let _ =
+                crate::cluster::leases::release(&cluster.pool, &name, &cluster.me.name, lease.held);
         });
     }
 

@@ -84,7 +84,9 @@ pub enum Then {
     Remove,
     Shutdown,
     /// The singleton lease was lost: let it go, ask again from `retry_at`.
-    WaitLock { retry_at: Instant },
+    WaitLock {
+        retry_at: Instant,
+    },
 }
 
 /// What happened.

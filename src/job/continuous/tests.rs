@@ -776,7 +776,11 @@ fn a_lost_lease_stops_the_run_within_the_time_left_then_asks_again() {
         _ => None,
     });
     let (grace, why) = stop.expect("a stop");
-    assert_eq!(grace, Duration::from_millis(700), "the settings' 5 s capped");
+    assert_eq!(
+        grace,
+        Duration::from_millis(700),
+        "the settings' 5 s capped"
+    );
     assert!(why.contains("singleton lease lost: taken over"), "{why}");
     let fx = p.step(Input::Stopped(Exit::Signal(15)));
     assert!(fx.contains(&Effect::ReleaseLock), "{fx:?}");
