@@ -57,6 +57,9 @@ pub struct ContinuousJob {
     pub last_exit: Option<LastExit>,
     pub warnings: Vec<String>,
     pub disabled: bool,
+    /// In a cluster: this host's fencing token for the singleton it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fencing_token: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -369,6 +372,7 @@ pub fn continuous(base: &Base, def: &JobDefinition, st: &ContinuousStatus) -> Co
         last_exit: st.last_exit.clone(),
         warnings: st.warnings.clone(),
         disabled: def.disabled,
+        fencing_token: st.fencing_token,
     }
 }
 

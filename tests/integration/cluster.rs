@@ -409,6 +409,10 @@ fn a_singleton_runs_on_one_host_and_moves_with_a_greater_token_when_its_host_die
             "the new run started after the old host died"
         );
         takeovers.push(started - killed_at);
+        // The new holder's status shows its token.
+        let api = connect_instance(&hosts[&next_host], &next_host);
+        let (_, job) = api.get_json("/api/continuouswebjobs/solo");
+        assert_eq!(job["fencing_token"], next_token, "{job}");
         // The dead host comes back (as a fresh process) and waits its turn.
         let h = hosts.get_mut(&holder).unwrap();
         let _ = std::fs::remove_file(h.logs.join(format!(".jobhost-url-{holder}")));
