@@ -377,7 +377,16 @@ impl Api {
 /// log shows lines as they come). A closed stdout (piped into `head`) is the reader
 /// having had enough, not an error; the error returned is always `from`'s.
 pub fn copy_to_stdout(from: &mut impl Read) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
+    copy_live(from, &mut std::io::stdout().lock())
+}
+
+/// As [`copy_to_stdout`], to stderr (a message's run logs, while stdout is kept for
+/// its result).
+fn copy_to_stderr(from: &mut impl Read) -> std::io::Result<()> {
+    copy_live(from, &mut std::io::stderr().lock())
+}
+
+fn copy_live(from: &mut impl Read, out: &mut impl Write) -> std::io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf) {
@@ -963,24 +972,6 @@ fn queue_job<'a>(name: &'a str, command: &'a str) -> Named<'a> {
 
 fn messages_path(name: &str) -> String {
     format!("/api/triggeredwebjobs/{}/messages", enc(name.as_bytes()))
-}
-
-/// Copies `from` to stderr until its end (a message's run logs, while stdout is
-/// kept for its result).
-fn copy_to_stderr(from: &mut impl Read) -> std::io::Result<()> {
-    let mut out = std::io::stderr().lock();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if out.write_all(&buf[..n]).and_then(|_| out.flush()).is_err() {
-            return Ok(());
-        }
-    }
 }
 
 pub fn enqueue(

@@ -13,6 +13,8 @@
 //! opened), the wake-ups of the job tasks and the stream of message changes.
 
 pub mod callback;
+#[cfg(test)]
+mod contract;
 pub mod inbox;
 pub mod liveness;
 pub mod policy;
@@ -460,6 +462,25 @@ pub struct JobLink {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A page of a listing for a store's SQL: `job`, then `state` and `before` when
+/// `filtered`/`paged`, then the limit, numbered parameters written `{mark}N` (`?` for
+/// SQLite, `$` for PostgreSQL). One statement per shape: a condition like
+/// `(?2 IS NULL OR state = ?2)` would keep the database from seeking in its index.
+pub(crate) fn list_sql(table: &str, cols: &str, mark: char, filtered: bool, paged: bool) -> String {
+    let mut sql = format!("SELECT {cols} FROM {table} WHERE job = {mark}1");
+    let mut n = 1;
+    if filtered {
+        n += 1;
+        sql.push_str(&format!(" AND state = {mark}{n}"));
+    }
+    if paged {
+        n += 1;
+        sql.push_str(&format!(" AND id < {mark}{n}"));
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {mark}{}", n + 1));
+    sql
 }
 
 /// Message ids: 12 hex digits of milliseconds since the epoch, 4 of a per-process

@@ -22,8 +22,6 @@
 mod rows;
 
 #[cfg(test)]
-mod contract;
-#[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;
@@ -339,23 +337,6 @@ const REQUEUE: &str = "UPDATE jobhost_messages SET state = 'Queued', due = $1, a
     finished_at = NULL, result = NULL, owner = NULL, callback_due = NULL, \
     callback_attempts = 0";
 
-/// A page of a listing: `job`, then `state` and `before` when `filtered`/`paged`, then
-/// the limit. One statement per shape, so each has a plan that seeks in its index.
-fn list_sql(filtered: bool, paged: bool) -> String {
-    let mut sql = format!("SELECT {COLS} FROM jobhost_messages WHERE job = $1");
-    let mut n = 1;
-    if filtered {
-        n += 1;
-        sql.push_str(&format!(" AND state = ${n}"));
-    }
-    if paged {
-        n += 1;
-        sql.push_str(&format!(" AND id < ${n}"));
-    }
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", n + 1));
-    sql
-}
-
 /// `now - d`, never before the epoch (a "forever" duration keeps everything).
 fn before(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(d)
@@ -542,7 +523,13 @@ impl QueueStore for PgStore {
             args.push(before);
         }
         args.push(&limit);
-        let sql = list_sql(state.is_some(), before.is_some());
+        let sql = crate::queue::list_sql(
+            "jobhost_messages",
+            COLS,
+            '$',
+            state.is_some(),
+            before.is_some(),
+        );
         self.run(|c| c.query(&sql, &args)?.iter().map(message).collect())
     }
 

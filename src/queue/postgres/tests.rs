@@ -8,10 +8,10 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::contract::{DAY, claim_one, msg, put, t0};
 use super::*;
 use crate::cluster::testdb::{self, TestDb, wait_for};
 use crate::cluster::{hosts, listen, schema};
+use crate::queue::contract::{DAY, claim_one, msg, put, t0};
 use crate::queue::policy::{self, RunEnd};
 use crate::spec::settings::queue::QueueSettings;
 

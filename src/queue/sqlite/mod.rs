@@ -236,24 +236,6 @@ fn claim_sql() -> String {
     )
 }
 
-/// A page of a listing: `job`, then `state` and `before` when `filtered`/`paged`, then
-/// the limit. One statement per shape: a condition like `(?2 IS NULL OR state = ?2)`
-/// would keep SQLite from seeking in the index.
-fn list_sql(filtered: bool, paged: bool) -> String {
-    let mut sql = format!("SELECT {COLS} FROM messages WHERE job = ?1");
-    let mut n = 1;
-    if filtered {
-        n += 1;
-        sql.push_str(&format!(" AND state = ?{n}"));
-    }
-    if paged {
-        n += 1;
-        sql.push_str(&format!(" AND id < ?{n}"));
-    }
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", n + 1));
-    sql
-}
-
 fn claim_in(
     conn: &Connection,
     job: &str,
@@ -444,7 +426,7 @@ impl QueueStore for SqliteStore {
             args.push(before);
         }
         args.push(&limit);
-        let sql = list_sql(state.is_some(), before.is_some());
+        let sql = crate::queue::list_sql("messages", COLS, '?', state.is_some(), before.is_some());
         self.read(|c| {
             let found = c
                 .prepare_cached(&sql)?

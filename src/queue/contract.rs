@@ -1,7 +1,7 @@
 //! The queue contract: what every [`QueueStore`] must do, written once against the
 //! trait and run over both stores, the embedded one and PostgreSQL, so the two
-//! cannot drift apart. (The embedded store's own tests in `queue::sqlite` pin the
-//! same behaviour on the concrete type, with what only it has: group commit, files.)
+//! cannot drift apart. Each store's own tests cover what only it has (group commit
+//! and files for SQLite; hosts, round trips and notifications for PostgreSQL).
 
 #![allow(clippy::unwrap_used)]
 
