@@ -17,6 +17,7 @@
 //! a TLS connector crate for a first version meant for a private network), and a URL
 //! that demands it (`sslmode=require`) is refused with that explanation.
 
+pub mod fires;
 pub mod hosts;
 pub mod leases;
 pub mod listen;

@@ -112,6 +112,16 @@ CREATE TABLE jobhost_leases (
     expires_at timestamptz NOT NULL
 );
 
+-- Scheduled occurrences fired: one row per (job, occurrence), so each fires on exactly
+-- one host of the cluster.
+CREATE TABLE jobhost_fires (
+    job text COLLATE "C" NOT NULL,
+    occurrence timestamptz NOT NULL,
+    host text COLLATE "C" NOT NULL,
+    claimed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (job, occurrence)
+);
+
 -- One row per host that ever joined. heartbeat_at and lease_expires_at come from the
 -- database's clock, so hosts whose clocks disagree still agree on who is alive.
 CREATE TABLE jobhost_hosts (

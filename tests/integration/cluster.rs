@@ -208,8 +208,12 @@ sleep 0.3
     });
     let runs = history["runs"].as_array().unwrap();
     for host in ["a", "b"] {
+        // Run ids are unique per host only (start time to 0.1 ms): one no other
+        // host also has, so the id names this run alone.
+        let unique = |r: &&Value| runs.iter().filter(|o| o["id"] == r["id"]).count() == 1;
         let run = runs
             .iter()
+            .filter(unique)
             .find(|r| r["host"] == host)
             .expect("a run of each host");
         // Each host has its own token here (its own LOGS).
@@ -429,4 +433,66 @@ fn a_singleton_runs_on_one_host_and_moves_with_a_greater_token_when_its_host_die
         std::io::stderr(),
         "singleton takeovers after SIGKILL (s): {takeovers:?}"
     );
+}
+
+#[test]
+fn a_job_scheduled_every_second_fires_each_occurrence_on_one_host_only() {
+    let Some(db) = test_db("exactly_once") else {
+        return;
+    };
+    let mut hosts: Vec<TestHost> = ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            let mut h = TestHost::on(&Sandbox::new(), Some(name));
+            h.write_job(
+                TRIGGERED,
+                "tick",
+                &[
+                    ("run.sh", "#!/bin/sh\nexit 0\n"),
+                    ("settings.job", r#"{"schedule": "* * * * * *"}"#),
+                ],
+            );
+            let url = db.url.clone();
+            h.start_with(|cmd| {
+                cmd.arg("--store").arg(&url).arg("--lease-ttl").arg("3");
+            });
+            h
+        })
+        .collect();
+    // Every occurrence each host ran, from its run records.
+    let fired = |hosts: &[TestHost]| -> Vec<(String, String)> {
+        let mut all = Vec::new();
+        for h in hosts {
+            let dir = h.logs.join(TRIGGERED).join("tick");
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let Ok(bytes) = std::fs::read(e.path().join("status.json")) else {
+                    continue;
+                };
+                let Ok(r) = serde_json::from_slice::<Value>(&bytes) else {
+                    continue;
+                };
+                if let (Some(at), Some(host)) =
+                    (r["scheduled_for"].as_str(), r["instance"].as_str())
+                {
+                    all.push((at.to_string(), host.to_string()));
+                }
+            }
+        }
+        all.sort();
+        all
+    };
+    hosts[0].wait_for("ten occurrences fired", DEADLINE * 2, || {
+        fired(&hosts).len() >= 10
+    });
+    for h in &mut hosts {
+        h.stop();
+    }
+    let all = fired(&hosts);
+    let mut seen = std::collections::BTreeSet::new();
+    for (at, host) in &all {
+        assert!(
+            seen.insert(at.clone()),
+            "occurrence {at} fired twice (again on {host}): {all:?}"
+        );
+    }
 }

@@ -101,7 +101,33 @@ struct ActiveRun<R> {
     sink: Arc<Mutex<LogSink>>,
     settings: Arc<JobSettings>,
     /// Held for the whole run: no other host runs this job meanwhile.
-    _lock: Option<File>,
+    _lock: Option<RunHold>,
+}
+
+/// The run lock held: `run.lock` in LOGS (hosts of one machine), or the job's run
+/// lease in the cluster store, renewed while the run goes and given up when dropped.
+enum RunHold {
+    File(#[allow(dead_code)] File),
+    Lease(LeaseGuard),
+}
+
+struct LeaseGuard {
+    link: Arc<crate::cluster::member::ClusterLink>,
+    name: String,
+    held: crate::cluster::leases::Held,
+    confirmed_at: Instant,
+    next_renew: Instant,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        let (link, name, held) = (self.link.clone(), self.name.clone(), self.held);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn_blocking(move || {
+                let _ = crate::cluster::leases::release(&link.pool, &name, &link.me.name, held);
+            });
+        }
+    }
 }
 
 /// A run just started by [`TriggeredJob::launch`].
@@ -188,6 +214,7 @@ impl<P: Processes> TriggeredJob<P> {
             let timeout_at = going.and_then(|g| g.timeout_at);
             let idle_at = going.and_then(|g| g.idle.as_ref().map(|i| i.next_check));
             let limits_at = messages::next_check(&self.msg_runs);
+            let renew_at = self.lease_renew_at();
             tokio::select! {
                 _ = cancel.cancelled() => {
                     self.stop_all_messages("the host is stopping").await;
@@ -249,6 +276,7 @@ impl<P: Processes> TriggeredJob<P> {
                     self.publish();
                 }
                 _ = sleep_until_opt(limits_at) => self.check_message_limits().await,
+                _ = sleep_until_opt(renew_at) => self.renew_run_lease().await,
             }
         }
         self.publish();
@@ -273,7 +301,7 @@ impl<P: Processes> TriggeredJob<P> {
     async fn feed(&mut self, input: Input) {
         let quiet = matches!(input, Input::IdleSample { .. });
         let mut acted = false;
-        let mut taken_lock = None;
+        let mut taken_lock: Option<RunHold> = None;
         let mut next = Some(input);
         while let Some(input) = next.take() {
             let now = self.now();
@@ -291,11 +319,16 @@ impl<P: Processes> TriggeredJob<P> {
         }
     }
 
-    async fn perform(&mut self, effect: Effect, taken_lock: &mut Option<File>) -> Option<Input> {
+    async fn perform(&mut self, effect: Effect, taken_lock: &mut Option<RunHold>) -> Option<Input> {
         match effect {
             Effect::Sched { text, error } => self.sched(&text, error),
             Effect::Warn(text) => tracing::warn!(job = %self.m.def.name, "{text}"),
-            Effect::RecordFire(at) => self.save_last_fired(at).await,
+            Effect::RecordFire(at) => {
+                self.save_last_fired(at).await;
+                if self.ctx.cluster.is_some() {
+                    let _ = self.claim_fire(at).await;
+                }
+            }
             Effect::ScheduleOff => self.cursor = None,
             Effect::TakeLock { read_last_fired } => {
                 let answer = match self.acquire_run_lock().await {
@@ -320,7 +353,14 @@ impl<P: Processes> TriggeredJob<P> {
                 };
                 // No separate write of the last fire: the run's `Running` record, on
                 // disk before its process starts, carries `scheduled_for` (see
-                // `records::load_last_fired`).
+                // `records::load_last_fired`). In a cluster the occurrence is claimed
+                // in the store first, under the run lease: it fires on one host only.
+                if let (Some(_), Some(at)) = (&self.ctx.cluster, req.scheduled_for)
+                    && let Err(reason) = self.claim_fire(at).await
+                {
+                    let job = self.m.def.name.clone();
+                    return Some(Input::Started(Err(TriggerError::Failed { job, reason })));
+                }
                 let started = self
                     .start_run(
                         taken_lock.take(),
@@ -364,9 +404,19 @@ impl<P: Processes> TriggeredJob<P> {
 
     async fn load_last_fired(&self) -> Option<DateTime<Utc>> {
         let logs = self.logs.clone();
-        blocking(move || records::load_last_fired(&logs))
+        let local = blocking(move || records::load_last_fired(&logs))
             .await
-            .flatten()
+            .flatten();
+        let Some(link) = self.ctx.cluster.clone() else {
+            return local;
+        };
+        // In a cluster, the latest occurrence any host fired.
+        let job = self.m.def.name.clone();
+        let cluster = blocking(move || crate::cluster::fires::last(&link.pool, &job))
+            .await
+            .and_then(Result::ok)
+            .flatten();
+        local.max(cluster)
     }
 
     /// Writes a run's final record.
@@ -406,7 +456,10 @@ impl<P: Processes> TriggeredJob<P> {
     /// A busy lock is asked again for a moment: while any process of this host forks
     /// (every run start), the child holds a copy of each open descriptor until it
     /// execs, and so, for that instant, our own just-released lock.
-    async fn acquire_run_lock(&self) -> Result<Option<File>, ()> {
+    async fn acquire_run_lock(&self) -> Result<Option<RunHold>, ()> {
+        if let Some(link) = self.ctx.cluster.clone() {
+            return self.acquire_run_lease(link).await.map(Some);
+        }
         if self.ctx.layout.instance.is_none() {
             return Ok(None);
         }
@@ -419,11 +472,109 @@ impl<P: Processes> TriggeredJob<P> {
             .map_err(|_| ())?;
         for _ in 0..20 {
             if f.try_lock().is_ok() {
-                return Ok(Some(f));
+                return Ok(Some(RunHold::File(f)));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Err(())
+    }
+
+    /// The job's run lease in the cluster store: one run of the job at a time across
+    /// the cluster. `Err` when another host holds it, or the store cannot say (then
+    /// nothing runs: an occurrence must not fire unclaimed).
+    async fn acquire_run_lease(
+        &self,
+        link: Arc<crate::cluster::member::ClusterLink>,
+    ) -> Result<RunHold, ()> {
+        let name = format!("triggered/{}", self.m.def.name);
+        let (l, n, asked) = (link.clone(), name.clone(), Instant::now());
+        let taken = tokio::task::spawn_blocking(move || {
+            crate::cluster::leases::acquire(&l.pool, &n, &l.me.name, l.me.ttl)
+        })
+        .await
+        .map_err(|_| ())?;
+        match taken {
+            Ok(Some(held)) => Ok(RunHold::Lease(LeaseGuard {
+                link,
+                name,
+                held,
+                confirmed_at: asked,
+                next_renew: asked + held.ttl / 3,
+            })),
+            Ok(None) => Err(()),
+            Err(e) => {
+                self.sched(
+                    &format!("no run: the cluster store cannot be asked for the run lease: {e}"),
+                    true,
+                );
+                Err(())
+            }
+        }
+    }
+
+    /// Claims a scheduled occurrence in the cluster store: `Err` (why) when another
+    /// host fired it, or the store cannot say.
+    async fn claim_fire(&self, at: DateTime<Utc>) -> Result<(), String> {
+        let Some(link) = self.ctx.cluster.clone() else {
+            return Ok(());
+        };
+        let job = self.m.def.name.clone();
+        let claimed = tokio::task::spawn_blocking(move || {
+            crate::cluster::fires::claim(&link.pool, &job, at, &link.me.name)
+        })
+        .await;
+        match claimed {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(format!(
+                "the occurrence {} was already fired by another host",
+                rfc3339_string(at)
+            )),
+            Ok(Err(e)) => Err(format!("claiming the occurrence in the cluster store: {e}")),
+            Err(_) => Err("the host is stopping".into()),
+        }
+    }
+
+    /// When the run's lease is to be renewed.
+    fn lease_renew_at(&self) -> Option<Instant> {
+        match self.active.as_ref()?._lock.as_ref()? {
+            RunHold::Lease(g) => Some(g.next_renew),
+            RunHold::File(_) => None,
+        }
+    }
+
+    /// Renews the run's lease; one lost, or not confirmed for two thirds of its ttl,
+    /// stops the run (another host may take the job once the lease expires).
+    async fn renew_run_lease(&mut self) {
+        let Some(RunHold::Lease(g)) = self.active.as_ref().and_then(|a| a._lock.as_ref()) else {
+            return;
+        };
+        let (link, name, held, asked) = (g.link.clone(), g.name.clone(), g.held, Instant::now());
+        let renewed = tokio::task::spawn_blocking(move || {
+            crate::cluster::leases::renew(&link.pool, &name, &link.me.name, held)
+        })
+        .await;
+        let Some(RunHold::Lease(g)) = self.active.as_mut().and_then(|a| a._lock.as_mut()) else {
+            return;
+        };
+        let why = match renewed {
+            Ok(Ok(true)) => {
+                g.confirmed_at = asked;
+                g.next_renew = asked + held.ttl / 3;
+                return;
+            }
+            Ok(Ok(false)) => "another host took the run lease over".to_string(),
+            Ok(Err(e)) if Instant::now() + held.ttl / 3 < g.confirmed_at + held.ttl => {
+                tracing::warn!(job = %self.m.def.name, "{e}: renewing the run lease again in 1 s");
+                g.next_renew = Instant::now() + Duration::from_secs(1);
+                return;
+            }
+            Ok(Err(e)) => format!("the run lease could not be renewed: {e}"),
+            Err(_) => return,
+        };
+        // Not renewed again: the stop below ends the run.
+        g.next_renew = Instant::now() + Duration::from_secs(3600);
+        self.sched(&format!("stopping the run: {why}"), true);
+        self.feed(Input::Cancel(None)).await;
     }
 
     /// Runs a dead host left `Running` are `Aborted` — checked under the run lock, so
@@ -538,7 +689,7 @@ impl<P: Processes> TriggeredJob<P> {
 
     async fn start_run(
         &mut self,
-        lock: Option<File>,
+        lock: Option<RunHold>,
         settings: Arc<JobSettings>,
         trigger: TriggerKind,
         args: Vec<OsString>,
