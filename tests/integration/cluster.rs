@@ -496,3 +496,151 @@ fn a_job_scheduled_every_second_fires_each_occurrence_on_one_host_only() {
         );
     }
 }
+
+/// A loopback TCP proxy in front of PostgreSQL: `cut` closes every connection and
+/// refuses new ones (a partition of the hosts behind it), `restore` lets them in.
+struct Proxy {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: &str) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> = Default::default();
+        let (c, list, target) = (cut.clone(), conns.clone(), target.to_string());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                if c.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                for s in [&client, &server] {
+                    list.lock().unwrap().push(s.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { port, cut, conns }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// `url` with its host and port replaced by this proxy's.
+    fn url(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let (auth, path) = rest.split_once('/').unwrap();
+        let user = auth
+            .split_once('@')
+            .map(|(u, _)| format!("{u}@"))
+            .unwrap_or_default();
+        format!("{scheme}://{user}127.0.0.1:{}/{path}", self.port)
+    }
+}
+
+#[test]
+fn a_holder_cut_off_from_the_store_stops_its_run_before_another_host_starts() {
+    let Some(db) = test_db("partition") else {
+        return;
+    };
+    let shared = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start("127.0.0.1:5432");
+    let script = r#"#!/bin/sh
+trap 'echo "end $HOST $(date +%s.%N)" >> "$SHARED/log"; exit 0' TERM
+echo "start $WEBJOBS_FENCING_TOKEN $HOST $(date +%s.%N)" >> "$SHARED/log"
+while true; do sleep 0.05; done
+"#;
+    let host = |name: &str, url: String| {
+        let mut h = TestHost::on(&Sandbox::new(), Some(name));
+        let settings = format!(
+            r#"{{"is_singleton": true, "stopping_wait_time": 5, "env": {{"SHARED": "{}", "HOST": "{name}"}}}}"#,
+            shared.path().display()
+        );
+        h.write_job(
+            "continuous",
+            "solo",
+            &[("run.sh", script), ("settings.job", &settings)],
+        );
+        h.write_job(
+            TRIGGERED,
+            "q",
+            &[
+                ("run.sh", "#!/bin/sh\nexit 0\n"),
+                ("settings.job", r#"{"queue": {}}"#),
+            ],
+        );
+        h.start_with(|cmd| {
+            cmd.arg("--store").arg(&url).arg("--lease-ttl").arg("3");
+        });
+        h
+    };
+    // b, behind the proxy, starts first and holds the singleton.
+    let b = host("b", proxy.url(&db.url));
+    b.wait_for("b to run the singleton", DEADLINE, || {
+        starts(shared.path()).iter().any(|s| s.1 == "b")
+    });
+    let a = host("a", db.url.clone());
+    let api_b = connect_instance(&b, "b");
+    connect_instance(&a, "a");
+
+    // The cut: b cannot renew; it stops its run within the lease, and only then
+    // does a start.
+    proxy.cut();
+    a.wait_for("a to take the singleton over", DEADLINE, || {
+        starts(shared.path()).iter().any(|s| s.1 == "a")
+    });
+    let log = std::fs::read_to_string(shared.path().join("log")).unwrap();
+    let time_of = |prefix: &str| -> f64 {
+        log.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{log}"))
+    };
+    let (b_end, a_start) = (time_of("end b"), time_of("start 2 a"));
+    assert!(
+        b_end < a_start,
+        "b's run ended ({b_end}) before a's began ({a_start}):\n{log}"
+    );
+
+    // Meanwhile b answers enqueues with 503 and says why its singleton waits.
+    let path = "/api/triggeredwebjobs/q/messages";
+    let (code, v) = json_of(send(api_b.req(Method::POST, path).body("x"), "POST", path));
+    assert_eq!(code, 503, "{v}");
+    b.wait_for("b's singleton to say why it waits", DEADLINE, || {
+        let (_, job) = api_b.get_json("/api/continuouswebjobs/solo");
+        job["error"].as_str().is_some_and(|e| e.contains("store"))
+    });
+
+    // Back: b reconnects by itself and its enqueues are taken again.
+    proxy.restore();
+    b.wait_for("b to enqueue again", DEADLINE, || {
+        let (code, _) = json_of(send(api_b.req(Method::POST, path).body("y"), "POST", path));
+        code == 202
+    });
+}

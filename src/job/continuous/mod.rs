@@ -279,11 +279,15 @@ impl<P: Processes> ContinuousJob<P> {
         }
         let (name, asked) = (self.lease_name(), Instant::now());
         let c = cluster.clone();
-        let taken = tokio::task::spawn_blocking(move || {
+        let call = tokio::task::spawn_blocking(move || {
             crate::cluster::leases::acquire(&c.pool, &name, &c.me.name, c.me.ttl)
-        })
-        .await
-        .map_err(|_| Some("the host is stopping".to_string()))?;
+        });
+        let taken = tokio::time::timeout(cluster.me.ttl / 3, call)
+            .await
+            .map_err(|_| {
+                Some("the cluster store does not answer; the singleton waits for it".to_string())
+            })?
+            .map_err(|_| Some("the host is stopping".to_string()))?;
         match taken {
             Ok(Some(held)) => {
                 self.lease = Some(Lease {
@@ -309,10 +313,19 @@ impl<P: Processes> ContinuousJob<P> {
         };
         let (name, held, asked) = (self.lease_name(), lease.held, Instant::now());
         let c = cluster.clone();
-        let renewed = tokio::task::spawn_blocking(move || {
+        let call = tokio::task::spawn_blocking(move || {
             crate::cluster::leases::renew(&c.pool, &name, &c.me.name, held)
-        })
-        .await;
+        });
+        // A store that does not answer (a network cut drops packets) must not hold
+        // the run past its lease: the wait is bounded like a failed renewal.
+        let renewed = match tokio::time::timeout(held.ttl / 3, call).await {
+            Ok(r) => r,
+            Err(_) => Ok(Err(crate::cluster::ClusterError::Unavailable {
+                url: cluster.pool.url().to_string(),
+                what: "renewing the singleton's lease".into(),
+                reason: format!("no answer within {} ms", (held.ttl / 3).as_millis()),
+            })),
+        };
         let Some(lease) = self.lease.as_mut() else {
             return;
         };

@@ -41,6 +41,8 @@ pub const MAX_RESULT_BYTES: u64 = 1024 * 1024;
 /// every enqueue and knows when delayed messages are due; it looks rarely.
 const POLL_SHARED: Duration = Duration::from_secs(1);
 const POLL_ALONE: Duration = Duration::from_secs(30);
+/// The longest a job task waits for the store when it looks for due messages.
+const STORE_WAIT: Duration = Duration::from_secs(10);
 
 /// What a message's run needs on the blocking pool before its process starts.
 pub(super) struct Input {
@@ -355,7 +357,7 @@ impl<P: Processes> TriggeredJob<P> {
         // that it does not hold was left by this host's earlier life.
         let mine: std::collections::HashSet<String> =
             self.msg_runs.iter().map(|r| r.message.id.clone()).collect();
-        let answer = blocking(move || {
+        let look = blocking(move || {
             let mut stale = Vec::new();
             if let Some((retention, window)) = sweep {
                 let _ = store2.sweep(&job2, retention, window, Utc::now());
@@ -375,16 +377,36 @@ impl<P: Processes> TriggeredJob<P> {
                 false => None,
             };
             Ok::<_, crate::queue::StoreError>((stale, claimed, due))
-        })
-        .await;
+        });
+        // A store that does not answer (a network cut) must not hold up the job's
+        // schedule: the look is given up, and what it may still claim is found
+        // Running without a run here at a later sweep and retried.
+        let answer = match tokio::time::timeout(STORE_WAIT, look).await {
+            Ok(a) => a,
+            Err(_) => Some(Err(crate::queue::StoreError::Unavailable {
+                path: std::path::PathBuf::from("the message store"),
+                reason: format!("no answer within {} s", STORE_WAIT.as_secs()),
+            })),
+        };
         let (stale, claimed, due) = match answer {
             Some(Ok(a)) => a,
             Some(Err(e)) => {
+                // The job says why it waits; the next look (at most a poll away)
+                // clears it once the store answers.
                 tracing::warn!(job = %job, "{e}");
+                if let Some(q) = self.queue.as_mut() {
+                    q.problem = Some(format!("{e}; messages wait until the store answers"));
+                }
+                self.show_queue_problems();
                 return;
             }
             None => return,
         };
+        if let Some(q) = self.queue.as_mut()
+            && q.problem.take().is_some()
+        {
+            self.show_queue_problems();
+        }
         if let (Some(q), Some(at)) = (self.queue.as_mut(), due) {
             q.due = q.due.min(instant_of(at));
         }
@@ -486,7 +508,16 @@ impl<P: Processes> TriggeredJob<P> {
             .clone()
             .unwrap_or_else(|| self.ctx.queues.owner.clone());
         let settle = move || store.settle_as(&id, &owner, settlement, Utc::now());
-        let settled = blocking(settle).await;
+        // Bounded as the claims are; an attempt not settled stays Running and is
+        // retried by a later sweep, its attempt counted.
+        let settled = tokio::time::timeout(STORE_WAIT, blocking(settle))
+            .await
+            .unwrap_or_else(|_| {
+                Some(Err(crate::queue::StoreError::Unavailable {
+                    path: std::path::PathBuf::from("the message store"),
+                    reason: format!("no answer within {} s", STORE_WAIT.as_secs()),
+                }))
+            });
         let job = &self.m.def.name;
         match settled {
             Some(Ok(Some(after))) => {

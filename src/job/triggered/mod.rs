@@ -549,10 +549,19 @@ impl<P: Processes> TriggeredJob<P> {
             return;
         };
         let (link, name, held, asked) = (g.link.clone(), g.name.clone(), g.held, Instant::now());
-        let renewed = tokio::task::spawn_blocking(move || {
+        let url = link.pool.url().to_string();
+        let call = tokio::task::spawn_blocking(move || {
             crate::cluster::leases::renew(&link.pool, &name, &link.me.name, held)
-        })
-        .await;
+        });
+        // Bounded: a store that does not answer must not hold the run past its lease.
+        let renewed = match tokio::time::timeout(held.ttl / 3, call).await {
+            Ok(r) => r,
+            Err(_) => Ok(Err(crate::cluster::ClusterError::Unavailable {
+                url,
+                what: "renewing the run lease".into(),
+                reason: format!("no answer within {} ms", (held.ttl / 3).as_millis()),
+            })),
+        };
         let Some(RunHold::Lease(g)) = self.active.as_mut().and_then(|a| a._lock.as_mut()) else {
             return;
         };
