@@ -77,7 +77,9 @@ fn rand_suffix() -> String {
 /// triggered job `work` (a queue of `concurrency`).
 fn cluster_host(db: &TestDb, name: &str, script: &str, concurrency: u32) -> (TestHost, Api) {
     let mut h = TestHost::on(&Sandbox::new(), Some(name));
-    let settings = format!(r#"{{"queue": {{"concurrency": {concurrency}, "retry_delay": 0}}}}"#);
+    let settings = format!(
+        r#"{{"history_size": 5000, "queue": {{"concurrency": {concurrency}, "retry_delay": 0}}}}"#
+    );
     h.write_job(
         TRIGGERED,
         "work",
@@ -643,4 +645,87 @@ while true; do sleep 0.05; done
         let (code, _) = json_of(send(api_b.req(Method::POST, path).body("y"), "POST", path));
         code == 202
     });
+}
+
+#[test]
+fn three_hosts_run_every_message_once_and_a_killed_hosts_messages_once_more() {
+    let Some(db) = test_db("three_hosts_messages") else {
+        return;
+    };
+    const N: usize = 1500;
+    let script = "#!/bin/sh\nexit 0\n";
+    let (a, api_a) = cluster_host(&db, "a", script, 4);
+    let (b, _api_b) = cluster_host(&db, "b", script, 4);
+    let (mut c, _api_c) = cluster_host(&db, "c", script, 4);
+    // Enqueued on a by 4 clients; c is killed once a third of them succeeded.
+    let api = std::sync::Arc::new(api_a);
+    let senders: Vec<_> = (0..4)
+        .map(|t| {
+            let api = api.clone();
+            std::thread::spawn(move || {
+                (0..N / 4)
+                    .map(|i| enqueue(&api, &format!("{t}-{i}")))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let succeeded = |api: &Api| -> usize {
+        let mut n = 0;
+        let mut before = String::new();
+        loop {
+            let q = if before.is_empty() {
+                String::new()
+            } else {
+                format!("&before={before}")
+            };
+            let (_, page) = api.get_json(&format!(
+                "/api/triggeredwebjobs/work/messages?state=Succeeded&limit=1000{q}"
+            ));
+            let msgs = page["messages"].as_array().cloned().unwrap_or_default();
+            n += msgs.len();
+            match msgs.last().and_then(|m| m["id"].as_str()) {
+                Some(id) if msgs.len() == 1000 => before = id.to_string(),
+                _ => return n,
+            }
+        }
+    };
+    a.wait_for("a third of the messages to succeed", DEADLINE * 4, || {
+        succeeded(&api) >= N / 3
+    });
+    c.kill9();
+    let ids: Vec<String> = senders
+        .into_iter()
+        .flat_map(|s| s.join().unwrap())
+        .collect();
+    assert_eq!(ids.len(), N);
+    a.wait_for("every message to succeed", DEADLINE * 6, || {
+        succeeded(&api) == N
+    });
+    // Runs per message across the three hosts.
+    let by = runs_by_host(&[&a, &b, &c]);
+    let mut runs: BTreeMap<&str, usize> = BTreeMap::new();
+    for id in by.values().flatten() {
+        *runs.entry(id.as_str()).or_default() += 1;
+    }
+    assert_eq!(runs.len(), N, "every message ran");
+    let twice: Vec<&&str> = runs
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
+        .collect();
+    for id in &twice {
+        let m = message(&api, id);
+        assert!(
+            m["attempts"].as_u64().unwrap() > 1,
+            "{id} ran twice on one attempt: {m}"
+        );
+        assert!(
+            by.get("c").is_some_and(|c| c.iter().any(|x| x == **id)),
+            "{id} ran twice without c"
+        );
+    }
+    assert!(
+        twice.len() <= 4,
+        "only what c was running (concurrency 4): {twice:?}"
+    );
 }
