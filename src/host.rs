@@ -232,6 +232,11 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
 
     let link = cluster.clone().map(|pool| {
         Arc::new(crate::cluster::member::ClusterLink {
+            deploys: Arc::new(crate::cluster::deploys::Deploys::new(
+                pool.clone(),
+                &name,
+                &opts.logs,
+            )),
             pool,
             me: crate::cluster::member::Member {
                 name: name.clone(),
@@ -306,6 +311,27 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
         cancel.clone(),
         tracker.clone(),
     );
+    // In a cluster: jobs deployed through the other hosts are written into JOBS,
+    // woken by the store's announcements.
+    let mut deploy_listener = None;
+    if let (Some(link), Some(url)) = (&link, &opts.store) {
+        let (wake, url) = (link.deploys.waker(), url.clone());
+        let listening = tokio::task::spawn_blocking(move || {
+            crate::cluster::listen::listen_on(
+                &url,
+                crate::cluster::deploys::DEPLOY_CHANNEL,
+                move |_| wake.notify_one(),
+            )
+        })
+        .await
+        .context("starting the cluster store's deploy listener")??;
+        deploy_listener = Some(listening);
+        tracker.spawn(crate::cluster::deploys::run(
+            link.deploys.clone(),
+            supervisor.registry(),
+            cancel.clone(),
+        ));
+    }
     let api = crate::api::ApiState(Arc::new(crate::api::ApiInner {
         registry: supervisor.registry(),
         layout: ctx.layout.clone(),
@@ -351,7 +377,7 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
         return Ok(FORCED_EXIT);
     }
     // Its thread is joined off the workers.
-    let _ = tokio::task::spawn_blocking(move || drop(store_listener)).await;
+    let _ = tokio::task::spawn_blocking(move || drop((store_listener, deploy_listener))).await;
     tracing::info!("all jobs stopped; exiting");
     Ok(0)
 }

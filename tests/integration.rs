@@ -20,6 +20,10 @@ mod cli;
 mod cli_polish;
 #[path = "integration/cluster.rs"]
 mod cluster;
+#[path = "integration/cluster_deploy.rs"]
+mod cluster_deploy;
+#[path = "integration/cluster_support.rs"]
+mod cluster_support;
 #[path = "integration/continuous.rs"]
 mod continuous;
 #[path = "integration/deploy_safety.rs"]

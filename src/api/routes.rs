@@ -330,21 +330,20 @@ async fn triggered_settings(
 
 /// `start`/`stop` flip the `disable.job` switch, as a person touching the file would;
 /// the registry shows the job stopping or starting when the answer goes out.
-async fn switch(
-    st: &ApiState,
-    name: &str,
-    disable: bool,
-) -> ApiResult<axum::Json<serde_json::Value>> {
+async fn switch(st: &ApiState, name: &str, disable: bool) -> ApiResult<Response> {
     check_name(name)?;
     let file =
         st.0.registry
             .set_disabled(JobType::Continuous, name, disable)
             .await
             .map_err(write_error)?;
+    let warning = share(st, JobType::Continuous, name, false).await;
     let verb = if disable { "stop" } else { "start" };
-    Ok(axum::Json(
-        json!({ "message": format!("{name}: {verb} requested ({} {})", if disable { "created" } else { "removed" }, file.display()) }),
-    ))
+    let body = json!({
+        "message": format!("{name}: {verb} requested ({} {})", if disable { "created" } else { "removed" }, file.display()),
+        "cluster_warning": warning,
+    });
+    Ok(warn_cluster(axum::Json(body).into_response(), warning))
 }
 
 async fn start(
@@ -792,16 +791,59 @@ async fn deploy_job(
         Installed::Created => StatusCode::CREATED,
     };
     // The job object, as Kudu answers a deploy; the job is already registered.
+    let warning = share(&st, t, &name, false).await;
     let job = entry(&st, t, &name)?;
     let mut resp = (code, axum::Json(one_job_json(&st, &b, &job).await)).into_response();
     if let Ok(v) = HeaderValue::from_str(&b.url(&path)) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
-    Ok(resp)
+    Ok(warn_cluster(resp, warning))
 }
 
 fn deploy_error(e: deploy::DeployError) -> ApiError {
     ApiError(e.status(), e.to_string())
+}
+
+/// The header that says a write was made on this host only: the cluster's copy of
+/// the job failed (the reason and the fix are in it, and in the host log).
+pub const CLUSTER_WARNING: &str = "x-jobhost-cluster-warning";
+
+/// In a cluster, records the job as this host's API just left it (its folder, or its
+/// removal) in the store, so every host gets it. The local write stands whatever
+/// happens here: a failure is the warning to give (`None`: recorded, or no cluster).
+async fn share(st: &ApiState, t: JobType, name: &str, removed: bool) -> Option<String> {
+    let cluster = st.0.cluster.as_ref()?;
+    let dir = (!removed).then(|| st.0.registry.folder(t, name));
+    match cluster.deploys.record(t, name, dir).await {
+        Ok(_) => None,
+        Err(e) => {
+            let warning = format!("{t} job {name}: {e}");
+            tracing::error!(job = %name, "{warning}");
+            Some(warning)
+        }
+    }
+}
+
+/// Adds the warning of [`share`] to an answer, as [`CLUSTER_WARNING`] and, for a
+/// JSON object that is a message (not a job object), as `cluster_warning`.
+fn warn_cluster(mut resp: Response, warning: Option<String>) -> Response {
+    if let Some(w) = warning {
+        // A header value is visible ASCII: anything else in a path becomes `?`.
+        let ascii: String = w
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() || c == ' ' {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&ascii) {
+            resp.headers_mut().insert(CLUSTER_WARNING, v);
+        }
+    }
+    resp
 }
 
 /// A single file named `settings.job`: the job's settings, validated and saved as
@@ -849,12 +891,15 @@ async fn deploy_triggered(
     deploy_job(st, JobType::Triggered, name, headers, body).await
 }
 
-async fn delete_job(st: ApiState, t: JobType, name: String) -> ApiResult<impl IntoResponse> {
+async fn delete_job(st: ApiState, t: JobType, name: String) -> ApiResult<Response> {
     check_name(&name)?;
     st.0.registry.remove(t, &name).await.map_err(write_error)?;
-    Ok(axum::Json(json!({
-        "message": format!("{t} job {name} deleted: it is stopped gracefully; its logs stay")
-    })))
+    let warning = share(&st, t, &name, true).await;
+    let body = json!({
+        "message": format!("{t} job {name} deleted: it is stopped gracefully; its logs stay"),
+        "cluster_warning": warning,
+    });
+    Ok(warn_cluster(axum::Json(body).into_response(), warning))
 }
 
 async fn delete_continuous(
@@ -885,12 +930,14 @@ async fn put_settings(st: ApiState, t: JobType, name: String, body: Bytes) -> Ap
         }
         Err(e) => return Err(write_error(e)),
     };
-    Ok(axum::Json(json!({
+    let warning = share(&st, t, &name, false).await;
+    let body = json!({
         "message": format!("{} saved", path.display()),
         "warnings": warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "settings": crate::spec::settings::raw_value(&body),
-    }))
-    .into_response())
+        "cluster_warning": warning,
+    });
+    Ok(warn_cluster(axum::Json(body).into_response(), warning))
 }
 
 async fn put_continuous_settings(

@@ -1,6 +1,7 @@
 //! Wake-ups from the cluster store: a thread that holds one connection of its own in
 //! `LISTEN jobhost_queue` and calls back with each job name announced there, so job
-//! tasks wait for "a message may be due" instead of polling the database.
+//! tasks wait for "a message may be due" instead of polling the database. The deploy
+//! sync has a listener of its own on `jobhost_deploy` (`listen_on`).
 //!
 //! Notifications are hints, not the truth: PostgreSQL forgets those sent while the
 //! connection was down. So after every reconnection the callback gets an empty name,
@@ -55,10 +56,19 @@ pub fn listen(
     url: &str,
     on_notify: impl Fn(&str) + Send + 'static,
 ) -> Result<Listener, ClusterError> {
+    listen_on(url, QUEUE_CHANNEL, on_notify)
+}
+
+/// As [`listen`], on `channel` (a constant of `schema`).
+pub fn listen_on(
+    url: &str,
+    channel: &'static str,
+    on_notify: impl Fn(&str) + Send + 'static,
+) -> Result<Listener, ClusterError> {
     let mut config = pg::parse(url)?;
     config.application_name("jobhost listener");
     let shown = pg::redact(url);
-    let client = subscribe(&config).map_err(|e| ClusterError::Connect {
+    let client = subscribe(&config, channel).map_err(|e| ClusterError::Connect {
         url: shown.clone(),
         reason: pg::describe(&e),
         fix: "check that PostgreSQL runs at that host and port and accepts connections from here"
@@ -69,7 +79,17 @@ pub fn listen(
     let (stop2, reconnects2) = (stop.clone(), reconnects.clone());
     let thread = std::thread::Builder::new()
         .name("pg-listen".into())
-        .spawn(move || run(client, &config, &shown, &stop2, &reconnects2, on_notify))
+        .spawn(move || {
+            run(
+                client,
+                &config,
+                channel,
+                &shown,
+                &stop2,
+                &reconnects2,
+                on_notify,
+            )
+        })
         .map_err(|e| ClusterError::Unavailable {
             url: pg::redact(url),
             what: "starting the listener thread".into(),
@@ -82,15 +102,16 @@ pub fn listen(
     })
 }
 
-fn subscribe(config: &Config) -> Result<Client, postgres::Error> {
+fn subscribe(config: &Config, channel: &str) -> Result<Client, postgres::Error> {
     let mut client = config.connect(NoTls)?;
-    client.batch_execute(&format!("LISTEN {QUEUE_CHANNEL}"))?;
+    client.batch_execute(&format!("LISTEN {channel}"))?;
     Ok(client)
 }
 
 fn run(
     mut client: Client,
     config: &Config,
+    channel: &str,
     shown: &str,
     stop: &AtomicBool,
     reconnects: &AtomicU64,
@@ -120,7 +141,7 @@ fn run(
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            match subscribe(config) {
+            match subscribe(config, channel) {
                 Ok(c) => break c,
                 Err(e) => {
                     tracing::debug!("reconnecting to {shown}: {}", pg::describe(&e));

@@ -19,6 +19,8 @@ pub const BEAT: Duration = Duration::from_secs(2);
 pub struct ClusterLink {
     pub pool: Arc<Pool>,
     pub me: Member,
+    /// Where the API records its writes of jobs for the other hosts.
+    pub deploys: Arc<super::deploys::Deploys>,
 }
 
 impl ClusterLink {

@@ -7,7 +7,9 @@
 //! or migrates the tables once per database, however many hosts start at once;
 //! [`hosts`] records each host's heartbeat and says, by the database's clock, which
 //! hosts are alive; [`listen`] turns `NOTIFY` into calls so waiting tasks wake without
-//! polling. The message queue on top of it is `queue::postgres`.
+//! polling; [`deploys`] keeps every job deployed through a host's API in the store and
+//! writes the others' into each host's JOBS. The message queue on top of it is
+//! `queue::postgres`.
 //!
 //! The `postgres` crate (rust-postgres, synchronous) is used because the store sits
 //! behind synchronous traits that callers run on the blocking pool; it brings its own
@@ -17,6 +19,7 @@
 //! a TLS connector crate for a first version meant for a private network), and a URL
 //! that demands it (`sslmode=require`) is refused with that explanation.
 
+pub mod deploys;
 pub mod fires;
 pub mod hosts;
 pub mod leases;

@@ -23,6 +23,9 @@ const MIGRATION_LOCK: i64 = 0x006a_6f62_686f_7374;
 /// The channel a message's job name is sent on when it becomes `Queued`.
 pub const QUEUE_CHANNEL: &str = "jobhost_queue";
 
+/// The channel a job package's `TYPE/NAME` is sent on whenever it changes.
+pub const DEPLOY_CHANNEL: &str = "jobhost_deploy";
+
 // Ids and names compare byte by byte (COLLATE "C"): ids sort by enqueue time
 // only in that order, whatever the database's locale. Times are the hosts' `now` for messages (what the queue trait is given), and the
 // database's own clock for hosts' heartbeats and leases. `due` is set only while a
@@ -121,6 +124,29 @@ CREATE TABLE jobhost_fires (
     claimed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (job, occurrence)
 );
+
+-- Each job deployed through a host's API in the cluster: its whole folder as a zip, or
+-- NULL once deleted (a tombstone, so a host that was away removes it too); version
+-- grows by one at every change; origin is the host whose API took the change. Every
+-- change is announced on jobhost_deploy as TYPE/NAME.
+CREATE TABLE jobhost_packages (
+    job_type text COLLATE "C" NOT NULL,
+    name text COLLATE "C" NOT NULL,
+    version bigint NOT NULL,
+    package bytea,
+    origin text COLLATE "C" NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (job_type, name)
+);
+CREATE FUNCTION jobhost_deploy_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('jobhost_deploy', NEW.job_type || '/' || NEW.name);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER jobhost_packages_changed
+    AFTER INSERT OR UPDATE ON jobhost_packages
+    FOR EACH ROW EXECUTE FUNCTION jobhost_deploy_notify();
 
 -- One row per host that ever joined. heartbeat_at and lease_expires_at come from the
 -- database's clock, so hosts whose clocks disagree still agree on who is alive.

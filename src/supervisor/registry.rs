@@ -137,7 +137,7 @@ impl JobRegistry {
     }
 
     /// Where a job of this type and name lives (or would). The name must be valid.
-    fn folder(&self, job_type: JobType, name: &str) -> PathBuf {
+    pub fn folder(&self, job_type: JobType, name: &str) -> PathBuf {
         self.jobs_root.join(job_type.as_str()).join(name)
     }
 

@@ -12,66 +12,9 @@ use std::io::Write;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::support::client::{Api, http_client, json_of, send};
+use crate::cluster_support::{TestDb, connect_instance, test_db};
+use crate::support::client::{Api, json_of, send};
 use crate::support::{DEADLINE, Sandbox, TRIGGERED, TestHost};
-
-/// A database of its own, dropped (connections and all) at the end.
-struct TestDb {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
-            let _ = c.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
-    }
-}
-
-fn test_db(test: &str) -> Option<TestDb> {
-    let admin = std::env::var("JOBHOST_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".into());
-    let mut client = match postgres::Client::connect(&admin, postgres::NoTls) {
-        Ok(c) => c,
-        Err(e) => {
-            assert!(
-                std::env::var("JOBHOST_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                "JOBHOST_REQUIRE_POSTGRES=1 but PostgreSQL cannot be reached at {admin}: {e}"
-            );
-            let _ = writeln!(
-                std::io::stderr(),
-                "cluster test {test} skipped: cannot connect to PostgreSQL ({e}); .ci/run makes it mandatory"
-            );
-            return None;
-        }
-    };
-    let name = format!("jobhost_it_{}_{}", std::process::id(), rand_suffix());
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .expect("creating the test database");
-    let url = match admin.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{name}"),
-        None => panic!("JOBHOST_TEST_POSTGRES has no database part: {admin}"),
-    };
-    Some(TestDb { admin, name, url })
-}
-
-fn rand_suffix() -> String {
-    use std::hash::{BuildHasher, Hasher, RandomState};
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    format!("{:08x}", h.finish() as u32)
-}
 
 /// A host named `name` on a sandbox of its own, in the cluster of `db`, with the
 /// triggered job `work` (a queue of `concurrency`).
@@ -92,27 +35,6 @@ fn cluster_host(db: &TestDb, name: &str, script: &str, concurrency: u32) -> (Tes
     let api = connect_instance(&h, name);
     api.wait_code(&h, "/api/triggeredwebjobs/work", 200);
     (h, api)
-}
-
-fn connect_instance(h: &TestHost, name: &str) -> Api {
-    let url_file = h.logs.join(format!(".jobhost-url-{name}"));
-    h.wait_for("the host's URL file", DEADLINE, || {
-        std::fs::read_to_string(&url_file).is_ok_and(|u| !u.trim().is_empty())
-            && h.logs.join(".jobhost-token").exists()
-    });
-    let api = Api {
-        base: std::fs::read_to_string(&url_file)
-            .unwrap()
-            .trim()
-            .to_string(),
-        token: std::fs::read_to_string(h.logs.join(".jobhost-token"))
-            .unwrap()
-            .trim()
-            .to_string(),
-        http: http_client(),
-    };
-    api.wait_code(h, "/api/health", 200);
-    api
 }
 
 fn enqueue(api: &Api, body: &str) -> String {
