@@ -45,6 +45,7 @@ impl<P: Processes> ContinuousJob<P> {
     /// The task for `def` (not started: see [`super::spawn`]) and the view of its status.
     pub(super) fn new(ctx: Arc<HostContext<P>>, def: JobDefinition) -> (JobView, Self) {
         let layout = ctx.layout.clone();
+        let def_name = def.name.clone();
         let status = ContinuousStatus::new(&def.name, layout.instance.as_deref());
         let (status_tx, status_rx) = watch::channel(status.clone());
         let singleton = def.settings.as_ref().is_some_and(|s| s.is_singleton);
@@ -62,6 +63,7 @@ impl<P: Processes> ContinuousJob<P> {
             status_file_at: Instant::now(),
             cluster: ctx.cluster.clone(),
             lease: None,
+            files: crate::fsutil::FileWriter::new(&def_name),
         };
         (JobView::Continuous(status_rx), job)
     }
@@ -86,6 +88,9 @@ pub(super) struct ContinuousJob<P: Processes> {
     /// file (docs/cluster.md).
     cluster: Option<Arc<crate::cluster::member::ClusterLink>>,
     lease: Option<Lease>,
+    /// Writes the status files, and closes the singleton lock after them, off the
+    /// async workers (their fsync waits on the disk).
+    files: crate::fsutil::FileWriter,
 }
 
 /// A singleton lease this host holds, and when to renew it.
@@ -179,6 +184,20 @@ impl<P: Processes> ContinuousJob<P> {
                 _ = sleep_until_opt(self.m.state.timer()) => self.feed(Input::Timer).await,
             }
         }
+        // The last status is on disk, and the lock released, before the job's next
+        // task (or the host's exit) can follow.
+        if let Some(lock) = self.lock.take() {
+            self.files.close_after(lock);
+        }
+        self.files.flush().await;
+        // A lease is given up now, not left to expire: another host takes over at once.
+        if let (Some(cluster), Some(lease)) = (self.cluster.clone(), self.lease.take()) {
+            let name = self.lease_name();
+            let release = tokio::task::spawn_blocking(move || {
+                crate::cluster::leases::release(&cluster.pool, &name, &cluster.me.name, lease.held)
+            });
+            let _ = tokio::time::timeout(Duration::from_secs(2), release).await;
+        }
     }
 
     fn not_triggered(&self) -> TriggerError {
@@ -224,7 +243,9 @@ impl<P: Processes> ContinuousJob<P> {
                 return Some(Input::Lock(taken));
             }
             Effect::ReleaseLock => {
-                self.lock = None;
+                if let Some(lock) = self.lock.take() {
+                    self.files.close_after(lock);
+                }
                 self.release_lease();
             }
             Effect::Start(settings) => return Some(Input::Started(self.start(settings).await)),
@@ -375,20 +396,28 @@ impl<P: Processes> ContinuousJob<P> {
             return Ok(());
         }
         let name = &self.m.def.name;
-        let path = self.layout.singleton_lock(name);
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Some(format!("opening singleton lock {}: {e}", path.display())))?;
-        file.try_lock().map_err(|_| None)?;
+        // Released a moment ago and still waiting for the status writes before it:
+        // still ours.
+        let file = match self.files.reclaim() {
+            Some(file) => file,
+            None => {
+                let path = self.layout.singleton_lock(name);
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| Some(format!("opening singleton lock {}: {e}", path.display())))?;
+                file.try_lock().map_err(|_| None)?;
+                file
+            }
+        };
         self.lock = Some(file);
         if let Some(p) = self.layout.inactive_status_file(name) {
-            let _ = std::fs::remove_file(p);
+            self.files.remove(p);
         }
         Ok(())
     }
@@ -522,10 +551,11 @@ impl<P: Processes> ContinuousJob<P> {
         } else {
             self.layout.inactive_status_file(name)
         };
-        if let Some(path) = path
-            && let Err(e) = crate::fsutil::write_atomic(&path, &self.m.status)
-        {
-            tracing::error!(job = %name, "{e}");
+        if let Some(path) = path {
+            match crate::fsutil::json_bytes(&path, &self.m.status) {
+                Ok(bytes) => self.files.write(path, bytes),
+                Err(e) => tracing::error!(job = %name, "{e}"),
+            }
         }
     }
 }
