@@ -4,7 +4,7 @@
 Started by bench/run.sh, which builds the release binary, makes the temp folder and
 sweeps leftovers; this file can also be run on its own:
 
-    python3 bench/bench.py --bin target/release/jobhost [--quick] [throughput pickup idle stop lateness api queue]
+    python3 bench/bench.py --bin target/release/jobhost [--quick] [throughput pickup idle stop lateness api queue] [cluster]
 
 Every process this script starts (hosts, their guardians and runs, reference
 processes) carries JOBHOST_BENCH_TAG=<tag> in its environment, so that a sweep of
@@ -31,6 +31,8 @@ TAG_VAR = "JOBHOST_BENCH_TAG"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 LINE_BYTES = 100
 SECTIONS = ("throughput", "pickup", "idle", "stop", "lateness", "api", "queue")
+# Opt-in sections: run only when named.
+EXTRA_SECTIONS = ("cluster",)
 
 
 class BenchError(Exception):
@@ -299,6 +301,7 @@ class Bench:
         self.notes = []  # observations for the report
         self.rows = []  # summary rows
         self.results = {}
+        self.pg_dbs = []  # (admin URL, database) created by the cluster section, dropped at clean-up
         scratch = os.path.join(self.tmp, "scratch")
         os.makedirs(scratch, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("JOBHOST_")}
@@ -365,6 +368,12 @@ class Bench:
         n = self.kill_marked(self.tag_entry)
         if n:
             log(f"clean-up: killed {n} leftover process(es) of this benchmark")
+        for admin, db in self.pg_dbs:
+            try:
+                psql(self, admin, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            except BenchError as e:
+                log(f"clean-up: {e}")
+        self.pg_dbs = []
 
     def row(self, name, figure, reference, ratio, target, ok, unit=""):
         self.rows.append(
@@ -382,8 +391,13 @@ class Bench:
 class Host:
     """One `jobhost run` process on its own JOBS and LOGS folders."""
 
-    def __init__(self, bench, name):
+    def __init__(self, bench, name, store=None, instance=None, extra=()):
         self.b = bench
+        # A cluster host: `--store URL --instance NAME`; its host log and URL file
+        # then carry the instance name.
+        self.store = store
+        self.instance = instance
+        self.extra = list(extra)
         self.root = os.path.join(bench.tmp, name)
         self.jobs = os.path.join(self.root, "jobs")
         self.logs = os.path.join(self.root, "logs")
@@ -404,6 +418,17 @@ class Host:
             # Port 0: the kernel picks a free port; the host writes its URL to LOGS/.jobhost-url.
             "--listen", "127.0.0.1:0",
         ]
+        if self.store:
+            argv += ["--store", self.store]
+        if self.instance:
+            argv += ["--instance", self.instance]
+        argv += self.extra
+        # A restarted host: only what it writes from now on counts.
+        try:
+            os.remove(self.url_file())
+        except FileNotFoundError:
+            pass
+        log_from = len(self.host_log())
         self.t_start = time.time()
         self.proc = subprocess.Popen(
             argv,
@@ -414,7 +439,7 @@ class Host:
             start_new_session=True,
         )
         self.b.hosts.append(self)
-        wait_until(lambda: "started" in self.host_log(), 15, "the host's `started` log line", alive=self.check_alive)
+        wait_until(lambda: "started" in self.host_log()[log_from:], 15, "the host's `started` log line", alive=self.check_alive)
         if "falling back to a rescan" in self.host_log():
             self.b.note(f"host {os.path.basename(self.root)}: inotify unavailable, polling fallback in use")
         return self
@@ -429,7 +454,7 @@ class Host:
 
         def read():
             try:
-                with open(os.path.join(self.logs, ".jobhost-url")) as f:
+                with open(self.url_file()) as f:
                     url = f.read().strip()
                 with open(os.path.join(self.logs, ".jobhost-token")) as f:
                     token = f.read().strip()
@@ -440,9 +465,13 @@ class Host:
 
         return wait_until(read, timeout, "LOGS/.jobhost-url and LOGS/.jobhost-token", interval=0.02, alive=self.check_alive)
 
+    def url_file(self):
+        return os.path.join(self.logs, f".jobhost-url-{self.instance}" if self.instance else ".jobhost-url")
+
     def host_log(self):
+        name = f"host-{self.instance}.log" if self.instance else "host.log"
         try:
-            with open(os.path.join(self.logs, "host.log"), errors="replace") as f:
+            with open(os.path.join(self.logs, name), errors="replace") as f:
                 return f.read()
         except FileNotFoundError:
             return ""
@@ -2361,6 +2390,535 @@ def bench_queue(b):
     b.results["queue"] = out
 
 
+# ---------------------------------------------------------------- 8. cluster (opt-in)
+
+
+def psql(b, url, sql):
+    """One statement through `psql` (no ~/.psqlrc); its output, tuples only."""
+    try:
+        p = subprocess.run(
+            ["psql", url, "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql],
+            capture_output=True, text=True, timeout=60, env=b.env,
+        )
+    except FileNotFoundError:
+        raise BenchError("`psql` not found: the cluster section needs the PostgreSQL client (apt-get install postgresql-client)")
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"psql {url}: `{sql[:80]}` did not answer within 60 s")
+    if p.returncode != 0:
+        raise BenchError(f"psql {url}: `{sql[:80]}` failed: {p.stderr.strip()[:300]} (set BENCH_PG to a server URL whose role may create databases)")
+    return p.stdout.strip()
+
+
+def pg_url(admin, db):
+    """The admin URL with its database replaced by `db`."""
+    return re.sub(r"^(postgres(?:ql)?://[^/]+)(?:/[^?]*)?", lambda m: f"{m.group(1)}/{db}", admin)
+
+
+def pg_create(b, name):
+    """A fresh database for one measure, dropped at clean-up; its URL."""
+    admin = b.args.pg_admin
+    db = f"jobhost_bench_{os.getpid()}_{name}"
+    psql(b, admin, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    psql(b, admin, f'CREATE DATABASE "{db}"')
+    b.pg_dbs.append((admin, db))
+    return pg_url(admin, db), db
+
+
+def pg_xacts(b, db):
+    """Transactions committed + rolled back in `db` so far (pg_stat_database)."""
+    out = psql(b, b.args.pg_admin, f"SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = '{db}'")
+    return int(out or 0)
+
+
+def cluster_host(b, name, jobs, url, instance, ttl=None):
+    host = Host(b, name, store=url, instance=instance, extra=["--lease-ttl", str(ttl)] if ttl else [])
+    for job, (script, settings) in jobs.items():
+        write_job(os.path.join(host.jobs, "triggered", job), script, settings)
+    return host
+
+
+def disable(host, job, kind="triggered"):
+    with open(os.path.join(host.jobs, kind, job, "disable.job"), "w"):
+        pass
+
+
+def bench_cluster_latency(b, n):
+    url, _ = pg_create(b, "lat")
+    stamps = os.path.join(b.tmp, "cluster-stamps")
+    os.makedirs(stamps)
+    jobs = {"qlat": (QUEUE_STAMP_SCRIPT, {"queue": {}, "env": {"BENCH_STAMPS": stamps}})}
+    # `a` must have the job for its API to take the enqueue (an unknown job is a 404),
+    # but disabled it never claims: every message runs on `b`.
+    ha = cluster_host(b, "cluster-a", jobs, url, "a")
+    disable(ha, "qlat")
+    hb = cluster_host(b, "cluster-b", jobs, url, "b")
+    hr = queue_host(b, "cluster-ref", jobs)  # embedded store
+    for h in (ha, hb, hr):
+        h.start()
+    apis = {k: Api(*h.api()) for k, h in (("a", ha), ("b", hb), ("ref", hr))}
+    for k, api in apis.items():
+        wait_until(lambda: queue_ready(api, "qlat"), 30, f"job qlat listed with its queue on {k}", interval=0.1)
+
+    def message(enq, runner):
+        api = apis[enq]
+        run_api = apis["b" if runner is hb else "ref"]
+        t0 = time.time()
+        status, data = api.request("POST", "/api/triggeredwebjobs/qlat/messages", body=b"{}")
+        if status != 202:
+            raise BenchError(f"POST qlat/messages on {enq}: HTTP {status}: {data[:300]!r}")
+        mid = json.loads(data)["id"]
+        stamp = wait_until(lambda: read_stamp(os.path.join(stamps, mid)), 30, f"message {mid}'s run to start", interval=0.001, alive=runner.check_alive)
+        m = json.loads(run_api.get_ok(f"/api/triggeredwebjobs/qlat/messages/{mid}?wait=30"))
+        if m.get("state") != "Succeeded" or not m.get("runs"):
+            raise BenchError(f"message {mid} ended {m.get('state')}: {m.get('last_error')}")
+        line = started_line_time(os.path.join(runner.logs, "triggered", "qlat", m["runs"][-1], "output_log.txt"))
+        return stamp - t0, (line - t0) if line else None
+
+    kinds = {"cross": ("a", hb), "same-pg": ("b", hb), "ref": ("ref", hr)}
+    res = {k: ([], []) for k in kinds}
+    for _ in range(5):  # warm
+        for enq, runner in kinds.values():
+            message(enq, runner)
+    done, block = 0, 20
+    while done < n:
+        k = min(block, n - done)
+        for kind, (enq, runner) in kinds.items():
+            for _ in range(k):
+                s, l = message(enq, runner)
+                res[kind][0].append(s)
+                if l is not None:
+                    res[kind][1].append(l)
+                time.sleep(0.02)
+        done += k
+    for api in apis.values():
+        api.close()
+    for h in (ha, hb, hr):
+        h.stop(60)
+    out = {}
+    labels = {"cross": "enqueue on a -> start on b (PostgreSQL)", "same-pg": "enqueue on b -> start on b (PostgreSQL)", "ref": "one host, embedded store"}
+    for kind, (sc, li) in res.items():
+        out[kind] = {"script": lat_summary(sc), "started_line": lat_summary(li)}
+        out[kind]["script"]["p50_s"] = median(sc)
+        log(
+            f"  {labels[kind]}, {len(sc)} messages: script start p50 {ms(median(sc))}, p99 {ms(p99(sc))}, max {ms(max(sc))}; "
+            f"host `started` line p50 {ms(median(li))}, p99 {ms(p99(li))}"
+        )
+    c, r, s = res["cross"][0], res["ref"][0], res["same-pg"][0]
+    b.row("cluster: enqueue a -> run start b, p99", ms(p99(c)), "one host embedded " + ms(p99(r)), qratio(p99(c), p99(r)), "<= 50 ms", p99(c) <= 0.050)
+    b.row("cluster: enqueue a -> run start b, p50", ms(median(c)), "one host embedded " + ms(median(r)), qratio(median(c), median(r)), "(info)", None)
+    b.row("cluster: enqueue b -> run start b, p99", ms(p99(s)), "one host embedded " + ms(p99(r)), qratio(p99(s), p99(r)), "(info)", None)
+    return out
+
+
+def lateness_once(b, label, url, secs, n=100, xacts_db=None):
+    """The lateness section's host workload (n jobs on `* * * * * *`, full histories)
+    on one host, with the cluster store at `url` or embedded; start_time - scheduled_for
+    of every run of the window, the host's `lateness_ms`, its CPU."""
+    names = [f"late-{i:03d}" for i in range(n)]
+    keep = max(50, secs + 30)
+    settings = {"schedule": "* * * * * *", "history_size": keep}
+    host = Host(b, f"cluster-lateness-{label}", store=url, instance="solo" if url else None)
+    for name in names:
+        write_job(os.path.join(host.jobs, "triggered", name), LATENESS_SCRIPT, settings)
+    prefill_history(os.path.join(host.logs, "triggered"), names, keep - 1)
+    host.start()
+    tlogs = os.path.join(host.logs, "triggered")
+
+    def sched_log(name):
+        try:
+            with open(os.path.join(tlogs, name, "job_scheduler.log"), errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    wait_until(lambda: all("scheduled `" in sched_log(x) for x in names), 60, f"all {n} jobs to be scheduled", interval=0.1, alive=host.check_alive)
+    first = math.ceil(time.time()) + 2
+
+    def sleep_until(t):
+        while True:
+            host.check_alive()
+            d = t - time.time()
+            if d <= 0:
+                return
+            time.sleep(min(d, 0.5))
+
+    sleep_until(first - 0.5)
+    c0 = cpu_split(host.pid)
+    x0 = pg_xacts(b, xacts_db) if xacts_db else None
+    sleep_until(first + secs - 0.5)
+    c1 = cpu_split(host.pid)
+    x1 = pg_xacts(b, xacts_db) if xacts_db else None
+    lo, hi = first, first + secs
+    time.sleep(3)  # the window's last runs end
+    host.stop(60)
+    own, field, runs, statuses = [], [], 0, {}
+    for name in names:
+        d = os.path.join(tlogs, name)
+        for rid in (x for x in os.listdir(d) if x.isdigit()) if os.path.isdir(d) else []:
+            st = read_json(os.path.join(d, rid, "status.json"))
+            if not st or not st.get("scheduled_for"):
+                continue
+            sched = parse_log_time(st["scheduled_for"])
+            if not lo <= sched < hi:
+                continue
+            runs += 1
+            statuses[st.get("status")] = statuses.get(st.get("status"), 0) + 1
+            own.append(parse_log_time(st["start_time"]) - sched)
+            if st.get("lateness_ms") is not None:
+                field.append(st["lateness_ms"] / 1000.0)
+    if not own:
+        raise BenchError(f"lateness ({label}): no run of the window found")
+    cpu = (c1[0] - c0[0]) + (c1[1] - c0[1])
+    out = {
+        "store": label, "runs": runs, "expected": n * secs, "statuses": statuses,
+        "start_time": lat_summary(own), "lateness_ms_field": lat_summary(field),
+        "host_cpu_s": cpu, "host_cpu_pct": cpu / secs * 100,
+        "xacts": (x1 - x0) if xacts_db else None,
+    }
+    log(
+        f"  {label}: {runs} runs in the {secs} s window (expected {n * secs}; {statuses}); lateness_ms p50 {ms(median(field))}, "
+        f"p99 {ms(p99(field))}, max {ms(max(field))}; start_time p99 {ms(p99(own))}; host CPU {cpu:.2f} s = {cpu / secs * 100:.1f}% of a core"
+        + (f"; {x1 - x0} transactions in the window" if xacts_db else "")
+    )
+    return out
+
+
+def bench_cluster_lateness(b, secs):
+    url, db = pg_create(b, "late")
+    emb = lateness_once(b, "embedded", None, secs)
+    pg = lateness_once(b, "postgres", url, secs, xacts_db=db)
+    e99, p99_ = emb["lateness_ms_field"]["p99_s"], pg["lateness_ms_field"]["p99_s"]
+    # "No more than 10% worse"; 2 ms of slack so that sub-10-ms figures are not judged on noise.
+    goal = max(e99 * 1.10, e99 + 0.002)
+    b.row(f"cluster: lateness p99, 100 jobs/s, {secs} s", ms(p99_), "embedded " + ms(e99), qratio(p99_, e99), "<= 1.10x (+2 ms)", p99_ <= goal)
+    b.row("cluster: lateness p50", ms(pg["lateness_ms_field"]["median_s"]), "embedded " + ms(emb["lateness_ms_field"]["median_s"]),
+          qratio(pg["lateness_ms_field"]["median_s"], emb["lateness_ms_field"]["median_s"]), "(info)", None)
+    b.row("cluster: lateness runs in window", f"{pg['runs']}", f"embedded {emb['runs']}", "-", f"{pg['expected']}", pg["runs"] == pg["expected"] and emb["runs"] == emb["expected"])
+    b.row("cluster: lateness host CPU (% core)", f"{pg['host_cpu_pct']:.1f}%", f"embedded {emb['host_cpu_pct']:.1f}%", qratio(pg["host_cpu_s"], emb["host_cpu_s"]), "(info)", None)
+    return {"embedded": emb, "postgres": pg}
+
+
+SINGLETON_SCRIPT = (
+    "#!/bin/sh\n"
+    'echo "start $WEBJOBS_FENCING_TOKEN $HOST $(date +%s.%N)" >> "$SHARED/log"\n'
+    "while true; do sleep 0.1; done\n"
+)
+
+
+def singleton_starts(path):
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                p = line.split()
+                if len(p) == 4 and p[0] == "start":
+                    out.append((int(p[1]), p[2], float(p[3])))
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def bench_cluster_takeover(b, rounds, ttl):
+    url, _ = pg_create(b, "solo")
+    shared = os.path.join(b.tmp, "cluster-solo")
+    os.makedirs(shared)
+    log_path = os.path.join(shared, "log")
+    hosts = {}
+    for name in ("a", "b", "c"):
+        h = Host(b, f"cluster-solo-{name}", store=url, instance=name, extra=["--lease-ttl", str(ttl)])
+        write_job(os.path.join(h.cont, "solo"), SINGLETON_SCRIPT,
+                  {"is_singleton": True, "stopping_wait_time": 1, "env": {"SHARED": shared, "HOST": name}})
+        hosts[name] = h.start()
+    wait_until(lambda: singleton_starts(log_path), 60, "the singleton to start on one host", interval=0.05)
+    takeovers = []
+    for r in range(rounds):
+        before = singleton_starts(log_path)
+        token, holder, _ = before[-1]
+        t_kill = time.time()
+        hosts[holder].proc.kill()
+        hosts[holder].proc.wait()
+        alive = [h for k, h in hosts.items() if k != holder]
+
+        def moved():
+            for h in alive:
+                h.check_alive()
+            s = singleton_starts(log_path)
+            return s[len(before):] or None
+
+        new = wait_until(moved, ttl + 60, f"another host to take the singleton over (round {r + 1})", interval=0.01)
+        tok2, host2, t2 = new[0]
+        if len(new) > 1 or host2 == holder or tok2 <= token:
+            b.note(f"cluster takeover round {r + 1}: unexpected starts after the kill of {holder}: {new}")
+        takeovers.append(t2 - t_kill)
+        log(f"  round {r + 1}: killed {holder} (token {token}); {host2} started token {tok2} after {t2 - t_kill:.2f} s")
+        hosts[holder].start()  # a fresh process; waits its turn
+    for h in hosts.values():
+        h.stop(60)
+    tk = sorted(takeovers)
+    res = {"ttl_s": ttl, "takeovers_s": takeovers, "min_s": tk[0], "p50_s": median(tk), "p90_s": pct(tk, 0.90), "max_s": tk[-1]}
+    log(f"  takeover after SIGKILL, {rounds} rounds, ttl {ttl} s: min {tk[0]:.2f} s, p50 {median(tk):.2f} s, p90 {pct(tk, 0.90):.2f} s, max {tk[-1]:.2f} s")
+    b.row(f"cluster: singleton takeover max, ttl {ttl} s", f"{tk[-1]:.2f} s", f"ttl {ttl} s", f"{tk[-1] / ttl:.2f}x", f"<= {ttl + 2} s", tk[-1] <= ttl + 2)
+    b.row("cluster: takeover min / p50 / p90", f"{tk[0]:.2f} / {median(tk):.2f} / {pct(tk, 0.90):.2f} s", f"ttl {ttl} s", f"{median(tk) / ttl:.2f}x", "(info)", None)
+    return res
+
+
+class StatementLog:
+    """What the server logged for one database, read from the server's log file when
+    this user may read it. The database (only it) gets `log_min_duration_statement = 0`,
+    so every protocol step is a line: `parse` (a statement prepared: one round trip),
+    `bind` + `execute` (one round trip), `statement` (a simple query, one round trip). A
+    backend process id seen for the first time is a new connection."""
+
+    def __init__(self, b, db):
+        self.db = db
+        self.path = os.environ.get("BENCH_PG_LOG") or self.find(b)
+        self.offset = os.path.getsize(self.path) if self.path else 0
+
+    @staticmethod
+    def find(b):
+        try:
+            cur = psql(b, b.args.pg_admin, "SELECT coalesce(pg_current_logfile(), '')")
+        except BenchError:
+            cur = ""
+        if cur:
+            d = psql(b, b.args.pg_admin, "SHOW data_directory")
+            p = cur if cur.startswith("/") else os.path.join(d, cur)
+            if os.access(p, os.R_OK):
+                return p
+        for p in sorted(glob_files("/var/log/postgresql", ".log")):
+            if os.access(p, os.R_OK):
+                return p
+        return None
+
+    def lines(self):
+        """(epoch seconds, step, statement's first line) for every round trip of the
+        database since this object was made: step is `parse`, `execute`, `statement`
+        or `connect`."""
+        if not self.path:
+            return []
+        pat = re.compile(
+            r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) \w+ \[(\d+)\] \S*@" + re.escape(self.db)
+            + r" LOG:  duration: [\d.]+ ms  (parse|execute|statement)[^:]*: (.*)$"
+        )
+        out = []
+        pids = set()
+        with open(self.path, errors="replace") as f:
+            f.seek(self.offset)
+            for line in f:
+                m = pat.match(line)
+                if m:
+                    t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=datetime.timezone.utc).timestamp()
+                    if m.group(2) not in pids:
+                        pids.add(m.group(2))
+                        out.append((t, "connect", ""))
+                    out.append((t, m.group(3), m.group(4).strip()))
+        return out
+
+
+def glob_files(d, suffix):
+    try:
+        return [os.path.join(d, x) for x in os.listdir(d) if x.endswith(suffix)]
+    except OSError:
+        return []
+
+
+def statement_kind(step, sql):
+    """A short name for one round trip: prepares and connections by their step,
+    statements by their text (numbers of the same shape merged)."""
+    if step == "connect":
+        return "(new connection)"
+    if step == "parse":
+        return "(prepare)"
+    s = " ".join(sql.split())
+    s = re.sub(r"^WITH picked AS .*", "claim (WITH picked ... UPDATE jobhost_messages)", s)
+    return s[:72]
+
+
+def bench_cluster_roundtrips(b, count):
+    url, db = pg_create(b, "rt")
+    logging_on = True
+    try:
+        psql(b, b.args.pg_admin, f"ALTER DATABASE \"{db}\" SET log_min_duration_statement = 0")
+    except BenchError as e:
+        logging_on = False
+        b.note(f"cluster round trips: no statement log ({e}); transactions only")
+    slog = StatementLog(b, db) if logging_on else None
+    if slog is not None and not slog.path:
+        b.note("cluster round trips: the server log is not readable here (BENCH_PG_LOG names it); transactions only")
+        slog = None
+    nsched = max(1, count // 20)  # jobs on `* * * * * *`: `count` runs take 20 s
+    secs = math.ceil(count / nsched)
+    stamps = os.path.join(b.tmp, "cluster-rt-stamps")
+    os.makedirs(stamps)
+    done_file = os.path.join(stamps, "done")
+    jobs = {
+        "rtq": ('#!/bin/bash\necho x >> "$BENCH_DONE"\n', {"queue": {}, "history_size": 50, "env": {"BENCH_DONE": done_file}}),
+        "rth": (QUEUE_EXIT_SCRIPT, {"queue": {}}),
+    }
+    for i in range(nsched):
+        jobs[f"rts-{i:03d}"] = (LATENESS_SCRIPT, {"schedule": "* * * * * *", "history_size": secs + 30})
+    host = cluster_host(b, "cluster-rt", jobs, url, "solo")
+    for i in range(nsched):
+        disable(host, f"rts-{i:03d}")
+    host.start()
+    addr = host.api()
+    api = Api(*addr)
+    for j in ("rtq", "rth"):
+        wait_until(lambda: queue_ready(api, j), 30, f"job {j} listed with its queue", interval=0.1)
+    api.close()
+    time.sleep(3)  # start-up statements settle
+
+    windows = {}
+
+    def window(name, fn):
+        time.sleep(1.2)  # backends flush their statistics at most once a second
+        x0, t0 = pg_xacts(b, db), time.time()
+        k = fn()
+        time.sleep(3)  # the last settlements end, and their statistics are flushed
+        x1, t1 = pg_xacts(b, db), time.time()
+        windows[name] = {"t0": t0, "t1": t1, "xacts": x1 - x0, "count": k}
+        return k
+
+    idle_s = 10.0 if b.args.quick else 20.0
+    window("idle", lambda: time.sleep(idle_s) or 0)
+
+    def enqueue(job, query):
+        def go():
+            api = Api(*addr)  # fresh: the host closes a connection left idle
+            for _ in range(count):
+                status, data = api.request("POST", f"/api/triggeredwebjobs/{job}/messages{query}", body=b"{}")
+                if status != 202:
+                    raise BenchError(f"POST {job}/messages: HTTP {status}: {data[:300]!r}")
+            api.close()
+            return count
+        return go
+
+    window("enqueue", enqueue("rth", "?delay=3600"))
+
+    def messages():
+        enqueue("rtq", "")()
+
+        def ran():
+            try:
+                with open(done_file) as f:
+                    return sum(1 for _ in f) >= count
+            except FileNotFoundError:
+                return False
+
+        wait_until(ran, 300, f"{count} messages of rtq to run", interval=0.05, alive=host.check_alive)
+        return count
+
+    window("messages", messages)
+
+    def scheduled():
+        # Enabled at once; the window is whole seconds from 2 s on.
+        for i in range(nsched):
+            os.remove(os.path.join(host.jobs, "triggered", f"rts-{i:03d}", "disable.job"))
+        first = math.ceil(time.time()) + 2
+        while time.time() < first + secs:
+            host.check_alive()
+            time.sleep(0.2)
+        return first
+
+    window("scheduled", scheduled)
+    for i in range(nsched):
+        disable(host, f"rts-{i:03d}")
+    # Runs of the window: from the run records.
+    tlogs = os.path.join(host.logs, "triggered")
+    runs = 0
+    t0s, t1s = windows["scheduled"]["t0"], windows["scheduled"]["t1"]
+    for i in range(nsched):
+        d = os.path.join(tlogs, f"rts-{i:03d}")
+        for rid in (x for x in os.listdir(d) if x.isdigit()) if os.path.isdir(d) else []:
+            st = read_json(os.path.join(d, rid, "status.json"))
+            if st and st.get("scheduled_for") and t0s <= parse_log_time(st["scheduled_for"]) < t1s:
+                runs += 1
+    windows["scheduled"]["count"] = runs
+    api.close()
+    api = Api(*addr)
+    q = queue_counts(api, "rtq")
+    api.close()
+    host.stop(60)
+    if q.get("queued") or q.get("running"):
+        b.note(f"cluster round trips: rtq still shows {q}")
+    stmts = slog.lines() if slog else []
+    idle = windows["idle"]
+    idle_x_rate = idle["xacts"] / (idle["t1"] - idle["t0"])
+
+    def stmts_in(w):
+        # Round trips: prepares, executes, simple statements (not connections).
+        return [(step, sql) for t, step, sql in stmts if w["t0"] <= t < w["t1"] and step != "connect"]
+
+    def connects_in(w):
+        return sum(1 for t, step, _ in stmts if w["t0"] <= t < w["t1"] and step == "connect")
+
+    idle_s_rate = len(stmts_in(idle)) / (idle["t1"] - idle["t0"])
+    res = {"idle_xacts_per_s": idle_x_rate, "idle_round_trips_per_s": idle_s_rate, "statement_log": slog.path if slog else None, "windows": windows}
+    log(f"  idle baseline ({idle['t1'] - idle['t0']:.0f} s, 1 host, {nsched} disabled scheduled jobs, 2 idle queue jobs): "
+        f"{idle_x_rate:.2f} transactions/s" + (f", {idle_s_rate:.2f} round trips/s, {connects_in(idle)} new connection(s): " + kinds_text(stmts_in(idle)) if slog else ""))
+    per = {}
+    for name in ("enqueue", "messages", "scheduled"):
+        w = windows[name]
+        dt = w["t1"] - w["t0"]
+        k = max(1, w["count"])
+        x = (w["xacts"] - idle_x_rate * dt) / k
+        sl = stmts_in(w)
+        s = (len(sl) - idle_s_rate * dt) / k if slog else None
+        per[name] = {"count": w["count"], "seconds": dt, "xacts_per": x, "round_trips_per": s, "connections": connects_in(w), "kinds": kinds_count(sl)}
+        log(f"  {name}: {w['count']} in {dt:.1f} s: {x:.2f} transactions each (net of idle)"
+            + (f", {s:.2f} round trips each, {connects_in(w)} new connection(s); per item (gross): " + kinds_text(sl, k) if slog else ""))
+    res["per"] = per
+    run_x = per["scheduled"]["xacts_per"]
+    msg_x = per["messages"]["xacts_per"]
+    run_s = per["scheduled"]["round_trips_per"]
+    msg_s = per["messages"]["round_trips_per"]
+    val = lambda s, x: (f"{s:.2f} trips" if s is not None else "-") + f" / {x:.2f} xacts"  # noqa: E731
+    b.row("cluster: round trips per scheduled run", val(run_s, run_x), "embedded: 0", "-", "<= 3", (run_s if run_s is not None else run_x) <= 3)
+    # The host's trips to run a message: all of them but the enqueue's INSERT (one per
+    # message, the client's request). Without the statement log: transactions minus one.
+    ins = sum(v for k, v in per["messages"]["kinds"].items() if k.startswith("INSERT INTO jobhost_messages")) / max(1, per["messages"]["count"])
+    run_side = (msg_s - ins) if msg_s is not None else msg_x - 1
+    res["message_run_side_round_trips"] = run_side
+    b.row("cluster: round trips to run a message", f"{run_side:.2f}", "with its enqueue " + val(msg_s, msg_x), "-", "<= 2", run_side <= 2)
+    b.row("cluster: round trips per enqueue (delayed)", val(per["enqueue"]["round_trips_per"], per["enqueue"]["xacts_per"]), "embedded: 0", "-", "(info)", None)
+    return res
+
+
+def kinds_count(stmts):
+    out = {}
+    for step, sql in stmts:
+        k = statement_kind(step, sql)
+        out[k] = out.get(k, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def kinds_text(stmts, per=None):
+    c = kinds_count(stmts)
+    return "; ".join(f"{v / per:.2f} {k}" if per else f"{v} {k}" for k, v in list(c.items())[:10])
+
+
+def bench_cluster(b):
+    a = b.args
+    log(
+        f"[cluster] PostgreSQL at {a.pg_admin} (a database per measure): enqueue on one host -> run on another "
+        f"({a.cluster_latency} messages) vs one embedded host; lateness of 100 jobs/s with and without the store "
+        f"({a.cluster_lateness_seconds} s each); singleton takeover after SIGKILL ({a.cluster_takeovers} rounds, ttl {a.cluster_ttl} s); "
+        f"round trips per scheduled run and per message ({a.cluster_rt} each)"
+    )
+    psql(b, a.pg_admin, "SELECT 1")
+    parts = (os.environ.get("BENCH_CLUSTER_PARTS") or "latency lateness takeover roundtrips").split()
+    out = {}
+    if "latency" in parts:
+        out["latency"] = bench_cluster_latency(b, a.cluster_latency)
+    if "lateness" in parts:
+        out["lateness"] = bench_cluster_lateness(b, a.cluster_lateness_seconds)
+    if "takeover" in parts:
+        out["takeover"] = bench_cluster_takeover(b, a.cluster_takeovers, a.cluster_ttl)
+    if "roundtrips" in parts:
+        out["roundtrips"] = bench_cluster_roundtrips(b, a.cluster_rt)
+    b.results["cluster"] = out
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -2412,8 +2970,8 @@ def main():
     ap.add_argument("--no-escape", dest="escape", action="store_false", help="stop jobs: no setsid grandchild")
     a = ap.parse_args()
     for s in a.sections:
-        if s not in SECTIONS:
-            ap.error(f"unknown section {s!r}: use any of {' '.join(SECTIONS)}")
+        if s not in SECTIONS + EXTRA_SECTIONS:
+            ap.error(f"unknown section {s!r}: use any of {' '.join(SECTIONS + EXTRA_SECTIONS)}")
     sections = a.sections or list(SECTIONS)
     env_int = lambda k, d: int(os.environ[k]) if os.environ.get(k) else d  # noqa: E731
     a.lines = a.lines or env_int("BENCH_LINES", 200_000 if a.quick else 1_000_000)
@@ -2437,6 +2995,12 @@ def main():
     a.queue_enqueue_reps = env_int("BENCH_QUEUE_ENQUEUE_REPS", 1 if a.quick else 3)
     a.queue_runs = env_int("BENCH_QUEUE_RUNS", 2_000 if a.quick else 10_000)
     a.queue_million = env_int("BENCH_QUEUE_MESSAGES", 100_000 if a.quick else 1_000_000)
+    a.pg_admin = os.environ.get("BENCH_PG") or "postgres://root@127.0.0.1:5432/test"
+    a.cluster_latency = env_int("BENCH_CLUSTER_LATENCY", 50 if a.quick else 200)
+    a.cluster_lateness_seconds = env_int("BENCH_CLUSTER_LATENESS_SECONDS", 10 if a.quick else 30)
+    a.cluster_takeovers = env_int("BENCH_CLUSTER_TAKEOVERS", 5 if a.quick else 20)
+    a.cluster_ttl = env_int("BENCH_CLUSTER_TTL", 3)
+    a.cluster_rt = env_int("BENCH_CLUSTER_ROUNDTRIP_COUNT", 300 if a.quick else 1000)
 
     b = Bench(a)
 

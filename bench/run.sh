@@ -2,10 +2,11 @@
 # Benchmarks of `jobhost run`: log throughput, pickup latency, idle cost, stop,
 # schedule lateness, API latency, message queues.
 #
-#   bench/run.sh [--quick] [--no-build] [--keep] [--json FILE] [throughput] [pickup] [idle] [stop] [lateness] [api] [queue]
+#   bench/run.sh [--quick] [--no-build] [--keep] [--json FILE] [throughput] [pickup] [idle] [stop] [lateness] [api] [queue] [cluster]
 #
-# With no section names every section runs (about 6 minutes after the build; --quick
-# about a minute and a half). BENCH_ONLY="pickup idle" picks sections too. See bench/README.md.
+# With no section names every section but `cluster` runs (about 6 minutes after the build;
+# --quick about a minute and a half); `cluster` (PostgreSQL, opt-in) runs only when named.
+# BENCH_ONLY="pickup idle" picks sections too. See bench/README.md.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -18,7 +19,7 @@ sections=()
 while (($#)); do
     case "$1" in
         -h | --help)
-            sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         --quick) args+=(--quick) ;;
@@ -29,7 +30,7 @@ while (($#)); do
             args+=(--json "$(realpath -m "$2")")
             shift
             ;;
-        throughput | pickup | idle | stop | lateness | api | queue) sections+=("$1") ;;
+        throughput | pickup | idle | stop | lateness | api | queue | cluster) sections+=("$1") ;;
         *)
             echo "run.sh: unknown argument '$1' (try --help)" >&2
             exit 2
