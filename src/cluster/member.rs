@@ -24,18 +24,20 @@ pub struct ClusterLink {
 }
 
 impl ClusterLink {
-    /// Adds a finished run's record to the cluster's history, off the caller's
-    /// thread (a store that does not answer must not hold up the job).
+    /// Adds a finished run's record to the cluster's history, and gives up its lease
+    /// (`lease`: name and token) in the same statement, off the caller's thread (a
+    /// store that does not answer must not hold up the job).
     pub fn record_run(
         self: &Arc<Self>,
         rec: &crate::job::triggered::records::RunRecord,
         keep: u32,
+        lease: Option<(String, i64)>,
     ) {
         let (link, rec) = (self.clone(), rec.clone());
         tokio::task::spawn_blocking(move || {
-            if let Err(e) =
-                super::runs::record(&link.pool, &link.me.name, &link.me.api_addr, &rec, keep)
-            {
+            let lease = lease.as_ref().map(|(n, t)| (n.as_str(), *t));
+            let (pool, me) = (&link.pool, &link.me);
+            if let Err(e) = super::runs::record(pool, &me.name, &me.api_addr, &rec, keep, lease) {
                 tracing::warn!(job = %rec.name, run = %rec.id, "{e}: the run is missing from the cluster's history");
             }
         });

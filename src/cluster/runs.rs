@@ -15,14 +15,17 @@ pub struct ClusterRun {
     pub record: RunRecord,
 }
 
-/// Adds (or replaces) the record of a run `host` finished, and keeps only the
-/// newest `keep` of that host's runs of the job, as its own LOGS does.
+/// Adds (or replaces) the record of a run `host` finished, keeps only the newest
+/// `keep` of that host's runs of the job, as its own LOGS does, and gives up the
+/// run's lease (`lease`: its name and token), all in one statement: one round trip
+/// at the end of a run.
 pub fn record(
     pool: &Pool,
     host: &str,
     api_addr: &str,
     rec: &RunRecord,
     keep: u32,
+    lease: Option<(&str, i64)>,
 ) -> Result<(), ClusterError> {
     let json = serde_json::to_value(rec).map_err(|e| ClusterError::Unavailable {
         url: pool.url().to_string(),
@@ -33,22 +36,35 @@ pub fn record(
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or_else(|_| Utc::now());
     let keep = i64::from(keep.max(1));
+    // The trim sees the table as it was before this statement: it may keep one run
+    // more than `keep` until the next.
+    let (lease_name, token) = (lease.map(|l| l.0), lease.map(|l| l.1));
     pool.call(
         &format!("recording run {} of {}", rec.id, rec.name),
         |conn| {
-            // Two statements, not one transaction: the trim may lag a run behind.
             conn.execute(
-                "INSERT INTO jobhost_runs (job, host, id, api_addr, started_at, record) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (job, host, id) DO UPDATE SET record = excluded.record, \
-                 api_addr = excluded.api_addr",
-                &[&rec.name, &host, &rec.id, &api_addr, &started, &json],
-            )?;
-            conn.execute(
-                "DELETE FROM jobhost_runs WHERE job = $1 AND host = $2 AND id < ( \
-                   SELECT id FROM jobhost_runs WHERE job = $1 AND host = $2 \
-                   ORDER BY id DESC OFFSET $3 - 1 LIMIT 1)",
-                &[&rec.name, &host, &keep],
+                "WITH released AS ( \
+               UPDATE jobhost_leases SET expires_at = clock_timestamp() \
+               WHERE name = $8 AND holder = $2 AND token = $9 RETURNING 1), \
+             added AS ( \
+               INSERT INTO jobhost_runs (job, host, id, api_addr, started_at, record) \
+               VALUES ($1, $2, $3, $4, $5, $6) \
+               ON CONFLICT (job, host, id) DO UPDATE SET record = excluded.record, \
+               api_addr = excluded.api_addr RETURNING 1) \
+             DELETE FROM jobhost_runs WHERE job = $1 AND host = $2 AND id < ( \
+               SELECT id FROM jobhost_runs WHERE job = $1 AND host = $2 \
+               ORDER BY id DESC OFFSET $7::bigint - 1 LIMIT 1)",
+                &[
+                    &rec.name,
+                    &host,
+                    &rec.id,
+                    &api_addr,
+                    &started,
+                    &json,
+                    &keep,
+                    &lease_name,
+                    &token,
+                ],
             )?;
             Ok(())
         },
@@ -83,4 +99,48 @@ pub fn history(
         }
         Ok(runs)
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::cluster::leases;
+    use crate::job::triggered::records::TriggerKind;
+    use std::time::Duration;
+
+    #[test]
+    fn a_record_gives_up_the_runs_lease_and_keeps_the_newest_runs() {
+        let Some(db) = crate::cluster::testdb::fresh() else {
+            return;
+        };
+        let pool = crate::cluster::open(&db.url).unwrap();
+        let ttl = Duration::from_secs(60);
+        let held = leases::acquire(&pool, "triggered/j", "a", ttl)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            leases::acquire(&pool, "triggered/j", "b", ttl).unwrap(),
+            None
+        );
+        for i in 0..5 {
+            let mut rec =
+                RunRecord::running("j", TriggerKind::Manual, vec![], Utc::now(), None, None);
+            rec.id = format!("20261201000000{i:04}");
+            let lease = (i == 4).then_some(("triggered/j", held.token));
+            record(&pool, "a", "http://a", &rec, 3, lease).unwrap();
+        }
+        let b = leases::acquire(&pool, "triggered/j", "b", ttl).unwrap();
+        assert!(b.is_some(), "the last record gave the lease up");
+        let ids: Vec<String> = history(&pool, "j", None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.record.id)
+            .collect();
+        assert!(
+            ids.len() <= 4 && ids.len() >= 3,
+            "trimmed to about 3: {ids:?}"
+        );
+        assert!(ids.contains(&"202612010000000004".to_string()));
+    }
 }

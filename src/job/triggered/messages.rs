@@ -568,7 +568,7 @@ impl<P: Processes> TriggeredJob<P> {
         };
         let grace = settings.stopping_wait_time;
         let (out, ran) = self
-            .end_run(run, &mut record, grace, exit, abort.as_deref())
+            .end_run(run, &mut record, grace, exit, abort.as_deref(), None)
             .await;
         let dir = self.logs.join(&record.id);
         let (result, note, last_stderr) = blocking(move || {

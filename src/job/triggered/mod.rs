@@ -117,10 +117,17 @@ struct LeaseGuard {
     held: crate::cluster::leases::Held,
     confirmed_at: Instant,
     next_renew: Instant,
+    /// The latest occurrence fired in the cluster, read with the lease.
+    last_fired: Option<DateTime<Utc>>,
+    /// Given up already (with the run's record).
+    released: bool,
 }
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
+        if self.released {
+            return;
+        }
         let (link, name, held) = (self.link.clone(), self.name.clone(), self.held);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn_blocking(move || {
@@ -333,15 +340,17 @@ impl<P: Processes> TriggeredJob<P> {
             Effect::TakeLock { read_last_fired } => {
                 let answer = match self.acquire_run_lock().await {
                     Err(()) => gate::Lock::Busy,
-                    Ok(file) => {
-                        *taken_lock = file;
+                    Ok(hold) => {
                         // Alone, only this host writes the last fire, and its cursor
-                        // never repeats an occurrence: nothing to read.
+                        // never repeats an occurrence: nothing to read. In a cluster
+                        // it came with the lease.
                         let shared = self.ctx.layout.instance.is_some();
-                        let last_fired = match read_last_fired && shared {
-                            true => self.load_last_fired().await,
-                            false => None,
+                        let last_fired = match (&hold, read_last_fired && shared) {
+                            (_, false) => None,
+                            (Some(RunHold::Lease(g)), true) => g.last_fired,
+                            (_, true) => self.load_last_fired().await,
                         };
+                        *taken_lock = hold;
                         gate::Lock::Taken { last_fired }
                     }
                 };
@@ -427,13 +436,15 @@ impl<P: Processes> TriggeredJob<P> {
     ///
     /// In a cluster the record is also added to the cluster's history (off this
     /// thread).
-    fn close_record(&self, rec: &RunRecord) {
+    /// `lease`: the run's lease in the cluster (name, token), given up with the
+    /// record's write to the store.
+    fn close_record(&self, rec: &RunRecord, lease: Option<(String, i64)>) {
         if let Err(e) = records::write(&self.logs, rec) {
             tracing::error!(job = %self.m.def.name, "{e}");
         }
         if let Some(cluster) = &self.ctx.cluster {
             let keep = self.settings().map_or(50, |s| s.history_size);
-            cluster.record_run(rec, keep);
+            cluster.record_run(rec, keep, lease);
         }
     }
 
@@ -488,20 +499,24 @@ impl<P: Processes> TriggeredJob<P> {
     ) -> Result<RunHold, ()> {
         let name = format!("triggered/{}", self.m.def.name);
         let (l, n, asked) = (link.clone(), name.clone(), Instant::now());
+        let job = self.m.def.name.clone();
+        // The latest fire is read in the same round trip: a scheduled fire needs it.
         let taken = tokio::task::spawn_blocking(move || {
-            crate::cluster::leases::acquire(&l.pool, &n, &l.me.name, l.me.ttl)
+            crate::cluster::leases::acquire_with_last_fire(&l.pool, &n, &l.me.name, l.me.ttl, &job)
         })
         .await
         .map_err(|_| ())?;
         match taken {
-            Ok(Some(held)) => Ok(RunHold::Lease(LeaseGuard {
+            Ok((Some(held), last_fired)) => Ok(RunHold::Lease(LeaseGuard {
                 link,
                 name,
                 held,
                 confirmed_at: asked,
                 next_renew: asked + held.ttl / 3,
+                last_fired,
+                released: false,
             })),
-            Ok(None) => Err(()),
+            Ok((None, _)) => Err(()),
             Err(e) => {
                 self.sched(
                     &format!("no run: the cluster store cannot be asked for the run lease: {e}"),
@@ -842,7 +857,7 @@ impl<P: Processes> TriggeredJob<P> {
                 record.error = Some(msg.clone());
                 record.end_time = Some(rfc3339_string(Utc::now()));
                 record.duration_ms = Some(0);
-                self.close_record(&record);
+                self.close_record(&record, None);
                 self.sched(&format!("run {run_id} failed to start: {msg}"), true);
                 self.set_status(|s| s.latest_run = Some(record));
                 return Err(msg);
@@ -877,6 +892,7 @@ impl<P: Processes> TriggeredJob<P> {
         grace: Duration,
         exit: Exit,
         abort: Option<&str>,
+        lease: Option<(String, i64)>,
     ) -> (state::Outcome, Duration) {
         let started = std::time::Instant::now() - run.ran_for();
         let out = state::outcome(&record.id, exit, abort);
@@ -889,7 +905,7 @@ impl<P: Processes> TriggeredJob<P> {
         let ran = started.elapsed();
         record.end_time = Some(rfc3339_string(Utc::now()));
         record.duration_ms = Some(ran.as_millis() as u64);
-        self.close_record(record);
+        self.close_record(record, lease);
         (out, ran)
     }
 
@@ -900,15 +916,23 @@ impl<P: Processes> TriggeredJob<P> {
             run,
             mut record,
             settings,
-            _lock,
+            mut _lock,
             ..
         }) = self.active.take()
         else {
             return;
         };
+        // In a cluster the run's lease is given up with its record: one round trip.
+        let lease = match &mut _lock {
+            Some(RunHold::Lease(g)) => {
+                g.released = true;
+                Some((g.name.clone(), g.held.token))
+            }
+            _ => None,
+        };
         let grace = settings.stopping_wait_time;
         let (out, ran) = self
-            .end_run(run, &mut record, grace, exit, abort.as_deref())
+            .end_run(run, &mut record, grace, exit, abort.as_deref(), lease)
             .await;
         let name = &self.m.def.name;
         match &out.sched {
