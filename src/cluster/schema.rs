@@ -29,9 +29,11 @@ pub const DEPLOY_CHANNEL: &str = "jobhost_deploy";
 // Ids and names compare byte by byte (COLLATE "C"): ids sort by enqueue time
 // only in that order, whatever the database's locale. Times are the hosts' `now` for messages (what the queue trait is given), and the
 // database's own clock for hosts' heartbeats and leases. `due` is set only while a
-// message is Queued. The trigger announces every message that becomes Queued
-// (enqueued, retried, released, requeued) on QUEUE_CHANNEL; PostgreSQL folds the
-// same job's announcements within one transaction into one.
+// message is Queued. The trigger announces every message that becomes Queued and
+// due now (enqueued, released, requeued) on QUEUE_CHANNEL; PostgreSQL folds the
+// same job's announcements within one transaction into one. A message due later
+// (delayed, or a retry) is not announced: every host looks for due messages at least
+// once a second, and no host is woken to find nothing due.
 const V1: &str = r#"
 CREATE TABLE jobhost_messages (
     seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -89,7 +91,7 @@ END
 $$;
 CREATE TRIGGER jobhost_messages_queued
     AFTER INSERT OR UPDATE OF state ON jobhost_messages
-    FOR EACH ROW WHEN (NEW.state = 'Queued')
+    FOR EACH ROW WHEN (NEW.state = 'Queued' AND (NEW.due IS NULL OR NEW.due <= now()))
     EXECUTE FUNCTION jobhost_queue_notify();
 
 -- Every finished triggered run of every host (docs/cluster.md#history): the record as

@@ -293,28 +293,34 @@ fn queued_messages_are_announced_to_the_listener_even_after_it_reconnects() {
     .unwrap();
     let has = |job: &str| heard.lock().unwrap().iter().any(|j| j == job);
 
-    put(&s, msg("enqueued", "x"), t0());
+    // A message due later is not announced: nobody is woken to find nothing due.
+    let mut later = msg("later", "x");
+    later.not_before = Some(chrono::Utc::now() + chrono::Duration::hours(1));
+    put(&s, later, chrono::Utc::now());
+    put(&s, msg("enqueued", "x"), chrono::Utc::now());
     wait_for("the enqueue's announcement", || has("enqueued"));
+    assert!(!has("later"), "a delayed message was announced");
 
-    let m = put(&s, msg("released", "x"), t0());
+    let m = put(&s, msg("released", "x"), chrono::Utc::now());
     heard.lock().unwrap().clear();
-    claim_one(&s, "released", t0());
-    s.settle(&m.id, Settlement::Released, t0()).unwrap();
+    claim_one(&s, "released", chrono::Utc::now());
+    s.settle(&m.id, Settlement::Released, chrono::Utc::now())
+        .unwrap();
     wait_for("the release's announcement", || has("released"));
 
-    let m = put(&s, msg("requeued", "x"), t0());
-    claim_one(&s, "requeued", t0());
+    let m = put(&s, msg("requeued", "x"), chrono::Utc::now());
+    claim_one(&s, "requeued", chrono::Utc::now());
     s.settle(
         &m.id,
         Settlement::Dead {
             error: "x".into(),
             result: None,
         },
-        t0(),
+        chrono::Utc::now(),
     )
     .unwrap();
     heard.lock().unwrap().clear();
-    s.requeue("requeued", &m.id, t0()).unwrap();
+    s.requeue("requeued", &m.id, chrono::Utc::now()).unwrap();
     wait_for("the requeue's announcement", || has("requeued"));
 
     // Its connection cut, the listener reconnects and says "look again".
@@ -327,7 +333,7 @@ fn queued_messages_are_announced_to_the_listener_even_after_it_reconnects() {
         .unwrap();
     wait_for("the listener to reconnect", || listener.reconnects() == 1);
     wait_for("the look-again call", || has(""));
-    put(&s, msg("after", "x"), t0());
+    put(&s, msg("after", "x"), chrono::Utc::now());
     wait_for("an announcement after reconnecting", || has("after"));
     drop(listener);
 }
