@@ -677,3 +677,37 @@ pub fn callbacks_are_due_once_settled_and_rescheduled_until_done(s: &dyn QueueSt
     assert!(due(now + secs(3600)).is_empty());
     assert_eq!(s.get("a", &ids[0]).unwrap().callback_attempts, 2);
 }
+
+/// Two stores on the same data (two hosts), four threads claiming: no message is
+/// handed out twice, and every one is handed out.
+pub fn two_stores_never_hand_out_a_message_twice(
+    a: std::sync::Arc<dyn QueueStore>,
+    b: std::sync::Arc<dyn QueueStore>,
+) {
+    for i in 0..400 {
+        put(&*a, msg("j", &format!("{i}")), t0());
+    }
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let s = if t % 2 == 0 { a.clone() } else { b.clone() };
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                loop {
+                    let c = s.claim("j", &format!("claimer-{t}"), 3, t0()).unwrap();
+                    if c.is_empty() {
+                        return got;
+                    }
+                    got.extend(c.into_iter().map(|c| c.message.id));
+                }
+            })
+        })
+        .collect();
+    let all: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let distinct: std::collections::HashSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), 400, "every message claimed exactly once");
+    assert_eq!(distinct.len(), 400);
+    assert_eq!(b.counts("j", t0()).unwrap().running, 400);
+}

@@ -195,6 +195,23 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    pub fn not_found(job: &str, id: &str) -> StoreError {
+        StoreError::NotFound {
+            job: job.to_string(),
+            id: id.to_string(),
+        }
+    }
+
+    pub fn conflict(id: &str, state: MessageState, what: &str) -> StoreError {
+        StoreError::Conflict {
+            id: id.to_string(),
+            state: state.as_str(),
+            what: what.to_string(),
+        }
+    }
+}
+
 /// A durable message store. Synchronous and object safe: callers run it on the
 /// blocking pool. Every method that changes a message answers only once the change
 /// is committed; `enqueue` only once it is durable on disk.

@@ -103,18 +103,11 @@ impl Failure {
 }
 
 fn not_found(job: &str, id: &str) -> Failure {
-    Failure::Store(StoreError::NotFound {
-        job: job.to_string(),
-        id: id.to_string(),
-    })
+    Failure::Store(StoreError::not_found(job, id))
 }
 
 fn conflict(id: &str, state: MessageState, what: &str) -> Failure {
-    Failure::Store(StoreError::Conflict {
-        id: id.to_string(),
-        state: state.as_str(),
-        what: what.to_string(),
-    })
+    Failure::Store(StoreError::conflict(id, state, what))
 }
 
 const NOT_FINISHED: &str = "only a finished (Succeeded, Dead or Cancelled) message can be requeued";

@@ -26,32 +26,7 @@ fn two_hosts_claiming_from_four_threads_never_hand_out_a_message_twice() {
     let Some((db, a)) = store() else { return };
     let a = Arc::new(a);
     let b = Arc::new(PgStore::open(&db.url).unwrap());
-    for i in 0..400 {
-        put(&*a, msg("j", &format!("{i}")), t0());
-    }
-    let threads: Vec<_> = (0..4)
-        .map(|t| {
-            let s = if t % 2 == 0 { a.clone() } else { b.clone() };
-            std::thread::spawn(move || {
-                let mut got = Vec::new();
-                loop {
-                    let c = s.claim("j", &format!("claimer-{t}"), 3, t0()).unwrap();
-                    if c.is_empty() {
-                        return got;
-                    }
-                    got.extend(c.into_iter().map(|c| c.message.id));
-                }
-            })
-        })
-        .collect();
-    let all: Vec<String> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
-    let distinct: HashSet<&String> = all.iter().collect();
-    assert_eq!(all.len(), 400, "every message claimed exactly once");
-    assert_eq!(distinct.len(), 400);
-    assert_eq!(b.counts("j", t0()).unwrap().running, 400);
+    crate::queue::contract::two_stores_never_hand_out_a_message_twice(a, b);
 }
 
 #[test]
