@@ -67,7 +67,18 @@ impl SqliteStore {
     /// store answers [`StoreError::Unavailable`].
     pub fn open_with(path: &Path, busy: Duration) -> Result<SqliteStore, StoreError> {
         let conn = schema::connect(path, busy)?;
-        schema::prepare(&conn, path)?;
+        // Hosts opening a new file together: switching it to WAL and creating the
+        // tables answer "busy" at once (SQLite's busy handler does not cover them),
+        // so the preparation is tried again for a while.
+        let deadline = std::time::Instant::now() + busy.min(Duration::from_secs(10));
+        loop {
+            match schema::prepare(&conn, path) {
+                Err(StoreError::Unavailable { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => break other?,
+            }
+        }
         Ok(SqliteStore {
             path: path.to_path_buf(),
             busy,

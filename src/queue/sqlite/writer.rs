@@ -207,7 +207,7 @@ fn serve(
                 }
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = begin(&conn) {
             answer_all(batch, Some(&e), path);
             continue;
         }
@@ -257,5 +257,24 @@ fn serve(
 fn answer_all(batch: Vec<Box<dyn Request>>, lost: Option<&rusqlite::Error>, path: &Path) {
     for r in batch {
         r.answer(lost, path);
+    }
+}
+
+/// `BEGIN IMMEDIATE`, asked again for a while when SQLite answers "busy" without
+/// waiting: its busy handler covers a lock held by another connection, not every
+/// busy answer (another host opening the same new file, or recovering its WAL, gets
+/// one at once). Nothing is started until it succeeds.
+fn begin(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match conn.execute_batch("BEGIN IMMEDIATE") {
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
+        }
     }
 }
