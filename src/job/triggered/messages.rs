@@ -34,7 +34,7 @@ use crate::spec::settings::queue::QueueSettings;
 const PAYLOAD_FILE: &str = "message.payload";
 /// `WEBJOBS_RESULT_PATH`, in the run's folder.
 const RESULT_FILE: &str = "message.result";
-/// Largest result kept; a larger one is dropped with a note in the run's log.
+/// Largest result kept; a larger one is dropped with a line in the job's scheduler log.
 pub const MAX_RESULT_BYTES: u64 = 1024 * 1024;
 /// How often the task looks for due messages when nothing woke it: hosts sharing a
 /// store enqueue without waking each other. A host alone on its LOGS is woken by
