@@ -651,3 +651,70 @@ fn three_hosts_run_every_message_once_and_a_killed_hosts_messages_once_more() {
         "only what c was running (concurrency 4): {twice:?}"
     );
 }
+
+#[test]
+fn an_occurrence_the_store_could_not_decide_runs_once_it_is_back() {
+    let Some(db) = test_db("catch_up") else {
+        return;
+    };
+    let proxy = Proxy::start("127.0.0.1:5432");
+    let mut h = TestHost::on(&Sandbox::new(), Some("a"));
+    h.write_job(
+        TRIGGERED,
+        "every10",
+        &[
+            ("run.sh", "#!/bin/sh\nexit 0\n"),
+            ("settings.job", r#"{"schedule": "*/10 * * * * *"}"#),
+        ],
+    );
+    let url = proxy.url(&db.url);
+    h.start_with(|cmd| {
+        cmd.arg("--store").arg(&url).arg("--lease-ttl").arg("3");
+    });
+    let occurrences = |h: &TestHost| -> Vec<String> {
+        let dir = h.logs.join(TRIGGERED).join("every10");
+        let mut all: Vec<String> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("status.json")).ok())
+            .filter_map(|b| serde_json::from_slice::<Value>(&b).ok())
+            .filter_map(|r| r["scheduled_for"].as_str().map(str::to_string))
+            .collect();
+        all.sort();
+        all
+    };
+    h.wait_for("a first occurrence", DEADLINE, || {
+        !occurrences(&h).is_empty()
+    });
+    // The store goes away before the next occurrence, which then cannot be decided.
+    proxy.cut();
+    let sched = h
+        .logs
+        .join(TRIGGERED)
+        .join("every10")
+        .join("job_scheduler.log");
+    h.wait_for("an occurrence the store could not decide", DEADLINE, || {
+        std::fs::read_to_string(&sched)
+            .is_ok_and(|l| l.contains("cannot be asked for the run lease"))
+    });
+    let before = occurrences(&h);
+    let restored_at = chrono::Utc::now();
+    proxy.restore();
+    // It runs once the store answers: an occurrence from before the store came back
+    // (the next regular one is up to 10 s later).
+    let caught_up = |h: &TestHost| -> Vec<String> {
+        occurrences(h)
+            .into_iter()
+            .filter(|at| !before.contains(at))
+            .filter(|at| chrono::DateTime::parse_from_rfc3339(at).is_ok_and(|t| t < restored_at))
+            .collect()
+    };
+    h.wait_for("the missed occurrence to run", DEADLINE, || {
+        !caught_up(&h).is_empty()
+    });
+    assert_eq!(caught_up(&h).len(), 1, "once: {:?}", occurrences(&h));
+    let all = occurrences(&h);
+    let unique: std::collections::BTreeSet<&String> = all.iter().collect();
+    assert_eq!(unique.len(), all.len(), "no occurrence twice: {all:?}");
+}

@@ -41,6 +41,10 @@ use records::{RunRecord, RunState, TriggerKind};
 use state::{Effect, Input, Machine, Now, Origin, Request, State};
 
 const NO_RUN: &str = "000000";
+/// How often an occurrence the cluster store could not decide is tried again.
+const CATCH_UP_RETRY: Duration = Duration::from_secs(2);
+/// How old a missed occurrence may be and still run (as after the host was down).
+const CATCH_UP_LIMIT: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
 /// What readers see of a triggered job.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -89,6 +93,8 @@ impl<P: Processes> TriggeredJob<P> {
             answers: Vec::new(),
             queue: None,
             msg_runs: Vec::new(),
+            missed_fire: None,
+            catch_up_at: None,
         };
         (JobView::Triggered(status_rx), job)
     }
@@ -168,6 +174,10 @@ pub(super) struct TriggeredJob<P: Processes> {
     unrunnable: Option<(u64, String)>,
     /// Replies decided by the step being carried out.
     answers: Vec<Owed>,
+    /// In a cluster: the latest scheduled occurrence the store could not decide (it
+    /// was away), and when to try it again.
+    missed_fire: Option<DateTime<Utc>>,
+    catch_up_at: Option<Instant>,
     /// The job's message queue, when its settings have one.
     queue: Option<messages::MessageQueue>,
     /// Its message runs going on (beside the machine's one run).
@@ -222,6 +232,7 @@ impl<P: Processes> TriggeredJob<P> {
             let idle_at = going.and_then(|g| g.idle.as_ref().map(|i| i.next_check));
             let limits_at = messages::next_check(&self.msg_runs);
             let renew_at = self.lease_renew_at();
+            let catch_up_at = self.catch_up_at;
             tokio::select! {
                 _ = cancel.cancelled() => {
                     self.stop_all_messages("the host is stopping").await;
@@ -284,6 +295,7 @@ impl<P: Processes> TriggeredJob<P> {
                 }
                 _ = sleep_until_opt(limits_at) => self.check_message_limits().await,
                 _ = sleep_until_opt(renew_at) => self.renew_run_lease().await,
+                _ = sleep_until_opt(catch_up_at) => self.catch_up().await,
             }
         }
         self.publish();
@@ -467,7 +479,7 @@ impl<P: Processes> TriggeredJob<P> {
     /// A busy lock is asked again for a moment: while any process of this host forks
     /// (every run start), the child holds a copy of each open descriptor until it
     /// execs, and so, for that instant, our own just-released lock.
-    async fn acquire_run_lock(&self) -> Result<Option<RunHold>, ()> {
+    async fn acquire_run_lock(&mut self) -> Result<Option<RunHold>, ()> {
         if let Some(link) = self.ctx.cluster.clone() {
             return self.acquire_run_lease(link).await.map(Some);
         }
@@ -494,18 +506,26 @@ impl<P: Processes> TriggeredJob<P> {
     /// the cluster. `Err` when another host holds it, or the store cannot say (then
     /// nothing runs: an occurrence must not fire unclaimed).
     async fn acquire_run_lease(
-        &self,
+        &mut self,
         link: Arc<crate::cluster::member::ClusterLink>,
     ) -> Result<RunHold, ()> {
         let name = format!("triggered/{}", self.m.def.name);
         let (l, n, asked) = (link.clone(), name.clone(), Instant::now());
         let job = self.m.def.name.clone();
         // The latest fire is read in the same round trip: a scheduled fire needs it.
-        let taken = tokio::task::spawn_blocking(move || {
+        let (url, wait) = (link.pool.url().to_string(), link.me.ttl / 3);
+        let call = tokio::task::spawn_blocking(move || {
             crate::cluster::leases::acquire_with_last_fire(&l.pool, &n, &l.me.name, l.me.ttl, &job)
-        })
-        .await
-        .map_err(|_| ())?;
+        });
+        // Bounded: a store that does not answer must not hold up the job's task.
+        let taken = match tokio::time::timeout(wait, call).await {
+            Ok(joined) => joined.map_err(|_| ())?,
+            Err(_) => Err(crate::cluster::ClusterError::Unavailable {
+                url,
+                what: "taking the run lease".into(),
+                reason: format!("no answer within {} ms", wait.as_millis()),
+            }),
+        };
         match taken {
             Ok((Some(held), last_fired)) => Ok(RunHold::Lease(LeaseGuard {
                 link,
@@ -522,6 +542,15 @@ impl<P: Processes> TriggeredJob<P> {
                     &format!("no run: the cluster store cannot be asked for the run lease: {e}"),
                     true,
                 );
+                // A scheduled occurrence the store could not decide is tried again
+                // once it answers (within the 10-minute rule).
+                if let State::Locking(req) = &self.m.state
+                    && req.origin == Origin::Fire
+                    && let Some(at) = req.scheduled_for
+                {
+                    self.missed_fire = self.missed_fire.max(Some(at));
+                    self.catch_up_at = Some(Instant::now() + CATCH_UP_RETRY);
+                }
                 Err(())
             }
         }
@@ -547,6 +576,28 @@ impl<P: Processes> TriggeredJob<P> {
             Ok(Err(e)) => Err(format!("claiming the occurrence in the cluster store: {e}")),
             Err(_) => Err("the host is stopping".into()),
         }
+    }
+
+    /// Fires again the occurrence the store could not decide, once, if it is at most
+    /// ten minutes old; the gate skips it when another host ran it meanwhile (or a
+    /// later occurrence ran since).
+    async fn catch_up(&mut self) {
+        self.catch_up_at = None;
+        let Some(at) = self.missed_fire.take() else {
+            return;
+        };
+        if Utc::now() - at > CATCH_UP_LIMIT {
+            self.sched(
+                &format!(
+                    "missed {} while the cluster store was away (older than 10 minutes: not run)",
+                    rfc3339_string(at)
+                ),
+                true,
+            );
+            return;
+        }
+        self.feed(Input::Poll(crate::schedule::Poll::Fire { at, skipped: 0 }))
+            .await;
     }
 
     /// When the run's lease is to be renewed.
