@@ -3,11 +3,13 @@
 //! A host records its heartbeat every few seconds; each heartbeat extends its lease
 //! by `ttl` from the **database's** clock, so hosts whose own clocks drift apart
 //! still agree on who is alive. A host whose lease ran out is dead until its next
-//! heartbeat. Whatever a dead host held (its running messages, later its singleton
-//! leases) is then given back by the live ones: [`dead_owners`] names the dead hosts
-//! that still hold messages, and `queue::postgres::PgStore::expire_owners` returns
-//! those messages to their queues. A host must record its first heartbeat before it
-//! claims anything: an owner with no heartbeat at all counts as dead.
+//! heartbeat. Its running messages are then given back by the live hosts: each job
+//! task's sweep asks `member::Heartbeats` whether a message's owner is alive (its
+//! singleton leases simply expire). [`dead_owners`] with
+//! `queue::postgres::PgStore::expire_owners` does the same for every job at once
+//! (for tools and tests; the host uses the per-job sweep). A host must record its
+//! first heartbeat before it claims anything: an owner with no heartbeat at all
+//! counts as dead.
 
 use std::time::Duration;
 

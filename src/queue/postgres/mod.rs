@@ -11,13 +11,13 @@
 //! **Durability**: a change answers once PostgreSQL committed it (its default
 //! `synchronous_commit`); PostgreSQL groups concurrent commits itself.
 //! **Wake-ups**: a trigger sends the job's name on `jobhost_queue` whenever one of its
-//! messages becomes `Queued` (enqueued, retried, released, requeued), for
+//! messages becomes `Queued` and due now (enqueued, released, requeued), for
 //! `cluster::listen`.
 //! **Time**: message times (`enqueued_at`, due times, `finished_at`) are the `now`
 //! the caller passes, as for the embedded store, so hosts' clocks are expected to
 //! agree within a second (NTP); who is alive is judged by the database's clock
-//! (`cluster::hosts`), and a dead host's messages are given back by
-//! [`PgStore::expire_owners`].
+//! (`cluster::hosts`), and a dead host's messages are given back by the job tasks'
+//! sweep (`queue::liveness`), or for all jobs at once by [`PgStore::expire_owners`].
 
 mod rows;
 
