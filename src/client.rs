@@ -821,6 +821,8 @@ pub fn history(api: &Api, name: &str, json: bool) -> anyhow::Result<i32> {
         outln!("{name} has no runs yet (jobhost trigger {name} starts one)");
         return Ok(0);
     }
+    // In a cluster, which host ran each (its output is on that host's disk).
+    let hosts = runs.iter().any(|r| r.host.is_some());
     let mut rows = vec![vec![
         "ID".into(),
         "TRIGGER".into(),
@@ -829,8 +831,11 @@ pub fn history(api: &Api, name: &str, json: bool) -> anyhow::Result<i32> {
         "DURATION".into(),
         "EXIT".into(),
     ]];
+    if hosts {
+        rows[0].insert(1, "HOST".into());
+    }
     for r in runs {
-        rows.push(vec![
+        let mut row = vec![
             r.id,
             r.trigger,
             r.status,
@@ -843,7 +848,11 @@ pub fn history(api: &Api, name: &str, json: bool) -> anyhow::Result<i32> {
                 (None, Some(sig)) => format!("signal {sig}"),
                 _ => "-".into(),
             },
-        ]);
+        ];
+        if hosts {
+            row.insert(1, r.host.unwrap_or_else(|| "-".into()));
+        }
+        rows.push(row);
     }
     print_table(&rows);
     Ok(0)

@@ -237,6 +237,11 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
                 &name,
                 &opts.logs,
             )),
+            run_desk: crate::cluster::fires::RunDesk::start(
+                pool.clone(),
+                name.clone(),
+                opts.lease_ttl,
+            ),
             pool,
             me: crate::cluster::member::Member {
                 name: name.clone(),

@@ -49,36 +49,6 @@ pub fn acquire(
     })
 }
 
-/// As [`acquire`], and in the same round trip the latest occurrence of `job` fired in
-/// the cluster (`cluster::fires`): what a scheduled fire needs before it decides.
-pub fn acquire_with_last_fire(
-    pool: &Pool,
-    name: &str,
-    holder: &str,
-    ttl: Duration,
-    job: &str,
-) -> Result<(Option<Held>, Option<chrono::DateTime<chrono::Utc>>), ClusterError> {
-    let secs = ttl.as_secs_f64();
-    pool.call(&format!("taking the lease {name}"), |conn| {
-        let row = conn.query_one(
-            "WITH taken AS ( \
-               INSERT INTO jobhost_leases AS l (name, holder, token, expires_at) \
-               VALUES ($1, $2, 1, clock_timestamp() + make_interval(secs => $3)) \
-               ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
-                   token = l.token + CASE WHEN l.holder = excluded.holder \
-                       AND l.expires_at > clock_timestamp() THEN 0 ELSE 1 END, \
-                   expires_at = excluded.expires_at \
-               WHERE l.holder = excluded.holder OR l.expires_at <= clock_timestamp() \
-               RETURNING token) \
-             SELECT (SELECT token FROM taken), \
-                    (SELECT max(occurrence) FROM jobhost_fires WHERE job = $4)",
-            &[&name, &holder, &secs, &job],
-        )?;
-        let token: Option<i64> = row.try_get(0)?;
-        Ok((token.map(|token| Held { token, ttl }), row.try_get(1)?))
-    })
-}
-
 /// Extends `holder`'s lease by its ttl from now; `false` when it is no longer
 /// `holder`'s with `token` (taken over, or expired).
 pub fn renew(pool: &Pool, name: &str, holder: &str, held: Held) -> Result<bool, ClusterError> {

@@ -21,6 +21,8 @@ pub struct ClusterLink {
     pub me: Member,
     /// Where the API records its writes of jobs for the other hosts.
     pub deploys: Arc<super::deploys::Deploys>,
+    /// Where the triggered jobs take their run leases and claim their occurrences.
+    pub run_desk: super::fires::RunDesk,
 }
 
 impl ClusterLink {

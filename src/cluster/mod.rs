@@ -38,7 +38,7 @@ pub use self::pg::Pool;
 
 /// Why the cluster store could not be used. Every variant names the store by its URL
 /// without the password, says what failed and what to do.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClusterError {
     #[error("the cluster store URL {url:?} is not valid: {reason}; {fix}")]
     BadUrl {

@@ -14,7 +14,8 @@ use serde_json::Value;
 
 use crate::cluster_support::{TestDb, connect_instance, test_db};
 use crate::support::client::{Api, json_of, send};
-use crate::support::{DEADLINE, Sandbox, TRIGGERED, TestHost};
+use crate::cli::os;
+use crate::support::{DEADLINE, Sandbox, TRIGGERED, TestHost, run_cli_in};
 
 /// A host named `name` on a sandbox of its own, in the cluster of `db`, with the
 /// triggered job `work` (a queue of `concurrency`).
@@ -163,6 +164,22 @@ sleep 0.3
             .unwrap();
         assert!(text.contains("started"), "{out}: {text}");
     }
+    // The CLI's history shows the host of each run too.
+    let (code, out, err) = run_cli_in(
+        &std::env::temp_dir(),
+        &os(&["history", "work"]),
+        &[("JOBHOST_URL", &api_b.base), ("JOBHOST_TOKEN", &api_b.token)],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    let header = out.lines().next().unwrap_or_default();
+    assert!(header.contains("HOST"), "{out}");
+    let hosts: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(hosts.len(), 30, "{out}");
+    assert!(hosts.iter().all(|h| ["a", "b"].contains(h)), "{out}");
 
     // a pauses its queue (disable.job), so b takes `held` and blocks on it.
     a.write_job_file(TRIGGERED, "work", "disable.job", "");

@@ -125,6 +125,8 @@ struct LeaseGuard {
     next_renew: Instant,
     /// The latest occurrence fired in the cluster, read with the lease.
     last_fired: Option<DateTime<Utc>>,
+    /// The occurrence claimed with the lease, for a scheduled run.
+    claimed: Option<DateTime<Utc>>,
     /// Given up already (with the run's record).
     released: bool,
 }
@@ -349,15 +351,15 @@ impl<P: Processes> TriggeredJob<P> {
                 }
             }
             Effect::ScheduleOff => self.cursor = None,
-            Effect::TakeLock { read_last_fired } => {
-                let answer = match self.acquire_run_lock().await {
+            Effect::TakeLock { fire } => {
+                let answer = match self.acquire_run_lock(fire).await {
                     Err(()) => gate::Lock::Busy,
                     Ok(hold) => {
                         // Alone, only this host writes the last fire, and its cursor
                         // never repeats an occurrence: nothing to read. In a cluster
                         // it came with the lease.
                         let shared = self.ctx.layout.instance.is_some();
-                        let last_fired = match (&hold, read_last_fired && shared) {
+                        let last_fired = match (&hold, fire.is_some() && shared) {
                             (_, false) => None,
                             (Some(RunHold::Lease(g)), true) => g.last_fired,
                             (_, true) => self.load_last_fired().await,
@@ -376,7 +378,12 @@ impl<P: Processes> TriggeredJob<P> {
                 // disk before its process starts, carries `scheduled_for` (see
                 // `records::load_last_fired`). In a cluster the occurrence is claimed
                 // in the store first, under the run lease: it fires on one host only.
+                let claimed = match taken_lock {
+                    Some(RunHold::Lease(g)) => g.claimed,
+                    _ => None,
+                };
                 if let (Some(_), Some(at)) = (&self.ctx.cluster, req.scheduled_for)
+                    && claimed != Some(at)
                     && let Err(reason) = self.claim_fire(at).await
                 {
                     let job = self.m.def.name.clone();
@@ -424,20 +431,11 @@ impl<P: Processes> TriggeredJob<P> {
     }
 
     async fn load_last_fired(&self) -> Option<DateTime<Utc>> {
+        // In a cluster the latest fire comes with the run lease.
         let logs = self.logs.clone();
-        let local = blocking(move || records::load_last_fired(&logs))
+        blocking(move || records::load_last_fired(&logs))
             .await
-            .flatten();
-        let Some(link) = self.ctx.cluster.clone() else {
-            return local;
-        };
-        // In a cluster, the latest occurrence any host fired.
-        let job = self.m.def.name.clone();
-        let cluster = blocking(move || crate::cluster::fires::last(&link.pool, &job))
-            .await
-            .and_then(Result::ok)
-            .flatten();
-        local.max(cluster)
+            .flatten()
     }
 
     /// Writes a run's final record.
@@ -479,9 +477,12 @@ impl<P: Processes> TriggeredJob<P> {
     /// A busy lock is asked again for a moment: while any process of this host forks
     /// (every run start), the child holds a copy of each open descriptor until it
     /// execs, and so, for that instant, our own just-released lock.
-    async fn acquire_run_lock(&mut self) -> Result<Option<RunHold>, ()> {
+    async fn acquire_run_lock(
+        &mut self,
+        fire: Option<DateTime<Utc>>,
+    ) -> Result<Option<RunHold>, ()> {
         if let Some(link) = self.ctx.cluster.clone() {
-            return self.acquire_run_lease(link).await.map(Some);
+            return self.acquire_run_lease(link, fire).await.map(Some);
         }
         if self.ctx.layout.instance.is_none() {
             return Ok(None);
@@ -503,23 +504,27 @@ impl<P: Processes> TriggeredJob<P> {
     }
 
     /// The job's run lease in the cluster store: one run of the job at a time across
-    /// the cluster. `Err` when another host holds it, or the store cannot say (then
-    /// nothing runs: an occurrence must not fire unclaimed).
+    /// the cluster; for a scheduled run (`fire`) its occurrence is claimed in the same
+    /// statement (`cluster::fires`). `Err` when another host holds the lease or fired
+    /// the occurrence, or the store cannot say (then nothing runs: an occurrence must
+    /// not fire unclaimed).
     async fn acquire_run_lease(
         &mut self,
         link: Arc<crate::cluster::member::ClusterLink>,
+        fire: Option<DateTime<Utc>>,
     ) -> Result<RunHold, ()> {
         let name = format!("triggered/{}", self.m.def.name);
-        let (l, n, asked) = (link.clone(), name.clone(), Instant::now());
-        let job = self.m.def.name.clone();
-        // The latest fire is read in the same round trip: a scheduled fire needs it.
+        let asked = Instant::now();
+        let take = crate::cluster::fires::Take {
+            lease: name.clone(),
+            job: self.m.def.name.clone(),
+            occurrence: fire,
+        };
+        // Bounded: a store that does not answer must not hold up the job's task (a
+        // claim answered too late is given back by the desk).
         let (url, wait) = (link.pool.url().to_string(), link.me.ttl / 3);
-        let call = tokio::task::spawn_blocking(move || {
-            crate::cluster::leases::acquire_with_last_fire(&l.pool, &n, &l.me.name, l.me.ttl, &job)
-        });
-        // Bounded: a store that does not answer must not hold up the job's task.
-        let taken = match tokio::time::timeout(wait, call).await {
-            Ok(joined) => joined.map_err(|_| ())?,
+        let taken = match tokio::time::timeout(wait, link.run_desk.take(take)).await {
+            Ok(taken) => taken,
             Err(_) => Err(crate::cluster::ClusterError::Unavailable {
                 url,
                 what: "taking the run lease".into(),
@@ -527,16 +532,29 @@ impl<P: Processes> TriggeredJob<P> {
             }),
         };
         match taken {
-            Ok((Some(held), last_fired)) => Ok(RunHold::Lease(LeaseGuard {
-                link,
-                name,
-                held,
-                confirmed_at: asked,
-                next_renew: asked + held.ttl / 3,
+            Ok(crate::cluster::fires::Taken {
+                held: Some(held),
                 last_fired,
-                released: false,
-            })),
-            Ok((None, _)) => Err(()),
+                claimed,
+            }) => {
+                // Taken, but another host claimed the occurrence meanwhile: the
+                // gate sees it as fired (the guard gives the lease back).
+                let last_fired = match (fire, claimed) {
+                    (Some(at), false) => last_fired.max(Some(at)),
+                    _ => last_fired,
+                };
+                Ok(RunHold::Lease(LeaseGuard {
+                    link,
+                    name,
+                    held,
+                    confirmed_at: asked,
+                    next_renew: asked + held.ttl / 3,
+                    last_fired,
+                    claimed: fire.filter(|_| claimed),
+                    released: false,
+                }))
+            }
+            Ok(_) => Err(()),
             Err(e) => {
                 self.sched(
                     &format!("no run: the cluster store cannot be asked for the run lease: {e}"),
@@ -655,7 +673,7 @@ impl<P: Processes> TriggeredJob<P> {
     /// Runs a dead host left `Running` are `Aborted` — checked under the run lock, so
     /// a run that another live host is going through is left alone.
     async fn recover_stale(&mut self) {
-        let Ok(_lock) = self.acquire_run_lock().await else {
+        let Ok(_lock) = self.acquire_run_lock(None).await else {
             return;
         };
         for id in records::recover_stale(

@@ -188,10 +188,11 @@ pub enum Effect {
     RecordFire(DateTime<Utc>),
     /// The schedule has nothing more to fire.
     ScheduleOff,
-    /// Take the run lock; read the persisted last fire too when `read_last_fired`
-    /// and hosts share these LOGS.
+    /// Take the run lock; for a scheduled run (`fire`: its occurrence) read the last
+    /// fire too when hosts share these LOGS, and in a cluster claim the occurrence
+    /// with the lease.
     TakeLock {
-        read_last_fired: bool,
+        fire: Option<DateTime<Utc>>,
     },
     /// Make the run's folder and record and start its process.
     StartRun(Request),
@@ -441,7 +442,7 @@ impl Machine {
             }
             Verdict::AskLock => {
                 fx.push(Effect::TakeLock {
-                    read_last_fired: req.scheduled_for.is_some(),
+                    fire: req.scheduled_for,
                 });
                 self.state = State::Locking(req);
             }

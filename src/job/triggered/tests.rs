@@ -187,7 +187,7 @@ fn kinds(fx: &[Effect]) -> String {
             Effect::Warn(_) => "Warn".into(),
             Effect::RecordFire(_) => "RecordFire".into(),
             Effect::ScheduleOff => "ScheduleOff".into(),
-            Effect::TakeLock { read_last_fired } => format!("TakeLock({read_last_fired})"),
+            Effect::TakeLock { fire } => format!("TakeLock({})", fire.is_some()),
             Effect::StartRun(_) => "StartRun".into(),
             Effect::Stop { .. } => "Stop".into(),
             Effect::Finish { abort, .. } => {
