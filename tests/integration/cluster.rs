@@ -12,9 +12,9 @@ use std::io::Write;
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::cli::os;
 use crate::cluster_support::{TestDb, connect_instance, test_db};
 use crate::support::client::{Api, json_of, send};
-use crate::cli::os;
 use crate::support::{DEADLINE, Sandbox, TRIGGERED, TestHost, run_cli_in};
 
 /// A host named `name` on a sandbox of its own, in the cluster of `db`, with the
@@ -168,7 +168,10 @@ sleep 0.3
     let (code, out, err) = run_cli_in(
         &std::env::temp_dir(),
         &os(&["history", "work"]),
-        &[("JOBHOST_URL", &api_b.base), ("JOBHOST_TOKEN", &api_b.token)],
+        &[
+            ("JOBHOST_URL", &api_b.base),
+            ("JOBHOST_TOKEN", &api_b.token),
+        ],
     );
     assert_eq!(code, Some(0), "{out}{err}");
     let header = out.lines().next().unwrap_or_default();
@@ -376,11 +379,17 @@ fn a_singleton_runs_on_one_host_and_moves_with_a_greater_token_when_its_host_die
     );
 }
 
+/// Three hosts with a job on every second; the host that fired last is killed with
+/// SIGKILL. Over the whole recorded history: no occurrence ran twice, and every second
+/// from the first fire to the last either ran once or came while a run was going
+/// (the cluster-wide overlap rule) or while the dead host's run lease ran out.
 #[test]
 fn a_job_scheduled_every_second_fires_each_occurrence_on_one_host_only() {
+    use chrono::{DateTime, Duration as Span, Utc};
     let Some(db) = test_db("exactly_once") else {
         return;
     };
+    let ttl = 3;
     let mut hosts: Vec<TestHost> = ["a", "b", "c"]
         .iter()
         .map(|name| {
@@ -395,13 +404,27 @@ fn a_job_scheduled_every_second_fires_each_occurrence_on_one_host_only() {
             );
             let url = db.url.clone();
             h.start_with(|cmd| {
-                cmd.arg("--store").arg(&url).arg("--lease-ttl").arg("3");
+                cmd.arg("--store")
+                    .arg(&url)
+                    .arg("--lease-ttl")
+                    .arg(ttl.to_string());
             });
             h
         })
         .collect();
-    // Every occurrence each host ran, from its run records.
-    let fired = |hosts: &[TestHost]| -> Vec<(String, String)> {
+    let time = |v: &Value| {
+        v.as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    // Every run each host recorded: (occurrence, host, start, end).
+    type Run = (
+        DateTime<Utc>,
+        String,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+    );
+    let runs = |hosts: &[TestHost]| -> Vec<Run> {
         let mut all = Vec::new();
         for h in hosts {
             let dir = h.logs.join(TRIGGERED).join("tick");
@@ -412,30 +435,62 @@ fn a_job_scheduled_every_second_fires_each_occurrence_on_one_host_only() {
                 let Ok(r) = serde_json::from_slice::<Value>(&bytes) else {
                     continue;
                 };
-                if let (Some(at), Some(host)) =
-                    (r["scheduled_for"].as_str(), r["instance"].as_str())
+                if let (Some(at), Some(host)) = (time(&r["scheduled_for"]), r["instance"].as_str())
                 {
-                    all.push((at.to_string(), host.to_string()));
+                    all.push((
+                        at,
+                        host.to_string(),
+                        time(&r["start_time"]),
+                        time(&r["end_time"]),
+                    ));
                 }
             }
         }
         all.sort();
         all
     };
-    hosts[0].wait_for("ten occurrences fired", DEADLINE * 2, || {
-        fired(&hosts).len() >= 10
+    hosts[0].wait_for("five occurrences fired", DEADLINE * 2, || {
+        runs(&hosts).len() >= 5
     });
-    for h in &mut hosts {
-        h.stop();
+    let latest = runs(&hosts).pop().map(|r| r.1).unwrap();
+    let victim = ["a", "b", "c"].iter().position(|n| *n == latest).unwrap();
+    hosts[victim].kill9();
+    let killed_at = Utc::now();
+    // The dead host's lease (a run of it may have been going) is free after the ttl.
+    let settled = killed_at + Span::seconds(ttl + 2);
+    hosts[0].wait_for(
+        "five occurrences fired after the takeover",
+        DEADLINE * 3,
+        || runs(&hosts).iter().filter(|r| r.0 > settled).count() >= 5,
+    );
+    for (i, h) in hosts.iter_mut().enumerate() {
+        if i != victim {
+            h.stop();
+        }
     }
-    let all = fired(&hosts);
-    let mut seen = std::collections::BTreeSet::new();
-    for (at, host) in &all {
-        assert!(
-            seen.insert(at.clone()),
-            "occurrence {at} fired twice (again on {host}): {all:?}"
-        );
+    let all = runs(&hosts);
+    let mut by_second = BTreeMap::new();
+    for (at, host, _, _) in &all {
+        if let Some(before) = by_second.insert(*at, host.clone()) {
+            panic!("occurrence {at} fired twice (on {before} and {host}): {all:?}");
+        }
     }
+    let (first, last) = (all[0].0, all[all.len() - 1].0);
+    let mut at = first;
+    while at <= last {
+        let explained = by_second.contains_key(&at)
+            || (at >= killed_at - Span::seconds(1) && at <= settled)
+            // A run going (its lease given back just after its end) skips it.
+            || all.iter().any(|(_, _, start, end)| {
+                start.is_some_and(|s| s <= at) && end.is_some_and(|e| at <= e + Span::seconds(1))
+            });
+        assert!(explained, "occurrence {at} was lost: {all:?}");
+        at += Span::seconds(1);
+    }
+    assert!(
+        by_second.values().any(|h| h != &latest),
+        "another host took over: {all:?}"
+    );
 }
 
 /// A loopback TCP proxy in front of PostgreSQL: `cut` closes every connection and
