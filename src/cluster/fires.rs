@@ -13,7 +13,11 @@
 //! error is retried anyway.
 //!
 //! **A claim nobody will run** (the asking job gave up waiting for the answer) is
-//! taken back with its lease, so the job's catch-up can claim it again.
+//! taken back with its lease, so the job's catch-up can claim it again. A host that
+//! died between its claim and its run's start (its LOGS has no run of that
+//! occurrence) and comes back fires the occurrence again as a missed one (the
+//! 10-minute rule): a claim that is its own and the latest of the job is granted to it
+//! again, so the occurrence is neither lost nor run twice.
 
 use std::time::Duration;
 
@@ -46,7 +50,9 @@ pub struct Taken {
 
 /// Takes the run leases and claims the occurrences of `takes` for `holder` in one
 /// statement; the answers are in the order of `takes`. A lease whose occurrence was
-/// already fired (or a later one) is not taken. Lease names must be distinct.
+/// already fired (or a later one) is not taken, unless the occurrence is the job's
+/// latest and `holder`'s own claim (see the module's notes). Lease names must be
+/// distinct.
 pub fn take(
     pool: &Pool,
     holder: &str,
@@ -93,21 +99,25 @@ pub fn take(
 }
 
 // `ask` numbers the requests (their answers' order); `prior` is the latest fire of each
-// job as this statement's snapshot sees it; `taken` takes each lease whose occurrence
-// is newer than that (ordered by name: the lock order); `fired` claims the occurrences
-// of the leases taken, and finds a row another host committed meanwhile.
+// job as this statement's snapshot sees it, and whether the occurrence asked is this
+// host's already; `taken` takes each lease whose occurrence is newer than that, or is
+// this host's own latest claim (ordered by name: the lock order); `fired` claims the
+// occurrences of the leases taken, and finds a row another host committed meanwhile.
 const TAKE_SQL: &str = "\
 WITH ask AS ( \
   SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) WITH ORDINALITY \
     AS a(lease, job, occurrence, n)), \
 prior AS ( \
-  SELECT a.n, (SELECT max(f.occurrence) FROM jobhost_fires f WHERE f.job = a.job) AS last \
+  SELECT a.n, (SELECT max(f.occurrence) FROM jobhost_fires f WHERE f.job = a.job) AS last, \
+    EXISTS (SELECT 1 FROM jobhost_fires f WHERE f.job = a.job \
+      AND f.occurrence = a.occurrence AND f.host = $4) AS mine \
   FROM ask a), \
 taken AS ( \
   INSERT INTO jobhost_leases AS l (name, holder, token, expires_at) \
   SELECT a.lease, $4, 1, clock_timestamp() + make_interval(secs => $5) \
   FROM ask a JOIN prior p USING (n) \
   WHERE a.occurrence IS NULL OR p.last IS NULL OR p.last < a.occurrence \
+    OR (p.last = a.occurrence AND p.mine) \
   ORDER BY a.lease \
   ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
       token = l.token + CASE WHEN l.holder = excluded.holder \
@@ -120,7 +130,8 @@ fired AS ( \
   SELECT a.job, a.occurrence, $4 FROM ask a JOIN taken t ON t.name = a.lease \
   WHERE a.occurrence IS NOT NULL \
   ORDER BY a.job \
-  ON CONFLICT DO NOTHING \
+  ON CONFLICT (job, occurrence) DO UPDATE SET claimed_at = excluded.claimed_at \
+  WHERE jobhost_fires.host = excluded.host \
   RETURNING job) \
 SELECT a.n::int, t.token, p.last, EXISTS (SELECT 1 FROM fired f WHERE f.job = a.job) \
 FROM ask a JOIN prior p USING (n) LEFT JOIN taken t ON t.name = a.lease";
@@ -321,6 +332,36 @@ mod tests {
         assert!(b.claimed);
         assert_eq!(b.held.unwrap().token, a.held.unwrap().token + 1);
         assert_eq!(b.last_fired, Some(at(0)));
+    }
+
+    /// A host that claimed an occurrence and died before its run started asks for it
+    /// again when it comes back (its LOGS has no run of it): it gets it, once; no other
+    /// host does, and not once a later occurrence was fired.
+    #[test]
+    fn a_hosts_own_latest_claim_is_granted_to_it_again() {
+        let Some(db) = crate::cluster::testdb::fresh() else {
+            return;
+        };
+        let pool = crate::cluster::open(&db.url).unwrap();
+        let t = fire("j", 0);
+        let first = take(&pool, "a", TTL, std::slice::from_ref(&t)).unwrap()[0];
+        // a died holding it; the lease expired (given up here).
+        release(&pool, "a", &t, first);
+        let b = take(&pool, "b", TTL, std::slice::from_ref(&t)).unwrap()[0];
+        assert_eq!((b.held, b.claimed), (None, false), "not b's");
+        let again = take(&pool, "a", TTL, std::slice::from_ref(&t)).unwrap()[0];
+        assert!(again.held.is_some() && again.claimed, "a's own: {again:?}");
+        release(&pool, "a", &t, again);
+        let later = fire("j", 1);
+        let b = take(&pool, "b", TTL, std::slice::from_ref(&later)).unwrap()[0];
+        assert!(b.claimed);
+        release(&pool, "b", &later, b);
+        let stale = take(&pool, "a", TTL, std::slice::from_ref(&t)).unwrap()[0];
+        assert_eq!(
+            (stale.held, stale.claimed),
+            (None, false),
+            "a later one ran"
+        );
     }
 
     #[test]

@@ -790,3 +790,83 @@ fn an_occurrence_the_store_could_not_decide_runs_once_it_is_back() {
     let unique: std::collections::BTreeSet<&String> = all.iter().collect();
     assert_eq!(unique.len(), all.len(), "no occurrence twice: {all:?}");
 }
+
+/// A host that claimed an occurrence and stopped before its run started (as if
+/// killed between the two) runs it when it comes back within the 10-minute rule:
+/// the occurrence is neither lost nor run twice.
+#[test]
+fn a_host_back_runs_the_occurrence_it_claimed_but_never_started() {
+    use chrono::{DateTime, Duration as Span, Utc};
+    let Some(db) = test_db("own_claim") else {
+        return;
+    };
+    let mut a = TestHost::on(&Sandbox::new(), Some("a"));
+    a.write_job(
+        TRIGGERED,
+        "tick",
+        &[
+            ("run.sh", "#!/bin/sh\nexit 0\n"),
+            ("settings.job", r#"{"schedule": "*/10 * * * * *"}"#),
+        ],
+    );
+    let url = db.url.clone();
+    let start = |a: &mut TestHost| {
+        a.start_with(|cmd| {
+            cmd.arg("--store").arg(&url).arg("--lease-ttl").arg("3");
+        })
+    };
+    let fired = |a: &TestHost| -> Vec<DateTime<Utc>> {
+        let dir = a.logs.join(TRIGGERED).join("tick");
+        let mut all: Vec<DateTime<Utc>> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("status.json")).ok())
+            .filter_map(|b| serde_json::from_slice::<Value>(&b).ok())
+            .filter_map(|r| {
+                DateTime::parse_from_rfc3339(r["scheduled_for"].as_str()?)
+                    .ok()
+                    .map(|t| t.with_timezone(&Utc))
+            })
+            .collect();
+        all.sort();
+        all
+    };
+    start(&mut a);
+    a.wait_for("a first scheduled run", DEADLINE * 2, || {
+        !fired(&a).is_empty()
+    });
+    a.stop();
+    let last = *fired(&a).last().unwrap();
+    let next = last + Span::seconds(10);
+    // The claim of the next occurrence made, its run never started.
+    db.raw()
+        .execute(
+            "INSERT INTO jobhost_fires (job, occurrence, host) VALUES ('tick', $1, 'a')",
+            &[&next],
+        )
+        .unwrap();
+    while Utc::now() < next + Span::milliseconds(300) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    start(&mut a);
+    a.wait_for("the claimed occurrence to run", DEADLINE * 2, || {
+        fired(&a).contains(&next)
+    });
+    a.stop();
+    let runs = fired(&a);
+    assert_eq!(
+        runs.iter().filter(|t| **t == next).count(),
+        1,
+        "ran once: {runs:?}"
+    );
+    let claims: i64 = db
+        .raw()
+        .query_one(
+            "SELECT count(*) FROM jobhost_fires WHERE job = 'tick' AND occurrence = $1",
+            &[&next],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(claims, 1);
+}

@@ -538,10 +538,13 @@ impl<P: Processes> TriggeredJob<P> {
                 claimed,
             }) => {
                 // Taken, but another host claimed the occurrence meanwhile: the
-                // gate sees it as fired (the guard gives the lease back).
+                // gate sees it as fired (the guard gives the lease back). Claimed:
+                // no later one was fired (the latest may be this host's own claim,
+                // granted again: see `cluster::fires`).
                 let last_fired = match (fire, claimed) {
                     (Some(at), false) => last_fired.max(Some(at)),
-                    _ => last_fired,
+                    (Some(at), true) => last_fired.filter(|l| *l < at),
+                    (None, _) => last_fired,
                 };
                 Ok(RunHold::Lease(LeaseGuard {
                     link,
