@@ -15,6 +15,79 @@ pub struct ClusterRun {
     pub record: RunRecord,
 }
 
+/// A finished run's row for `jobhost_runs`, ready to bind: what [`record`] adds, and
+/// what the message store adds in the settlement's own statement for a message's run
+/// (`queue::postgres`), so that a message's run ends in one round trip.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub job: String,
+    pub host: String,
+    pub id: String,
+    pub api_addr: String,
+    pub started: DateTime<Utc>,
+    pub record: serde_json::Value,
+    /// How many of this host's runs of the job the table keeps (at least 1).
+    pub keep: i64,
+}
+
+impl RunRow {
+    /// The row of `rec`, finished by `host` (whose API answers at `api_addr`), of a
+    /// job that keeps `keep` runs.
+    pub fn new(
+        host: &str,
+        api_addr: &str,
+        rec: &RunRecord,
+        keep: u32,
+    ) -> Result<RunRow, serde_json::Error> {
+        let started: DateTime<Utc> = DateTime::parse_from_rfc3339(&rec.start_time)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|_| Utc::now());
+        Ok(RunRow {
+            job: rec.name.clone(),
+            host: host.to_string(),
+            id: rec.id.clone(),
+            api_addr: api_addr.to_string(),
+            started,
+            record: serde_json::to_value(rec)?,
+            keep: i64::from(keep.max(1)),
+        })
+    }
+
+    /// Its seven parameters, in the order [`add_and_trim_sql`] numbers them.
+    pub fn params(&self) -> [&(dyn postgres::types::ToSql + Sync); 7] {
+        [
+            &self.job,
+            &self.host,
+            &self.id,
+            &self.api_addr,
+            &self.started,
+            &self.record,
+            &self.keep,
+        ]
+    }
+}
+
+/// The two statements that add a [`RunRow`] (or replace the row of the same run) and
+/// trim the host's runs of the job to its `keep`, its parameters numbered from `$p`
+/// in [`RunRow::params`] order; each to be used as a part of a `WITH`. The trim sees
+/// the table as it was before the statement: it may keep one run more than `keep`
+/// until the next.
+pub fn add_and_trim_sql(p: usize) -> (String, String) {
+    let [job, host, id, api, started, record, keep] = std::array::from_fn(|i| p + i);
+    let add = format!(
+        "INSERT INTO jobhost_runs (job, host, id, api_addr, started_at, record) \
+         VALUES (${job}, ${host}, ${id}, ${api}, ${started}, ${record}) \
+         ON CONFLICT (job, host, id) DO UPDATE SET record = excluded.record, \
+         api_addr = excluded.api_addr"
+    );
+    let trim = format!(
+        "DELETE FROM jobhost_runs WHERE job = ${job} AND host = ${host} AND id < ( \
+           SELECT id FROM jobhost_runs WHERE job = ${job} AND host = ${host} \
+           ORDER BY id DESC OFFSET ${keep}::bigint - 1 LIMIT 1)"
+    );
+    (add, trim)
+}
+
 /// Adds (or replaces) the record of a run `host` finished, keeps only the newest
 /// `keep` of that host's runs of the job, as its own LOGS does, and gives up the
 /// run's lease (`lease`: its name and token), all in one statement: one round trip
@@ -27,45 +100,27 @@ pub fn record(
     keep: u32,
     lease: Option<(&str, i64)>,
 ) -> Result<(), ClusterError> {
-    let json = serde_json::to_value(rec).map_err(|e| ClusterError::Unavailable {
+    let row = RunRow::new(host, api_addr, rec, keep).map_err(|e| ClusterError::Unavailable {
         url: pool.url().to_string(),
         what: "recording a run".into(),
         reason: e.to_string(),
     })?;
-    let started: DateTime<Utc> = DateTime::parse_from_rfc3339(&rec.start_time)
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_else(|_| Utc::now());
-    let keep = i64::from(keep.max(1));
-    // The trim sees the table as it was before this statement: it may keep one run
-    // more than `keep` until the next.
     let (lease_name, token) = (lease.map(|l| l.0), lease.map(|l| l.1));
+    let (add, trim) = add_and_trim_sql(1);
+    let sql = format!(
+        "WITH released AS ( \
+           UPDATE jobhost_leases SET expires_at = clock_timestamp() \
+           WHERE name = $8 AND holder = $2 AND token = $9 RETURNING 1), \
+         added AS ({add} RETURNING 1) \
+         {trim}"
+    );
     pool.call(
         &format!("recording run {} of {}", rec.id, rec.name),
         |conn| {
-            conn.execute(
-                "WITH released AS ( \
-               UPDATE jobhost_leases SET expires_at = clock_timestamp() \
-               WHERE name = $8 AND holder = $2 AND token = $9 RETURNING 1), \
-             added AS ( \
-               INSERT INTO jobhost_runs (job, host, id, api_addr, started_at, record) \
-               VALUES ($1, $2, $3, $4, $5, $6) \
-               ON CONFLICT (job, host, id) DO UPDATE SET record = excluded.record, \
-               api_addr = excluded.api_addr RETURNING 1) \
-             DELETE FROM jobhost_runs WHERE job = $1 AND host = $2 AND id < ( \
-               SELECT id FROM jobhost_runs WHERE job = $1 AND host = $2 \
-               ORDER BY id DESC OFFSET $7::bigint - 1 LIMIT 1)",
-                &[
-                    &rec.name,
-                    &host,
-                    &rec.id,
-                    &api_addr,
-                    &started,
-                    &json,
-                    &keep,
-                    &lease_name,
-                    &token,
-                ],
-            )?;
+            let mut args: Vec<&(dyn postgres::types::ToSql + Sync)> = row.params().to_vec();
+            args.push(&lease_name);
+            args.push(&token);
+            conn.execute(&sql, &args)?;
             Ok(())
         },
     )

@@ -987,9 +987,9 @@ mod tests {
                     .unwrap()
                     .message
                     .id;
-                let c = self.store.claim(JOB, "-", 1, now).unwrap();
+                let run = ["000000000000000001".to_string()];
+                let c = self.store.claim(JOB, "-", &run, now).unwrap();
                 assert_eq!(c.len(), 1);
-                self.store.add_run(&id, "run-1").unwrap();
                 let result = Some(result.to_vec());
                 self.store
                     .settle(&id, Settlement::Succeeded { result }, Utc::now())
@@ -1101,7 +1101,7 @@ mod tests {
             assert_eq!(v["attempts"], 1);
             assert_eq!(v["correlation_id"], "order-7");
             assert_eq!(v["last_error"], serde_json::Value::Null);
-            assert_eq!(v["runs"], serde_json::json!(["run-1"]));
+            assert_eq!(v["runs"], serde_json::json!(["000000000000000001"]));
             let back = base64::engine::general_purpose::STANDARD
                 .decode(v["result"].as_str().unwrap())
                 .unwrap();

@@ -37,8 +37,18 @@ pub fn put(s: &dyn QueueStore, m: NewMessage, now: DateTime<Utc>) -> Message {
     e.message
 }
 
+/// `n` distinct run ids, as a job task mints them before a claim.
+pub fn run_ids(n: usize) -> Vec<String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let first = NEXT.fetch_add(n as u64, Ordering::Relaxed);
+    (0..n as u64)
+        .map(|i| format!("{:018}", first + i))
+        .collect()
+}
+
 pub fn claim_one(s: &dyn QueueStore, job: &str, now: DateTime<Utc>) -> Claimed {
-    let mut c = s.claim(job, "host-a", 1, now).unwrap();
+    let mut c = s.claim(job, "host-a", &run_ids(1), now).unwrap();
     assert_eq!(c.len(), 1, "one message due");
     c.remove(0)
 }
@@ -77,6 +87,8 @@ contract!(
     an_enqueued_message_reads_back_with_its_payload,
     claims_go_by_priority_then_due_time_then_enqueue_order,
     a_claim_marks_the_message_running_for_its_owner_and_counts_an_attempt,
+    each_message_claimed_gets_its_run_id_in_claiming_order,
+    a_minted_run_id_is_replaced_or_dropped,
     each_settlement_moves_the_message_as_documented,
     an_idempotency_key_is_remembered_within_the_window_only,
     requeue_brings_back_a_finished_message_only,
@@ -157,7 +169,7 @@ pub fn claims_go_by_priority_then_due_time_then_enqueue_order(s: &dyn QueueStore
     assert_eq!(s.next_due("j").unwrap(), Some(now - secs(5)));
 
     let order: Vec<String> = s
-        .claim("j", "host-a", 10, now)
+        .claim("j", "host-a", &run_ids(10), now)
         .unwrap()
         .into_iter()
         .map(|c| c.message.id)
@@ -167,7 +179,9 @@ pub fn claims_go_by_priority_then_due_time_then_enqueue_order(s: &dyn QueueStore
         [high.id, earlier_due.id, first_low.id, second_low.id]
     );
     assert!(
-        s.claim("j", "host-a", 10, now).unwrap().is_empty(),
+        s.claim("j", "host-a", &run_ids(10), now)
+            .unwrap()
+            .is_empty(),
         "the late one is not due"
     );
     assert_eq!(s.next_due("j").unwrap(), Some(now + secs(60)));
@@ -175,7 +189,7 @@ pub fn claims_go_by_priority_then_due_time_then_enqueue_order(s: &dyn QueueStore
     assert_eq!(c.message.id, late.id);
     assert_eq!(c.payload, b"late");
     assert_eq!(s.next_due("j").unwrap(), None);
-    assert!(s.claim("j", "host-a", 0, now).unwrap().is_empty());
+    assert!(s.claim("j", "host-a", &[], now).unwrap().is_empty());
 }
 
 pub fn a_claim_marks_the_message_running_for_its_owner_and_counts_an_attempt(s: &dyn QueueStore) {
@@ -189,10 +203,68 @@ pub fn a_claim_marks_the_message_running_for_its_owner_and_counts_an_attempt(s: 
     assert_eq!(s.running("j").unwrap(), std::slice::from_ref(&c.message));
     assert!(s.running("other").unwrap().is_empty());
 
-    s.add_run(&m.id, "0001").unwrap();
-    s.add_run(&m.id, "0002").unwrap();
-    s.add_run("gone", "0003").unwrap();
-    assert_eq!(s.get("j", &m.id).unwrap().runs, ["0001", "0002"]);
+    assert_eq!(c.message.runs.len(), 1, "the claim gave it its run id");
+}
+
+pub fn each_message_claimed_gets_its_run_id_in_claiming_order(s: &dyn QueueStore) {
+    let now = t0();
+    let low = put(s, msg("j", "low"), now);
+    let high = put(
+        s,
+        NewMessage {
+            priority: 5,
+            ..msg("j", "high")
+        },
+        now,
+    );
+    let ids = [
+        "000000000000000010",
+        "000000000000000011",
+        "000000000000000012",
+    ]
+    .map(String::from);
+    let c = s.claim("j", "host-a", &ids, now).unwrap();
+    let got: Vec<(String, Vec<String>)> = c
+        .iter()
+        .map(|c| (c.message.id.clone(), c.message.runs.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (high.id.clone(), vec![ids[0].clone()]),
+            (low.id.clone(), vec![ids[1].clone()])
+        ],
+        "the one left over is not used"
+    );
+    assert_eq!(s.get("j", &low.id).unwrap().runs, [ids[1].clone()]);
+
+    // Retried: the next claim adds the next run.
+    s.settle(
+        &low.id,
+        Settlement::Retry {
+            at: now,
+            error: "exit 1".into(),
+        },
+        now,
+    )
+    .unwrap();
+    let again = s.claim("j", "host-a", &run_ids(1), now).unwrap();
+    assert_eq!(again[0].message.runs.len(), 2);
+    assert_eq!(again[0].message.runs[0], ids[1]);
+    assert_eq!(s.get("j", &low.id).unwrap().runs, again[0].message.runs);
+}
+
+pub fn a_minted_run_id_is_replaced_or_dropped(s: &dyn QueueStore) {
+    let m = put(s, msg("j", "x"), t0());
+    let first = claim_one(s, "j", t0()).message.runs[0].clone();
+    s.replace_run(&m.id, &first, Some("000000000000000099"))
+        .unwrap();
+    assert_eq!(s.get("j", &m.id).unwrap().runs, ["000000000000000099"]);
+    s.settle(&m.id, Settlement::Released, t0()).unwrap();
+    let second = claim_one(s, "j", t0()).message.runs[1].clone();
+    s.replace_run(&m.id, &second, None).unwrap();
+    assert_eq!(s.get("j", &m.id).unwrap().runs, ["000000000000000099"]);
+    s.replace_run("gone", &second, None).unwrap();
 }
 
 pub fn each_settlement_moves_the_message_as_documented(s: &dyn QueueStore) {
@@ -223,7 +295,7 @@ pub fn each_settlement_moves_the_message_as_documented(s: &dyn QueueStore) {
     );
     assert_eq!(r.last_error.as_deref(), Some("exit 1"));
     assert!(
-        s.claim("j", "host-a", 1, now).unwrap().is_empty(),
+        s.claim("j", "host-a", &run_ids(1), now).unwrap().is_empty(),
         "not due before `at`"
     );
 
@@ -693,7 +765,9 @@ pub fn two_stores_never_hand_out_a_message_twice(
             std::thread::spawn(move || {
                 let mut got = Vec::new();
                 loop {
-                    let c = s.claim("j", &format!("claimer-{t}"), 3, t0()).unwrap();
+                    let c = s
+                        .claim("j", &format!("claimer-{t}"), &run_ids(3), t0())
+                        .unwrap();
                     if c.is_empty() {
                         return got;
                     }

@@ -225,18 +225,25 @@ pub trait QueueStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Enqueued, StoreError>;
 
-    /// Takes up to `limit` due `Queued` messages of `job` (priority, then due time,
-    /// then enqueue order), marks them `Running` for `owner` and counts an attempt.
+    /// Takes up to `runs.len()` due `Queued` messages of `job` (priority, then due
+    /// time, then enqueue order), marks them `Running` for `owner`, counts an attempt
+    /// and adds to each its run id: `runs[i]` to the `i`-th in that order, which is
+    /// the order of the answer. The ids are minted by the caller before the claim, so
+    /// that a message's run costs no write of its own; those left over (fewer
+    /// messages were due) are simply not used.
     fn claim(
         &self,
         job: &str,
         owner: &str,
-        limit: usize,
+        runs: &[String],
         now: DateTime<Utc>,
     ) -> Result<Vec<Claimed>, StoreError>;
 
-    /// Adds `run` to a running message's runs.
-    fn add_run(&self, id: &str, run: &str) -> Result<(), StoreError>;
+    /// The claim gave message `id` the run id `minted`, but its run got the id
+    /// `actual` (the minted one was taken meanwhile), or no run started (`None`):
+    /// the message's runs say so. Whatever the message's state: a run started just
+    /// before a cancel still belongs to its history. Rare, so a write of its own.
+    fn replace_run(&self, id: &str, minted: &str, actual: Option<&str>) -> Result<(), StoreError>;
 
     /// Ends a running message's attempt. `None` when it is no longer `Running` (it
     /// was cancelled or requeued meanwhile).
@@ -260,6 +267,24 @@ pub trait QueueStore: Send + Sync {
     ) -> Result<Option<Message>, StoreError> {
         let _ = owner;
         self.settle(id, settlement, now)
+    }
+
+    /// As [`QueueStore::settle_as`], at the end of a run whose record belongs in the
+    /// cluster's history (`run`). A store shared by the cluster adds it in the
+    /// settlement's own statement, so a message's run ends in one round trip, and
+    /// answers `true`; any other store leaves it to the caller (`false`, the default).
+    /// The row is added even when the message is no longer `Running`: the run
+    /// happened.
+    fn settle_recording(
+        &self,
+        id: &str,
+        owner: &str,
+        settlement: Settlement,
+        now: DateTime<Utc>,
+        run: &crate::cluster::runs::RunRow,
+    ) -> Result<(Option<Message>, bool), StoreError> {
+        let _ = run;
+        Ok((self.settle_as(id, owner, settlement, now)?, false))
     }
 
     fn get(&self, job: &str, id: &str) -> Result<Message, StoreError>;

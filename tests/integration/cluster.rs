@@ -870,3 +870,64 @@ fn a_host_back_runs_the_occurrence_it_claimed_but_never_started() {
         .get(0);
     assert_eq!(claims, 1);
 }
+
+#[test]
+fn a_message_run_shows_once_in_the_clusters_history_under_the_run_id_of_its_message() {
+    let Some(db) = test_db("message_history") else {
+        return;
+    };
+    // Each message fails its first attempt and succeeds its second.
+    let script = "#!/bin/sh\n[ \"$WEBJOBS_MESSAGE_ATTEMPT\" = 1 ] && exit 1\nexit 0\n";
+    let (a, api) = cluster_host(&db, "a", script, 2);
+    let ids: Vec<String> = (0..3).map(|i| enqueue(&api, &format!("m{i}"))).collect();
+    for id in &ids {
+        a.wait_for("the message to succeed", DEADLINE, || {
+            message(&api, id)["state"] == "Succeeded"
+        });
+    }
+    let mut history = Value::Null;
+    a.wait_for("the 6 runs in the history", DEADLINE, || {
+        history = api.get_json("/api/triggeredwebjobs/work/history").1;
+        history["runs"].as_array().is_some_and(|r| r.len() >= 6)
+    });
+    let listed: Vec<(String, String)> = history["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let field = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            (field("message_id"), field("id"))
+        })
+        .collect();
+    assert_eq!(listed.len(), 6, "one entry per run: {history}");
+    for id in &ids {
+        let m = message(&api, id);
+        let runs: Vec<String> = m["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(runs.len(), 2, "two attempts: {m}");
+        for run in &runs {
+            let n = listed
+                .iter()
+                .filter(|(mid, rid)| mid == id && rid == run)
+                .count();
+            assert_eq!(n, 1, "run {run} of {id} listed once: {history}");
+            let (code, one) = api.get_json(&format!("/api/triggeredwebjobs/work/history/{run}"));
+            assert_eq!(code, 200, "{one}");
+            assert_eq!(one["message_id"].as_str(), Some(id.as_str()), "{one}");
+        }
+    }
+    // And one row each in the store's table.
+    let rows: i64 = db
+        .raw()
+        .query_one(
+            "SELECT count(*) FROM jobhost_runs WHERE job = 'work' AND host = 'a'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 6);
+}

@@ -20,9 +20,10 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::records::{RunRecord, RunState, TriggerKind};
+use super::records::{self, RunRecord, RunState, TriggerKind};
 use super::state::{self, IdleWatch};
 use super::{Launched, TriggeredJob, blocking};
+use crate::cluster::runs::RunRow;
 use crate::logsink::{self, LogSink};
 use crate::queue::policy::{self, RunEnd};
 use crate::queue::{Claimed, Message, MessageState, QueueStore, Settlement, inbox};
@@ -48,11 +49,19 @@ const STORE_WAIT: Duration = Duration::from_secs(10);
 pub(super) struct Input {
     claimed: Claimed,
     store: Arc<dyn QueueStore>,
+    /// The run id the claim gave the message (the last of its runs).
+    minted: String,
 }
 
 impl Input {
-    /// Writes the payload file into the run's folder `dir`, records the run on the
-    /// message, and gives the run's variables and stdin.
+    /// The run id the claim gave the message: its run takes it if it can.
+    pub(super) fn minted(&self) -> &str {
+        &self.minted
+    }
+
+    /// Writes the payload file into the run's folder `dir`, corrects the message's
+    /// runs if its run did not get the minted id, and gives the run's variables and
+    /// stdin.
     pub(super) fn place(
         self,
         dir: &Path,
@@ -62,7 +71,9 @@ impl Input {
         std::fs::write(&payload, &self.claimed.payload)?;
         let _ = std::fs::remove_file(dir.join(RESULT_FILE));
         let m = &self.claimed.message;
-        if let Err(e) = self.store.add_run(&m.id, run_id) {
+        if run_id != self.minted
+            && let Err(e) = self.store.replace_run(&m.id, &self.minted, Some(run_id))
+        {
             tracing::warn!(job = %m.job, message = %m.id, "{e}");
         }
         let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
@@ -351,6 +362,10 @@ impl<P: Processes> TriggeredJob<P> {
         let job = self.m.def.name.clone();
         let owner = self.ctx.queues.owner.clone();
         let liveness = self.ctx.queues.liveness();
+        // Each message claimed takes one of these as its run's id in the claim itself:
+        // no write of its own for it.
+        let newest = self.newest_run_id();
+        let runs = records::mint_run_ids(self.ctx.clock.now(), newest.as_deref(), free);
         let store2 = store.clone();
         let job2 = job.clone();
         // This task runs all of this job's messages on this host: one of this host's
@@ -370,7 +385,7 @@ impl<P: Processes> TriggeredJob<P> {
             }
             let claimed = match free {
                 0 => Vec::new(),
-                n => store2.claim(&job2, &owner, n, Utc::now())?,
+                _ => store2.claim(&job2, &owner, &runs, Utc::now())?,
             };
             let due = match claimed.len() < free {
                 true => store2.next_due(&job2)?,
@@ -418,7 +433,8 @@ impl<P: Processes> TriggeredJob<P> {
                 m.attempts
             );
             self.sched(&text, true);
-            self.settle(&store, &m, RunEnd::HostDied, None, &qs).await;
+            self.settle(&store, &m, RunEnd::HostDied, None, &qs, None)
+                .await;
         }
         for c in claimed {
             if self.msg_runs.iter().any(|r| r.message.id == c.message.id) {
@@ -426,14 +442,35 @@ impl<P: Processes> TriggeredJob<P> {
                 // stops: it waits for that run to end, its attempt not counted.
                 let (store, id) = (store.clone(), c.message.id.clone());
                 let owner = self.ctx.queues.owner.clone();
-                let released =
-                    move || store.settle_as(&id, &owner, Settlement::Released, Utc::now());
+                let minted = c.message.runs.last().cloned();
+                let released = move || {
+                    // No run of its own: the run id the claim gave it goes.
+                    if let Some(minted) = minted {
+                        let _ = store.replace_run(&id, &minted, None);
+                    }
+                    store.settle_as(&id, &owner, Settlement::Released, Utc::now())
+                };
                 let _ = blocking(released).await;
                 continue;
             }
             self.ctx.queues.changed(&c.message);
             self.start_message(store.clone(), c).await;
         }
+    }
+
+    /// The newest run id this task knows of the job: the newest of the ids it keeps
+    /// (alone on its LOGS) and of the run it shows last (started last, or the newest
+    /// on disk when it began). A run id minted below a run present is not taken
+    /// (`records::open_run_as`), so this only spares a correction.
+    fn newest_run_id(&self) -> Option<String> {
+        let shown = self
+            .status_tx
+            .borrow()
+            .latest_run
+            .as_ref()
+            .map(|r| r.id.clone());
+        let kept = self.run_ids.as_ref().and_then(|ids| ids.last().cloned());
+        shown.max(kept)
     }
 
     async fn start_message(&mut self, store: Arc<dyn QueueStore>, claimed: Claimed) {
@@ -451,9 +488,11 @@ impl<P: Processes> TriggeredJob<P> {
         );
         record.message_id = Some(message.id.clone());
         let how = format!("message {}, attempt {}", message.id, message.attempts);
+        let minted = message.runs.last().cloned().unwrap_or_default();
         let input = Input {
             claimed,
             store: store.clone(),
+            minted: minted.clone(),
         };
         self.ctx.metrics.message_attempt(&self.m.def.name);
         match self
@@ -463,7 +502,9 @@ impl<P: Processes> TriggeredJob<P> {
             Ok(Launched { run, record, sink }) => {
                 let now = Instant::now();
                 let mut message = message;
-                message.runs.push(record.id.clone());
+                if let Some(last) = message.runs.last_mut() {
+                    last.clone_from(&record.id);
+                }
                 let going = self.msg_runs.len() + 1;
                 self.set_status(|s| {
                     s.latest_run = Some(record.clone());
@@ -480,16 +521,24 @@ impl<P: Processes> TriggeredJob<P> {
                     stopping: None,
                 });
             }
-            Err(why) => {
+            Err((why, record)) => {
+                if record.is_none() {
+                    // No folder, so no run: the run id the claim gave it goes.
+                    let (s, id) = (store.clone(), message.id.clone());
+                    let _ = blocking(move || s.replace_run(&id, &minted, None)).await;
+                }
                 let qs = settings.queue.clone().unwrap_or_default();
                 let end = RunEnd::StartFailed { why };
-                self.settle(&store, &message, end, None, &qs).await;
+                self.settle(&store, &message, end, None, &qs, record.as_ref())
+                    .await;
             }
         }
     }
 
     /// Settles `m`'s attempt as `end` says, under the queue settings `q` it ran with,
-    /// and tells whoever waits.
+    /// and tells whoever waits. `run`: the record of the run that ended, which goes to
+    /// the cluster's history with the settlement (one statement when the store is the
+    /// cluster's), since `close_record` leaves message runs to this.
     async fn settle(
         &mut self,
         store: &Arc<dyn QueueStore>,
@@ -497,6 +546,7 @@ impl<P: Processes> TriggeredJob<P> {
         end: RunEnd,
         result: Option<Vec<u8>>,
         q: &QueueSettings,
+        run: Option<&RunRecord>,
     ) {
         let jitter = policy::jitter_for(&m.id, m.attempts);
         let settlement = policy::settle(q, m.attempts, end, result, Utc::now(), jitter);
@@ -507,7 +557,19 @@ impl<P: Processes> TriggeredJob<P> {
             .owner
             .clone()
             .unwrap_or_else(|| self.ctx.queues.owner.clone());
-        let settle = move || store.settle_as(&id, &owner, settlement, Utc::now());
+        let keep = self.settings().map_or(50, |s| s.history_size);
+        let history = match (&self.ctx.cluster, run) {
+            (Some(link), Some(rec)) => {
+                let row = RunRow::new(&link.me.name, &link.me.api_addr, rec, keep).ok();
+                Some((link.clone(), rec.clone(), row))
+            }
+            _ => None,
+        };
+        let row = history.as_ref().and_then(|(_, _, row)| row.clone());
+        let settle = move || match &row {
+            Some(row) => store.settle_recording(&id, &owner, settlement, Utc::now(), row),
+            None => Ok((store.settle_as(&id, &owner, settlement, Utc::now())?, false)),
+        };
         // Bounded as the claims are; an attempt not settled stays Running and is
         // retried by a later sweep, its attempt counted.
         let settled = tokio::time::timeout(STORE_WAIT, blocking(settle))
@@ -518,6 +580,14 @@ impl<P: Processes> TriggeredJob<P> {
                     reason: format!("no answer within {} s", STORE_WAIT.as_secs()),
                 }))
             });
+        // The run's record not added by the settlement (another store, or it did not
+        // answer): added on its own, as other runs are. Adding it twice keeps one row.
+        if let Some((link, rec, _)) = history
+            && !matches!(settled, Some(Ok((_, true))))
+        {
+            link.record_run(&rec, keep, None);
+        }
+        let settled = settled.map(|r| r.map(|(after, _)| after));
         let job = &self.m.def.name;
         match settled {
             Some(Ok(Some(after))) => {
@@ -602,14 +672,22 @@ impl<P: Processes> TriggeredJob<P> {
         let going = self.msg_runs.len();
         self.set_status(|s| {
             if s.latest_run.as_ref().is_some_and(|r| r.id == record.id) {
-                s.latest_run = Some(record);
+                s.latest_run = Some(record.clone());
             }
             s.message_runs = going;
         });
-        if let Ok(store) = self.ctx.queues.store() {
-            // The queue settings the run started with: the queue may be gone since.
-            let qs = settings.queue.clone().unwrap_or_default();
-            self.settle(&store, &message, end, result, &qs).await;
+        match self.ctx.queues.store() {
+            Ok(store) => {
+                // The queue settings the run started with: the queue may be gone since.
+                let qs = settings.queue.clone().unwrap_or_default();
+                self.settle(&store, &message, end, result, &qs, Some(&record))
+                    .await;
+            }
+            Err(_) => {
+                if let Some(link) = &self.ctx.cluster {
+                    link.record_run(&record, settings.history_size, None);
+                }
+            }
         }
         if claim {
             self.claim_messages().await;

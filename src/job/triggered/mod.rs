@@ -452,7 +452,11 @@ impl<P: Processes> TriggeredJob<P> {
         if let Err(e) = records::write(&self.logs, rec) {
             tracing::error!(job = %self.m.def.name, "{e}");
         }
-        if let Some(cluster) = &self.ctx.cluster {
+        // A message's run goes to the cluster's history with its message's settlement,
+        // in the same statement (`messages.rs`): one round trip for the run's end.
+        if let Some(cluster) = &self.ctx.cluster
+            && rec.trigger != TriggerKind::Message
+        {
             let keep = self.settings().map_or(50, |s| s.history_size);
             cluster.record_run(rec, keep, lease);
         }
@@ -806,10 +810,11 @@ impl<P: Processes> TriggeredJob<P> {
             None => "triggered manually".to_string(),
         };
         let launched = self.launch(&settings, record, args, how, None).await;
-        let Launched { run, record, sink } = launched.map_err(|reason| TriggerError::Failed {
-            job: self.m.def.name.clone(),
-            reason,
-        })?;
+        let Launched { run, record, sink } =
+            launched.map_err(|(reason, _)| TriggerError::Failed {
+                job: self.m.def.name.clone(),
+                reason,
+            })?;
         let run_id = record.id.clone();
         self.sched(
             &format!("run {run_id} started ({})", trigger.as_str()),
@@ -833,7 +838,7 @@ impl<P: Processes> TriggeredJob<P> {
     /// Makes a run's folder and record and starts its process: a scheduled or manual
     /// run, or a message's (`message`: its payload file and variables are added).
     /// `how` ends the run's `started` line. On failure the record says so already
-    /// and the error is the reason.
+    /// and the error is the reason, with the record when the run's folder was made.
     async fn launch(
         &mut self,
         settings: &Arc<JobSettings>,
@@ -841,10 +846,12 @@ impl<P: Processes> TriggeredJob<P> {
         args: Vec<OsString>,
         how: String,
         message: Option<messages::Input>,
-    ) -> Result<Launched<P::Run>, String> {
+    ) -> Result<Launched<P::Run>, (String, Option<RunRecord>)> {
         let Some(launch) = self.m.def.launch.as_ref() else {
-            return Err("no entry point".into());
+            return Err(("no entry point".into(), None));
         };
+        // A message's run takes the id its claim gave it.
+        let wanted = message.as_ref().map(|m| m.minted().to_string());
         let log_id = crate::ids::random_hex(6);
         let data_path = std::path::absolute(&self.logs).unwrap_or(self.logs.clone());
         let runner = self.ctx.runner.clone();
@@ -880,7 +887,8 @@ impl<P: Processes> TriggeredJob<P> {
         let now = self.ctx.clock.now();
         let opened = blocking(move || {
             let mut rec = record;
-            let opened = records::open_run(&logs, now, keep, &mut rec, &mut known);
+            let opened =
+                records::open_run_as(&logs, now, keep, &mut rec, &mut known, wanted.as_deref());
             let opened = opened.inspect_err(|_| known = None)?;
             let mut sink = LogSink::new(opened.dir.join("output_log.txt"), max, keep_logs);
             // `open_run` left the log empty.
@@ -895,8 +903,10 @@ impl<P: Processes> TriggeredJob<P> {
         })
         .await
         .unwrap_or_else(|| Err(std::io::Error::other("the host is stopping")));
-        let (rec, sink, spawned, known) = opened
-            .map_err(|e| format!("creating run folder under {}: {e}", self.logs.display()))?;
+        let (rec, sink, spawned, known) = opened.map_err(|e| {
+            let why = format!("creating run folder under {}: {e}", self.logs.display());
+            (why, None)
+        })?;
         let mut record = rec;
         self.run_ids = known;
         let run_id = record.id.clone();
@@ -931,8 +941,8 @@ impl<P: Processes> TriggeredJob<P> {
                 record.duration_ms = Some(0);
                 self.close_record(&record, None);
                 self.sched(&format!("run {run_id} failed to start: {msg}"), true);
-                self.set_status(|s| s.latest_run = Some(record));
-                return Err(msg);
+                self.set_status(|s| s.latest_run = Some(record.clone()));
+                return Err((msg, Some(record)));
             }
         };
         // Not written again for the pid: the log's `started` line has it, the record on

@@ -159,6 +159,20 @@ pub fn open_run(
     rec: &mut RunRecord,
     known: &mut Option<Vec<String>>,
 ) -> std::io::Result<OpenedRun> {
+    open_run_as(job_logs, t, keep, rec, known, None)
+}
+
+/// As [`open_run`], under the run id `wanted` (minted earlier by [`mint_run_ids`]) when
+/// it is still free and newer than every run present; else under the id `open_run`
+/// would give, which the caller then reads from `rec.id`.
+pub fn open_run_as(
+    job_logs: &Path,
+    t: DateTime<Utc>,
+    keep: u32,
+    rec: &mut RunRecord,
+    known: &mut Option<Vec<String>>,
+    wanted: Option<&str>,
+) -> std::io::Result<OpenedRun> {
     let remembered = known.is_some();
     let mut ids = known.take().unwrap_or_else(|| list_ids(job_logs));
     let staging = job_logs.join(format!("{STAGING_PREFIX}{}", crate::ids::random_hex(8)));
@@ -182,7 +196,7 @@ pub fn open_run(
         std::fs::create_dir_all(job_logs)?;
         std::fs::create_dir(&staging)?;
     }
-    let opened = stage_and_publish(job_logs, &staging, t, &ids, rec);
+    let opened = stage_and_publish(job_logs, &staging, t, &ids, rec, wanted);
     if opened.is_err() {
         let _ = std::fs::remove_dir_all(&staging);
     }
@@ -233,11 +247,21 @@ fn stage_and_publish(
     t: DateTime<Utc>,
     ids: &[String],
     rec: &mut RunRecord,
+    wanted: Option<&str>,
 ) -> std::io::Result<OpenedRun> {
     // Emptied (a recycled folder) or made here, before anything is written to it, so
     // the close after the truncation has nothing to flush.
     std::fs::File::create(staging.join(RUN_OUTPUT))?;
-    let mut id = first_id(t, ids)?;
+    let newest = ids.last().and_then(|s| s.parse::<u64>().ok());
+    // Ids only grow: a wanted id older than a run present (another host's, on shared
+    // LOGS) is not taken.
+    let mut id = match wanted
+        .filter(|w| is_run_id(w))
+        .and_then(|w| w.parse::<u64>().ok())
+    {
+        Some(w) if newest.is_none_or(|n| w > n) => w,
+        _ => first_id(t, ids)?,
+    };
     for _ in 0..10_000 {
         rec.id = format!("{id:018}");
         let mut bytes = serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?;
@@ -281,6 +305,23 @@ fn first_id(t: DateTime<Utc>, ids: &[String]) -> std::io::Result<u64> {
         Some(last) => id.max(last + 1),
         None => id,
     })
+}
+
+/// `n` run ids for runs about to start at `t`, minted before their folders exist (a
+/// message's run id is given to it by the claim that takes it): consecutive, from the
+/// id of `t` on, or after `newest` (the newest id this host knows of the job) if that
+/// is later, so ids only grow. Unique among this host's runs as long as one task
+/// starts the job's runs and keeps `newest`; a run whose minted id another host (on
+/// shared LOGS) took meanwhile gets the next free one from [`open_run_as`].
+pub fn mint_run_ids(t: DateTime<Utc>, newest: Option<&str>, n: usize) -> Vec<String> {
+    let at: u64 = run_id_at(t).parse().unwrap_or(0);
+    let after = newest
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(0, |n| n + 1);
+    let first = at.max(after);
+    (0..n as u64)
+        .map(|i| format!("{:018}", first + i))
+        .collect()
 }
 
 /// Run ids present, oldest first.
@@ -508,6 +549,38 @@ mod tests {
         let (a, b) = (open(t), open(t));
         let c = open(t - chrono::Duration::hours(1));
         assert!(a < b && b < c, "{a} {b} {c}");
+    }
+
+    #[test]
+    fn minted_run_ids_follow_the_newest_known_and_are_taken_while_free_and_newest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = Utc.with_ymd_and_hms(2026, 11, 30, 10, 0, 5).unwrap();
+        let ids = mint_run_ids(t, None, 3);
+        assert_eq!(
+            ids,
+            [
+                "202611301000050000",
+                "202611301000050001",
+                "202611301000050002"
+            ]
+        );
+        // After a newer id this host knows (the clock went back): still growing.
+        let after = mint_run_ids(t, Some("202611301000090000"), 1);
+        assert_eq!(after, ["202611301000090001"]);
+        assert!(mint_run_ids(t, None, 0).is_empty());
+
+        let open = |wanted: &str, known: &mut Option<Vec<String>>| {
+            let mut rec = running(None);
+            open_run_as(tmp.path(), t, 50, &mut rec, known, Some(wanted)).unwrap();
+            rec.id
+        };
+        let mut known = None;
+        assert_eq!(open(&ids[1], &mut known), ids[1], "free and newest: taken");
+        // Older than a run present (another host's on shared LOGS, say): the next free.
+        assert_eq!(open(&ids[0], &mut known), "202611301000050002");
+        // Taken meanwhile by a run this host did not know of: the next free.
+        let mut unaware = Some(Vec::new());
+        assert_eq!(open(&ids[2], &mut unaware), "202611301000050003");
     }
 
     #[test]

@@ -413,13 +413,13 @@ impl QueueStore for Flaky {
         &self,
         job: &str,
         owner: &str,
-        limit: usize,
+        runs: &[String],
         now: DateTime<Utc>,
     ) -> Result<Vec<Claimed>, StoreError> {
-        self.inner.claim(job, owner, limit, now)
+        self.inner.claim(job, owner, runs, now)
     }
-    fn add_run(&self, id: &str, run: &str) -> Result<(), StoreError> {
-        self.inner.add_run(id, run)
+    fn replace_run(&self, id: &str, minted: &str, actual: Option<&str>) -> Result<(), StoreError> {
+        self.inner.replace_run(id, minted, actual)
     }
     fn settle(
         &self,

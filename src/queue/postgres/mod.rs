@@ -5,9 +5,12 @@
 //! **Claims** take due messages with `FOR UPDATE SKIP LOCKED` in one statement, so
 //! hosts claiming at once never wait for each other and never get the same message.
 //! **Round trips**: every change is one statement (one round trip on a connection
-//! that prepared it before), committed on its own; a message costs one for its
-//! claim, one for its run id and one for its settlement. Only an enqueue whose
-//! idempotency key was seen before takes a transaction (four or five).
+//! that prepared it before), committed on its own; a message's run costs two: its
+//! claim, which also adds the run id the caller minted for it, and its settlement,
+//! which also adds the run's record to the cluster's history (`cluster::runs`) and
+//! trims it. Only rare paths add one: a minted run id that its run could not take
+//! ([`QueueStore::replace_run`]). An enqueue whose idempotency key was seen before
+//! takes a transaction (four or five).
 //! **Durability**: a change answers once PostgreSQL committed it (its default
 //! `synchronous_commit`); PostgreSQL groups concurrent commits itself.
 //! **Wake-ups**: a trigger sends the job's name on `jobhost_queue` whenever one of its
@@ -37,6 +40,7 @@ use super::{
     StoreError, new_message_id, policy,
 };
 use crate::cluster::pg::{Conn, describe};
+use crate::cluster::runs::{self, RunRow};
 use crate::cluster::{self, ClusterError, Pool};
 
 /// Opens the store at `url` (connecting, creating or migrating its tables).
@@ -220,18 +224,23 @@ fn enqueue_in(
     })
 }
 
-/// Due messages of one job in claiming order, taken and marked in one statement.
-/// `was_due` and `seq` come back so the answer can be put in claiming order
-/// (`RETURNING` keeps none).
+/// Due messages of one job in claiming order, taken, marked and given their run ids
+/// (`$4`, one per message, in claiming order) in one statement. Each row's place in
+/// claiming order (`n`, from 1) comes back so the answer can be put in that order
+/// (`RETURNING` keeps none); it is numbered after the rows are locked, as PostgreSQL
+/// takes no `FOR UPDATE` beside a window function.
 fn claim_sql() -> String {
     format!(
-        "WITH picked AS (SELECT seq AS pseq, due AS was_due FROM jobhost_messages \
-             WHERE job = $1 AND state = 'Queued' AND due <= $3 \
-             ORDER BY priority DESC, due, seq LIMIT $4 FOR UPDATE SKIP LOCKED) \
+        "WITH picked AS (SELECT seq AS pseq, due AS was_due, priority AS prio \
+             FROM jobhost_messages WHERE job = $1 AND state = 'Queued' AND due <= $3 \
+             ORDER BY priority DESC, due, seq LIMIT cardinality($4::text[]) \
+             FOR UPDATE SKIP LOCKED), \
+         numbered AS (SELECT pseq, row_number() OVER (ORDER BY prio DESC, was_due, pseq) \
+             AS n FROM picked) \
          UPDATE jobhost_messages SET state = 'Running', owner = $2, \
-             attempts = attempts + 1, due = NULL \
-         FROM picked WHERE seq = pseq \
-         RETURNING {COLS}, payload, was_due, seq"
+             attempts = attempts + 1, due = NULL, runs = array_append(runs, ($4::text[])[n]) \
+         FROM numbered WHERE seq = pseq \
+         RETURNING {COLS}, payload, n"
     )
 }
 
@@ -239,88 +248,87 @@ fn claim_in(
     conn: &mut Conn,
     job: &str,
     owner: &str,
-    limit: usize,
+    runs: &[String],
     now: DateTime<Utc>,
 ) -> Result<Vec<Claimed>, Failure> {
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = conn.query(&claim_sql(), &[&job, &owner, &now, &limit])?;
+    let rows = conn.query(&claim_sql(), &[&job, &owner, &now, &runs])?;
     let mut claimed = Vec::with_capacity(rows.len());
     for r in &rows {
-        let was_due: DateTime<Utc> = r.try_get(NCOLS + 1)?;
-        let seq: i64 = r.try_get(NCOLS + 2)?;
+        let n: i64 = r.try_get(NCOLS + 1)?;
         let message = message(r)?;
-        let order = (std::cmp::Reverse(message.priority), was_due, seq);
         let payload = r.try_get(NCOLS)?;
-        claimed.push((order, Claimed { message, payload }));
+        claimed.push((n, Claimed { message, payload }));
     }
-    claimed.sort_by_key(|(order, _)| *order);
+    claimed.sort_by_key(|(n, _)| *n);
     Ok(claimed.into_iter().map(|(_, c)| c).collect())
 }
 
 /// Where a settlement applies: the message is `Running` (for `$2` when given).
 const RUNNING: &str = "WHERE id = $1 AND state = 'Running' AND ($2::text IS NULL OR owner = $2)";
 
-/// A running message finished as `end`: its state, result and error.
-fn finish(
-    conn: &mut Conn,
-    id: &str,
-    owner: Option<&str>,
-    end: (MessageState, Option<Vec<u8>>, Option<String>),
-    now: DateTime<Utc>,
-) -> Result<Option<postgres::Row>, postgres::Error> {
-    let (state, result, error) = end;
-    // A callback is owed as soon as a message with a reply_to finishes.
-    conn.query_opt(
-        &format!(
-            "UPDATE jobhost_messages SET state = $3::text, finished_at = $4, result = $5, \
-             last_error = $6, owner = NULL, due = NULL, callback_attempts = 0, \
-             callback_due = CASE WHEN $3::text IN ('Succeeded', 'Dead') \
-                 AND reply_to IS NOT NULL THEN $4::timestamptz END \
-             {RUNNING} RETURNING {COLS}"
-        ),
-        &[&id, &owner, &state.as_str(), &now, &result, &error],
-    )
-}
-
+/// A running message's attempt ended as `settlement`: one statement, which also adds
+/// `run` to the cluster's history when given (whether or not the message was still
+/// `Running`: the run happened). The message as settled; `None` when it was no longer
+/// `Running` (for `owner` when given).
 fn settle_in(
     conn: &mut Conn,
     id: &str,
     owner: Option<&str>,
     settlement: Settlement,
     now: DateTime<Utc>,
+    run: Option<&RunRow>,
 ) -> Result<Option<Message>, Failure> {
-    let row = match settlement {
-        Settlement::Succeeded { result } => {
-            let end = (MessageState::Succeeded, result, None);
-            finish(conn, id, owner, end, now)?
-        }
-        Settlement::Dead { error, result } => finish(
-            conn,
-            id,
-            owner,
-            (MessageState::Dead, result, Some(error)),
-            now,
-        )?,
-        Settlement::Cancelled { error } => {
-            let end = (MessageState::Cancelled, None, Some(error));
-            finish(conn, id, owner, end, now)?
-        }
-        Settlement::Retry { at, error } => conn.query_opt(
-            &format!(
-                "UPDATE jobhost_messages SET state = 'Queued', due = $3, last_error = $4, \
-                 owner = NULL {RUNNING} RETURNING {COLS}"
-            ),
-            &[&id, &owner, &at, &error],
-        )?,
-        // The host stopped it: the attempt does not count.
-        Settlement::Released => conn.query_opt(
-            &format!(
-                "UPDATE jobhost_messages SET state = 'Queued', due = $3, owner = NULL, \
-                 attempts = greatest(attempts - 1, 0) {RUNNING} RETURNING {COLS}"
-            ),
-            &[&id, &owner, &now],
-        )?,
+    // Bound before `args` borrows them.
+    let (state, result, error, due) = match settlement {
+        Settlement::Succeeded { result } => (MessageState::Succeeded, result, None, None),
+        Settlement::Dead { error, result } => (MessageState::Dead, result, Some(error), None),
+        Settlement::Cancelled { error } => (MessageState::Cancelled, None, Some(error), None),
+        Settlement::Retry { at, error } => (MessageState::Queued, None, Some(error), Some(at)),
+        Settlement::Released => (MessageState::Queued, None, None, Some(now)),
     };
+    let name = state.as_str();
+    let mut args: Vec<&(dyn ToSql + Sync)> = vec![&id, &owner];
+    let update = match (state, &error) {
+        (MessageState::Queued, Some(error)) => {
+            args.extend([&due as &(dyn ToSql + Sync), error]);
+            format!(
+                "UPDATE jobhost_messages SET state = 'Queued', due = $3, last_error = $4, \
+                 owner = NULL {RUNNING}"
+            )
+        }
+        // Released: the host stopped it, so the attempt does not count.
+        (MessageState::Queued, None) => {
+            args.push(&due);
+            format!(
+                "UPDATE jobhost_messages SET state = 'Queued', due = $3, owner = NULL, \
+                 attempts = greatest(attempts - 1, 0) {RUNNING}"
+            )
+        }
+        _ => {
+            args.extend([&name as &(dyn ToSql + Sync), &now, &result, &error]);
+            // A callback is owed as soon as a message with a reply_to finishes.
+            format!(
+                "UPDATE jobhost_messages SET state = $3::text, finished_at = $4, result = $5, \
+                 last_error = $6, owner = NULL, due = NULL, callback_attempts = 0, \
+                 callback_due = CASE WHEN $3::text IN ('Succeeded', 'Dead') \
+                     AND reply_to IS NOT NULL THEN $4::timestamptz END \
+                 {RUNNING}"
+            )
+        }
+    };
+    let sql = match run {
+        None => format!("{update} RETURNING {COLS}"),
+        Some(run) => {
+            let (add, trim) = runs::add_and_trim_sql(args.len() + 1);
+            args.extend(run.params());
+            format!(
+                "WITH settled AS ({update} RETURNING {COLS}), \
+                 added AS ({add} RETURNING 1), trimmed AS ({trim} RETURNING 1) \
+                 SELECT * FROM settled"
+            )
+        }
+    };
+    let row = conn.query_opt(&sql, &args)?;
     row.as_ref().map(message).transpose()
 }
 
@@ -375,7 +383,7 @@ impl PgStore {
         settlement: Settlement,
         now: DateTime<Utc>,
     ) -> Result<Option<Message>, StoreError> {
-        self.run(|c| settle_in(c, id, Some(owner), settlement, now))
+        self.run(|c| settle_in(c, id, Some(owner), settlement, now, None))
     }
 
     /// Gives back the `Running` messages of the hosts named `dead` (see
@@ -405,7 +413,7 @@ impl PgStore {
                 for row in &held {
                     let m = message(row)?;
                     let owner = m.owner.clone();
-                    if let Some(s) = settle_in(c, &m.id, owner.as_deref(), decide(&m), now)? {
+                    if let Some(s) = settle_in(c, &m.id, owner.as_deref(), decide(&m), now, None)? {
                         settled.push(s);
                     }
                 }
@@ -429,22 +437,23 @@ impl QueueStore for PgStore {
         &self,
         job: &str,
         owner: &str,
-        limit: usize,
+        runs: &[String],
         now: DateTime<Utc>,
     ) -> Result<Vec<Claimed>, StoreError> {
-        if limit == 0 {
+        if runs.is_empty() {
             return Ok(Vec::new());
         }
-        self.run(|c| claim_in(c, job, owner, limit, now))
+        self.run(|c| claim_in(c, job, owner, runs, now))
     }
 
-    fn add_run(&self, id: &str, run: &str) -> Result<(), StoreError> {
-        // Recorded whatever the message's state: a run started just before a cancel
-        // still belongs to its history. A message deleted meanwhile has none to keep.
+    fn replace_run(&self, id: &str, minted: &str, actual: Option<&str>) -> Result<(), StoreError> {
+        // A message deleted meanwhile has no runs to correct.
         self.run(|c| {
             c.execute(
-                "UPDATE jobhost_messages SET runs = array_append(runs, $2) WHERE id = $1",
-                &[&id, &run],
+                "UPDATE jobhost_messages SET runs = CASE WHEN $3::text IS NULL \
+                     THEN array_remove(runs, $2) ELSE array_replace(runs, $2, $3) END \
+                 WHERE id = $1",
+                &[&id, &minted, &actual],
             )?;
             Ok(())
         })
@@ -456,7 +465,7 @@ impl QueueStore for PgStore {
         settlement: Settlement,
         now: DateTime<Utc>,
     ) -> Result<Option<Message>, StoreError> {
-        self.run(|c| settle_in(c, id, None, settlement, now))
+        self.run(|c| settle_in(c, id, None, settlement, now, None))
     }
 
     fn settle_as(
@@ -467,6 +476,18 @@ impl QueueStore for PgStore {
         now: DateTime<Utc>,
     ) -> Result<Option<Message>, StoreError> {
         self.settle_owned(id, owner, settlement, now)
+    }
+
+    fn settle_recording(
+        &self,
+        id: &str,
+        owner: &str,
+        settlement: Settlement,
+        now: DateTime<Utc>,
+        run: &RunRow,
+    ) -> Result<(Option<Message>, bool), StoreError> {
+        let settled = self.run(|c| settle_in(c, id, Some(owner), settlement, now, Some(run)))?;
+        Ok((settled, true))
     }
 
     fn get(&self, job: &str, id: &str) -> Result<Message, StoreError> {

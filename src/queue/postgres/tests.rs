@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::*;
 use crate::cluster::testdb::{self, TestDb, wait_for};
 use crate::cluster::{hosts, listen, schema};
-use crate::queue::contract::{DAY, claim_one, msg, put, t0};
+use crate::queue::contract::{DAY, claim_one, msg, put, run_ids, t0};
 use crate::queue::policy::{self, RunEnd};
 use crate::spec::settings::queue::QueueSettings;
 
@@ -135,27 +135,100 @@ fn a_broken_connection_is_dropped_and_the_next_call_reconnects() {
     assert!(s.pool().connects() > before, "it reconnected");
 }
 
+/// The record of message `m`'s run `run`, as a job task closes it.
+fn message_run(m: &Message, run: &str) -> crate::cluster::runs::RunRow {
+    use crate::job::triggered::records::{RunRecord, RunState, TriggerKind};
+    let mut rec = RunRecord::running(&m.job, TriggerKind::Message, vec![], t0(), None, None);
+    rec.id = run.to_string();
+    rec.message_id = Some(m.id.clone());
+    rec.status = RunState::Success;
+    crate::cluster::runs::RunRow::new("host-a", "http://a:8080", &rec, 50).unwrap()
+}
+
 #[test]
-fn claim_and_settle_cost_one_round_trip_each() {
+fn a_message_run_costs_two_round_trips_its_claim_and_its_settlement() {
     let Some((_db, s)) = store() else { return };
     let cycle = |i: usize| {
         put(&s, msg("j", &format!("{i}")), t0());
         let before = s.pool().round_trips();
         let c = claim_one(&s, "j", t0());
         let claimed = s.pool().round_trips();
-        s.add_run(&c.message.id, "0001").unwrap();
-        let ran = s.pool().round_trips();
-        s.settle(&c.message.id, Settlement::Succeeded { result: None }, t0())
-            .unwrap()
+        let row = message_run(&c.message, &c.message.runs[0]);
+        let end = Settlement::Succeeded { result: None };
+        let (after, recorded) = s
+            .settle_recording(&c.message.id, "host-a", end, t0(), &row)
             .unwrap();
+        assert!(recorded, "the store added the run's history row");
+        assert_eq!(after.unwrap().state, MessageState::Succeeded);
         let settled = s.pool().round_trips();
-        (claimed - before, ran - claimed, settled - ran)
+        (claimed - before, settled - claimed)
     };
     // The first prepares its statements on the connection.
     cycle(0);
     for i in 1..10 {
-        assert_eq!(cycle(i), (1, 1, 1), "claim, add_run, settle");
+        assert_eq!(
+            cycle(i),
+            (1, 1),
+            "claim (with its run id), settlement (with history)"
+        );
     }
+}
+
+#[test]
+fn a_message_run_shows_once_in_the_history_under_the_run_id_its_claim_gave_it() {
+    let Some((_db, s)) = store() else { return };
+    let m = put(&s, msg("j", "x"), t0());
+    let c = claim_one(&s, "j", t0());
+    let run = c.message.runs[0].clone();
+    let row = message_run(&c.message, &run);
+    let end = Settlement::Retry {
+        at: t0(),
+        error: "exit 1".into(),
+    };
+    s.settle_recording(&m.id, "host-a", end, t0(), &row)
+        .unwrap();
+    let history = crate::cluster::runs::history(s.pool(), "j", None, 100).unwrap();
+    assert_eq!(history.len(), 1, "one row: {history:?}");
+    assert_eq!(history[0].record.id, run);
+    assert_eq!(history[0].record.message_id.as_deref(), Some(m.id.as_str()));
+    assert_eq!(history[0].host, "host-a");
+    assert_eq!(s.get("j", &m.id).unwrap().runs, std::slice::from_ref(&run));
+
+    // The second attempt's run goes beside it; a host that lost the message meanwhile
+    // does not settle it, but its run happened and is listed.
+    let c = claim_one(&s, "j", t0());
+    let second = c.message.runs[1].clone();
+    let row = message_run(&c.message, &second);
+    let end = Settlement::Succeeded { result: None };
+    let (after, _) = s
+        .settle_recording(&m.id, "host-b", end, t0(), &row)
+        .unwrap();
+    assert_eq!(after, None, "only its owner settles it");
+    assert_eq!(s.get("j", &m.id).unwrap().state, MessageState::Running);
+    let ids: HashSet<String> = crate::cluster::runs::history(s.pool(), "j", None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.record.id)
+        .collect();
+    assert_eq!(ids, HashSet::from([run, second]));
+}
+
+#[test]
+fn the_settlement_trims_the_hosts_history_to_the_jobs_history_size() {
+    let Some((_db, s)) = store() else { return };
+    for i in 0..6 {
+        put(&s, msg("j", &format!("{i}")), t0());
+        let c = claim_one(&s, "j", t0());
+        let mut row = message_run(&c.message, &c.message.runs[0]);
+        row.keep = 3;
+        let end = Settlement::Succeeded { result: None };
+        s.settle_recording(&c.message.id, "host-a", end, t0(), &row)
+            .unwrap();
+    }
+    let n = crate::cluster::runs::history(s.pool(), "j", None, 100)
+        .unwrap()
+        .len();
+    assert!((3..=4).contains(&n), "trimmed to about 3: {n}");
 }
 
 #[test]
@@ -181,7 +254,7 @@ fn heartbeats_keep_hosts_alive_and_a_dead_hosts_messages_go_back_to_the_queue() 
     let now = t0();
     for (owner, body) in [("host-a", "a"), ("host-b", "b"), ("ghost", "g")] {
         put(&s, msg("j", body), now);
-        s.claim("j", owner, 1, now).unwrap();
+        s.claim("j", owner, &run_ids(1), now).unwrap();
     }
     assert_eq!(hosts::dead_owners(&pool).unwrap(), ["ghost"]);
 
@@ -229,7 +302,7 @@ fn heartbeats_keep_hosts_alive_and_a_dead_hosts_messages_go_back_to_the_queue() 
     assert!(again.started_at > b.started_at);
     let given = back.iter().find(|m| m.owner.is_none()).unwrap();
     let retried_at = given.next_attempt_at.unwrap();
-    let c = s.claim("j", "host-a", 2, retried_at).unwrap();
+    let c = s.claim("j", "host-a", &run_ids(2), retried_at).unwrap();
     assert_eq!(c.len(), 2);
     let theirs = c.iter().find(|c| c.message.id == given.id).unwrap();
     assert_eq!(

@@ -244,26 +244,27 @@ fn claim_in(
     conn: &Connection,
     job: &str,
     owner: &str,
-    limit: usize,
+    runs: &[String],
     now: DateTime<Utc>,
 ) -> Result<Vec<Claimed>, Failure> {
     let found = conn
         .prepare_cached(&claim_sql())?
-        .query_map(params![job, ms(now), limit as i64], |r| {
+        .query_map(params![job, ms(now), runs.len() as i64], |r| {
             Ok((message(r)?, r.get::<_, Vec<u8>>(NCOLS)?))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut update = conn.prepare_cached(
         "UPDATE messages SET state = 'Running', owner = ?2, attempts = attempts + 1, \
-         due = NULL WHERE id = ?1",
+         due = NULL, runs = json_insert(runs, '$[#]', ?3) WHERE id = ?1",
     )?;
     let mut claimed = Vec::with_capacity(found.len());
-    for (mut m, payload) in found {
-        update.execute(params![m.id, owner])?;
+    for ((mut m, payload), run) in found.into_iter().zip(runs) {
+        update.execute(params![m.id, owner, run])?;
         m.state = MessageState::Running;
         m.owner = Some(owner.to_string());
         m.attempts = m.attempts.saturating_add(1);
         m.next_attempt_at = None;
+        m.runs.push(run.clone());
         claimed.push(Claimed {
             message: m,
             payload,
@@ -341,10 +342,10 @@ impl QueueStore for SqliteStore {
         &self,
         job: &str,
         owner: &str,
-        limit: usize,
+        runs: &[String],
         now: DateTime<Utc>,
     ) -> Result<Vec<Claimed>, StoreError> {
-        if limit == 0 {
+        if runs.is_empty() {
             return Ok(Vec::new());
         }
         // Nothing due is the common answer (every enqueue wakes the job, delayed
@@ -361,18 +362,33 @@ impl QueueStore for SqliteStore {
             return Ok(Vec::new());
         }
         let (job, owner) = (job.to_string(), owner.to_string());
-        self.write(move |c| claim_in(c, &job, &owner, limit, now))
+        let runs = runs.to_vec();
+        self.write(move |c| claim_in(c, &job, &owner, &runs, now))
     }
 
-    fn add_run(&self, id: &str, run: &str) -> Result<(), StoreError> {
-        let (id, run) = (id.to_string(), run.to_string());
-        // Recorded whatever the message's state: a run started just before a cancel
-        // still belongs to its history. A message deleted meanwhile has none to keep.
+    fn replace_run(&self, id: &str, minted: &str, actual: Option<&str>) -> Result<(), StoreError> {
+        let (id, minted, actual) = (
+            id.to_string(),
+            minted.to_string(),
+            actual.map(str::to_string),
+        );
+        // A message deleted meanwhile has no runs to correct.
         self.write(move |c| {
-            c.prepare_cached(
-                "UPDATE messages SET runs = json_insert(runs, '$[#]', ?2) WHERE id = ?1",
-            )?
-            .execute(params![id, run])?;
+            let Some(mut m) = fetch(c, None, &id)? else {
+                return Ok(());
+            };
+            m.runs = m
+                .runs
+                .into_iter()
+                .filter_map(|r| match r == minted {
+                    true => actual.clone(),
+                    false => Some(r),
+                })
+                .collect();
+            let runs = serde_json::to_string(&m.runs)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            c.prepare_cached("UPDATE messages SET runs = ?2 WHERE id = ?1")?
+                .execute(params![id, runs])?;
             Ok(())
         })
     }

@@ -40,7 +40,9 @@ fn put(s: &SqliteStore, m: NewMessage, now: DateTime<Utc>) -> Message {
 }
 
 fn claim_one(s: &SqliteStore, job: &str, now: DateTime<Utc>) -> Claimed {
-    let mut c = s.claim(job, "host-a", 1, now).unwrap();
+    let mut c = s
+        .claim(job, "host-a", &crate::queue::contract::run_ids(1), now)
+        .unwrap();
     assert_eq!(c.len(), 1, "one message due");
     c.remove(0)
 }
@@ -418,7 +420,9 @@ fn a_million_queued_messages_stay_on_disk() {
         before_id = page.last().map(|m| m.id.clone());
     }
     for _ in 0..100 {
-        let c = s.claim("j", "host-a", 10, now).unwrap();
+        let c = s
+            .claim("j", "host-a", &crate::queue::contract::run_ids(10), now)
+            .unwrap();
         assert_eq!(c.len(), 10);
         assert_eq!(c[0].message.priority, 2);
         for m in c {
