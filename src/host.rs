@@ -264,6 +264,9 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
         metrics,
         queues,
         cluster: link.clone(),
+        log_writer: Some(
+            crate::logsink::LogWriter::start().context("starting the log writer thread")?,
+        ),
     });
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();

@@ -103,6 +103,7 @@ impl Fake {
                 "-".into(),
             )),
             cluster: None,
+            log_writer: None,
         })
     }
 }

@@ -47,6 +47,9 @@ pub struct HostContext<P = Runner> {
     pub queues: Arc<crate::queue::Queues>,
     /// The cluster, when the host is in one (docs/cluster.md).
     pub cluster: Option<Arc<crate::cluster::member::ClusterLink>>,
+    /// The host's log-writing thread: triggered runs' logs and records are written
+    /// there, off the async workers. `None` (tests on paused time): written in place.
+    pub log_writer: Option<crate::logsink::LogWriter>,
 }
 
 pub type Ctx = Arc<HostContext>;

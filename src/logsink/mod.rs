@@ -7,6 +7,7 @@
 
 pub mod line;
 pub mod rotate;
+pub mod writer;
 
 use std::path::Path;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use chrono::{DateTime, Utc};
 
 pub use line::{LineSplitter, MAX_LINE, Stream};
 pub use rotate::{LogError, RotatingFile, rotated_path};
+pub use writer::LogWriter;
 
 /// `line` flushes by itself past this, so a flood cannot grow the batch without bound.
 pub const AUTO_FLUSH_BYTES: usize = 256 * 1024;
@@ -67,9 +69,11 @@ pub fn note(sink: &std::sync::Mutex<LogSink>, run_id: &str, error: bool, msg: &s
 /// past `max_bytes` it rotates and writes a SYS INFO line naming the rotated file; a
 /// failed rotation is a SYS ERROR line and counted in the stats, and never costs the
 /// batch already written. Dropping the sink flushes it.
-#[derive(Debug)]
+///
+/// A sink made with [`LogSink::handed`] frames lines the same way but hands each batch
+/// to the host's [`LogWriter`] thread instead of writing it: its `flush` never touches
+/// the file system, and its stats are the writer's as of the latest hand-off.
 pub struct LogSink {
-    file: RotatingFile,
     batch: Vec<u8>,
     batch_lines: u64,
     stamps: line::StampCache,
@@ -77,41 +81,114 @@ pub struct LogSink {
     prefix: Vec<u8>,
     /// The run id of the latest line, used for the sink's own notes.
     run_id: String,
+    end: End,
+}
+
+/// Where a sink's batches go.
+enum End {
+    /// Written by the caller's thread at each flush.
+    Direct(FileEnd),
+    /// Handed to the writer thread.
+    Handed {
+        out: std::sync::Arc<writer::Outbox>,
+        writer: LogWriter,
+        /// The writer's stats as of the latest hand-off.
+        stats: LogStats,
+        /// Handed bytes the writer had not taken yet, at the latest hand-off.
+        backlog: usize,
+    },
+}
+
+impl std::fmt::Debug for LogSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogSink")
+            .field("path", &self.path())
+            .field("pending", &self.batch.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The file side of a log: the rotating file and the account of what could not be
+/// written. Driven by the sink's flush, or by the writer thread for a handed sink.
+#[derive(Debug)]
+pub(crate) struct FileEnd {
+    file: RotatingFile,
     stats: LogStats,
     unreported: Option<Loss>,
     /// A write stopped inside a line (disk full), so the file does not end with '\n'.
     torn: bool,
     /// After a failed rotation, the size at which to try again.
     rotate_retry_at: u64,
+    /// For the notes of its own (losses, rotation).
+    stamps: line::StampCache,
+    /// The run id of the latest line written, used for those notes.
+    run_id: String,
 }
 
 impl LogSink {
     /// Does not touch the file system; the first flush creates the file.
     pub fn new(path: PathBuf, max_bytes: u64, keep: u32) -> Self {
+        Self::with_end(End::Direct(FileEnd::new(path, max_bytes, keep)))
+    }
+
+    /// A sink whose writes are done by `writer`'s thread (see [`LogSink`]).
+    pub fn handed(path: PathBuf, max_bytes: u64, keep: u32, writer: &LogWriter) -> Self {
+        let file = FileEnd::new(path.clone(), max_bytes, keep);
+        Self::with_end(End::Handed {
+            out: writer.outbox(path, file),
+            writer: writer.clone(),
+            stats: LogStats::default(),
+            backlog: 0,
+        })
+    }
+
+    fn with_end(end: End) -> Self {
         Self {
-            file: RotatingFile::new(path, max_bytes, keep),
             batch: Vec::new(),
             batch_lines: 0,
             stamps: line::StampCache::new(),
             prefix: Vec::new(),
             run_id: String::new(),
-            stats: LogStats::default(),
-            unreported: None,
-            torn: false,
-            rotate_retry_at: 0,
+            end,
         }
     }
 
     /// Opens now a file the caller has just emptied or created, so the first line does
     /// not have to (its size is known: not asked). A failure is left for the first
-    /// write to report.
+    /// write to report. For a handed sink, only before it is shared (on the blocking
+    /// pool): this is file work.
     pub fn open_empty(&mut self) {
-        let _ = self.file.open_empty();
+        match &mut self.end {
+            End::Direct(f) => f.open_empty(),
+            End::Handed { out, .. } => out.open_empty(),
+        }
     }
 
     pub fn set_limits(&mut self, max_bytes: u64, keep: u32) {
-        self.file.set_limits(max_bytes, keep);
-        self.rotate_retry_at = 0;
+        match &mut self.end {
+            End::Direct(f) => f.set_limits(max_bytes, keep),
+            End::Handed { out, writer, .. } => writer.limits(out, max_bytes, keep),
+        }
+    }
+
+    /// Runs `step` once everything added so far is written: at once for a direct sink,
+    /// on the writer thread, after those lines, for a handed one.
+    pub fn then(&mut self, step: Box<dyn FnOnce() + Send>) {
+        self.flush();
+        match &self.end {
+            End::Direct(_) => step(),
+            End::Handed { out, writer, .. } => writer.then(out, step),
+        }
+    }
+
+    /// For a handed sink with more than `bound` bytes not yet taken by the writer (at
+    /// the latest flush): the log to wait on ([`writer::Outbox::room`]) before adding
+    /// more. The pump's back pressure.
+    pub fn over_backlog(&self, bound: usize) -> Option<std::sync::Arc<writer::Outbox>> {
+        match &self.end {
+            End::Handed { out, backlog, .. } if *backlog > bound => Some(out.clone()),
+            _ => None,
+        }
     }
 
     /// Adds one line stamped with the current time. `line` excludes its newline and
@@ -173,13 +250,29 @@ impl LogSink {
         splitter.finish(|line| self.push_line(line));
     }
 
-    /// Writes the pending batch. Returns the stats so the caller can publish drops in
-    /// status.json.
+    /// Writes the pending batch (or hands it to the writer thread). Returns the stats
+    /// so the caller can publish drops in status.json.
     pub fn flush(&mut self) -> &LogStats {
-        if (!self.batch.is_empty() || self.unreported.is_some()) && self.write_batch() {
-            self.rotate_if_due();
+        match &mut self.end {
+            End::Direct(f) => {
+                f.write(&self.batch, self.batch_lines, &self.run_id);
+                self.batch.clear();
+            }
+            End::Handed {
+                out,
+                writer,
+                stats,
+                backlog,
+            } => {
+                let (now, queued, tell) = out.hand(&mut self.batch, self.batch_lines, &self.run_id);
+                (*stats, *backlog) = (now, queued);
+                if tell {
+                    writer.ready(out.clone());
+                }
+            }
         }
-        &self.stats
+        self.batch_lines = 0;
+        self.stats()
     }
 
     /// Bytes waiting for `flush`. Callers flush when this passes ~64 KiB, and whenever
@@ -188,12 +281,19 @@ impl LogSink {
         self.batch.len()
     }
 
+    /// For a handed sink, as of its latest flush.
     pub fn stats(&self) -> &LogStats {
-        &self.stats
+        match &self.end {
+            End::Direct(f) => &f.stats,
+            End::Handed { stats, .. } => stats,
+        }
     }
 
     pub fn path(&self) -> &Path {
-        self.file.path()
+        match &self.end {
+            End::Direct(f) => f.file.path(),
+            End::Handed { out, .. } => out.path(),
+        }
     }
 
     fn set_prefix(&mut self, at: DateTime<Utc>, run_id: &str, stream: Stream) {
@@ -219,21 +319,88 @@ impl LogSink {
     /// The batch would carry the file past `log_max_bytes`: write it now so the file is
     /// rotated before the next line, and a flood read in one large gulp still leaves
     /// files of about `log_max_bytes` (one line over at most), not a batch over.
+    /// A handed sink leaves this to the writer ([`FileEnd::write`] cuts its batches).
     fn due_for_rotation(&self) -> bool {
-        let after = self.file.size() + self.batch.len() as u64;
-        after > self.file.max_bytes() && after >= self.rotate_retry_at
+        let End::Direct(f) = &self.end else {
+            return false;
+        };
+        let after = f.file.size() + self.batch.len() as u64;
+        after > f.file.max_bytes() && after >= f.rotate_retry_at
+    }
+}
+
+impl FileEnd {
+    pub(crate) fn new(path: PathBuf, max_bytes: u64, keep: u32) -> Self {
+        FileEnd {
+            file: RotatingFile::new(path, max_bytes, keep),
+            stats: LogStats::default(),
+            unreported: None,
+            torn: false,
+            rotate_retry_at: 0,
+            stamps: line::StampCache::new(),
+            run_id: String::new(),
+        }
+    }
+
+    fn open_empty(&mut self) {
+        let _ = self.file.open_empty();
+    }
+
+    fn set_limits(&mut self, max_bytes: u64, keep: u32) {
+        self.file.set_limits(max_bytes, keep);
+        self.rotate_retry_at = 0;
+    }
+
+    /// Writes `batch` (`lines` framed lines, the latest of run `run_id`), then rotates
+    /// if due. With nothing to write, still delivers a pending loss report.
+    pub(crate) fn write(&mut self, batch: &[u8], lines: u64, run_id: &str) {
+        if batch.is_empty() && self.unreported.is_none() {
+            return;
+        }
+        if !run_id.is_empty() && self.run_id != run_id {
+            self.run_id.clear();
+            self.run_id.push_str(run_id);
+        }
+        // A handed sink's batch gathers several flushes: it is cut after the line that
+        // takes the file past its limit, so rotated files stay near `log_max_bytes`.
+        let (mut rest, mut lines) = (batch, lines);
+        while let Some(at) = self.cut(rest) {
+            let (head, tail) = rest.split_at(at);
+            let n = count_newlines(head);
+            if self.write_batch(head, n) {
+                self.rotate_if_due();
+            }
+            (rest, lines) = (tail, lines.saturating_sub(n));
+        }
+        if self.write_batch(rest, lines) {
+            self.rotate_if_due();
+        }
+    }
+
+    /// Where to cut `rest` so that its head ends with the line passing the limit; none
+    /// when the whole of it can go (it does not pass, or a rotation is not due).
+    fn cut(&self, rest: &[u8]) -> Option<usize> {
+        let (size, max) = (self.file.size(), self.file.max_bytes());
+        let after = size.saturating_add(rest.len() as u64);
+        if after <= max || after < self.rotate_retry_at {
+            return None;
+        }
+        let room = usize::try_from(max.saturating_sub(size)).unwrap_or(usize::MAX);
+        let from = room.min(rest.len());
+        let at = memchr::memchr(b'\n', &rest[from..])? + from + 1;
+        (at < rest.len()).then_some(at)
     }
 
     /// Writes the batch, preceded by what a reader must know after a failure. Returns
     /// false, with the batch counted as dropped, if the write failed.
-    fn write_batch(&mut self) -> bool {
+    fn write_batch(&mut self, batch: &[u8], batch_lines: u64) -> bool {
         let preamble = self.preamble();
         let joined;
         let buf: &[u8] = if preamble.is_empty() {
-            &self.batch
+            batch
         } else {
             // Only after a failure: one copy buys a single write for report and batch.
-            joined = [preamble.as_slice(), &self.batch].concat();
+            joined = [preamble.as_slice(), batch].concat();
             &joined
         };
         let result = self.file.write_all(buf);
@@ -245,26 +412,23 @@ impl LogSink {
         if written > 0 {
             self.torn = buf[written - 1] != b'\n';
         }
-        let ok = match result {
+        match result {
             Ok(()) => {
                 self.unreported = None;
                 true
             }
             Err(err) => {
                 let batch_written = written.saturating_sub(preamble.len());
-                let whole_lines = count_newlines(&self.batch[..batch_written]);
+                let whole_lines = count_newlines(&batch[..batch_written]);
                 self.record_loss(
                     // Saturating: a caller's line with an embedded '\n' counts twice here.
-                    self.batch_lines.saturating_sub(whole_lines),
-                    (self.batch.len() - batch_written) as u64,
+                    batch_lines.saturating_sub(whole_lines),
+                    (batch.len() - batch_written) as u64,
                     err.to_string(),
                 );
                 false
             }
-        };
-        self.batch.clear();
-        self.batch_lines = 0;
-        ok
+        }
     }
 
     /// A newline to end a line torn by a partial write, and the report of lost lines.
@@ -339,16 +503,10 @@ impl LogSink {
                 (Stream::SysError, format!("log rotation failed: {error}"))
             }
         };
-        format_note(
-            &mut self.batch,
-            &mut self.stamps,
-            &self.run_id,
-            stream,
-            &msg,
-        );
-        self.batch_lines += 1;
+        let mut note = Vec::new();
+        format_note(&mut note, &mut self.stamps, &self.run_id, stream, &msg);
         // No rotation check after this note: the file is fresh, or just failed to rotate.
-        self.write_batch();
+        self.write_batch(&note, 1);
         if stream == Stream::SysError {
             // Retrying at every flush would fill the log with the same error; try again
             // once the file has grown by another quarter of the limit.

@@ -455,6 +455,11 @@ pub trait Process: Send + Sync + 'static {
         grace: Duration,
         last_note: Option<(bool, String)>,
     ) -> impl std::future::Future<Output = ()> + Send;
+    /// The run's log, when it has one the job task may queue steps after (the run's
+    /// record goes in after its last lines).
+    fn log(&self) -> Option<SharedSink> {
+        None
+    }
 }
 
 impl Processes for Runner {
@@ -509,6 +514,9 @@ impl Process for Run {
     }
     async fn finish(self, grace: Duration, last_note: Option<(bool, String)>) {
         Run::finish_with(self, grace, last_note).await;
+    }
+    fn log(&self) -> Option<SharedSink> {
+        Some(self.sink.clone())
     }
 }
 

@@ -5,7 +5,10 @@
 //! then flushes once, so a flood is written in large blocks while a quiet job's lines
 //! still reach the file as soon as they are printed. Reading never waits on the log
 //! file: a failing write is counted by the sink and the pipes keep draining, so the
-//! job never blocks on a full pipe because of the host.
+//! job never blocks on a full pipe because of the host. A log handed to the host's
+//! writer thread is the exception that bounds memory: while more than [`BACKLOG`]
+//! bytes of it wait for a stuck writer, the pump stops reading, and the job's pipe
+//! fills as it would behind a slow reader.
 
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
@@ -25,6 +28,11 @@ const READS_PER_WAKE: usize = 16;
 /// both, instead of two, for the many runs that print at once. A silent run's log
 /// shows its `started` line after this.
 const HOLD: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Bytes of a handed log not yet taken by the writer thread past which the pump waits
+/// (see the module note). A few floods' worth of reads: a working writer takes them
+/// every few milliseconds, so only a stuck one is ever waited for.
+const BACKLOG: usize = 4 << 20;
 
 struct Source {
     pipe: Option<Receiver>,
@@ -58,6 +66,10 @@ pub fn start(
         tokio::pin!(held);
         let mut holding = lock(&sink).pending_bytes() > 0;
         while out.pipe.is_some() || err.pipe.is_some() {
+            let behind = lock(&sink).over_backlog(BACKLOG);
+            if let Some(log) = behind {
+                log.room(BACKLOG).await;
+            }
             let now = tokio::select! {
                 r = readable(&out), if out.pipe.is_some() => {
                     holding = false;

@@ -200,6 +200,18 @@ async fn wait_active<R: Process>(active: &mut Option<ActiveRun<R>>) -> Exit {
     }
 }
 
+/// How long a run's end waits for the writer thread to put its log and record on
+/// disk before it is said to have ended anyway (a hung LOGS must not hold the job).
+const RECORD_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits for a record queued by [`TriggeredJob::close_record`] to be written.
+async fn wait_record(job: &str, written: Option<tokio::sync::oneshot::Receiver<()>>) {
+    let Some(written) = written else { return };
+    if tokio::time::timeout(RECORD_WAIT, written).await.is_err() {
+        tracing::warn!(job = %job, "the run's log and record are still not written after {} s (LOGS hung?): the run is shown as ended anyway", RECORD_WAIT.as_secs());
+    }
+}
+
 /// Runs file work (fsync, directory listings) on the blocking pool: a hundred jobs
 /// firing on the same second must not queue behind each other's disk waits on the
 /// two async workers. `None` only if the runtime is shutting down.
@@ -438,20 +450,48 @@ impl<P: Processes> TriggeredJob<P> {
             .flatten()
     }
 
-    /// Writes a run's final record.
+    /// Writes a run's final record, after the run's last lines (`log`, the run's log).
     ///
-    /// Written here, not on the blocking pool: it is a write into an existing spare file
-    /// and a rename, no fsync and no file created (see `records::write`), as cheap as the
-    /// log lines the pump writes on these threads, and cheaper than the hop.
+    /// A log handed to the host's writer thread gets the record queued after those
+    /// lines, written by that thread, and this waits until both are on disk
+    /// ([`wait_record`]) before the run is said to have ended (by the caller, and here
+    /// in the cluster's history), so whoever learns it finds the log complete. A log
+    /// written in place (tests on paused time) has the record written at once: a write
+    /// into an existing spare file and a rename, no fsync, no file created
+    /// (`records::write`).
     ///
     /// In a cluster the record is also added to the cluster's history (off this
     /// thread).
     /// `lease`: the run's lease in the cluster (name, token), given up with the
     /// record's write to the store.
-    fn close_record(&self, rec: &RunRecord, lease: Option<(String, i64)>) {
-        if let Err(e) = records::write(&self.logs, rec) {
-            tracing::error!(job = %self.m.def.name, "{e}");
-        }
+    async fn close_record(
+        &self,
+        rec: &RunRecord,
+        lease: Option<(String, i64)>,
+        log: Option<&logsink::SharedSink>,
+    ) {
+        let (logs, job) = (self.logs.clone(), self.m.def.name.clone());
+        let write = move |rec: &RunRecord| {
+            if let Err(e) = records::write(&logs, rec) {
+                tracing::error!(job = %job, "{e}");
+            }
+        };
+        let written = match log {
+            Some(sink) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let rec = rec.clone();
+                logsink::lock(sink).then(Box::new(move || {
+                    write(&rec);
+                    let _ = tx.send(());
+                }));
+                Some(rx)
+            }
+            None => {
+                write(rec);
+                None
+            }
+        };
+        wait_record(&self.m.def.name, written).await;
         // A message's run goes to the cluster's history with its message's settlement,
         // in the same statement (`messages.rs`): one round trip for the run's end.
         if let Some(cluster) = &self.ctx.cluster
@@ -878,6 +918,7 @@ impl<P: Processes> TriggeredJob<P> {
             settings.history_size.max(concurrency + 1),
         );
         let (max, keep_logs) = (settings.log_max_bytes, settings.log_keep);
+        let writer = self.ctx.log_writer.clone();
         // Alone on these LOGS (no instance name, docs/jobs.md), the run ids this task saw
         // last are current: no listing of the job's folder per run.
         let mut known = match self.ctx.layout.instance {
@@ -890,7 +931,11 @@ impl<P: Processes> TriggeredJob<P> {
             let opened =
                 records::open_run_as(&logs, now, keep, &mut rec, &mut known, wanted.as_deref());
             let opened = opened.inspect_err(|_| known = None)?;
-            let mut sink = LogSink::new(opened.dir.join("output_log.txt"), max, keep_logs);
+            let path = opened.dir.join("output_log.txt");
+            let mut sink = match &writer {
+                Some(w) => LogSink::handed(path, max, keep_logs, w),
+                None => LogSink::new(path, max, keep_logs),
+            };
             // `open_run` left the log empty.
             sink.open_empty();
             P::set_run_id(&mut prepared, &rec.id);
@@ -939,7 +984,7 @@ impl<P: Processes> TriggeredJob<P> {
                 record.error = Some(msg.clone());
                 record.end_time = Some(rfc3339_string(Utc::now()));
                 record.duration_ms = Some(0);
-                self.close_record(&record, None);
+                self.close_record(&record, None, Some(&sink)).await;
                 self.sched(&format!("run {run_id} failed to start: {msg}"), true);
                 self.set_status(|s| s.latest_run = Some(record.clone()));
                 return Err((msg, Some(record)));
@@ -977,6 +1022,7 @@ impl<P: Processes> TriggeredJob<P> {
         lease: Option<(String, i64)>,
     ) -> (state::Outcome, Duration) {
         let started = std::time::Instant::now() - run.ran_for();
+        let log = run.log();
         let out = state::outcome(&record.id, exit, abort);
         let (code, signal) = super::code_and_signal(exit);
         record.exit_code = code;
@@ -987,7 +1033,7 @@ impl<P: Processes> TriggeredJob<P> {
         let ran = started.elapsed();
         record.end_time = Some(rfc3339_string(Utc::now()));
         record.duration_ms = Some(ran.as_millis() as u64);
-        self.close_record(record, lease);
+        self.close_record(record, lease, log.as_ref()).await;
         (out, ran)
     }
 
