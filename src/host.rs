@@ -62,7 +62,10 @@ pub fn run(opts: HostOptions) -> anyhow::Result<i32> {
     })?;
     // Before the host log is opened, a job started or the API bound: a host refused
     // here has touched nothing the running host owns.
-    let _lock = crate::hostlock::HostLock::acquire(&opts.logs, opts.instance.as_deref())?;
+    let _lock = match (&opts.store, opts.instance.as_deref()) {
+        (Some(_), Some(name)) => crate::hostlock::HostLock::acquire_for_cluster(&opts.logs, name)?,
+        _ => crate::hostlock::HostLock::acquire(&opts.logs, opts.instance.as_deref())?,
+    };
     let layout = LogsLayout::new(opts.logs.clone(), opts.instance.clone());
     let host_log = layout.host_log();
     let file = OpenOptions::new()

@@ -1,4 +1,6 @@
 //! The host's claim on LOGS: one host per LOGS unless every host has an instance name.
+//! A host of a cluster (`--store`) always holds its LOGS alone: the cluster's hosts
+//! coordinate through the store, each with LOGS of its own (docs/cluster.md).
 //!
 //! Two hosts without `--instance` on one LOGS would both run every job, interleave
 //! their lines in one `job_log.txt`, overwrite each other's `status.json` and
@@ -53,9 +55,17 @@ pub enum HostLockError {
         holder: String,
     },
     #[error(
-        "a jobhost without --instance{holder} already runs on the logs folder {logs} and holds it alone ({path}): stop it, or restart it with --instance NAME, to run several hosts on one logs folder"
+        "a jobhost without --instance (or a host of a cluster){holder} already runs on the logs folder {logs} and holds it alone ({path}): stop it, or restart it with --instance NAME (outside a cluster), to run several hosts on one logs folder"
     )]
     TakenAlone {
+        logs: PathBuf,
+        path: PathBuf,
+        holder: String,
+    },
+    #[error(
+        "another jobhost{holder} already runs on the logs folder {logs} (it holds {path}): each host of a cluster keeps a logs folder of its own; pass --logs DIR"
+    )]
+    TakenByCluster {
         logs: PathBuf,
         path: PathBuf,
         holder: String,
@@ -72,6 +82,29 @@ pub enum HostLockError {
 }
 
 impl HostLock {
+    /// Takes LOGS alone for a host of a cluster named `instance` (its own lock file
+    /// is held too, so the files named after it say who runs there), or says who holds
+    /// it. `logs` must exist.
+    pub fn acquire_for_cluster(logs: &Path, instance: &str) -> Result<HostLock, HostLockError> {
+        let main_path = logs.join(LOCK_FILE);
+        let main = open(&main_path)?;
+        let inst_path = instance_lock_file(logs, instance);
+        let inst = open(&inst_path)?;
+        if !try_lock(&main, &main_path, true)? || !try_lock(&inst, &inst_path, true)? {
+            return Err(HostLockError::TakenByCluster {
+                holder: describe_holders(logs, &main_path),
+                logs: absolute(logs),
+                path: absolute(&main_path),
+            });
+        }
+        write_pid(&main);
+        write_pid(&inst);
+        Ok(HostLock {
+            _main: main,
+            _instance: Some(inst),
+        })
+    }
+
     /// Takes LOGS for this host, or says who holds it. `logs` must exist.
     pub fn acquire(logs: &Path, instance: Option<&str>) -> Result<HostLock, HostLockError> {
         let main_path = logs.join(LOCK_FILE);
@@ -205,6 +238,33 @@ mod tests {
 
     fn logs() -> tempfile::TempDir {
         tempfile::tempdir().expect("temp dir")
+    }
+
+    #[test]
+    fn a_host_of_a_cluster_holds_its_logs_alone() {
+        let d = logs();
+        let first = HostLock::acquire_for_cluster(d.path(), "a").expect("first host");
+        for err in [
+            HostLock::acquire_for_cluster(d.path(), "b").expect_err("another cluster host"),
+            HostLock::acquire(d.path(), Some("c")).expect_err("a named host"),
+            HostLock::acquire(d.path(), None).expect_err("an unnamed host"),
+        ] {
+            let msg = err.to_string();
+            assert!(is_taken(&err), "{msg}");
+            assert!(
+                msg.contains(&format!("pid {}", std::process::id())),
+                "{msg}"
+            );
+        }
+        let err = HostLock::acquire_for_cluster(d.path(), "b").expect_err("again");
+        assert!(err.to_string().contains("pass --logs DIR"), "{err}");
+        drop(first);
+        let b = HostLock::acquire_for_cluster(d.path(), "b").expect("free once a is gone");
+        drop(b);
+        let named = HostLock::acquire(d.path(), Some("x")).expect("shared by named hosts");
+        let err = HostLock::acquire_for_cluster(d.path(), "c").expect_err("beside x");
+        drop(named);
+        assert!(is_taken(&err), "{err}");
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct Take {
     pub lease: String,
     pub job: String,
     pub occurrence: Option<DateTime<Utc>>,
+    /// Claim the occurrence now. Without, the lease is taken ahead of the occurrence
+    /// (only if it was not fired yet) and the claim is written with the run's record
+    /// (`cluster::runs`): holding the lease, no other host can fire it meanwhile.
+    pub claim: bool,
 }
 
 /// The store's answer to a [`Take`].
@@ -62,6 +66,7 @@ pub fn take(
     let leases: Vec<&str> = takes.iter().map(|t| t.lease.as_str()).collect();
     let jobs: Vec<&str> = takes.iter().map(|t| t.job.as_str()).collect();
     let occurrences: Vec<Option<DateTime<Utc>>> = takes.iter().map(|t| t.occurrence).collect();
+    let claims: Vec<bool> = takes.iter().map(|t| t.claim).collect();
     let secs = ttl.as_secs_f64();
     let what = match takes {
         [one] => format!("taking the run lease of {}", one.job),
@@ -71,7 +76,9 @@ pub fn take(
         let mut tries = 0;
         let rows = loop {
             tries += 1;
-            match conn.query(TAKE_SQL, &[&leases, &jobs, &occurrences, &holder, &secs]) {
+            let args: [&(dyn postgres::types::ToSql + Sync); 6] =
+                [&leases, &jobs, &occurrences, &holder, &secs, &claims];
+            match conn.query(TAKE_SQL, &args) {
                 Err(e) if tries < 3 && e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) => {}
                 other => break other?,
             }
@@ -101,34 +108,41 @@ pub fn take(
 // `ask` numbers the requests (their answers' order); `prior` is the latest fire of each
 // job as this statement's snapshot sees it, and whether the occurrence asked is this
 // host's already; `taken` takes each lease whose occurrence is newer than that, or is
-// this host's own latest claim (ordered by name: the lock order); `fired` claims the
-// occurrences of the leases taken, and finds a row another host committed meanwhile.
+// this host's own latest claim (ordered by name: the lock order), and checks the same
+// again on the lease row it locked (`fired`: a run that began and ended on another
+// host after this statement's snapshot is seen there); `fired` claims the occurrences
+// of the leases taken, and finds a row another host committed meanwhile.
 const TAKE_SQL: &str = "\
 WITH ask AS ( \
-  SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) WITH ORDINALITY \
-    AS a(lease, job, occurrence, n)), \
+  SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $6::bool[]) \
+    WITH ORDINALITY AS a(lease, job, occurrence, claim, n)), \
 prior AS ( \
   SELECT a.n, (SELECT max(f.occurrence) FROM jobhost_fires f WHERE f.job = a.job) AS last, \
     EXISTS (SELECT 1 FROM jobhost_fires f WHERE f.job = a.job \
       AND f.occurrence = a.occurrence AND f.host = $4) AS mine \
   FROM ask a), \
 taken AS ( \
-  INSERT INTO jobhost_leases AS l (name, holder, token, expires_at) \
-  SELECT a.lease, $4, 1, clock_timestamp() + make_interval(secs => $5) \
+  INSERT INTO jobhost_leases AS l (name, holder, token, expires_at, fired, asked) \
+  SELECT a.lease, $4, 1, clock_timestamp() + make_interval(secs => $5), \
+    CASE WHEN a.claim THEN a.occurrence END, a.occurrence \
   FROM ask a JOIN prior p USING (n) \
   WHERE a.occurrence IS NULL OR p.last IS NULL OR p.last < a.occurrence \
-    OR (p.last = a.occurrence AND p.mine) \
+    OR (p.last = a.occurrence AND p.mine AND a.claim) \
   ORDER BY a.lease \
   ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
       token = l.token + CASE WHEN l.holder = excluded.holder \
           AND l.expires_at > clock_timestamp() THEN 0 ELSE 1 END, \
-      expires_at = excluded.expires_at \
-  WHERE l.holder = excluded.holder OR l.expires_at <= clock_timestamp() \
+      expires_at = excluded.expires_at, \
+      fired = greatest(l.fired, excluded.fired), asked = excluded.asked \
+  WHERE (l.holder = excluded.holder OR l.expires_at <= clock_timestamp()) \
+    AND (excluded.asked IS NULL OR l.fired IS NULL OR l.fired < excluded.asked \
+      OR (l.fired = excluded.asked AND excluded.fired IS NOT NULL \
+        AND l.holder = excluded.holder)) \
   RETURNING l.name, l.token), \
 fired AS ( \
   INSERT INTO jobhost_fires (job, occurrence, host) \
   SELECT a.job, a.occurrence, $4 FROM ask a JOIN taken t ON t.name = a.lease \
-  WHERE a.occurrence IS NOT NULL \
+  WHERE a.occurrence IS NOT NULL AND a.claim \
   ORDER BY a.job \
   ON CONFLICT (job, occurrence) DO UPDATE SET claimed_at = excluded.claimed_at \
   WHERE jobhost_fires.host = excluded.host \
@@ -153,7 +167,10 @@ pub fn give_back(
                 "WITH unclaimed AS ( \
                DELETE FROM jobhost_fires WHERE job = $4 AND occurrence = $5 AND host = $2 \
                RETURNING 1) \
-             UPDATE jobhost_leases SET expires_at = clock_timestamp() \
+             UPDATE jobhost_leases SET expires_at = clock_timestamp(), \
+               fired = CASE WHEN $5::timestamptz IS NULL THEN fired ELSE ( \
+                 SELECT max(f.occurrence) FROM jobhost_fires f \
+                 WHERE f.job = $4 AND f.occurrence <> $5) END \
              WHERE name = $1 AND holder = $2 AND token = $3",
                 &[&take.lease, &holder, &held.token, &take.job, &occurrence],
             )?;
@@ -230,7 +247,13 @@ async fn serve(
         }
         let takes: Vec<Take> = batch.iter().map(|(t, _)| t.clone()).collect();
         let (p, h) = (pool.clone(), holder.clone());
+        let sent = std::time::Instant::now();
         let answers = tokio::task::spawn_blocking(move || take(&p, &h, ttl, &takes)).await;
+        tracing::debug!(
+            runs = batch.len(),
+            ms = sent.elapsed().as_secs_f64() * 1000.0,
+            "run leases taken"
+        );
         let Ok(answers) = answers else { return };
         match answers {
             Ok(answers) => {
@@ -291,6 +314,7 @@ mod tests {
             lease: format!("triggered/{job}"),
             job: job.into(),
             occurrence: Some(at(secs)),
+            claim: true,
         }
     }
 
@@ -364,6 +388,72 @@ mod tests {
         );
     }
 
+    /// A lease taken ahead of its occurrence claims nothing yet; the run's end
+    /// claims it with the record, before the lease is free; nobody takes the lease
+    /// for that occurrence again, ahead or not.
+    #[test]
+    fn a_lease_taken_ahead_claims_its_occurrence_with_the_runs_record() {
+        let Some(db) = crate::cluster::testdb::fresh() else {
+            return;
+        };
+        let pool = crate::cluster::open(&db.url).unwrap();
+        let ahead = Take {
+            claim: false,
+            ..fire("j", 0)
+        };
+        let a = take(&pool, "a", TTL, std::slice::from_ref(&ahead)).unwrap()[0];
+        assert!(a.held.is_some() && !a.claimed, "{a:?}");
+        let b = take(&pool, "b", TTL, &[fire("j", 0)]).unwrap()[0];
+        assert_eq!((b.held, b.claimed), (None, false), "a holds the lease");
+        let mut rec = crate::job::triggered::records::RunRecord::running(
+            "j",
+            crate::job::triggered::records::TriggerKind::Schedule,
+            Vec::new(),
+            at(0),
+            Some(at(0)),
+            None,
+        );
+        rec.id = "1".into();
+        let lease = Some((ahead.lease.as_str(), a.held.unwrap().token));
+        crate::cluster::runs::record(&pool, "a", "http://a", &rec, 5, lease).unwrap();
+        for t in [ahead.clone(), fire("j", 0)] {
+            let b = take(&pool, "b", TTL, std::slice::from_ref(&t)).unwrap()[0];
+            assert_eq!((b.held, b.last_fired), (None, Some(at(0))), "{t:?}");
+        }
+    }
+
+    /// The lease row itself says what was fired under it: a lease asked ahead of an
+    /// occurrence that a run on another host already fired is refused even when the
+    /// statement's snapshot shows no claim (here: the claim row is missing).
+    #[test]
+    fn the_lease_row_refuses_an_occurrence_fired_under_it() {
+        let Some(db) = crate::cluster::testdb::fresh() else {
+            return;
+        };
+        let pool = crate::cluster::open(&db.url).unwrap();
+        pool.call("setting up", |c| {
+            c.execute(
+                "INSERT INTO jobhost_leases (name, holder, token, expires_at, fired) \
+                 VALUES ('triggered/j', 'a', 7, clock_timestamp(), $1)",
+                &[&at(0)],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+        let ahead = Take {
+            claim: false,
+            ..fire("j", 0)
+        };
+        let b = take(&pool, "b", TTL, std::slice::from_ref(&ahead)).unwrap()[0];
+        assert_eq!(b.held, None);
+        let next = Take {
+            claim: false,
+            ..fire("j", 1)
+        };
+        let b = take(&pool, "b", TTL, std::slice::from_ref(&next)).unwrap()[0];
+        assert_eq!(b.held.map(|h| h.token), Some(8), "the next one is free");
+    }
+
     #[test]
     fn a_batch_answers_each_request_in_its_order() {
         let Some(db) = crate::cluster::testdb::fresh() else {
@@ -377,6 +467,7 @@ mod tests {
             lease: "triggered/manual".into(),
             job: "manual".into(),
             occurrence: None,
+            claim: false,
         };
         let takes = vec![fire("z", 5), busy.clone(), manual, fire("a", 5)];
         let before = pool.round_trips();

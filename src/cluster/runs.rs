@@ -89,9 +89,11 @@ pub fn add_and_trim_sql(p: usize) -> (String, String) {
 }
 
 /// Adds (or replaces) the record of a run `host` finished, keeps only the newest
-/// `keep` of that host's runs of the job, as its own LOGS does, and gives up the
-/// run's lease (`lease`: its name and token), all in one statement: one round trip
-/// at the end of a run.
+/// `keep` of that host's runs of the job, as its own LOGS does, gives up the run's
+/// lease (`lease`: its name and token) and, for a scheduled run, claims its
+/// occurrence if it was not yet (a run lease taken ahead of its occurrence,
+/// `cluster::fires`; before the lease is free, so no other host fires it), all in one
+/// statement: one round trip at the end of a run.
 pub fn record(
     pool: &Pool,
     host: &str,
@@ -106,11 +108,21 @@ pub fn record(
         reason: e.to_string(),
     })?;
     let (lease_name, token) = (lease.map(|l| l.0), lease.map(|l| l.1));
+    let occurrence: Option<DateTime<Utc>> = rec
+        .scheduled_for
+        .as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
     let (add, trim) = add_and_trim_sql(1);
     let sql = format!(
         "WITH released AS ( \
-           UPDATE jobhost_leases SET expires_at = clock_timestamp() \
+           UPDATE jobhost_leases SET expires_at = clock_timestamp(), \
+             fired = greatest(fired, $10) \
            WHERE name = $8 AND holder = $2 AND token = $9 RETURNING 1), \
+         fired AS ( \
+           INSERT INTO jobhost_fires (job, occurrence, host) \
+           SELECT $1, $10, $2 WHERE $10::timestamptz IS NOT NULL \
+           ON CONFLICT DO NOTHING RETURNING 1), \
          added AS ({add} RETURNING 1) \
          {trim}"
     );
@@ -120,6 +132,7 @@ pub fn record(
             let mut args: Vec<&(dyn postgres::types::ToSql + Sync)> = row.params().to_vec();
             args.push(&lease_name);
             args.push(&token);
+            args.push(&occurrence);
             conn.execute(&sql, &args)?;
             Ok(())
         },

@@ -12,7 +12,7 @@ use super::{ClusterError, Pool};
 
 /// Each step takes the schema from version `index` to `index + 1`; never edit a step
 /// once released, add one.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub const VERSION: i32 = MIGRATIONS.len() as i32;
@@ -160,6 +160,15 @@ CREATE TABLE jobhost_hosts (
     heartbeat_at timestamptz NOT NULL,
     lease_expires_at timestamptz NOT NULL
 );
+"#;
+
+// A triggered job's run lease row also keeps the latest occurrence fired under it
+// (`fired`) and the one last asked for (`asked`), so a lease taken ahead of its
+// occurrence (`cluster::fires`) checks "not fired yet" on the very row it locks, not
+// on a snapshot taken before another host's run began and ended.
+const V2: &str = r#"
+ALTER TABLE jobhost_leases ADD COLUMN fired timestamptz;
+ALTER TABLE jobhost_leases ADD COLUMN asked timestamptz;
 "#;
 
 /// Brings the database's schema to [`VERSION`], or refuses a newer one.

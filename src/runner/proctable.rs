@@ -223,10 +223,18 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = Pid::from_raw(child.id() as i32);
-        let found = members(&Membership {
-            groups: &[],
-            mark_prefix: &mark,
-        });
+        // Until the child has exec'd, its environment is still a copy of ours.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let found = loop {
+            let found = members(&Membership {
+                groups: &[],
+                mark_prefix: &mark,
+            });
+            if !found.is_empty() || std::time::Instant::now() > deadline {
+                break found;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
         let other = members(&Membership {
             groups: &[],
             mark_prefix: "nobody-has-this/",

@@ -233,7 +233,7 @@ fn read_result(dir: &Path) -> (Option<Vec<u8>>, Option<String>) {
     }
 }
 
-fn instant_of(at: chrono::DateTime<Utc>) -> Instant {
+pub(super) fn instant_of(at: chrono::DateTime<Utc>) -> Instant {
     let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
     Instant::now() + wait
 }

@@ -45,6 +45,9 @@ const NO_RUN: &str = "000000";
 const CATCH_UP_RETRY: Duration = Duration::from_secs(2);
 /// How old a missed occurrence may be and still run (as after the host was down).
 const CATCH_UP_LIMIT: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+/// In a cluster, how long before its next occurrence an idle job takes its run lease,
+/// so the run starts on time without a round trip to the store (docs/cluster.md).
+const LEASE_AHEAD: Duration = Duration::from_millis(300);
 
 /// What readers see of a triggered job.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -95,6 +98,8 @@ impl<P: Processes> TriggeredJob<P> {
             msg_runs: Vec::new(),
             missed_fire: None,
             catch_up_at: None,
+            ahead: None,
+            ahead_tried: None,
         };
         (JobView::Triggered(status_rx), job)
     }
@@ -180,6 +185,10 @@ pub(super) struct TriggeredJob<P: Processes> {
     /// was away), and when to try it again.
     missed_fire: Option<DateTime<Utc>>,
     catch_up_at: Option<Instant>,
+    /// In a cluster: the run lease taken ahead of this occurrence (`LEASE_AHEAD`),
+    /// and the last occurrence it was asked for (once each).
+    ahead: Option<(DateTime<Utc>, RunHold)>,
+    ahead_tried: Option<DateTime<Utc>>,
     /// The job's message queue, when its settings have one.
     queue: Option<messages::MessageQueue>,
     /// Its message runs going on (beside the machine's one run).
@@ -247,6 +256,7 @@ impl<P: Processes> TriggeredJob<P> {
             let limits_at = messages::next_check(&self.msg_runs);
             let renew_at = self.lease_renew_at();
             let catch_up_at = self.catch_up_at;
+            let ahead_at = self.lease_ahead_at();
             tokio::select! {
                 _ = cancel.cancelled() => {
                     self.stop_all_messages("the host is stopping").await;
@@ -310,6 +320,7 @@ impl<P: Processes> TriggeredJob<P> {
                 _ = sleep_until_opt(limits_at) => self.check_message_limits().await,
                 _ = sleep_until_opt(renew_at) => self.renew_run_lease().await,
                 _ = sleep_until_opt(catch_up_at) => self.catch_up().await,
+                _ = sleep_until_opt(ahead_at) => self.lease_ahead().await,
             }
         }
         self.publish();
@@ -547,6 +558,74 @@ impl<P: Processes> TriggeredJob<P> {
         Err(())
     }
 
+    /// When to take the run lease ahead of the next occurrence, or to give back one
+    /// taken ahead whose occurrence passed unused; `None` when there is nothing to
+    /// do (not in a cluster, a run going or waiting, no schedule).
+    fn lease_ahead_at(&mut self) -> Option<Instant> {
+        self.ctx.cluster.as_ref()?;
+        if let Some((at, _)) = &self.ahead {
+            return Some(messages::instant_of(*at) + Duration::from_secs(1));
+        }
+        if self.m.state != State::Idle
+            || self.m.pending.is_some()
+            || self.host_stopping.is_cancelled()
+        {
+            return None;
+        }
+        let next = self.cursor.as_mut()?.peek_next()?;
+        if self.ahead_tried == Some(next) || next <= Utc::now() {
+            return None;
+        }
+        let lead = chrono::TimeDelta::from_std(LEASE_AHEAD).unwrap_or_default();
+        Some(messages::instant_of(next - lead))
+    }
+
+    /// Takes the run lease for the next occurrence (not its claim: that is written
+    /// with the run's record, and nobody else fires it while we hold the lease), or
+    /// gives back one whose occurrence passed unused.
+    async fn lease_ahead(&mut self) {
+        if let Some((at, _)) = &self.ahead {
+            if Utc::now() > *at + chrono::TimeDelta::seconds(1) {
+                // Dropped: the guard gives the lease back.
+                self.ahead = None;
+            }
+            return;
+        }
+        let Some(link) = self.ctx.cluster.clone() else {
+            return;
+        };
+        let Some(next) = self.cursor.as_mut().and_then(Cursor::peek_next) else {
+            return;
+        };
+        self.ahead_tried = Some(next);
+        let take = crate::cluster::fires::Take {
+            lease: format!("triggered/{}", self.m.def.name),
+            job: self.m.def.name.clone(),
+            occurrence: Some(next),
+            claim: false,
+        };
+        let asked = Instant::now();
+        let wait = LEASE_AHEAD.max(link.me.ttl / 3);
+        let Ok(Ok(taken)) = tokio::time::timeout(wait, link.run_desk.take(take)).await else {
+            // The occurrence takes its lease when it comes, as without this.
+            return;
+        };
+        if let Some(held) = taken.held {
+            let guard = LeaseGuard {
+                link,
+                name: format!("triggered/{}", self.m.def.name),
+                held,
+                confirmed_at: asked,
+                next_renew: asked + held.ttl / 3,
+                last_fired: None,
+                // Claimed with the run's record (`cluster::runs`).
+                claimed: Some(next),
+                released: false,
+            };
+            self.ahead = Some((next, RunHold::Lease(guard)));
+        }
+    }
+
     /// The job's run lease in the cluster store: one run of the job at a time across
     /// the cluster; for a scheduled run (`fire`) its occurrence is claimed in the same
     /// statement (`cluster::fires`). `Err` when another host holds the lease or fired
@@ -557,12 +636,22 @@ impl<P: Processes> TriggeredJob<P> {
         link: Arc<crate::cluster::member::ClusterLink>,
         fire: Option<DateTime<Utc>>,
     ) -> Result<RunHold, ()> {
+        match self.ahead.take() {
+            Some((at, hold)) if Some(at) == fire => return Ok(hold),
+            Some((_, RunHold::Lease(mut g))) => {
+                // Another run asks (a manual one): it takes the same lease again,
+                // which this host holds.
+                g.released = true;
+            }
+            _ => {}
+        }
         let name = format!("triggered/{}", self.m.def.name);
         let asked = Instant::now();
         let take = crate::cluster::fires::Take {
             lease: name.clone(),
             job: self.m.def.name.clone(),
             occurrence: fire,
+            claim: fire.is_some(),
         };
         // Bounded: a store that does not answer must not hold up the job's task (a
         // claim answered too late is given back by the desk).
@@ -739,6 +828,9 @@ impl<P: Processes> TriggeredJob<P> {
 
     /// Settings changed: reschedule at once; the rest applies from the next run.
     fn apply_definition(&mut self) {
+        // The schedule may have changed: a lease taken ahead is given back (dropped).
+        self.ahead = None;
+        self.ahead_tried = None;
         self.set_status(|s| {
             s.warnings = self.m.def.warnings.clone();
             s.disabled = self.m.def.disabled;
@@ -919,12 +1011,11 @@ impl<P: Processes> TriggeredJob<P> {
         );
         let (max, keep_logs) = (settings.log_max_bytes, settings.log_keep);
         let writer = self.ctx.log_writer.clone();
-        // Alone on these LOGS (no instance name, docs/jobs.md), the run ids this task saw
-        // last are current: no listing of the job's folder per run.
-        let mut known = match self.ctx.layout.instance {
-            None => self.run_ids.take(),
-            Some(_) => None,
-        };
+        // Alone on these LOGS (no instance name, docs/jobs.md; or a host of a cluster,
+        // which keeps its LOGS to itself), the run ids this task saw last are current:
+        // no listing of the job's folder per run.
+        let alone = self.ctx.layout.instance.is_none() || self.ctx.cluster.is_some();
+        let mut known = if alone { self.run_ids.take() } else { None };
         let now = self.ctx.clock.now();
         let opened = blocking(move || {
             let mut rec = record;
