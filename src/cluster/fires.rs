@@ -12,6 +12,11 @@
 //! sending overlapping batches at once cannot deadlock on them; PostgreSQL's deadlock
 //! error is retried anyway.
 //!
+//! **Every take is a new token**, even by the host that holds the lease already: the
+//! end of the run before (which gives the lease back off the job's task, see
+//! `cluster::runs::record`) may reach the store after the job took the lease again,
+//! and must then find a token that is no longer its own.
+//!
 //! **A claim nobody will run** (the asking job gave up waiting for the answer) is
 //! taken back with its lease, so the job's catch-up can claim it again. A host that
 //! died between its claim and its run's start (its LOGS has no run of that
@@ -129,9 +134,7 @@ taken AS ( \
   WHERE a.occurrence IS NULL OR p.last IS NULL OR p.last < a.occurrence \
     OR (p.last = a.occurrence AND p.mine AND a.claim) \
   ORDER BY a.lease \
-  ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
-      token = l.token + CASE WHEN l.holder = excluded.holder \
-          AND l.expires_at > clock_timestamp() THEN 0 ELSE 1 END, \
+  ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = l.token + 1, \
       expires_at = excluded.expires_at, \
       fired = greatest(l.fired, excluded.fired), asked = excluded.asked \
   WHERE (l.holder = excluded.holder OR l.expires_at <= clock_timestamp()) \
@@ -452,6 +455,23 @@ mod tests {
         };
         let b = take(&pool, "b", TTL, std::slice::from_ref(&next)).unwrap()[0];
         assert_eq!(b.held.map(|h| h.token), Some(8), "the next one is free");
+    }
+
+    /// The run before gives its lease back late, after the same host took it again
+    /// for the next run: the late release finds an older token and frees nothing.
+    #[test]
+    fn a_late_release_of_the_run_before_frees_nothing() {
+        let Some(db) = crate::cluster::testdb::fresh() else {
+            return;
+        };
+        let pool = crate::cluster::open(&db.url).unwrap();
+        let first = take(&pool, "a", TTL, &[fire("j", 0)]).unwrap()[0];
+        let again = take(&pool, "a", TTL, &[fire("j", 1)]).unwrap()[0];
+        let (t1, t2) = (first.held.unwrap().token, again.held.unwrap().token);
+        assert!(t2 > t1, "{t1} then {t2}");
+        release(&pool, "a", &fire("j", 0), first);
+        let b = take(&pool, "b", TTL, &[fire("j", 2)]).unwrap()[0];
+        assert_eq!(b.held, None, "a's second hold still stands");
     }
 
     #[test]
