@@ -253,6 +253,11 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
             },
         })
     });
+    // Chosen once: every job task asks the same seam, whichever store is behind it.
+    let coord: Arc<dyn crate::coord::Coordination> = match &link {
+        Some(link) => Arc::new(crate::coord::store::Store::new(link.clone())),
+        None => Arc::new(crate::coord::files::Files::new(layout.clone())),
+    };
     let ctx = Arc::new(HostContext {
         runner: Runner {
             reaper,
@@ -267,6 +272,7 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
         metrics,
         queues,
         cluster: link.clone(),
+        coord,
         log_writer: Some(
             crate::logsink::LogWriter::start().context("starting the log writer thread")?,
         ),

@@ -37,6 +37,7 @@ pub mod check;
 pub mod cli;
 pub mod client;
 pub mod cluster;
+pub mod coord;
 pub mod fsutil;
 pub mod host;
 pub mod hostlock;

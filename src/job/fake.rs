@@ -93,9 +93,11 @@ impl Fake {
         instance: Option<String>,
         clock: Arc<dyn crate::schedule::Clock>,
     ) -> Arc<HostContext<Fake>> {
+        let layout = LogsLayout::new(logs, instance);
         Arc::new(HostContext {
             runner: self.clone(),
-            layout: LogsLayout::new(logs, instance),
+            coord: Arc::new(crate::coord::files::Files::new(layout.clone())),
+            layout,
             clock,
             metrics: Arc::new(crate::metrics::Metrics::new()),
             queues: Arc::new(crate::queue::Queues::new(

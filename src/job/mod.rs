@@ -4,7 +4,8 @@
 //!
 //! Each job type is a pure state machine (`continuous::state`, `triggered::state`:
 //! state + input + now -> effects) inside a thin task that performs the effects and
-//! reaches processes through the `runner::Processes` seam.
+//! reaches processes through the `runner::Processes` seam, and other hosts' claims
+//! (singleton locks, run locks, fires) through the `coord::Coordination` seam.
 
 pub mod backoff;
 pub mod continuous;
@@ -45,8 +46,12 @@ pub struct HostContext<P = Runner> {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The message queues of triggered jobs with a `queue` object.
     pub queues: Arc<crate::queue::Queues>,
-    /// The cluster, when the host is in one (docs/cluster.md).
+    /// The cluster, when the host is in one (docs/cluster.md): its history, its
+    /// message store. Locks and leases go through `coord`.
     pub cluster: Option<Arc<crate::cluster::member::ClusterLink>>,
+    /// Singleton locks, run locks, fire claims and the last fire: lock files in LOGS,
+    /// or leases in the cluster store (`coord`).
+    pub coord: Arc<dyn crate::coord::Coordination>,
     /// The host's log-writing thread: triggered runs' logs and records are written
     /// there, off the async workers. `None` (tests on paused time): written in place.
     pub log_writer: Option<crate::logsink::LogWriter>,

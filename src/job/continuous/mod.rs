@@ -5,14 +5,15 @@
 //! around it. It waits on five things (a command, the run's exit, the state's timer,
 //! the log's counters, host shutdown), turns each into an [`Input`], and performs the
 //! [`Effect`]s that come back: start or stop a run through the [`Processes`] seam, take
-//! or release the lock, write a note to the job log, publish the status.
+//! or release the singleton's lock through the [`Coordination`] seam (a lock file or a
+//! lease: this file does not ask which), write a note to the job log, publish the
+//! status.
 
 pub mod state;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
 
-use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,6 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Begin, HostContext, JobCommand, JobView, TriggerError, sleep_until_opt};
+use crate::coord::{Coordination, Renewal, SingletonHold};
 use crate::layout::LogsLayout;
 use crate::logsink::{self, LogSink};
 use crate::runner::{Exit, Process, Processes, RunLog, RunRequest};
@@ -56,13 +58,12 @@ impl<P: Processes> ContinuousJob<P> {
             layout,
             m: Machine::new(def, status),
             run: None,
-            lock: None,
+            hold: None,
             status_tx,
             log_changed: Arc::new(tokio::sync::Notify::new()),
             applied: Vec::new(),
             status_file_at: Instant::now(),
-            cluster: ctx.cluster.clone(),
-            lease: None,
+            coord: ctx.coord.clone(),
             files: crate::fsutil::FileWriter::new(&def_name),
         };
         (JobView::Continuous(status_rx), job)
@@ -75,7 +76,8 @@ pub(super) struct ContinuousJob<P: Processes> {
     /// The decisions, and the status they lead to.
     m: Machine,
     run: Option<P::Run>,
-    lock: Option<File>,
+    /// The singleton's lock, while this host holds it.
+    hold: Option<SingletonHold>,
     sink: Arc<Mutex<LogSink>>,
     status_tx: watch::Sender<ContinuousStatus>,
     /// The pump says when lines were lost or the log recovered.
@@ -84,21 +86,12 @@ pub(super) struct ContinuousJob<P: Processes> {
     applied: Vec<tokio::sync::oneshot::Sender<()>>,
     /// When `status.json` was last written.
     status_file_at: Instant,
-    /// In a cluster, a singleton is held by a lease in the store instead of a lock
-    /// file (docs/cluster.md).
-    cluster: Option<Arc<crate::cluster::member::ClusterLink>>,
-    lease: Option<Lease>,
-    /// Writes the status files, and closes the singleton lock after them, off the
-    /// async workers (their fsync waits on the disk).
+    /// Where the singleton's lock is taken: a lock file in LOGS, or a lease in the
+    /// cluster store (docs/cluster.md).
+    coord: Arc<dyn Coordination>,
+    /// Writes the status files, and closes the singleton's lock file after them, off
+    /// the async workers (their fsync waits on the disk).
     files: crate::fsutil::FileWriter,
-}
-
-/// A singleton lease this host holds, and when to renew it.
-struct Lease {
-    held: crate::cluster::leases::Held,
-    /// The last time the store confirmed it (before the call, to err on the safe side).
-    confirmed_at: Instant,
-    next_renew: Instant,
 }
 
 async fn wait_run<R: Process>(run: &mut Option<R>) -> Exit {
@@ -180,22 +173,20 @@ impl<P: Processes> ContinuousJob<P> {
                 _ = self.log_changed.notified() => self.publish(),
                 _ = log_stats.tick(), if self.run.is_some() => self.refresh_log_stats(),
                 exit = wait_run(&mut self.run) => self.feed(Input::Exited(exit)).await,
-                _ = sleep_until_opt(self.lease.as_ref().map(|l| l.next_renew)) => self.renew_lease().await,
+                _ = sleep_until_opt(self.hold.as_ref().and_then(|h| h.renew_at())) => self.renew_lock().await,
                 _ = sleep_until_opt(self.m.state.timer()) => self.feed(Input::Timer).await,
             }
         }
         // The last status is on disk, and the lock released, before the job's next
-        // task (or the host's exit) can follow.
-        if let Some(lock) = self.lock.take() {
-            self.files.close_after(lock);
-        }
+        // task (or the host's exit) can follow: a lock file is closed after the
+        // status writes; a lease is given up now, not left to expire, so another host
+        // takes over at once (bounded: a store that does not answer lets it expire).
+        let release = self
+            .hold
+            .take()
+            .map(|hold| self.coord.release_singleton(hold, &self.files));
         self.files.flush().await;
-        // A lease is given up now, not left to expire: another host takes over at once.
-        if let (Some(cluster), Some(lease)) = (self.cluster.clone(), self.lease.take()) {
-            let name = self.lease_name();
-            let release = tokio::task::spawn_blocking(move || {
-                crate::cluster::leases::release(&cluster.pool, &name, &cluster.me.name, lease.held)
-            });
+        if let Some(release) = release {
             let _ = tokio::time::timeout(Duration::from_secs(2), release).await;
         }
     }
@@ -235,19 +226,8 @@ impl<P: Processes> ContinuousJob<P> {
             },
             Effect::HostLogStarted { pid } => tracing::info!(job = %name, pid, "started"),
             Effect::UseSettings(settings) => self.reconfigure_sink(&settings),
-            Effect::TakeLock => {
-                let taken = match self.cluster.clone() {
-                    Some(cluster) => self.take_lease(cluster).await,
-                    None => self.acquire_lock(),
-                };
-                return Some(Input::Lock(taken));
-            }
-            Effect::ReleaseLock => {
-                if let Some(lock) = self.lock.take() {
-                    self.files.close_after(lock);
-                }
-                self.release_lease();
-            }
+            Effect::TakeLock => return Some(Input::Lock(self.take_lock().await)),
+            Effect::ReleaseLock => self.release_lock(),
             Effect::Start(settings) => return Some(Input::Started(self.start(settings).await)),
             Effect::Stop { why, grace } => {
                 let run = self.run.take();
@@ -282,144 +262,54 @@ impl<P: Processes> ContinuousJob<P> {
 
     /// A singleton's files belong to the lock holder alone.
     fn may_write(&self) -> bool {
-        !self.singleton() || self.lock.is_some() || self.lease.is_some()
+        !self.singleton() || self.hold.is_some()
     }
 
-    fn lease_name(&self) -> String {
-        format!("continuous/{}", self.m.def.name)
-    }
-
-    /// Takes the singleton's lease in the cluster store: `Err(None)` when another
-    /// host holds it, `Err(Some(why))` when the store cannot be asked.
-    async fn take_lease(
-        &mut self,
-        cluster: Arc<crate::cluster::member::ClusterLink>,
-    ) -> Result<(), Option<String>> {
-        if self.lease.is_some() {
+    /// Takes the singleton's lock (`Err(None)`: another host holds it) through the
+    /// coordination seam; its fencing token goes to the status and the run.
+    async fn take_lock(&mut self) -> Result<(), Option<String>> {
+        if self.hold.is_some() {
             return Ok(());
         }
-        let (name, asked) = (self.lease_name(), Instant::now());
-        let c = cluster.clone();
-        let call = tokio::task::spawn_blocking(move || {
-            crate::cluster::leases::acquire(&c.pool, &name, &c.me.name, c.me.ttl)
-        });
-        let taken = tokio::time::timeout(cluster.me.ttl / 3, call)
-            .await
-            .map_err(|_| {
-                Some("the cluster store does not answer; the singleton waits for it".to_string())
-            })?
-            .map_err(|_| Some("the host is stopping".to_string()))?;
-        match taken {
-            Ok(Some(held)) => {
-                self.lease = Some(Lease {
-                    held,
-                    confirmed_at: asked,
-                    next_renew: asked + held.ttl / 3,
-                });
-                self.m.status.fencing_token = Some(held.token);
-                self.m.status.error = None;
-                Ok(())
-            }
-            Ok(None) => Err(None),
-            Err(e) => Err(Some(format!("{e}; the singleton waits for the store"))),
+        let hold = self
+            .coord
+            .take_singleton(&self.m.def.name, &self.files)
+            .await?;
+        // A lease's token goes to the status (and the run); the store answered, so
+        // the error it left while the singleton waited for it is over.
+        if let Some(token) = hold.fencing_token() {
+            self.m.status.fencing_token = Some(token);
+            self.m.status.error = None;
         }
-    }
-
-    /// Renews the lease a third of its ttl after the last confirmation. One that is
-    /// lost, or that cannot be confirmed for two thirds of its ttl, stops the run so
-    /// that it has ended before the lease expires and another host may start.
-    async fn renew_lease(&mut self) {
-        let (Some(cluster), Some(lease)) = (self.cluster.clone(), self.lease.as_ref()) else {
-            return;
-        };
-        let (name, held, asked) = (self.lease_name(), lease.held, Instant::now());
-        let c = cluster.clone();
-        let call = tokio::task::spawn_blocking(move || {
-            crate::cluster::leases::renew(&c.pool, &name, &c.me.name, held)
-        });
-        // A store that does not answer (a network cut drops packets) must not hold
-        // the run past its lease: the wait is bounded like a failed renewal.
-        let renewed = match tokio::time::timeout(held.ttl / 3, call).await {
-            Ok(r) => r,
-            Err(_) => Ok(Err(crate::cluster::ClusterError::Unavailable {
-                url: cluster.pool.url().to_string(),
-                what: "renewing the singleton's lease".into(),
-                reason: format!("no answer within {} ms", (held.ttl / 3).as_millis()),
-            })),
-        };
-        let Some(lease) = self.lease.as_mut() else {
-            return;
-        };
-        let why = match renewed {
-            Ok(Ok(true)) => {
-                lease.confirmed_at = asked;
-                lease.next_renew = asked + held.ttl / 3;
-                return;
-            }
-            Ok(Ok(false)) => "another host took it over".to_string(),
-            Ok(Err(e)) => {
-                let expires = lease.confirmed_at + held.ttl;
-                if Instant::now() + held.ttl / 3 < expires {
-                    // Asked again soon; still well inside the lease.
-                    lease.next_renew = Instant::now() + Duration::from_secs(1);
-                    return;
-                }
-                format!("it could not be renewed: {e}")
-            }
-            Err(_) => return,
-        };
-        let expires = lease.confirmed_at + held.ttl;
-        // A margin for the stop's own signals and reaping.
-        let grace = expires
-            .saturating_duration_since(Instant::now())
-            .saturating_sub(Duration::from_millis(500));
-        self.lease = None;
-        self.m.status.fencing_token = None;
-        self.feed(Input::LockLost { why, grace }).await;
-    }
-
-    fn release_lease(&mut self) {
-        let (Some(cluster), Some(lease)) = (self.cluster.clone(), self.lease.take()) else {
-            return;
-        };
-        self.m.status.fencing_token = None;
-        let name = self.lease_name();
-        tokio::task::spawn_blocking(move || {
-            let _ =
-                crate::cluster::leases::release(&cluster.pool, &name, &cluster.me.name, lease.held);
-        });
-    }
-
-    /// Takes the singleton lock: `Err(None)` when another host holds it.
-    fn acquire_lock(&mut self) -> Result<(), Option<String>> {
-        if self.lock.is_some() {
-            return Ok(());
-        }
-        let name = &self.m.def.name;
-        // Released a moment ago and still waiting for the status writes before it:
-        // still ours.
-        let file = match self.files.reclaim() {
-            Some(file) => file,
-            None => {
-                let path = self.layout.singleton_lock(name);
-                if let Some(dir) = path.parent() {
-                    let _ = std::fs::create_dir_all(dir);
-                }
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| Some(format!("opening singleton lock {}: {e}", path.display())))?;
-                file.try_lock().map_err(|_| None)?;
-                file
-            }
-        };
-        self.lock = Some(file);
-        if let Some(p) = self.layout.inactive_status_file(name) {
-            self.files.remove(p);
-        }
+        self.hold = Some(hold);
         Ok(())
+    }
+
+    /// Renews the lock when it is due. One that is lost, or that cannot be confirmed
+    /// for long enough, stops the run so that it has ended before the lock expires
+    /// and another host may start.
+    async fn renew_lock(&mut self) {
+        let coord = self.coord.clone();
+        let Some(hold) = self.hold.as_mut() else {
+            return;
+        };
+        if let Renewal::Lost { why, grace } = coord.renew_singleton(hold).await {
+            // Lost: nothing to give up.
+            self.hold = None;
+            self.m.status.fencing_token = None;
+            self.feed(Input::LockLost { why, grace }).await;
+        }
+    }
+
+    /// Gives the lock up: a lock file after the status writes asked before it, a
+    /// lease off this task.
+    fn release_lock(&mut self) {
+        let Some(hold) = self.hold.take() else {
+            return;
+        };
+        self.m.status.fencing_token = None;
+        let release = self.coord.release_singleton(hold, &self.files);
+        tokio::spawn(release);
     }
 
     /// Starts a run of the current definition.
@@ -438,10 +328,10 @@ impl<P: Processes> ContinuousJob<P> {
         let data_path = std::path::absolute(&data_path).unwrap_or(data_path);
         // The lease's fencing token goes to the run.
         let fenced;
-        let env = match &self.lease {
-            Some(l) => {
+        let env = match self.hold.as_ref().and_then(|h| h.fencing_token()) {
+            Some(token) => {
                 let mut env = settings.env.clone();
-                env.insert("WEBJOBS_FENCING_TOKEN".into(), l.held.token.to_string());
+                env.insert("WEBJOBS_FENCING_TOKEN".into(), token.to_string());
                 fenced = env;
                 &fenced
             }

@@ -4,8 +4,11 @@
 //! Every decision (the gate, the pending run of `overlap: "queue"`, the run's time
 //! limits, what a fire or the end of a run leads to) is made by the pure
 //! [`state::Machine`]; this file is the loop around it that performs the effects: the
-//! run lock, the run's folder, record and process (through the [`Processes`] seam),
-//! the scheduler log and the status.
+//! run lock (through the [`crate::coord::Coordination`] seam: `run.lock` in LOGS or
+//! the job's run lease in the cluster store, with the occurrence it claims, taken
+//! ahead of the next occurrence where the seam says so; this file does not ask which),
+//! the run's folder, record and process (through the [`Processes`] seam), the
+//! scheduler log and the status.
 
 pub mod gate;
 mod messages;
@@ -16,7 +19,6 @@ pub mod state;
 mod tests;
 
 use std::ffi::OsString;
-use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     Accepted, Begin, HostContext, JobCommand, JobView, TriggerError, answer, sleep_until_opt,
 };
+use crate::coord::{Refused, Renewal, RunHold};
 use crate::fsutil::rfc3339_string;
 use crate::logsink::{self, LogSink};
 use crate::runner::{Exit, Process, Processes, RunLog, RunRequest};
@@ -45,9 +48,6 @@ const NO_RUN: &str = "000000";
 const CATCH_UP_RETRY: Duration = Duration::from_secs(2);
 /// How old a missed occurrence may be and still run (as after the host was down).
 const CATCH_UP_LIMIT: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
-/// In a cluster, how long before its next occurrence an idle job takes its run lease,
-/// so the run starts on time without a round trip to the store (docs/cluster.md).
-const LEASE_AHEAD: Duration = Duration::from_millis(300);
 
 /// What readers see of a triggered job.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -115,41 +115,6 @@ struct ActiveRun<R> {
     _lock: Option<RunHold>,
 }
 
-/// The run lock held: `run.lock` in LOGS (hosts of one machine), or the job's run
-/// lease in the cluster store, renewed while the run goes and given up when dropped.
-enum RunHold {
-    File(#[allow(dead_code)] File),
-    Lease(LeaseGuard),
-}
-
-struct LeaseGuard {
-    link: Arc<crate::cluster::member::ClusterLink>,
-    name: String,
-    held: crate::cluster::leases::Held,
-    confirmed_at: Instant,
-    next_renew: Instant,
-    /// The latest occurrence fired in the cluster, read with the lease.
-    last_fired: Option<DateTime<Utc>>,
-    /// The occurrence claimed with the lease, for a scheduled run.
-    claimed: Option<DateTime<Utc>>,
-    /// Given up already (with the run's record).
-    released: bool,
-}
-
-impl Drop for LeaseGuard {
-    fn drop(&mut self) {
-        if self.released {
-            return;
-        }
-        let (link, name, held) = (self.link.clone(), self.name.clone(), self.held);
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn_blocking(move || {
-                let _ = crate::cluster::leases::release(&link.pool, &name, &link.me.name, held);
-            });
-        }
-    }
-}
-
 /// A run just started by [`TriggeredJob::launch`].
 struct Launched<R> {
     run: R,
@@ -185,8 +150,8 @@ pub(super) struct TriggeredJob<P: Processes> {
     /// was away), and when to try it again.
     missed_fire: Option<DateTime<Utc>>,
     catch_up_at: Option<Instant>,
-    /// In a cluster: the run lease taken ahead of this occurrence (`LEASE_AHEAD`),
-    /// and the last occurrence it was asked for (once each).
+    /// The run lock taken ahead of this occurrence (`Coordination::lead`: in a
+    /// cluster), and the last occurrence it was asked for (once each).
     ahead: Option<(DateTime<Utc>, RunHold)>,
     ahead_tried: Option<DateTime<Utc>>,
     /// The job's message queue, when its settings have one.
@@ -369,9 +334,8 @@ impl<P: Processes> TriggeredJob<P> {
             Effect::Warn(text) => tracing::warn!(job = %self.m.def.name, "{text}"),
             Effect::RecordFire(at) => {
                 self.save_last_fired(at).await;
-                if self.ctx.cluster.is_some() {
-                    let _ = self.claim_fire(at).await;
-                }
+                // A skipped occurrence is claimed too where the store keeps claims.
+                let _ = self.ctx.coord.claim_fire(&self.m.def.name, at).await;
             }
             Effect::ScheduleOff => self.cursor = None,
             Effect::TakeLock { fire } => {
@@ -382,10 +346,11 @@ impl<P: Processes> TriggeredJob<P> {
                         // never repeats an occurrence: nothing to read. In a cluster
                         // it came with the lease.
                         let shared = self.ctx.layout.instance.is_some();
-                        let last_fired = match (&hold, fire.is_some() && shared) {
-                            (_, false) => None,
-                            (Some(RunHold::Lease(g)), true) => g.last_fired,
-                            (_, true) => self.load_last_fired().await,
+                        let last_fired = if fire.is_some() && shared {
+                            let job = &self.m.def.name;
+                            self.ctx.coord.last_fired(job, hold.as_ref()).await
+                        } else {
+                            None
                         };
                         *taken_lock = hold;
                         gate::Lock::Taken { last_fired }
@@ -400,14 +365,12 @@ impl<P: Processes> TriggeredJob<P> {
                 // No separate write of the last fire: the run's `Running` record, on
                 // disk before its process starts, carries `scheduled_for` (see
                 // `records::load_last_fired`). In a cluster the occurrence is claimed
-                // in the store first, under the run lease: it fires on one host only.
-                let claimed = match taken_lock {
-                    Some(RunHold::Lease(g)) => g.claimed,
-                    _ => None,
-                };
-                if let (Some(_), Some(at)) = (&self.ctx.cluster, req.scheduled_for)
+                // in the store first, under the run lease, unless the lease claimed
+                // it (or will, with the run's record): it fires on one host only.
+                let claimed = taken_lock.as_ref().and_then(RunHold::claimed);
+                if let Some(at) = req.scheduled_for
                     && claimed != Some(at)
-                    && let Err(reason) = self.claim_fire(at).await
+                    && let Err(reason) = self.ctx.coord.claim_fire(&self.m.def.name, at).await
                 {
                     let job = self.m.def.name.clone();
                     return Some(Input::Started(Err(TriggerError::Failed { job, reason })));
@@ -451,14 +414,6 @@ impl<P: Processes> TriggeredJob<P> {
         if let Some(Err(e)) = blocking(move || records::save_last_fired(&logs, at)).await {
             tracing::error!(job = %self.m.def.name, "{e}");
         }
-    }
-
-    async fn load_last_fired(&self) -> Option<DateTime<Utc>> {
-        // In a cluster the latest fire comes with the run lease.
-        let logs = self.logs.clone();
-        blocking(move || records::load_last_fired(&logs))
-            .await
-            .flatten()
     }
 
     /// Writes a run's final record, after the run's last lines (`log`, the run's log).
@@ -521,177 +476,25 @@ impl<P: Processes> TriggeredJob<P> {
         logsink::note(&self.sched_log, NO_RUN, error, msg);
     }
 
-    fn run_lock_path(&self) -> PathBuf {
-        self.logs.join("run.lock")
-    }
-
-    /// The run lock, when other hosts may share these LOGS (`--instance`); a host
-    /// without an instance name is alone by definition (docs/jobs.md) and needs none. `Err` when another
-    /// host holds it.
-    ///
-    /// A busy lock is asked again for a moment: while any process of this host forks
-    /// (every run start), the child holds a copy of each open descriptor until it
-    /// execs, and so, for that instant, our own just-released lock.
+    /// The run lock (`Coordination::take_run`): `Ok(None)` when none is needed (a
+    /// host alone on its LOGS), `Err` when another host holds it or fired the
+    /// occurrence, or nobody can say (then nothing runs: an occurrence must not fire
+    /// unclaimed). A lock taken ahead for this occurrence is used as it is.
     async fn acquire_run_lock(
         &mut self,
         fire: Option<DateTime<Utc>>,
     ) -> Result<Option<RunHold>, ()> {
-        if let Some(link) = self.ctx.cluster.clone() {
-            return self.acquire_run_lease(link, fire).await.map(Some);
-        }
-        if self.ctx.layout.instance.is_none() {
-            return Ok(None);
-        }
-        let _ = std::fs::create_dir_all(&self.logs);
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.run_lock_path())
-            .map_err(|_| ())?;
-        for _ in 0..20 {
-            if f.try_lock().is_ok() {
-                return Ok(Some(RunHold::File(f)));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Err(())
-    }
-
-    /// When to take the run lease ahead of the next occurrence, or to give back one
-    /// taken ahead whose occurrence passed unused; `None` when there is nothing to
-    /// do (not in a cluster, a run going or waiting, no schedule).
-    fn lease_ahead_at(&mut self) -> Option<Instant> {
-        self.ctx.cluster.as_ref()?;
-        if let Some((at, _)) = &self.ahead {
-            return Some(messages::instant_of(*at) + Duration::from_secs(1));
-        }
-        if self.m.state != State::Idle
-            || self.m.pending.is_some()
-            || self.host_stopping.is_cancelled()
-        {
-            return None;
-        }
-        let next = self.cursor.as_mut()?.peek_next()?;
-        if self.ahead_tried == Some(next) || next <= Utc::now() {
-            return None;
-        }
-        let lead = chrono::TimeDelta::from_std(LEASE_AHEAD).unwrap_or_default();
-        Some(messages::instant_of(next - lead))
-    }
-
-    /// Takes the run lease for the next occurrence (not its claim: that is written
-    /// with the run's record, and nobody else fires it while we hold the lease), or
-    /// gives back one whose occurrence passed unused.
-    async fn lease_ahead(&mut self) {
-        if let Some((at, _)) = &self.ahead {
-            if Utc::now() > *at + chrono::TimeDelta::seconds(1) {
-                // Dropped: the guard gives the lease back.
-                self.ahead = None;
-            }
-            return;
-        }
-        let Some(link) = self.ctx.cluster.clone() else {
-            return;
-        };
-        let Some(next) = self.cursor.as_mut().and_then(Cursor::peek_next) else {
-            return;
-        };
-        self.ahead_tried = Some(next);
-        let take = crate::cluster::fires::Take {
-            lease: format!("triggered/{}", self.m.def.name),
-            job: self.m.def.name.clone(),
-            occurrence: Some(next),
-            claim: false,
-        };
-        let asked = Instant::now();
-        let wait = LEASE_AHEAD.max(link.me.ttl / 3);
-        let Ok(Ok(taken)) = tokio::time::timeout(wait, link.run_desk.take(take)).await else {
-            // The occurrence takes its lease when it comes, as without this.
-            return;
-        };
-        if let Some(held) = taken.held {
-            let guard = LeaseGuard {
-                link,
-                name: format!("triggered/{}", self.m.def.name),
-                held,
-                confirmed_at: asked,
-                next_renew: asked + held.ttl / 3,
-                last_fired: None,
-                // Claimed with the run's record (`cluster::runs`).
-                claimed: Some(next),
-                released: false,
-            };
-            self.ahead = Some((next, RunHold::Lease(guard)));
-        }
-    }
-
-    /// The job's run lease in the cluster store: one run of the job at a time across
-    /// the cluster; for a scheduled run (`fire`) its occurrence is claimed in the same
-    /// statement (`cluster::fires`). `Err` when another host holds the lease or fired
-    /// the occurrence, or the store cannot say (then nothing runs: an occurrence must
-    /// not fire unclaimed).
-    async fn acquire_run_lease(
-        &mut self,
-        link: Arc<crate::cluster::member::ClusterLink>,
-        fire: Option<DateTime<Utc>>,
-    ) -> Result<RunHold, ()> {
         match self.ahead.take() {
-            Some((at, hold)) if Some(at) == fire => return Ok(hold),
-            Some((_, RunHold::Lease(mut g))) => {
-                // Another run asks (a manual one): it takes the same lease again,
-                // which this host holds.
-                g.released = true;
-            }
-            _ => {}
+            Some((at, hold)) if Some(at) == fire => return Ok(Some(hold)),
+            // Another run asks (a manual one): it takes the same lock again, which
+            // this host holds.
+            Some((_, hold)) => hold.superseded(),
+            None => {}
         }
-        let name = format!("triggered/{}", self.m.def.name);
-        let asked = Instant::now();
-        let take = crate::cluster::fires::Take {
-            lease: name.clone(),
-            job: self.m.def.name.clone(),
-            occurrence: fire,
-            claim: fire.is_some(),
-        };
-        // Bounded: a store that does not answer must not hold up the job's task (a
-        // claim answered too late is given back by the desk).
-        let (url, wait) = (link.pool.url().to_string(), link.me.ttl / 3);
-        let taken = match tokio::time::timeout(wait, link.run_desk.take(take)).await {
-            Ok(taken) => taken,
-            Err(_) => Err(crate::cluster::ClusterError::Unavailable {
-                url,
-                what: "taking the run lease".into(),
-                reason: format!("no answer within {} ms", wait.as_millis()),
-            }),
-        };
-        match taken {
-            Ok(crate::cluster::fires::Taken {
-                held: Some(held),
-                last_fired,
-                claimed,
-            }) => {
-                // Taken, but another host claimed the occurrence meanwhile: the
-                // gate sees it as fired (the guard gives the lease back). Claimed:
-                // no later one was fired (the latest may be this host's own claim,
-                // granted again: see `cluster::fires`).
-                let last_fired = match (fire, claimed) {
-                    (Some(at), false) => last_fired.max(Some(at)),
-                    (Some(at), true) => last_fired.filter(|l| *l < at),
-                    (None, _) => last_fired,
-                };
-                Ok(RunHold::Lease(LeaseGuard {
-                    link,
-                    name,
-                    held,
-                    confirmed_at: asked,
-                    next_renew: asked + held.ttl / 3,
-                    last_fired,
-                    claimed: fire.filter(|_| claimed),
-                    released: false,
-                }))
-            }
-            Ok(_) => Err(()),
-            Err(e) => {
+        match self.ctx.coord.take_run(&self.m.def.name, fire).await {
+            Ok(hold) => Ok(hold),
+            Err(Refused::Busy) => Err(()),
+            Err(Refused::Unavailable(e)) => {
                 self.sched(
                     &format!("no run: the cluster store cannot be asked for the run lease: {e}"),
                     true,
@@ -710,25 +513,49 @@ impl<P: Processes> TriggeredJob<P> {
         }
     }
 
-    /// Claims a scheduled occurrence in the cluster store: `Err` (why) when another
-    /// host fired it, or the store cannot say.
-    async fn claim_fire(&self, at: DateTime<Utc>) -> Result<(), String> {
-        let Some(link) = self.ctx.cluster.clone() else {
-            return Ok(());
+    /// When to take the run lease ahead of the next occurrence, or to give back one
+    /// taken ahead whose occurrence passed unused; `None` when there is nothing to
+    /// do (not in a cluster, a run going or waiting, no schedule).
+    fn lease_ahead_at(&mut self) -> Option<Instant> {
+        let lead = self.ctx.coord.lead()?;
+        if let Some((at, _)) = &self.ahead {
+            return Some(messages::instant_of(*at) + Duration::from_secs(1));
+        }
+        if self.m.state != State::Idle
+            || self.m.pending.is_some()
+            || self.host_stopping.is_cancelled()
+        {
+            return None;
+        }
+        let next = self.cursor.as_mut()?.peek_next()?;
+        if self.ahead_tried == Some(next) || next <= Utc::now() {
+            return None;
+        }
+        let lead = chrono::TimeDelta::from_std(lead).unwrap_or_default();
+        Some(messages::instant_of(next - lead))
+    }
+
+    /// Takes the run lease for the next occurrence (not its claim: that is written
+    /// with the run's record, and nobody else fires it while we hold the lease), or
+    /// gives back one whose occurrence passed unused.
+    async fn lease_ahead(&mut self) {
+        if let Some((at, _)) = &self.ahead {
+            if Utc::now() > *at + chrono::TimeDelta::seconds(1) {
+                // Dropped: the hold gives the lock back.
+                self.ahead = None;
+            }
+            return;
+        }
+        if self.ctx.coord.lead().is_none() {
+            return;
+        }
+        let Some(next) = self.cursor.as_mut().and_then(Cursor::peek_next) else {
+            return;
         };
-        let job = self.m.def.name.clone();
-        let claimed = tokio::task::spawn_blocking(move || {
-            crate::cluster::fires::claim(&link.pool, &job, at, &link.me.name)
-        })
-        .await;
-        match claimed {
-            Ok(Ok(true)) => Ok(()),
-            Ok(Ok(false)) => Err(format!(
-                "the occurrence {} was already fired by another host",
-                rfc3339_string(at)
-            )),
-            Ok(Err(e)) => Err(format!("claiming the occurrence in the cluster store: {e}")),
-            Err(_) => Err("the host is stopping".into()),
+        self.ahead_tried = Some(next);
+        // Not taken: the occurrence takes its lock when it comes, as without this.
+        if let Some(hold) = self.ctx.coord.take_run_ahead(&self.m.def.name, next).await {
+            self.ahead = Some((next, hold));
         }
     }
 
@@ -754,54 +581,21 @@ impl<P: Processes> TriggeredJob<P> {
             .await;
     }
 
-    /// When the run's lease is to be renewed.
+    /// When the run's lock is to be renewed.
     fn lease_renew_at(&self) -> Option<Instant> {
-        match self.active.as_ref()?._lock.as_ref()? {
-            RunHold::Lease(g) => Some(g.next_renew),
-            RunHold::File(_) => None,
-        }
+        self.active.as_ref()?._lock.as_ref()?.renew_at()
     }
 
-    /// Renews the run's lease; one lost, or not confirmed for two thirds of its ttl,
-    /// stops the run (another host may take the job once the lease expires).
+    /// Renews the run's lock; one lost, or not confirmed for long enough, stops the
+    /// run (another host may take the job once the lease expires).
     async fn renew_run_lease(&mut self) {
-        let Some(RunHold::Lease(g)) = self.active.as_ref().and_then(|a| a._lock.as_ref()) else {
+        let (coord, job) = (self.ctx.coord.clone(), self.m.def.name.clone());
+        let Some(hold) = self.active.as_mut().and_then(|a| a._lock.as_mut()) else {
             return;
         };
-        let (link, name, held, asked) = (g.link.clone(), g.name.clone(), g.held, Instant::now());
-        let url = link.pool.url().to_string();
-        let call = tokio::task::spawn_blocking(move || {
-            crate::cluster::leases::renew(&link.pool, &name, &link.me.name, held)
-        });
-        // Bounded: a store that does not answer must not hold the run past its lease.
-        let renewed = match tokio::time::timeout(held.ttl / 3, call).await {
-            Ok(r) => r,
-            Err(_) => Ok(Err(crate::cluster::ClusterError::Unavailable {
-                url,
-                what: "renewing the run lease".into(),
-                reason: format!("no answer within {} ms", (held.ttl / 3).as_millis()),
-            })),
-        };
-        let Some(RunHold::Lease(g)) = self.active.as_mut().and_then(|a| a._lock.as_mut()) else {
+        let Renewal::Lost { why, .. } = coord.renew_run(&job, hold).await else {
             return;
         };
-        let why = match renewed {
-            Ok(Ok(true)) => {
-                g.confirmed_at = asked;
-                g.next_renew = asked + held.ttl / 3;
-                return;
-            }
-            Ok(Ok(false)) => "another host took the run lease over".to_string(),
-            Ok(Err(e)) if Instant::now() + held.ttl / 3 < g.confirmed_at + held.ttl => {
-                tracing::warn!(job = %self.m.def.name, "{e}: renewing the run lease again in 1 s");
-                g.next_renew = Instant::now() + Duration::from_secs(1);
-                return;
-            }
-            Ok(Err(e)) => format!("the run lease could not be renewed: {e}"),
-            Err(_) => return,
-        };
-        // Not renewed again: the stop below ends the run.
-        g.next_renew = Instant::now() + Duration::from_secs(3600);
         self.sched(&format!("stopping the run: {why}"), true);
         self.feed(Input::Cancel(None)).await;
     }
@@ -1014,7 +808,7 @@ impl<P: Processes> TriggeredJob<P> {
         // Alone on these LOGS (no instance name, docs/jobs.md; or a host of a cluster,
         // which keeps its LOGS to itself), the run ids this task saw last are current:
         // no listing of the job's folder per run.
-        let alone = self.ctx.layout.instance.is_none() || self.ctx.cluster.is_some();
+        let alone = self.ctx.coord.logs_alone();
         let mut known = if alone { self.run_ids.take() } else { None };
         let now = self.ctx.clock.now();
         let opened = blocking(move || {
@@ -1142,13 +936,7 @@ impl<P: Processes> TriggeredJob<P> {
             return;
         };
         // In a cluster the run's lease is given up with its record: one round trip.
-        let lease = match &mut _lock {
-            Some(RunHold::Lease(g)) => {
-                g.released = true;
-                Some((g.name.clone(), g.held.token))
-            }
-            _ => None,
-        };
+        let lease = _lock.as_mut().and_then(RunHold::give_up_with_record);
         let grace = settings.stopping_wait_time;
         let (out, ran) = self
             .end_run(run, &mut record, grace, exit, abort.as_deref(), lease)
