@@ -47,8 +47,9 @@ pub struct HostContext<P = Runner> {
     pub queues: Arc<crate::queue::Queues>,
     /// The cluster, when the host is in one (docs/cluster.md).
     pub cluster: Option<Arc<crate::cluster::member::ClusterLink>>,
-    /// The host's log-writing thread: triggered runs' logs and records are written
-    /// there, off the async workers. `None` (tests on paused time): written in place.
+    /// The host's log-writing thread: every job's logs (`job_log.txt`, triggered runs'
+    /// `output_log.txt` and records, `job_scheduler.log`) are written there, off the
+    /// async workers. `None` (tests on paused time): written in place.
     pub log_writer: Option<crate::logsink::LogWriter>,
 }
 
@@ -80,15 +81,39 @@ pub fn spawn<P: Processes>(
 }
 
 /// A job's own log sink at `path` (the job log, the scheduler log), rotated as its
-/// settings say, or as the defaults do while they are invalid.
-fn log_sink(def: &JobDefinition, path: PathBuf) -> Arc<Mutex<LogSink>> {
+/// settings say, or as the defaults do while they are invalid; written by the host's
+/// log writer thread when there is one.
+fn log_sink(
+    def: &JobDefinition,
+    path: PathBuf,
+    writer: Option<&crate::logsink::LogWriter>,
+) -> Arc<Mutex<LogSink>> {
     let settings = def.settings.as_deref().cloned().unwrap_or_default();
-    Arc::new(Mutex::new(LogSink::new(
+    Arc::new(Mutex::new(new_sink(
         path,
         settings.log_max_bytes,
         settings.log_keep,
+        writer,
     )))
 }
+
+/// A sink written by `writer`'s thread, or in place without one (tests on paused time).
+fn new_sink(
+    path: PathBuf,
+    max_bytes: u64,
+    keep: u32,
+    writer: Option<&crate::logsink::LogWriter>,
+) -> LogSink {
+    match writer {
+        Some(w) => LogSink::handed(path, max_bytes, keep, w),
+        None => LogSink::new(path, max_bytes, keep),
+    }
+}
+
+/// How long a job task waits for its log's lines to reach the disk before it tells
+/// anyone (publishes a status, answers a call) that may read them. A LOGS that hangs
+/// longer is waited for once (`logsink::Settle` then skips) and shown late.
+const LOG_SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Messages to a job task.
 #[derive(Debug)]
