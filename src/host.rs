@@ -94,6 +94,9 @@ pub fn run(opts: HostOptions) -> anyhow::Result<i32> {
     runtime.block_on(serve(opts, layout))
 }
 
+/// How long the exit waits for the log writer thread to write what it was handed.
+const EXIT_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Threads for blocking work (see where the runtime is built).
 const BLOCKING_THREADS: usize = 4;
 
@@ -395,6 +398,19 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
     }
     // Its thread is joined off the workers.
     let _ = tokio::task::spawn_blocking(move || drop((store_listener, deploy_listener))).await;
+    // The jobs have ended (each waited for its own logs): what is still handed to the
+    // log writer (a note of the queue's, a line of a task that gave up waiting) is
+    // written before the exit, unless LOGS hangs.
+    if let Some(writer) = &ctx.log_writer
+        && tokio::time::timeout(EXIT_DRAIN, writer.drained())
+            .await
+            .is_err()
+    {
+        tracing::warn!(
+            "logs still not written after {} s (LOGS hung?): exiting without them",
+            EXIT_DRAIN.as_secs()
+        );
+    }
     tracing::info!("all jobs stopped; exiting");
     Ok(0)
 }

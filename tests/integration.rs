@@ -30,6 +30,8 @@ mod continuous;
 mod deploy_safety;
 #[path = "integration/events.rs"]
 mod events;
+#[path = "integration/log_writer.rs"]
+mod log_writer;
 #[path = "integration/on_disk.rs"]
 mod on_disk;
 #[path = "integration/queue_crash.rs"]

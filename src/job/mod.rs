@@ -52,8 +52,9 @@ pub struct HostContext<P = Runner> {
     /// Singleton locks, run locks, fire claims and the last fire: lock files in LOGS,
     /// or leases in the cluster store (`coord`).
     pub coord: Arc<dyn crate::coord::Coordination>,
-    /// The host's log-writing thread: triggered runs' logs and records are written
-    /// there, off the async workers. `None` (tests on paused time): written in place.
+    /// The host's log-writing thread: triggered runs' logs and records and
+    /// `job_scheduler.log` are written there, off the async workers. `None` (tests on
+    /// paused time): written in place.
     pub log_writer: Option<crate::logsink::LogWriter>,
 }
 
@@ -85,15 +86,39 @@ pub fn spawn<P: Processes>(
 }
 
 /// A job's own log sink at `path` (the job log, the scheduler log), rotated as its
-/// settings say, or as the defaults do while they are invalid.
-fn log_sink(def: &JobDefinition, path: PathBuf) -> Arc<Mutex<LogSink>> {
+/// settings say, or as the defaults do while they are invalid; written by the host's
+/// log writer thread when there is one.
+fn log_sink(
+    def: &JobDefinition,
+    path: PathBuf,
+    writer: Option<&crate::logsink::LogWriter>,
+) -> Arc<Mutex<LogSink>> {
     let settings = def.settings.as_deref().cloned().unwrap_or_default();
-    Arc::new(Mutex::new(LogSink::new(
+    Arc::new(Mutex::new(new_sink(
         path,
         settings.log_max_bytes,
         settings.log_keep,
+        writer,
     )))
 }
+
+/// A sink written by `writer`'s thread, or in place without one (tests on paused time).
+fn new_sink(
+    path: PathBuf,
+    max_bytes: u64,
+    keep: u32,
+    writer: Option<&crate::logsink::LogWriter>,
+) -> LogSink {
+    match writer {
+        Some(w) => LogSink::handed(path, max_bytes, keep, w),
+        None => LogSink::new(path, max_bytes, keep),
+    }
+}
+
+/// How long a job task waits for its log's lines to reach the disk before it tells
+/// anyone (publishes a status, answers a call) that may read them. A LOGS that hangs
+/// longer is waited for once (`logsink::Settle` then skips) and shown late.
+const LOG_SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Messages to a job task.
 #[derive(Debug)]

@@ -61,6 +61,42 @@ pub fn note(sink: &std::sync::Mutex<LogSink>, run_id: &str, error: bool, msg: &s
     s.flush();
 }
 
+/// Waits, bounded, until what a log was given so far is on disk, for a caller about to
+/// tell someone who may read it (a status published, an API call answered). A direct
+/// sink is written at once; a handed one gets a step queued after its lines.
+///
+/// One wait that timed out marks the log stuck (a hung LOGS): later waits return at
+/// once, without queueing more, until the step of that one has run.
+#[derive(Debug, Default)]
+pub struct Settle {
+    stuck: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl Settle {
+    /// True once the lines are on disk (or failed), false when `bound` passed or the
+    /// log is still stuck from an earlier wait.
+    pub async fn wait(
+        &mut self,
+        sink: &std::sync::Mutex<LogSink>,
+        bound: std::time::Duration,
+    ) -> bool {
+        if let Some(rx) = &mut self.stuck {
+            if let Err(tokio::sync::oneshot::error::TryRecvError::Empty) = rx.try_recv() {
+                return false;
+            }
+            self.stuck = None;
+        }
+        let Some(mut rx) = lock(sink).written() else {
+            return true;
+        };
+        if tokio::time::timeout(bound, &mut rx).await.is_ok() {
+            return true;
+        }
+        self.stuck = Some(rx);
+        false
+    }
+}
+
 /// One job's log. Frames lines into an in-memory batch; `flush` writes the batch.
 ///
 /// Write errors never propagate: the batch is counted as dropped (lines and bytes),
@@ -181,6 +217,26 @@ impl LogSink {
         }
     }
 
+    /// Flushes; then `None` when everything added so far is on disk (or failed), else
+    /// a receiver answered by the writer thread once it is. See [`Settle`].
+    pub fn written(&mut self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        self.flush();
+        match &self.end {
+            End::Direct(_) => None,
+            End::Handed { out, .. } if out.idle() => None,
+            End::Handed { out, writer, .. } => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                writer.then(
+                    out,
+                    Box::new(move || {
+                        let _ = tx.send(());
+                    }),
+                );
+                Some(rx)
+            }
+        }
+    }
+
     /// For a handed sink with more than `bound` bytes not yet taken by the writer (at
     /// the latest flush): the log to wait on ([`writer::Outbox::room`]) before adding
     /// more. The pump's back pressure.
@@ -281,7 +337,16 @@ impl LogSink {
         self.batch.len()
     }
 
-    /// For a handed sink, as of its latest flush.
+    /// For a handed sink, takes the writer's stats as of its latest write (without
+    /// handing anything over); a direct sink's are always current.
+    pub fn refresh_stats(&mut self) -> &LogStats {
+        if let End::Handed { out, stats, .. } = &mut self.end {
+            *stats = out.stats();
+        }
+        self.stats()
+    }
+
+    /// For a handed sink, as of its latest flush (or [`LogSink::refresh_stats`]).
     pub fn stats(&self) -> &LogStats {
         match &self.end {
             End::Direct(f) => &f.stats,

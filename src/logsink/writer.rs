@@ -125,6 +125,17 @@ impl Outbox {
         (q.stats.clone(), q.bytes, tell)
     }
 
+    /// The file end's stats as of the thread's latest write.
+    pub(super) fn stats(&self) -> LogStats {
+        lock(&self.queue).stats.clone()
+    }
+
+    /// Everything handed so far is written (or failed): the thread found the queue
+    /// empty after its last write, and nothing came since.
+    pub(super) fn idle(&self) -> bool {
+        !lock(&self.queue).listed
+    }
+
     fn push(&self, item: Item) -> bool {
         let mut q = lock(&self.queue);
         q.items.push_back(item);
@@ -281,19 +292,26 @@ impl LogWriter {
         }
     }
 
-    /// Waits (blocking) until everything handed so far is written; for the host's
-    /// exit, on the blocking pool, bounded by the caller.
+    /// Waits (blocking) until everything handed so far is written.
     pub fn drain(&self) {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let _ = self.drained().blocking_recv();
+    }
+
+    /// Answered once everything handed so far (to any log) is written: the host's exit
+    /// awaits it, bounded, after the jobs have ended. Never answered if the thread is
+    /// stuck on a hung file system, hence the bound.
+    pub fn drained(&self) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
         let out = Outbox::new(PathBuf::new(), FileEnd::new(PathBuf::new(), 0, 0));
-        // Listed last: the thread works its list in order.
+        // Listed last: the thread works its list in order, and each log until it is
+        // found empty.
         self.then(
             &out,
             Box::new(move || {
                 let _ = tx.send(());
             }),
         );
-        let _ = rx.recv();
+        rx
     }
 }
 
@@ -365,6 +383,127 @@ mod tests {
         // The thread publishes its stats after the step: seen by a later hand-off.
         let len = seen.len() as u64;
         assert!(eventually(|| sink.flush().written_bytes == len).await);
+    }
+
+    /// A continuous job's `job_log.txt` through the thread: a flood handed in chunks
+    /// of every size, with a change of limits on the way, lands complete and in order,
+    /// rotated near the limit with `keep` files; a settled wait sees all of it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_handed_job_log_keeps_order_and_rotation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("job_log.txt");
+        let writer = LogWriter::start().unwrap();
+        let sink = Mutex::new(LogSink::handed(path.clone(), 1 << 20, 100, &writer));
+        let mut splitter = crate::logsink::LineSplitter::new();
+        let input: Vec<u8> = (0..3000)
+            .flat_map(|n| format!("line {n:05} {}\n", "p".repeat(n % 50)).into_bytes())
+            .collect();
+        let (mut rest, mut seed, mut fed) = (input.as_slice(), 0x9e37_79b9_u64, 0);
+        while !rest.is_empty() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let size = ((seed % 3000) as usize + 1).min(rest.len());
+            let mut s = crate::logsink::lock(&sink);
+            s.feed(&mut splitter, "9a2e7d", Stream::Stdout, &rest[..size]);
+            s.flush();
+            rest = &rest[size..];
+            fed += size;
+            if fed > input.len() / 3 && fed - size <= input.len() / 3 {
+                // Taken by the thread between the batches, in their order.
+                s.set_limits(8192, 100);
+            }
+        }
+        crate::logsink::lock(&sink).finish_stream(&mut splitter, "9a2e7d", Stream::Stdout);
+        let mut settle = crate::logsink::Settle::default();
+        assert!(settle.wait(&sink, Duration::from_secs(30)).await);
+        // The thread marks the log idle (and publishes its stats) just after the step.
+        assert!(eventually(|| crate::logsink::lock(&sink).written().is_none()).await);
+        let mut files: Vec<PathBuf> = (1..=100)
+            .rev()
+            .map(|n| crate::logsink::rotated_path(&path, n))
+            .filter(|p| p.exists())
+            .collect();
+        assert!(files.len() >= 10, "rotated at 8 KiB: {}", files.len());
+        files.push(path.clone());
+        let mut next = 0;
+        for (i, file) in files.iter().enumerate() {
+            let text = std::fs::read_to_string(file).unwrap();
+            // The oldest holds what came before the limit changed (and the change
+            // rotated it); the newest is the one being written.
+            if i > 0 && file != &path {
+                // One line over the limit at most (a line is under 100 bytes).
+                assert!(text.len() < 8192 + 200, "{} bytes", text.len());
+            }
+            for line in text.lines() {
+                if line.contains("SYS INFO] log rotated") {
+                    continue;
+                }
+                let body = line.split("INFO] ").nth(1).unwrap();
+                assert_eq!(body, format!("line {next:05} {}", "p".repeat(next % 50)));
+                next += 1;
+            }
+        }
+        assert_eq!(next, 3000);
+        let on_disk: u64 = files
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .sum();
+        let stats = crate::logsink::lock(&sink).refresh_stats().clone();
+        assert_eq!(stats.dropped_lines, 0);
+        assert_eq!(stats.written_bytes, on_disk);
+    }
+
+    /// A wait on a hung log times out once; the next ones return at once without
+    /// queueing more steps, until the log moves again.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_settle_on_a_hung_log_waits_once_then_skips_until_it_moves() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("job_log.txt");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let writer = LogWriter::start().unwrap();
+        let sink = Mutex::new(LogSink::handed(path.clone(), u64::MAX, 1, &writer));
+        let mut settle = crate::logsink::Settle::default();
+        crate::logsink::note(&sink, "000000", false, "first");
+        assert!(!settle.wait(&sink, Duration::from_millis(100)).await);
+        crate::logsink::note(&sink, "000000", false, "second");
+        let t0 = Instant::now();
+        // A long bound, not waited: the log is known stuck.
+        assert!(!settle.wait(&sink, Duration::from_secs(600)).await);
+        assert!(t0.elapsed() < Duration::from_secs(60));
+        let reader = std::thread::spawn({
+            let path = path.clone();
+            move || std::fs::read(path).unwrap()
+        });
+        assert!(
+            eventually(|| {
+                // Not awaited here: `eventually` polls; a blocked wait would hang the test.
+                crate::logsink::lock(&sink).refresh_stats().written_bytes > 0
+            })
+            .await
+        );
+        assert!(settle.wait(&sink, Duration::from_secs(30)).await);
+        drop(sink);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            writer.drain();
+            drop(writer);
+            let _ = tx.send(());
+        });
+        tokio::time::timeout(Duration::from_secs(30), rx)
+            .await
+            .unwrap()
+            .unwrap();
+        let text = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::task::spawn_blocking(move || reader.join().unwrap()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("SYS INFO] first\n"), "{text:?}");
+        assert!(text.ends_with("SYS INFO] second\n"), "{text:?}");
     }
 
     /// A FIFO nobody reads as the log: the thread hangs opening it. The async worker

@@ -51,9 +51,17 @@ impl<P: Processes> ContinuousJob<P> {
         let status = ContinuousStatus::new(&def.name, layout.instance.as_deref());
         let (status_tx, status_rx) = watch::channel(status.clone());
         let singleton = def.settings.as_ref().is_some_and(|s| s.is_singleton);
-        let sink = super::log_sink(&def, layout.job_log(&def.name, singleton));
+        // Not through the host's log writer (yet): a continuous job flooding its log
+        // cost 2.5x the host CPU that way, its pump reading far smaller chunks once it
+        // no longer waits on its own writes (docs/development.md, 2026-12-01). The
+        // writer's path (`LogSink::handed`, `settle_log`) stays for when the pump paces
+        // its reads.
+        let writer: Option<logsink::LogWriter> = None;
+        let sink = super::log_sink(&def, layout.job_log(&def.name, singleton), writer.as_ref());
         let job = ContinuousJob {
             sink,
+            writer,
+            settle: logsink::Settle::default(),
             procs: ctx.runner.clone(),
             layout,
             m: Machine::new(def, status),
@@ -78,7 +86,14 @@ pub(super) struct ContinuousJob<P: Processes> {
     run: Option<P::Run>,
     /// The singleton's lock, while this host holds it.
     hold: Option<SingletonHold>,
+    /// `job_log.txt`: written in place for now (see `new`); through the host's log
+    /// writer thread when `writer` is set, so a slow or hung LOGS holds the log and not
+    /// the async workers.
     sink: Arc<Mutex<LogSink>>,
+    writer: Option<logsink::LogWriter>,
+    /// Notes (the job's own and the runner's) are on disk before the status that
+    /// follows them is published, or the singleton lock let go: see `settle_log`.
+    settle: logsink::Settle,
     status_tx: watch::Sender<ContinuousStatus>,
     /// The pump says when lines were lost or the log recovered.
     log_changed: Arc<tokio::sync::Notify>,
@@ -177,10 +192,12 @@ impl<P: Processes> ContinuousJob<P> {
                 _ = sleep_until_opt(self.m.state.timer()) => self.feed(Input::Timer).await,
             }
         }
-        // The last status is on disk, and the lock released, before the job's next
-        // task (or the host's exit) can follow: a lock file is closed after the
+        // The last lines and status are on disk, and the lock released, before the
+        // job's next task (or the host's exit) can follow: the next task writes the
+        // same log through a file end of its own. A lock file is closed after the
         // status writes; a lease is given up now, not left to expire, so another host
         // takes over at once (bounded: a store that does not answer lets it expire).
+        self.settle_log().await;
         let release = self
             .hold
             .take()
@@ -213,7 +230,10 @@ impl<P: Processes> ContinuousJob<P> {
     async fn perform(&mut self, effect: Effect) -> Option<Input> {
         let name = &self.m.def.name;
         match effect {
-            Effect::Publish => self.publish(),
+            Effect::Publish => {
+                self.settle_log().await;
+                self.publish();
+            }
             Effect::Note { run, error, text } => {
                 if self.may_write() {
                     logsink::note(&self.sink, run.as_deref().unwrap_or(NO_RUN), error, &text);
@@ -227,7 +247,14 @@ impl<P: Processes> ContinuousJob<P> {
             Effect::HostLogStarted { pid } => tracing::info!(job = %name, pid, "started"),
             Effect::UseSettings(settings) => self.reconfigure_sink(&settings),
             Effect::TakeLock => return Some(Input::Lock(self.take_lock().await)),
-            Effect::ReleaseLock => self.release_lock(),
+            Effect::ReleaseLock => {
+                if self.hold.is_some() {
+                    // The log is the holder's: its lines land before another host
+                    // may take the lock and write.
+                    self.settle_log().await;
+                }
+                self.release_lock();
+            }
             Effect::Start(settings) => return Some(Input::Started(self.start(settings).await)),
             Effect::Stop { why, grace } => {
                 let run = self.run.take();
@@ -386,20 +413,31 @@ impl<P: Processes> ContinuousJob<P> {
         let mut sink = logsink::lock(&self.sink);
         if sink.path() != want {
             drop(sink);
-            self.sink = Arc::new(Mutex::new(LogSink::new(
+            self.sink = Arc::new(Mutex::new(super::new_sink(
                 want,
                 settings.log_max_bytes,
                 settings.log_keep,
+                self.writer.as_ref(),
             )));
         } else {
             sink.set_limits(settings.log_max_bytes, settings.log_keep);
         }
     }
 
+    /// Waits (bounded) until the log's lines so far are on disk: whoever reads the
+    /// status next, or takes the lock, finds the notes that led to it. A log written
+    /// in place (no writer: tests on paused time) already is.
+    async fn settle_log(&mut self) {
+        let sink = self.sink.clone();
+        if !self.settle.wait(&sink, super::LOG_SETTLE).await {
+            tracing::warn!(job = %self.m.def.name, "job_log.txt is still not written after {} s (LOGS hung?): the status is published anyway", super::LOG_SETTLE.as_secs());
+        }
+    }
+
     /// Copies the log's counters into the status; true when they changed.
     fn take_log_stats(&mut self) -> bool {
-        let s = logsink::lock(&self.sink);
-        let stats = s.stats();
+        let mut s = logsink::lock(&self.sink);
+        let stats = s.refresh_stats();
         let st = &mut self.m.status;
         let changed = st.log_written_bytes != stats.written_bytes
             || st.log_dropped_lines != stats.dropped_lines

@@ -20,6 +20,7 @@ mod tests;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,7 +84,13 @@ impl<P: Processes> TriggeredJob<P> {
         };
         let (status_tx, status_rx) = watch::channel(status);
         let job = TriggeredJob {
-            sched_log: super::log_sink(&def, logs.join("job_scheduler.log")),
+            sched_log: super::log_sink(
+                &def,
+                logs.join("job_scheduler.log"),
+                ctx.log_writer.as_ref(),
+            ),
+            sched_noted: AtomicBool::new(false),
+            sched_settle: logsink::Settle::default(),
             logs,
             ctx,
             m: Machine::new(def),
@@ -135,7 +142,13 @@ pub(super) struct TriggeredJob<P: Processes> {
     logs: PathBuf,
     cursor: Option<Cursor>,
     active: Option<ActiveRun<P::Run>>,
+    /// `job_scheduler.log`, written by the host's log writer thread (in place without
+    /// one: tests on paused time).
     sched_log: Arc<Mutex<LogSink>>,
+    /// A note went to `sched_log` since the task last waited for it to be on disk
+    /// (`settle_sched`). Notes are rare (errors, skips): a run writes none.
+    sched_noted: AtomicBool,
+    sched_settle: logsink::Settle,
     /// What the API shows of this job (see [`TriggeredJob::set_status`]).
     status_tx: watch::Sender<TriggeredStatus>,
     /// The job's run ids as this task last saw them (see `records::open_run`).
@@ -212,6 +225,7 @@ impl<P: Processes> TriggeredJob<P> {
         }
         self.recover_stale().await;
         self.apply_definition();
+        self.settle_sched().await;
         answer(applied);
         while self.m.state != State::Ended {
             let clock = self.ctx.clock.clone();
@@ -235,6 +249,7 @@ impl<P: Processes> TriggeredJob<P> {
                     Some(JobCommand::Update(def, applied)) => {
                         self.m.step(Input::Definition(def), self.now());
                         self.apply_definition();
+                        self.settle_sched().await;
                         answer(applied);
                     }
                     Some(JobCommand::Trigger { args, reply }) => {
@@ -270,16 +285,19 @@ impl<P: Processes> TriggeredJob<P> {
                 event = messages::next_event(&mut self.queue) => match event {
                     messages::QueueEvent::Claim => {
                         self.claim_messages().await;
+                        self.settle_sched().await;
                         self.publish();
                     }
                     messages::QueueEvent::Stop(id) => {
                         self.stop_message(&id).await;
+                        self.settle_sched().await;
                         self.publish();
                     }
                     messages::QueueEvent::Inbox => self.show_queue_problems(),
                 },
                 (i, exit) = messages::wait_any(&mut self.msg_runs) => {
                     self.message_exited(i, exit, true).await;
+                    self.settle_sched().await;
                     self.publish();
                 }
                 _ = sleep_until_opt(limits_at) => self.check_message_limits().await,
@@ -288,6 +306,10 @@ impl<P: Processes> TriggeredJob<P> {
                 _ = sleep_until_opt(ahead_at) => self.lease_ahead().await,
             }
         }
+        // The last notes are on disk before the job's next task (or the host's exit)
+        // can follow.
+        self.sched_noted.store(true, Ordering::Relaxed);
+        self.settle_sched().await;
         self.publish();
     }
 
@@ -324,6 +346,7 @@ impl<P: Processes> TriggeredJob<P> {
         // A lock taken for a run that did not start is released here.
         drop(taken_lock);
         if acted || !quiet {
+            self.settle_sched().await;
             self.publish();
         }
     }
@@ -474,6 +497,20 @@ impl<P: Processes> TriggeredJob<P> {
 
     fn sched(&self, msg: &str, error: bool) {
         logsink::note(&self.sched_log, NO_RUN, error, msg);
+        self.sched_noted.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits (bounded) until the scheduler notes written since the last wait are on
+    /// disk, before a status is published or a caller answered: whoever reads the
+    /// log next finds the note that explains what they were told.
+    async fn settle_sched(&mut self) {
+        if !self.sched_noted.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let sink = self.sched_log.clone();
+        if !self.sched_settle.wait(&sink, super::LOG_SETTLE).await {
+            tracing::warn!(job = %self.m.def.name, "job_scheduler.log is still not written after {} s (LOGS hung?): the status is published anyway", super::LOG_SETTLE.as_secs());
+        }
     }
 
     /// The run lock (`Coordination::take_run`): `Ok(None)` when none is needed (a

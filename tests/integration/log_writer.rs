@@ -1,0 +1,89 @@
+//! Logs written by the host's log writer thread (`src/logsink/writer.rs`): what a
+//! reader may count on although the lines reach the disk after the async workers hand
+//! them over. A status that says a job stopped comes after the notes that led to it,
+//! and the host's exit comes after everything its jobs printed.
+
+use crate::support::client::*;
+use crate::support::*;
+
+/// The API's "Stopped" is published after the run's stop and exit notes are on disk:
+/// read at once, not polled.
+#[test]
+fn a_continuous_jobs_stop_notes_are_on_disk_when_its_status_says_stopped() {
+    let mut h = TestHost::new();
+    h.write_job(CONTINUOUS, "noted", &[("run.sh", &sleeper("noted"))]);
+    h.start();
+    let api = connect(&h);
+    let pid = h.wait_running("noted");
+    let (code, body) = api.post_json("/api/continuouswebjobs/noted/stop");
+    assert_eq!(code, 200, "{body:#}");
+    api.wait_continuous_status(&h, "noted", "Stopped");
+    let lines = parse_log(&h.read_log_bytes("noted"));
+    let sys = texts(&lines, "SYS INFO");
+    assert!(
+        sys.iter().any(|t| t.starts_with("stopping (")),
+        "the stop note: {lines:#?}"
+    );
+    let exit = lines
+        .iter()
+        .rposition(|l| l.text().starts_with("killed by signal 15"));
+    let stop = lines
+        .iter()
+        .position(|l| l.text().starts_with("stopping ("));
+    assert!(
+        exit.is_some() && stop < exit,
+        "the exit note, after the stop note: {lines:#?}"
+    );
+    assert!(!pid_alive(pid));
+    h.finish();
+}
+
+/// A run that prints a flood as it is told to stop: the host exits only once every
+/// line of it, and the notes after, are in `job_log.txt`.
+#[test]
+fn everything_a_continuous_job_printed_is_in_its_log_when_the_host_has_exited() {
+    let mut h = TestHost::new();
+    h.write_job(
+        CONTINUOUS,
+        "lastwords",
+        &[(
+            "run.sh",
+            r#"#!/bin/bash
+echo $$ >> "$TEST_STATE/lastwords.pids"
+# The stop may signal the shell more than once: the flood is written once, whole.
+trap 'trap "" TERM; seq 1 20000; echo "the end"; exit 0' TERM
+echo ready
+while :; do sleep 0.2; done
+"#,
+        )],
+    );
+    h.start();
+    let pid = h.wait_pids("lastwords.pids", 1)[0];
+    h.wait_log("lastwords", "INFO] ready\n");
+    let status = h.stop();
+    assert_eq!(status.code(), Some(0), "host exit: {}", describe(&status));
+    assert!(!pid_alive(pid));
+    let lines = parse_log(&h.read_log_all("lastwords"));
+    let numbers: Vec<String> = texts(&lines, "INFO")
+        .into_iter()
+        .filter(|t| t.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    let want: Vec<String> = (1..=20000).map(|n| n.to_string()).collect();
+    if numbers != want {
+        let first_bad = numbers.iter().zip(&want).position(|(a, b)| a != b);
+        panic!(
+            "{} numbered lines, first difference at {first_bad:?}: {:?}",
+            numbers.len(),
+            first_bad.map(|i| &numbers[i.saturating_sub(2)..(i + 3).min(numbers.len())])
+        );
+    }
+    let end = lines.iter().position(|l| l.text() == "the end");
+    let exit = lines
+        .iter()
+        .position(|l| l.text().starts_with("exited with code 0"));
+    assert!(
+        end.is_some() && end < exit,
+        "the last line, then the exit note: {:#?}",
+        &lines[lines.len().saturating_sub(5)..]
+    );
+}
