@@ -376,7 +376,8 @@ impl<P: Processes> TriggeredJob<P> {
             Effect::ScheduleOff => self.cursor = None,
             Effect::TakeLock { fire } => {
                 let answer = match self.acquire_run_lock(fire).await {
-                    Err(()) => gate::Lock::Busy,
+                    Err(None) => gate::Lock::Busy,
+                    Err(Some(why)) => gate::Lock::Unavailable(why),
                     Ok(hold) => {
                         // Alone, only this host writes the last fire, and its cursor
                         // never repeats an occurrence: nothing to read. In a cluster
@@ -535,7 +536,7 @@ impl<P: Processes> TriggeredJob<P> {
     async fn acquire_run_lock(
         &mut self,
         fire: Option<DateTime<Utc>>,
-    ) -> Result<Option<RunHold>, ()> {
+    ) -> Result<Option<RunHold>, Option<String>> {
         if let Some(link) = self.ctx.cluster.clone() {
             return self.acquire_run_lease(link, fire).await.map(Some);
         }
@@ -548,14 +549,14 @@ impl<P: Processes> TriggeredJob<P> {
             .truncate(false)
             .write(true)
             .open(self.run_lock_path())
-            .map_err(|_| ())?;
+            .map_err(|_| None)?;
         for _ in 0..20 {
             if f.try_lock().is_ok() {
                 return Ok(Some(RunHold::File(f)));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        Err(())
+        Err(None)
     }
 
     /// When to take the run lease ahead of the next occurrence, or to give back one
@@ -628,14 +629,14 @@ impl<P: Processes> TriggeredJob<P> {
 
     /// The job's run lease in the cluster store: one run of the job at a time across
     /// the cluster; for a scheduled run (`fire`) its occurrence is claimed in the same
-    /// statement (`cluster::fires`). `Err` when another host holds the lease or fired
-    /// the occurrence, or the store cannot say (then nothing runs: an occurrence must
-    /// not fire unclaimed).
+    /// statement (`cluster::fires`). `Err(None)` when another host holds the lease or
+    /// fired the occurrence, `Err(Some(why))` when the store cannot say (then nothing
+    /// runs: an occurrence must not fire unclaimed).
     async fn acquire_run_lease(
         &mut self,
         link: Arc<crate::cluster::member::ClusterLink>,
         fire: Option<DateTime<Utc>>,
-    ) -> Result<RunHold, ()> {
+    ) -> Result<RunHold, Option<String>> {
         match self.ahead.take() {
             Some((at, hold)) if Some(at) == fire => return Ok(hold),
             Some((_, RunHold::Lease(mut g))) => {
@@ -690,7 +691,7 @@ impl<P: Processes> TriggeredJob<P> {
                     released: false,
                 }))
             }
-            Ok(_) => Err(()),
+            Ok(_) => Err(None),
             Err(e) => {
                 self.sched(
                     &format!("no run: the cluster store cannot be asked for the run lease: {e}"),
@@ -705,7 +706,7 @@ impl<P: Processes> TriggeredJob<P> {
                     self.missed_fire = self.missed_fire.max(Some(at));
                     self.catch_up_at = Some(Instant::now() + CATCH_UP_RETRY);
                 }
-                Err(())
+                Err(Some(e.to_string()))
             }
         }
     }
