@@ -22,6 +22,8 @@ mod cli_polish;
 mod cluster;
 #[path = "integration/cluster_deploy.rs"]
 mod cluster_deploy;
+#[path = "integration/cluster_outage.rs"]
+mod cluster_outage;
 #[path = "integration/cluster_support.rs"]
 mod cluster_support;
 #[path = "integration/continuous.rs"]

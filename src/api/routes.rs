@@ -369,7 +369,9 @@ fn trigger_status(e: &TriggerError) -> StatusCode {
     // Everything else is the job's state refusing the request.
     match e {
         TriggerError::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-        TriggerError::Gone { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        TriggerError::Gone { .. } | TriggerError::StoreAway { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         _ => StatusCode::CONFLICT,
     }
 }

@@ -213,6 +213,10 @@ pub enum TriggerError {
     Invalid { job: String, reason: String },
     #[error("{job} is running on another host (its run.lock is held)")]
     LockedElsewhere { job: String },
+    #[error(
+        "{job} cannot start now: the cluster store decides which host runs it and cannot be asked ({reason}); try again once it answers"
+    )]
+    StoreAway { job: String, reason: String },
     #[error("{job} has no run going")]
     NothingToCancel { job: String },
     #[error("run {run_id} of {job} is not going")]

@@ -583,10 +583,15 @@ impl Run {
     }
 
     fn signal_all(&self, sig: Signal) -> usize {
-        let _ = killpg(Pid::from_raw(self.pid), sig);
+        let group = Pid::from_raw(self.pid);
+        let _ = killpg(group, sig);
         let members = self.membership();
         for p in &members {
-            let _ = kill(*p, sig);
+            // The group had it already: a second SIGTERM is "force" to many programs
+            // (the host itself), so each process gets one.
+            if nix::unistd::getpgid(Some(*p)) != Ok(group) {
+                let _ = kill(*p, sig);
+            }
         }
         members.len()
     }

@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::cli::os;
-use crate::cluster_support::{TestDb, connect_instance, test_db};
+use crate::cluster_support::{Proxy, TestDb, connect_instance, test_db};
 use crate::support::client::{Api, json_of, send};
 use crate::support::{DEADLINE, Sandbox, TRIGGERED, TestHost, run_cli_in};
 
@@ -491,72 +491,6 @@ fn a_job_scheduled_every_second_fires_each_occurrence_on_one_host_only() {
         by_second.values().any(|h| h != &latest),
         "another host took over: {all:?}"
     );
-}
-
-/// A loopback TCP proxy in front of PostgreSQL: `cut` closes every connection and
-/// refuses new ones (a partition of the hosts behind it), `restore` lets them in.
-struct Proxy {
-    port: u16,
-    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
-}
-
-impl Proxy {
-    fn start(target: &str) -> Proxy {
-        use std::sync::atomic::Ordering;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> = Default::default();
-        let (c, list, target) = (cut.clone(), conns.clone(), target.to_string());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                if c.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let Ok(server) = std::net::TcpStream::connect(&target) else {
-                    continue;
-                };
-                for s in [&client, &server] {
-                    list.lock().unwrap().push(s.try_clone().unwrap());
-                }
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Proxy { port, cut, conns }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
-        for s in self.conns.lock().unwrap().drain(..) {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// `url` with its host and port replaced by this proxy's.
-    fn url(&self, url: &str) -> String {
-        let (scheme, rest) = url.split_once("://").unwrap();
-        let (auth, path) = rest.split_once('/').unwrap();
-        let user = auth
-            .split_once('@')
-            .map(|(u, _)| format!("{u}@"))
-            .unwrap_or_default();
-        format!("{scheme}://{user}127.0.0.1:{}/{path}", self.port)
-    }
 }
 
 #[test]

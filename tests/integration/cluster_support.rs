@@ -1,6 +1,8 @@
 //! What the cluster tests share: a PostgreSQL database of each test's own (dropped at
 //! the end), skipped in one line when no server answers unless
-//! `JOBHOST_REQUIRE_POSTGRES=1`; and the API of a host started with `--instance`.
+//! `JOBHOST_REQUIRE_POSTGRES=1`; the API of a host started with `--instance`; and a
+//! loopback proxy in front of PostgreSQL that cuts and restores the connections of the
+//! hosts behind it (one host: a partition; every host: an outage of the store).
 
 use std::io::Write;
 
@@ -92,4 +94,70 @@ pub fn connect_instance(h: &TestHost, name: &str) -> Api {
     };
     api.wait_code(h, "/api/health", 200);
     api
+}
+
+/// A loopback TCP proxy in front of PostgreSQL: `cut` closes every connection and
+/// refuses new ones (a partition of the hosts behind it), `restore` lets them in.
+pub struct Proxy {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    pub fn start(target: &str) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> = Default::default();
+        let (c, list, target) = (cut.clone(), conns.clone(), target.to_string());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                if c.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                for s in [&client, &server] {
+                    list.lock().unwrap().push(s.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { port, cut, conns }
+    }
+
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// `url` with its host and port replaced by this proxy's.
+    pub fn url(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let (auth, path) = rest.split_once('/').unwrap();
+        let user = auth
+            .split_once('@')
+            .map(|(u, _)| format!("{u}@"))
+            .unwrap_or_default();
+        format!("{scheme}://{user}127.0.0.1:{}/{path}", self.port)
+    }
 }

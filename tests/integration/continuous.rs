@@ -385,6 +385,37 @@ exit 0
     h.wait_no_leftovers();
 }
 
+/// The stop sequence signals the run's group and then each process it found, and the
+/// main process is in both: it got SIGTERM twice, and a job whose second SIGTERM
+/// means "force" (as the host's own) lost its graceful stop.
+#[test]
+fn a_stopped_run_gets_one_sigterm_not_two() {
+    let mut h = TestHost::new();
+    h.write_job(
+        CONTINUOUS,
+        "once",
+        &[(
+            "run.sh",
+            r#"#!/bin/bash
+echo $$ >> "$TEST_STATE/once.pids"
+trap 'echo term >> "$TEST_STATE/once.events"' TERM
+echo ready
+while [ ! -s "$TEST_STATE/once.events" ]; do sleep 0.05; done
+# A second SIGTERM sent with the first arrives within this second and is noted.
+sleep 1
+exit 0
+"#,
+        )],
+    );
+    h.start();
+    h.wait_pids("once.pids", 1);
+    h.wait_log("once", "INFO] ready\n");
+    let status = h.stop();
+    assert_eq!(status.code(), Some(0), "host exit: {}", describe(&status));
+    assert_eq!(h.read_lines("once.events"), ["term"]);
+    h.wait_no_leftovers();
+}
+
 const FORKER: &str = r#"#!/bin/bash
 echo $$ >> "$TEST_STATE/main.pids"
 setsid bash -c 'echo $$ >> "$TEST_STATE/escaped.pids"; exec sleep 100000' </dev/null >/dev/null 2>&1 &

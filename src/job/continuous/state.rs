@@ -216,6 +216,9 @@ pub struct Machine {
     holds_lock: bool,
     /// The error last written to the job log, so a rescan does not repeat it.
     shown_error: Option<String>,
+    /// Why the lock could not be asked (shown as the job's error), so that the
+    /// next answer, taken or held elsewhere, clears it and no other error.
+    lock_error: Option<String>,
 }
 
 type Fx = Vec<Effect>;
@@ -229,6 +232,7 @@ impl Machine {
             active: None,
             holds_lock: false,
             shown_error: None,
+            lock_error: None,
         }
     }
 
@@ -248,6 +252,7 @@ impl Machine {
             }
             (State::Starting { attempt }, Input::Lock(Ok(()))) => {
                 self.holds_lock = true;
+                self.clear_lock_error();
                 fx.push(note(
                     None,
                     false,
@@ -256,8 +261,14 @@ impl Machine {
                 self.spawn(attempt, &mut fx);
             }
             (State::Starting { attempt }, Input::Lock(Err(why))) => {
-                if let Some(why) = why {
-                    self.status.error = Some(why);
+                match why {
+                    Some(why) => {
+                        self.status.error = Some(why.clone());
+                        self.lock_error = Some(why);
+                    }
+                    // Answered: the store (or the lock file) is usable again, so
+                    // why it could not be asked no longer holds.
+                    None => self.clear_lock_error(),
                 }
                 self.wait_lock(now.at + LOCK_RETRY, attempt, &mut fx);
             }
@@ -518,6 +529,14 @@ impl Machine {
     }
 
     /// Another host holds the singleton: ask again at `retry_at`.
+    fn clear_lock_error(&mut self) {
+        if let Some(why) = self.lock_error.take()
+            && self.status.error.as_ref() == Some(&why)
+        {
+            self.status.error = None;
+        }
+    }
+
     fn wait_lock(&mut self, retry_at: Instant, attempt: u32, fx: &mut Fx) {
         self.state = State::WaitingLock { retry_at, attempt };
         self.status.status = ContinuousState::InactiveInstance;

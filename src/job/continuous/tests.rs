@@ -547,6 +547,27 @@ fn a_lock_that_cannot_be_opened_is_shown_and_retried() {
     );
 }
 
+/// A host that could not ask the cluster store kept "the singleton waits for the
+/// store" as its error after the store was back and another host held the job.
+#[test]
+fn a_lock_error_clears_once_the_lock_is_seen_held_elsewhere() {
+    let mut p = reach("StartingLock");
+    p.step(Input::Lock(Err(Some("the store is away".into()))));
+    assert_eq!(p.m.status.error.as_deref(), Some("the store is away"));
+    p.at = super::state::LOCK_RETRY;
+    p.step(Input::Timer);
+    assert_eq!(name(&p.m.state), "Starting/0");
+    p.step(Input::Lock(Err(None)));
+    assert_eq!(name(&p.m.state), "WaitingLock/0");
+    assert_eq!(p.m.status.error, None);
+    // Another error is not the lock's to clear.
+    p.m.status.error = Some("could not start: x".into());
+    p.at = super::state::LOCK_RETRY * 2;
+    p.step(Input::Timer);
+    p.step(Input::Lock(Err(None)));
+    assert_eq!(p.m.status.error.as_deref(), Some("could not start: x"));
+}
+
 #[test]
 fn stop_continuations_are_named() {
     // `Then::ShowError` follows a stop only in Backoff, where no run is going: it

@@ -32,10 +32,12 @@ pub struct Ask {
 }
 
 /// The run lock's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lock {
     /// Another host holds it.
     Busy,
+    /// The cluster store, which holds it, cannot be asked: why.
+    Unavailable(String),
     /// Taken (or not needed: a host alone on its LOGS). `last_fired` is the
     /// occurrence last fired by any host, read under the lock when hosts share LOGS
     /// and the run is a scheduled fire.
@@ -91,13 +93,18 @@ pub fn gate(ask: &Ask) -> Verdict {
             },
         };
     }
-    match ask.lock {
+    match &ask.lock {
         None => Verdict::AskLock,
         Some(Lock::Busy) => refuse(TriggerError::LockedElsewhere { job }),
+        // Not "another host": nobody can say which host may run it.
+        Some(Lock::Unavailable(reason)) => refuse(TriggerError::StoreAway {
+            job,
+            reason: reason.clone(),
+        }),
         // Another host fired this occurrence and already finished.
         Some(Lock::Taken {
             last_fired: Some(last),
-        }) if ask.scheduled_for.is_some_and(|at| last >= at) => {
+        }) if ask.scheduled_for.is_some_and(|at| *last >= at) => {
             refuse(TriggerError::LockedElsewhere { job })
         }
         Some(Lock::Taken { .. }) => Verdict::Start,
@@ -162,6 +169,20 @@ mod tests {
                     ..fire(ask())
                 },
                 refuse(TriggerError::LockedElsewhere { job: j() }, None),
+            ),
+            (
+                "the store cannot be asked: not fired, not \"elsewhere\"",
+                Ask {
+                    lock: Some(Lock::Unavailable("down".into())),
+                    ..fire(ask())
+                },
+                refuse(
+                    TriggerError::StoreAway {
+                        job: j(),
+                        reason: "down".into(),
+                    },
+                    None,
+                ),
             ),
             (
                 "fire already fired elsewhere",

@@ -363,7 +363,8 @@ impl<P: Processes> TriggeredJob<P> {
             Effect::ScheduleOff => self.cursor = None,
             Effect::TakeLock { fire } => {
                 let answer = match self.acquire_run_lock(fire).await {
-                    Err(()) => gate::Lock::Busy,
+                    Err(None) => gate::Lock::Busy,
+                    Err(Some(why)) => gate::Lock::Unavailable(why),
                     Ok(hold) => {
                         // Alone, only this host writes the last fire, and its cursor
                         // never repeats an occurrence: nothing to read. In a cluster
@@ -520,7 +521,7 @@ impl<P: Processes> TriggeredJob<P> {
     async fn acquire_run_lock(
         &mut self,
         fire: Option<DateTime<Utc>>,
-    ) -> Result<Option<RunHold>, ()> {
+    ) -> Result<Option<RunHold>, Option<String>> {
         match self.ahead.take() {
             Some((at, hold)) if Some(at) == fire => return Ok(Some(hold)),
             // Another run asks (a manual one): it takes the same lock again, which
@@ -530,7 +531,7 @@ impl<P: Processes> TriggeredJob<P> {
         }
         match self.ctx.coord.take_run(&self.m.def.name, fire).await {
             Ok(hold) => Ok(hold),
-            Err(Refused::Busy) => Err(()),
+            Err(Refused::Busy) => Err(None),
             Err(Refused::Unavailable(e)) => {
                 self.sched(
                     &format!("no run: the cluster store cannot be asked for the run lease: {e}"),
@@ -545,7 +546,7 @@ impl<P: Processes> TriggeredJob<P> {
                     self.missed_fire = self.missed_fire.max(Some(at));
                     self.catch_up_at = Some(Instant::now() + CATCH_UP_RETRY);
                 }
-                Err(())
+                Err(Some(e))
             }
         }
     }

@@ -465,6 +465,14 @@ impl Machine {
                         format!("skipped {at}: run {run_id} is still going (overlap: skip)"),
                         false,
                     ),
+                    // Not fired elsewhere: the task tries it again (its catch-up);
+                    // the reason is in the note before this one.
+                    TriggerError::StoreAway { .. } => (
+                        format!(
+                            "{at} waits for the cluster store: it runs once the store answers if it is at most 10 minutes old and no host ran the job since"
+                        ),
+                        false,
+                    ),
                     // Another host fired it: that is the point of the lock.
                     TriggerError::LockedElsewhere { .. } => (
                         format!(
