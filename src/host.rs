@@ -192,6 +192,8 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
         None => None,
     };
     let name = opts.instance.clone().unwrap_or_else(|| "-".into());
+    // Whether this host's heartbeat is recorded: who is dead is not judged without it.
+    let own_beat = Arc::new(crate::cluster::member::OwnBeat::default());
     let queues = match &cluster {
         Some(pool) => crate::queue::Queues::new(
             Ok(Arc::new(crate::queue::postgres::PgStore::new(pool.clone()))),
@@ -201,6 +203,7 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
             pool.clone(),
             name.clone(),
             opts.lease_ttl,
+            own_beat.clone(),
         ))),
         None => crate::queue::Queues::open(&layout, opts.instance.as_deref()),
     };
@@ -304,6 +307,7 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
             pool.clone(),
             me,
             cancel.clone(),
+            own_beat.clone(),
         ));
         let (q, url) = (ctx.queues.clone(), url.clone());
         // The listener's client blocks on a runtime of its own: made off the workers.

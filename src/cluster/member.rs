@@ -54,10 +54,51 @@ pub struct Member {
     pub ttl: Duration,
 }
 
+/// Whether this host's own heartbeat is being recorded: while it is not (the store is
+/// away), and for a lease's length after it is again, this host declares no other
+/// host dead. After an outage of the whole store every host's lease has lapsed, and the
+/// others record theirs again only at their next beat: until then they are alive,
+/// not dead, and their running messages are theirs.
+#[derive(Debug, Default)]
+pub struct OwnBeat {
+    state: Mutex<BeatState>,
+}
+
+#[derive(Debug, Default)]
+struct BeatState {
+    failing: bool,
+    back_at: Option<Instant>,
+}
+
+impl OwnBeat {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BeatState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn recorded(&self) {
+        let mut s = self.lock();
+        if s.failing {
+            s.failing = false;
+            s.back_at = Some(Instant::now());
+        }
+    }
+
+    fn failed(&self) {
+        self.lock().failing = true;
+    }
+
+    /// Whether this host may judge others dead now, with leases of `ttl`.
+    fn may_judge(&self, ttl: Duration) -> bool {
+        let s = self.lock();
+        !s.failing && s.back_at.is_none_or(|at| at.elapsed() >= ttl)
+    }
+}
+
 /// Records the heartbeat every [`BEAT`] until `cancel`, then leaves (its lease ends at
 /// once, so what it held is taken over without waiting). The first heartbeat is
 /// recorded before this returns: a host claims nothing before it is known alive.
-pub async fn run(pool: Arc<Pool>, me: Member, cancel: CancellationToken) {
+/// `own` learns whether the beats are recorded.
+pub async fn run(pool: Arc<Pool>, me: Member, cancel: CancellationToken, own: Arc<OwnBeat>) {
     let version = env!("CARGO_PKG_VERSION");
     let mut failing = false;
     loop {
@@ -66,6 +107,11 @@ pub async fn run(pool: Arc<Pool>, me: Member, cancel: CancellationToken) {
             hosts::heartbeat(&p, &m.name, &m.api_addr, version, m.ttl)
         })
         .await;
+        match &beat {
+            Ok(Ok(_)) => own.recorded(),
+            Ok(Err(_)) => own.failed(),
+            Err(_) => {}
+        }
         match beat {
             Ok(Ok(_)) if failing => {
                 tracing::info!("heartbeat recorded again in the cluster store");
@@ -96,15 +142,17 @@ pub struct Heartbeats {
     pool: Arc<Pool>,
     me: String,
     ttl: Duration,
+    own: Arc<OwnBeat>,
     live: Mutex<Option<(Instant, Vec<String>)>>,
 }
 
 impl Heartbeats {
-    pub fn new(pool: Arc<Pool>, me: String, ttl: Duration) -> Heartbeats {
+    pub fn new(pool: Arc<Pool>, me: String, ttl: Duration, own: Arc<OwnBeat>) -> Heartbeats {
         Heartbeats {
             pool,
             me,
             ttl,
+            own,
             live: Mutex::new(None),
         }
     }
@@ -133,7 +181,11 @@ impl Liveness for Heartbeats {
             // life left them.
             return true;
         }
-        // The store cannot be read: nobody is declared dead on a guess.
+        // The store cannot be read, or was away a moment ago: nobody is declared
+        // dead on a guess.
+        if !self.own.may_judge(self.ttl) {
+            return false;
+        }
         self.live()
             .is_some_and(|live| !live.iter().any(|n| n == owner))
     }

@@ -352,9 +352,8 @@ fn a_store_outage_stops_singletons_refuses_messages_and_everything_resumes_once_
         });
     }
 
-    // Enqueued once every host recorded its heartbeat again: a message claimed
-    // before that may be taken over as a dead host's and run twice (the known bug
-    // that `messages_claimed_just_after_a_store_outage_run_once` shows).
+    // Enqueued once every host recorded its heartbeat again (a message claimed
+    // before that: `messages_claimed_just_after_a_store_outage_run_once`).
     h0.wait_for("every host to be alive again", DEADLINE, || {
         let (_, v) = apis[0].get_json("/api/hosts");
         v["hosts"]
@@ -484,12 +483,11 @@ fn a_store_outage_stops_singletons_refuses_messages_and_everything_resumes_once_
 }
 
 /// After an outage longer than `--lease-ttl`, every host's heartbeat lease has lapsed
-/// in the store. The first host to reconnect judges the others dead until their next
-/// heartbeat (up to 2 s later) and gives their `Running` messages back to the queue
-/// (`queue::liveness` via `cluster::member::Heartbeats::gone`), so a message claimed
-/// in that window runs twice, its attempt counted, though its host never died.
+/// in the store, and the others record theirs again only at their next beat (up to
+/// 2 s later). A host back from the outage judges nobody dead for a lease's length
+/// (`cluster::member::OwnBeat`), so a message claimed in that window is not given back
+/// as a dead host's: each runs once, one attempt.
 #[test]
-#[ignore = "known bug: after a full store outage, a message claimed before its host's next heartbeat is taken over as a dead host's (cluster::member::Heartbeats::gone)"]
 fn messages_claimed_just_after_a_store_outage_run_once() {
     let Some(db) = test_db("outage_takeover") else {
         return;
