@@ -317,6 +317,12 @@ fn a_store_outage_stops_singletons_refuses_messages_and_everything_resumes_once_
             || undecided(h).iter().any(|t| *t > cut_at),
         );
     }
+    // And the scheduled job's status says why it waits, on every host.
+    for (h, api) in hosts.iter().zip(&apis) {
+        h.wait_for("the scheduled job to say it waits", DEADLINE, || {
+            error_of(api, "/api/triggeredwebjobs/tick").contains("wait for the cluster store")
+        });
+    }
     // The latest undecided one is caught up (an earlier one, had the outage covered
     // two, is not: SPEC §10's catch-up is one fire).
     let missed = hosts.iter().flat_map(undecided).max().unwrap();
@@ -391,6 +397,16 @@ fn a_store_outage_stops_singletons_refuses_messages_and_everything_resumes_once_
     h0.wait_for("the missed occurrence to be caught up", DEADLINE, || {
         occurrences(&hosts).contains(&missed)
     });
+    // The host that ran it asked the store: its scheduled job's error is gone.
+    let ran_it = hosts
+        .iter()
+        .zip(&apis)
+        .find(|(h, _)| occurrences(std::slice::from_ref(*h)).contains(&missed));
+    if let Some((h, api)) = ran_it {
+        h.wait_for("the scheduled job's error to clear", DEADLINE, || {
+            error_of(api, "/api/triggeredwebjobs/tick").is_empty()
+        });
+    }
     for (api, pid) in apis.iter().zip(&pids) {
         assert_eq!(keep_pid(api), Some(*pid), "keep ran through, same process");
     }

@@ -133,7 +133,7 @@ pub(super) struct MessageQueue {
     next_sweep: Instant,
     inbox: Option<(PathBuf, CancellationToken, watch::Receiver<Option<String>>)>,
     /// Why the queue cannot be used (the store), shown as the job's error.
-    problem: Option<String>,
+    pub(super) problem: Option<String>,
 }
 
 /// Waits for a message run's process to end: its index and exit.
@@ -325,14 +325,8 @@ impl<P: Processes> TriggeredJob<P> {
             .map(|p| format!("queue.inbox: {p}"));
         let mut warnings = self.m.def.warnings.clone();
         warnings.extend(inbox);
-        let error = q
-            .problem
-            .clone()
-            .or_else(|| self.unrunnable.as_ref().map(|(_, msg)| msg.clone()));
-        self.set_status(|s| {
-            s.warnings = warnings;
-            s.error = error;
-        });
+        self.set_status(|s| s.warnings = warnings);
+        self.show_error();
     }
 
     /// Claims due messages into free slots and starts their runs; sweeps now and

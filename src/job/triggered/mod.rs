@@ -105,6 +105,7 @@ impl<P: Processes> TriggeredJob<P> {
             msg_runs: Vec::new(),
             missed_fire: None,
             catch_up_at: None,
+            store_wait: None,
             ahead: None,
             ahead_tried: None,
         };
@@ -163,6 +164,9 @@ pub(super) struct TriggeredJob<P: Processes> {
     /// was away), and when to try it again.
     missed_fire: Option<DateTime<Utc>>,
     catch_up_at: Option<Instant>,
+    /// In a cluster: why the last run asked for could not start (the store did not
+    /// answer), shown as the job's error until the store answers again.
+    store_wait: Option<String>,
     /// The run lock taken ahead of this occurrence (`Coordination::lead`: in a
     /// cluster), and the last occurrence it was asked for (once each).
     ahead: Option<(DateTime<Utc>, RunHold)>,
@@ -492,6 +496,18 @@ impl<P: Processes> TriggeredJob<P> {
         }
     }
 
+    /// The job's error, for a valid definition: its queue's store problem, runs that
+    /// wait for the cluster store, or a program the kernel refused.
+    fn show_error(&self) {
+        let error = self
+            .queue
+            .as_ref()
+            .and_then(|q| q.problem.clone())
+            .or_else(|| self.store_wait.clone())
+            .or_else(|| self.unrunnable.as_ref().map(|(_, msg)| msg.clone()));
+        self.set_status(|s| s.error = error);
+    }
+
     fn settings(&self) -> Option<&JobSettings> {
         self.m.def.settings.as_deref()
     }
@@ -529,7 +545,18 @@ impl<P: Processes> TriggeredJob<P> {
             Some((_, hold)) => hold.superseded(),
             None => {}
         }
-        match self.ctx.coord.take_run(&self.m.def.name, fire).await {
+        let taken = self.ctx.coord.take_run(&self.m.def.name, fire).await;
+        let waits = match &taken {
+            Err(Refused::Unavailable(e)) => Some(format!(
+                "runs wait for the cluster store ({e}); a missed occurrence runs once it answers, within 10 minutes"
+            )),
+            _ => None,
+        };
+        if waits != self.store_wait {
+            self.store_wait = waits;
+            self.show_error();
+        }
+        match taken {
             Ok(hold) => Ok(hold),
             Err(Refused::Busy) => Err(None),
             Err(Refused::Unavailable(e)) => {
@@ -692,8 +719,7 @@ impl<P: Processes> TriggeredJob<P> {
         {
             self.unrunnable = None;
         }
-        let error = self.unrunnable.as_ref().map(|(_, msg)| msg.clone());
-        self.set_status(|s| s.error = error);
+        self.show_error();
         self.sync_queue();
         if let Some(s) = self.settings() {
             let (max, keep) = (s.log_max_bytes, s.log_keep);
