@@ -105,8 +105,8 @@ const BLOCKING_THREADS: usize = 4;
 /// The async side only moves bytes from pipes to log files and answers the API; the
 /// disk work of runs is on the blocking threads, and the jobs' processes need the
 /// other cores. A worker per core made every wake-up of one worker also wake its
-/// idle sibling to look for work: on 2 cores, a second worker cost 7% more host CPU
-/// for 100 runs a second (bench/, hosts side by side), and gained no lateness.
+/// idle sibling to look for work: on 2 cores a second worker cost more host CPU per
+/// run and gained no lateness (figures in docs/development.md).
 fn worker_threads() -> usize {
     if let Some(n) = std::env::var("TOKIO_WORKER_THREADS")
         .ok()

@@ -4,8 +4,8 @@
 //! workers that run the API and the other jobs' pumps.
 //!
 //! What a wake costs is the point of the design: a run must not cost this thread a
-//! wake of its own (a pump thread per run cost +9% host CPU per run, a writer woken per
-//! write +24%). A sink hands its batch over under a short lock and tells the thread
+//! wake of its own (the designs that did cost measurably more host CPU per run:
+//! docs/development.md). A sink hands its batch over under a short lock and tells the thread
 //! only when the thread sleeps with nothing to do; the thread then waits [`GATHER`]
 //! so that the writes of the runs starting or ending in the same moments go out in
 //! one wake, and keeps ticking at that pace while work keeps coming.

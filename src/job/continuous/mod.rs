@@ -52,7 +52,7 @@ impl<P: Processes> ContinuousJob<P> {
         let (status_tx, status_rx) = watch::channel(status.clone());
         let singleton = def.settings.as_ref().is_some_and(|s| s.is_singleton);
         // Not through the host's log writer (yet): a continuous job flooding its log
-        // cost 2.5x the host CPU that way, its pump reading far smaller chunks once it
+        // cost far more host CPU that way, its pump reading far smaller chunks once it
         // no longer waits on its own writes (docs/development.md, 2026-12-01). The
         // writer's path (`LogSink::handed`, `settle_log`) stays for when the pump paces
         // its reads.
