@@ -346,6 +346,31 @@ mod tests {
     use crate::logsink::{LogSink, Stream};
     use std::time::Instant;
 
+    /// Drains and drops `writer` (off the async worker: it may wait on the FIFO), which
+    /// closes the FIFO, then takes what `reader` read from it.
+    async fn drain_then_read(
+        writer: LogWriter,
+        reader: std::thread::JoinHandle<Vec<u8>>,
+    ) -> Vec<u8> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            writer.drain();
+            drop(writer);
+            let _ = tx.send(());
+        });
+        tokio::time::timeout(Duration::from_secs(30), rx)
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::task::spawn_blocking(move || reader.join().unwrap()),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+    }
+
     async fn eventually(mut f: impl FnMut() -> bool) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -484,23 +509,7 @@ mod tests {
         );
         assert!(settle.wait(&sink, Duration::from_secs(30)).await);
         drop(sink);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            writer.drain();
-            drop(writer);
-            let _ = tx.send(());
-        });
-        tokio::time::timeout(Duration::from_secs(30), rx)
-            .await
-            .unwrap()
-            .unwrap();
-        let text = tokio::time::timeout(
-            Duration::from_secs(30),
-            tokio::task::spawn_blocking(move || reader.join().unwrap()),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let text = drain_then_read(writer, reader).await;
         let text = String::from_utf8(text).unwrap();
         assert!(text.contains("SYS INFO] first\n"), "{text:?}");
         assert!(text.ends_with("SYS INFO] second\n"), "{text:?}");
@@ -569,23 +578,7 @@ mod tests {
             .unwrap();
         drop(sink);
         // The writer keeps the FIFO open; dropping it and draining ends the reader.
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            writer.drain();
-            drop(writer);
-            let _ = tx.send(());
-        });
-        tokio::time::timeout(Duration::from_secs(30), rx)
-            .await
-            .unwrap()
-            .unwrap();
-        let text = tokio::time::timeout(
-            Duration::from_secs(30),
-            tokio::task::spawn_blocking(move || reader.join().unwrap()),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let text = drain_then_read(writer, reader).await;
         let numbers: Vec<usize> = String::from_utf8_lossy(&text)
             .lines()
             .map(|l| l.split("INFO] line ").nth(1).unwrap()[..4].parse().unwrap())
