@@ -46,14 +46,7 @@ impl Files {
             Some(file) => file,
             None => {
                 let path = self.layout.singleton_lock(job);
-                if let Some(dir) = path.parent() {
-                    let _ = std::fs::create_dir_all(dir);
-                }
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&path)
+                let file = open_lock(&path)
                     .map_err(|e| Some(format!("opening singleton lock {}: {e}", path.display())))?;
                 file.try_lock().map_err(|_| None)?;
                 file
@@ -114,15 +107,7 @@ impl Coordination for Files {
         if self.layout.instance.is_none() {
             return ready(Ok(None)).boxed();
         }
-        let path = self.run_lock_path(job);
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let opened = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path);
+        let opened = open_lock(&self.run_lock_path(job));
         async move {
             let f = opened.map_err(|_| Refused::Busy)?;
             for _ in 0..20 {
@@ -173,4 +158,16 @@ impl Coordination for Files {
         }
         .boxed()
     }
+}
+
+/// Opens (creating it and its folder if need be) the lock file at `path`.
+fn open_lock(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
 }
