@@ -606,10 +606,16 @@ impl Run {
                 forced: false,
             };
         }
-        if let Some(dir) = self.shutdown_file.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let _ = std::fs::write(&self.shutdown_file, b"");
+        // On the blocking pool (a slow disk must not hold the async workers), and
+        // before the SIGTERM: a program may look for the file when the signal comes.
+        let file = self.shutdown_file.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(dir) = file.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            std::fs::write(&file, b"")
+        })
+        .await;
         self.shutdown_written = true;
         let secs = grace.as_secs();
         logsink::note(
@@ -708,7 +714,8 @@ impl Run {
             let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(spare)).await;
         }
         if self.shutdown_written {
-            let _ = std::fs::remove_file(&self.shutdown_file);
+            let file = self.shutdown_file.clone();
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(file)).await;
         }
         out
     }
