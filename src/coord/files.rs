@@ -107,9 +107,13 @@ impl Coordination for Files {
         if self.layout.instance.is_none() {
             return ready(Ok(None)).boxed();
         }
-        let opened = open_lock(&self.run_lock_path(job));
+        let path = self.run_lock_path(job);
         async move {
-            let f = opened.map_err(|_| Refused::Busy)?;
+            // Opened on the blocking pool: LOGS may be a slow or network folder.
+            let opened = tokio::task::spawn_blocking(move || open_lock(&path)).await;
+            let f = opened
+                .map_err(|_| Refused::Busy)?
+                .map_err(|_| Refused::Busy)?;
             for _ in 0..20 {
                 if f.try_lock().is_ok() {
                     return Ok(Some(RunHold {
