@@ -19,7 +19,7 @@ use chrono::{DateTime, Duration as Span, Utc};
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::cluster_support::{Proxy, connect_instance, test_db};
+use crate::cluster_support::{Proxy, TestDb, connect_instance, test_db};
 use crate::support::client::{Api, json_of, message, send};
 use crate::support::{DEADLINE, Sandbox, TRIGGERED, TestHost};
 
@@ -204,22 +204,56 @@ fn error_of(api: &Api, path: &str) -> String {
     v["error"].as_str().unwrap_or_default().to_string()
 }
 
+const NAMES: [&str; 3] = ["a", "b", "c"];
+
+/// Three hosts (`NAMES`) of a fresh cluster, all reaching PostgreSQL through `proxy`,
+/// sharing `dir` for their jobs' notes.
+struct Outage {
+    db: TestDb,
+    dir: tempfile::TempDir,
+    proxy: Proxy,
+    hosts: Vec<TestHost>,
+    apis: Vec<Api>,
+}
+
+impl Outage {
+    /// `None` (the test skips) without PostgreSQL.
+    fn start(test: &str) -> Option<Outage> {
+        let db = test_db(test)?;
+        let dir = tempfile::tempdir().unwrap();
+        let proxy = Proxy::start("127.0.0.1:5432");
+        let url = proxy.url(&db.url);
+        let (hosts, apis) = NAMES
+            .iter()
+            .map(|n| outage_host(n, &url, dir.path()))
+            .unzip();
+        Some(Outage {
+            db,
+            dir,
+            proxy,
+            hosts,
+            apis,
+        })
+    }
+}
+
 fn secs(t: DateTime<Utc>) -> f64 {
     t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) / 1e9
 }
 
 #[test]
 fn a_store_outage_stops_singletons_refuses_messages_and_everything_resumes_once_it_is_back() {
-    let Some(db) = test_db("outage") else {
+    let Some(Outage {
+        db,
+        dir,
+        proxy,
+        mut hosts,
+        apis,
+    }) = Outage::start("outage")
+    else {
         return;
     };
-    let shared = tempfile::tempdir().unwrap();
-    let shared = shared.path();
-    let proxy = Proxy::start("127.0.0.1:5432");
-    let url = proxy.url(&db.url);
-    let names = ["a", "b", "c"];
-    let (mut hosts, apis): (Vec<TestHost>, Vec<Api>) =
-        names.iter().map(|n| outage_host(n, &url, shared)).unzip();
+    let (shared, names) = (dir.path(), NAMES);
     let h0 = &hosts[0];
 
     // ----- before: everything runs ------------------------------------------------
@@ -505,16 +539,17 @@ fn a_store_outage_stops_singletons_refuses_messages_and_everything_resumes_once_
 /// as a dead host's: each runs once, one attempt.
 #[test]
 fn messages_claimed_just_after_a_store_outage_run_once() {
-    let Some(db) = test_db("outage_takeover") else {
+    let Some(Outage {
+        db,
+        dir,
+        proxy,
+        hosts,
+        apis,
+    }) = Outage::start("outage_takeover")
+    else {
         return;
     };
-    let shared = tempfile::tempdir().unwrap();
-    let shared = shared.path();
-    let proxy = Proxy::start("127.0.0.1:5432");
-    let url = proxy.url(&db.url);
-    let names = ["a", "b", "c"];
-    let (hosts, apis): (Vec<TestHost>, Vec<Api>) =
-        names.iter().map(|n| outage_host(n, &url, shared)).unzip();
+    let shared = dir.path();
     let h0 = &hosts[0];
     proxy.cut();
     // Cut for longer than the ttl: every host's lease lapses (read directly).
