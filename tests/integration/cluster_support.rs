@@ -125,6 +125,13 @@ impl Proxy {
                 for s in [&client, &server] {
                     list.lock().unwrap().push(s.try_clone().unwrap());
                 }
+                // Cut while this one was being connected: `cut` may have shut the
+                // listed ones before these were listed.
+                if c.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = server.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
                 for (mut from, mut to) in [
                     (client.try_clone().unwrap(), server.try_clone().unwrap()),
                     (server, client),
