@@ -83,13 +83,14 @@ pub struct Chunk {
 
 struct Cursor {
     path: PathBuf,
+    /// Where an earlier stream left off: the backlog is opened at the first step.
+    resume: Option<Position>,
     /// Rotated files still to read, oldest first, before the live file.
     backlog: VecDeque<(File, u64)>,
     file: Option<File>,
     ino: u64,
     pos: u64,
     until: Until,
-    cancel: CancellationToken,
     /// SSE: hand out whole lines only, so every event id is a line boundary.
     whole_lines: bool,
     finished: bool,
@@ -189,7 +190,10 @@ fn read_at(f: &mut File, pos: u64, whole_lines: bool) -> Vec<u8> {
     buf
 }
 
-/// A stream of the log at `path` from `start`.
+/// A stream of the log at `path` from `start`. The file work (opening, reading,
+/// looking for a rotation, the `until` check) runs on the blocking pool, one chunk at
+/// a time: LOGS may be a slow or network folder, and a follow must not hold an async
+/// worker while it waits on it.
 pub fn stream(
     path: PathBuf,
     start: Start,
@@ -197,31 +201,72 @@ pub fn stream(
     cancel: CancellationToken,
     whole_lines: bool,
 ) -> impl futures_util::Stream<Item = Chunk> + Send {
-    let (backlog, pos) = match start {
-        Start::Offset(o) => (VecDeque::new(), o),
-        Start::Resume(p) => backlog_for(&path, p),
+    let (resume, pos) = match start {
+        Start::Offset(o) => (None, o),
+        Start::Resume(p) => (Some(p), 0),
     };
     let cursor = Cursor {
         path,
-        backlog,
+        resume,
+        backlog: VecDeque::new(),
         file: None,
         ino: 0,
         pos,
         until,
-        cancel,
         whole_lines,
         finished: false,
     };
-    futures_util::stream::unfold(cursor, |mut c| async move {
-        if c.finished {
-            return None;
+    futures_util::stream::unfold(cursor, move |mut c| {
+        let cancel = cancel.clone();
+        async move {
+            loop {
+                let stepped = tokio::task::spawn_blocking(move || {
+                    let step = c.step();
+                    (c, step)
+                })
+                .await;
+                // Only when the runtime shuts down.
+                let Ok((next, step)) = stepped else {
+                    return None;
+                };
+                c = next;
+                match step {
+                    Step::Chunk(chunk) => return Some((chunk, c)),
+                    Step::End => return None,
+                    Step::Wait => {}
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return None,
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+            }
+        }
+    })
+}
+
+/// What a cursor found.
+enum Step {
+    Chunk(Chunk),
+    /// Nothing new for now: look again after [`POLL`].
+    Wait,
+    End,
+}
+
+impl Cursor {
+    /// Reads the next chunk, if there is one. Blocking file work.
+    fn step(&mut self) -> Step {
+        if self.finished {
+            return Step::End;
+        }
+        if let Some(p) = self.resume.take() {
+            (self.backlog, self.pos) = backlog_for(&self.path, p);
         }
         loop {
             // Rotated files first: complete, they only need reading to the end.
-            if let Some((f, off)) = c.backlog.front_mut() {
-                let bytes = read_at(f, *off, c.whole_lines);
+            if let Some((f, off)) = self.backlog.front_mut() {
+                let bytes = read_at(f, *off, self.whole_lines);
                 if bytes.is_empty() {
-                    c.backlog.pop_front();
+                    self.backlog.pop_front();
                     continue;
                 }
                 *off += bytes.len() as u64;
@@ -229,80 +274,65 @@ pub fn stream(
                     ino: f.metadata().map(|m| m.ino()).unwrap_or(0),
                     offset: *off,
                 };
-                return Some((
-                    Chunk {
-                        bytes: Bytes::from(bytes),
-                        end,
-                    },
-                    c,
-                ));
+                return Step::Chunk(Chunk {
+                    bytes: Bytes::from(bytes),
+                    end,
+                });
             }
-            if c.file.is_none()
-                && let Ok(f) = File::open(&c.path)
+            if self.file.is_none()
+                && let Ok(f) = File::open(&self.path)
             {
-                c.ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
-                c.file = Some(f);
+                self.ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
+                self.file = Some(f);
             }
-            if let Some(f) = c.file.as_mut() {
-                let bytes = read_at(f, c.pos, c.whole_lines);
+            if let Some(f) = self.file.as_mut() {
+                let bytes = read_at(f, self.pos, self.whole_lines);
                 if !bytes.is_empty() {
-                    c.pos += bytes.len() as u64;
-                    let end = Position {
-                        ino: c.ino,
-                        offset: c.pos,
-                    };
-                    return Some((
-                        Chunk {
-                            bytes: Bytes::from(bytes),
-                            end,
-                        },
-                        c,
-                    ));
+                    self.pos += bytes.len() as u64;
+                    return Step::Chunk(self.chunk(bytes));
                 }
                 // At the end of the open file: was it rotated away?
-                let now_ino = std::fs::metadata(&c.path).map(|m| m.ino()).ok();
-                if now_ino.is_some_and(|i| i != c.ino) {
-                    c.file = None;
-                    c.pos = 0;
+                let now_ino = std::fs::metadata(&self.path).map(|m| m.ino()).ok();
+                if now_ino.is_some_and(|i| i != self.ino) {
+                    self.file = None;
+                    self.pos = 0;
                     continue;
                 }
             }
-            let done = match &c.until {
+            let done = match &self.until {
                 Until::Now => true,
                 Until::Done(f) => f(),
                 Until::Forever => false,
             };
-            if done {
-                // One last read: the writer may have finished after our last look.
-                if let Some(f) = c.file.as_mut() {
-                    let mut rest = Vec::new();
-                    if f.seek(SeekFrom::Start(c.pos)).is_ok()
-                        && f.read_to_end(&mut rest).is_ok()
-                        && !rest.is_empty()
-                    {
-                        c.pos += rest.len() as u64;
-                        c.finished = true;
-                        let end = Position {
-                            ino: c.ino,
-                            offset: c.pos,
-                        };
-                        return Some((
-                            Chunk {
-                                bytes: Bytes::from(rest),
-                                end,
-                            },
-                            c,
-                        ));
-                    }
+            if !done {
+                return Step::Wait;
+            }
+            // One last read: the writer may have finished after our last look.
+            if let Some(f) = self.file.as_mut() {
+                let mut rest = Vec::new();
+                if f.seek(SeekFrom::Start(self.pos)).is_ok()
+                    && f.read_to_end(&mut rest).is_ok()
+                    && !rest.is_empty()
+                {
+                    self.pos += rest.len() as u64;
+                    self.finished = true;
+                    return Step::Chunk(self.chunk(rest));
                 }
-                return None;
             }
-            tokio::select! {
-                _ = c.cancel.cancelled() => return None,
-                _ = tokio::time::sleep(POLL) => {}
-            }
+            return Step::End;
         }
-    })
+    }
+
+    /// `bytes` just read from the live file, ending at `pos`.
+    fn chunk(&self, bytes: Vec<u8>) -> Chunk {
+        Chunk {
+            bytes: Bytes::from(bytes),
+            end: Position {
+                ino: self.ino,
+                offset: self.pos,
+            },
+        }
+    }
 }
 
 /// How often an idle event stream sends a comment, so proxies and clients that drop

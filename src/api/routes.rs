@@ -468,7 +468,9 @@ async fn history(
 ) -> ApiResult<impl IntoResponse> {
     entry(&st, JobType::Triggered, &name)?;
     let b = base(&headers);
-    let mut runs: Vec<dto::Run> = records::history(&job_logs(&st, &name))
+    let dir = job_logs(&st, &name);
+    let mut runs: Vec<dto::Run> = from_logs(move || records::history(&dir))
+        .await?
         .iter()
         .map(|r| dto::run(&b, r))
         .collect();
@@ -530,7 +532,18 @@ async fn cluster_runs(
         .collect())
 }
 
-fn find_run(st: &ApiState, name: &str, id: &str) -> ApiResult<records::RunRecord> {
+/// Reads LOGS on the blocking pool: a slow or network folder must not hold one of the
+/// async workers that answer every other request.
+async fn from_logs<T: Send + 'static>(read: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(read).await.map_err(|_| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the host is stopping".into(),
+        )
+    })
+}
+
+async fn find_run(st: &ApiState, name: &str, id: &str) -> ApiResult<records::RunRecord> {
     entry(st, JobType::Triggered, name)?;
     if !records::is_run_id(id) {
         return Err(ApiError(
@@ -538,7 +551,9 @@ fn find_run(st: &ApiState, name: &str, id: &str) -> ApiResult<records::RunRecord
             format!("`{id}` is not a run id (18 digits)"),
         ));
     }
-    records::read(&job_logs(st, name), id)
+    let (dir, owned_id) = (job_logs(st, name), id.to_string());
+    from_logs(move || records::read(&dir, &owned_id))
+        .await?
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("{name} has no run {id}")))
 }
 
@@ -547,7 +562,7 @@ async fn history_run(
     headers: HeaderMap,
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    match (find_run(&st, &name, &id), &st.0.cluster) {
+    match (find_run(&st, &name, &id).await, &st.0.cluster) {
         (Err(ApiError(StatusCode::NOT_FOUND, why)), Some(cluster)) => {
             // Another host's run, from the cluster's history.
             match cluster_runs(cluster, &name, Some(&id))
@@ -571,7 +586,7 @@ async fn cancel(
     State(st): State<ApiState>,
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    find_run(&st, &name, &id)?;
+    find_run(&st, &name, &id).await?;
     let e = entry(&st, JobType::Triggered, &name)?;
     let (reply, rx) = oneshot::channel();
     e.handle
@@ -610,7 +625,7 @@ impl LogQuery {
 
 /// A log response: plain text (bytes exact) or, for `Accept: text/event-stream` or
 /// `format=sse`, server-sent events whose ids are resumable positions.
-fn text_stream(
+async fn text_stream(
     path: PathBuf,
     q: &LogQuery,
     headers: &HeaderMap,
@@ -622,21 +637,26 @@ fn text_stream(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or(q.from.clone());
-    let start = match (resume, q.offset, q.tail) {
-        (Some(pos), _, _) => Start::Resume(
-            pos.parse()
-                .map_err(|e: String| ApiError(StatusCode::BAD_REQUEST, e))?,
-        ),
-        (None, Some(o), _) => Start::Offset(o),
-        (None, None, Some(n)) => Start::Offset(follow::tail_offset(&path, n)),
-        (None, None, None) => Start::Offset(0),
-    };
+    let resume: Option<follow::Position> = resume
+        .map(|pos| pos.parse())
+        .transpose()
+        .map_err(|e: String| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let (offset, tail, file) = (q.offset, q.tail, path.clone());
+    let (start, first) = from_logs(move || {
+        let start = match (resume, offset, tail) {
+            (Some(pos), _, _) => Start::Resume(pos),
+            (None, Some(o), _) => Start::Offset(o),
+            (None, None, Some(n)) => Start::Offset(follow::tail_offset(&file, n)),
+            (None, None, None) => Start::Offset(0),
+        };
+        (start, follow::start_position(&file, start))
+    })
+    .await?;
     let sse = q.format.as_deref() == Some("sse")
         || headers
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("text/event-stream"));
-    let first = follow::start_position(&path, start);
     let chunks = follow::stream(path, start, until, st.0.cancel.clone(), sse);
     let mut resp = if sse {
         follow::sse_response(chunks)
@@ -676,7 +696,7 @@ async fn continuous_log(
     } else {
         Until::Now
     };
-    text_stream(path, &q, &headers, until, &st)
+    text_stream(path, &q, &headers, until, &st).await
 }
 
 async fn run_output(
@@ -685,7 +705,7 @@ async fn run_output(
     Query(q): Query<LogQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    find_run(&st, &name, &id)?;
+    find_run(&st, &name, &id).await?;
     let dir = job_logs(&st, &name);
     let path = st.0.layout.run_output(&name, &id);
     let until = if q.follow() {
@@ -696,7 +716,7 @@ async fn run_output(
     } else {
         Until::Now
     };
-    text_stream(path, &q, &headers, until, &st)
+    text_stream(path, &q, &headers, until, &st).await
 }
 
 async fn scheduler_log(
@@ -712,7 +732,7 @@ async fn scheduler_log(
     } else {
         Until::Now
     };
-    text_stream(path, &q, &headers, until, &st)
+    text_stream(path, &q, &headers, until, &st).await
 }
 
 pub(super) fn check_name(name: &str) -> ApiResult<()> {
