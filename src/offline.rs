@@ -78,10 +78,7 @@ fn run_output(dir: &Path, name: &str, run: Option<&str>) -> anyhow::Result<PathB
             }
             id.to_string()
         }
-        None => match crate::job::triggered::records::history(dir)
-            .into_iter()
-            .next()
-        {
+        None => match crate::job::triggered::records::latest(dir) {
             Some(r) => r.id,
             None => bail!("{name} has no runs yet (nothing in {})", dir.display()),
         },

@@ -1,8 +1,8 @@
-//! Coordination by lock files in LOGS (SPEC §5b): hosts of one machine sharing a LOGS
-//! folder (each with its `--instance` name) take `flock`s on files there. A continuous
-//! singleton's lock is `continuous/JOB/singleton.lock` (see `LogsLayout`); a triggered
-//! job's run lock is `triggered/JOB/run.lock`, taken only when other hosts may share
-//! these LOGS. Nothing is renewed: the kernel drops a lock with its holder. The latest
+//! Coordination by lock files in LOGS (docs/jobs.md, "Several hosts on one folder"):
+//! hosts of one machine sharing a LOGS folder (each with its `--instance` name) take
+//! `flock`s on files there. A continuous singleton's lock is
+//! `continuous/JOB/singleton.lock` (see `LogsLayout`); a triggered job's run lock is
+//! `triggered/JOB/run.lock`, taken only when other hosts may share these LOGS. Nothing is renewed: the kernel drops a lock with its holder. The latest
 //! fire is read from the job's records.
 
 use std::path::PathBuf;
@@ -34,31 +34,40 @@ impl Files {
             .join("run.lock")
     }
 
-    /// Opens (creating it and its folder) and locks the singleton's lock file.
+    /// Opens (creating it and its folder, on the blocking pool: LOGS may be a slow or
+    /// network folder) and locks the singleton's lock file.
     fn lock_singleton(
         &self,
         job: &str,
         files: &FileWriter,
-    ) -> Result<SingletonHold, Option<String>> {
-        // Released a moment ago and still waiting for the status writes before it:
-        // still ours.
-        let file = match files.reclaim() {
-            Some(file) => file,
-            None => {
-                let path = self.layout.singleton_lock(job);
-                let file = open_lock(&path)
-                    .map_err(|e| Some(format!("opening singleton lock {}: {e}", path.display())))?;
-                file.try_lock().map_err(|_| None)?;
-                file
+    ) -> BoxFuture<'static, Result<SingletonHold, Option<String>>> {
+        let path = self.layout.singleton_lock(job);
+        let inactive = self.layout.inactive_status_file(job);
+        let files = files.clone();
+        async move {
+            // Released a moment ago and still waiting for the status writes before it:
+            // still ours.
+            let file = match files.reclaim() {
+                Some(file) => file,
+                None => {
+                    let shown = path.display().to_string();
+                    let file = tokio::task::spawn_blocking(move || open_lock(&path))
+                        .await
+                        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                        .map_err(|e| Some(format!("opening singleton lock {shown}: {e}")))?;
+                    file.try_lock().map_err(|_| None)?;
+                    file
+                }
+            };
+            // The holder writes the job's one status file: this host's inactive one goes.
+            if let Some(p) = inactive {
+                files.remove(p);
             }
-        };
-        // The holder writes the job's one status file: this host's inactive one goes.
-        if let Some(p) = self.layout.inactive_status_file(job) {
-            files.remove(p);
+            Ok(SingletonHold {
+                how: SingletonHow::File(file),
+            })
         }
-        Ok(SingletonHold {
-            how: SingletonHow::File(file),
-        })
+        .boxed()
     }
 }
 
@@ -72,8 +81,7 @@ impl Coordination for Files {
         job: &str,
         files: &FileWriter,
     ) -> BoxFuture<'static, Result<SingletonHold, Option<String>>> {
-        // A few system calls, done at once: no hop to the blocking pool.
-        ready(self.lock_singleton(job, files)).boxed()
+        self.lock_singleton(job, files)
     }
 
     fn renew_singleton<'a>(&'a self, _hold: &'a mut SingletonHold) -> BoxFuture<'a, Renewal> {

@@ -5,9 +5,9 @@
 //! [`Coordination`], held by the job tasks as `Arc<dyn Coordination>` in
 //! `HostContext` and chosen once by the host:
 //!
-//! - [`files::Files`]: lock files in LOGS taken with `flock` (SPEC §5b): hosts of one
-//!   machine sharing LOGS through `--instance`; a host without an instance name is
-//!   alone and takes no run lock.
+//! - [`files::Files`]: lock files in LOGS taken with `flock` (docs/jobs.md, "Several
+//!   hosts on one folder"): hosts of one machine sharing LOGS through `--instance`; a
+//!   host without an instance name is alone and takes no run lock.
 //! - [`store::Store`]: leases in the cluster's PostgreSQL store (`cluster::leases`,
 //!   `cluster::fires`), renewed while held, with a fencing token (docs/cluster.md).
 //!

@@ -110,7 +110,8 @@ pub struct RunRequest<'a> {
     pub in_place: bool,
     pub env: &'a std::collections::BTreeMap<String, String>,
     pub args: &'a [OsString],
-    /// The job's folder under LOGS (`WEBJOBS_DATA_PATH`).
+    /// The job's folder under LOGS (`WEBJOBS_DATA_PATH`), made if need be when the run
+    /// starts.
     pub data_path: &'a Path,
     /// `WEBJOBS_RUN_ID` (see [`PreparedRun::set_run_id`] when it is not known yet).
     pub run_id: &'a str,
@@ -125,6 +126,7 @@ pub struct PreparedRun {
     fingerprint: u64,
     in_place: bool,
     job_scratch: PathBuf,
+    data_path: PathBuf,
     token: String,
     shutdown_file: PathBuf,
     launch: Launch,
@@ -259,6 +261,7 @@ impl Runner {
             fingerprint: req.fingerprint,
             in_place: req.in_place,
             job_scratch,
+            data_path: req.data_path.to_path_buf(),
             mark: format!("{}/{}", self.host_id, token),
             token,
             launch: req.launch.clone(),
@@ -283,6 +286,9 @@ impl Runner {
     /// Blocking: the private copy, then the spawn (which waits until the child has
     /// exec'd). Call on the blocking pool.
     pub fn spawn_prepared(&self, job: PreparedRun) -> Result<SpawnedRun, SpawnError> {
+        // A continuous job's data folder may not exist yet (a triggered run's is where
+        // its run folder was just made). A failure shows to the run, which uses it.
+        let _ = std::fs::create_dir_all(&job.data_path);
         let workspace = if job.in_place {
             let _ = std::fs::create_dir_all(&job.job_scratch);
             None

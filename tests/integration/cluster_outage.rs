@@ -1,12 +1,13 @@
 //! An outage of the cluster store: three hosts reach PostgreSQL through one loopback
-//! proxy, which cuts every connection at once and later lets them in again (SPEC §10,
-//! "Store outage"). Through the outage a continuous job that is not a singleton keeps
-//! its process, the singleton's run ends before its lease could expire and its status
-//! says why it waits, `POST messages` answers 503 and the queue job says its messages
-//! wait, and a scheduled occurrence that falls in the outage is not fired. Once the
-//! store is back, the hosts reconnect by themselves: exactly one host runs the
-//! singleton again under a greater fencing token, a message enqueued then runs once,
-//! and the missed occurrence runs once (within the 10-minute rule) on one host.
+//! proxy, which cuts every connection at once and later lets them in again
+//! (docs/cluster.md, "When the store is away"). Through the outage a continuous job
+//! that is not a singleton keeps its process, the singleton's run ends before its
+//! lease could expire and its status says why it waits, `POST messages` answers 503
+//! and the queue job says its messages wait, and a scheduled occurrence that falls in
+//! the outage is not fired. Once the store is back, the hosts reconnect by themselves:
+//! exactly one host runs the singleton again under a greater fencing token, a message
+//! enqueued then runs once, and the missed occurrence runs once (within the 10-minute
+//! rule) on one host.
 //!
 //! The assertions read the whole recorded history (the jobs' own notes in a shared
 //! folder, every host's run records), not a sample of it. Needs PostgreSQL, as the
@@ -358,7 +359,7 @@ fn a_store_outage_stops_singletons_refuses_messages_and_everything_resumes_once_
         });
     }
     // The latest undecided one is caught up (an earlier one, had the outage covered
-    // two, is not: SPEC §10's catch-up is one fire).
+    // two, is not: the catch-up is one fire).
     let missed = hosts.iter().flat_map(undecided).max().unwrap();
     // Nothing needing no decision stopped.
     for (api, pid) in apis.iter().zip(&pids) {

@@ -77,9 +77,9 @@ impl<P: Processes> TriggeredJob<P> {
         cancel: &CancellationToken,
     ) -> (JobView, Self) {
         let logs = ctx.layout.job_dir(JobType::Triggered, &def.name);
+        // Its latest run is read when the task starts (`run_loop`), off the workers.
         let status = TriggeredStatus {
             name: def.name.clone(),
-            latest_run: records::history(&logs).into_iter().next(),
             ..Default::default()
         };
         let (status_tx, status_rx) = watch::channel(status);
@@ -220,6 +220,10 @@ impl<P: Processes> TriggeredJob<P> {
         // The job is listed from the start; while its previous task still stops, it
         // shows the status it was created with (no run, its history).
         let mut applied = begin.applied.take();
+        // Before any writer is answered: one that deployed the job sees its history.
+        let logs = self.logs.clone();
+        let latest = blocking(move || records::latest(&logs)).await.flatten();
+        self.set_status(|s| s.latest_run = latest);
         if begin.predecessor.is_some() {
             answer(applied.take());
             tokio::select! {
@@ -671,17 +675,22 @@ impl<P: Processes> TriggeredJob<P> {
         let Ok(_lock) = self.acquire_run_lock(None).await else {
             return;
         };
-        for id in records::recover_stale(
-            &self.logs,
-            "the host running it stopped unexpectedly (found when a host started)",
-        ) {
+        let logs = self.logs.clone();
+        let Some((fixed, latest)) = blocking(move || {
+            let why = "the host running it stopped unexpectedly (found when a host started)";
+            (records::recover_stale(&logs, why), records::latest(&logs))
+        })
+        .await
+        else {
+            return;
+        };
+        for id in fixed {
             tracing::warn!(job = %self.m.def.name, "run {id} was left Running by a host that died: marked Aborted");
             self.sched(
                 &format!("run {id} was left Running by a host that died: marked Aborted"),
                 true,
             );
         }
-        let latest = records::history(&self.logs).into_iter().next();
         self.set_status(|s| s.latest_run = latest);
     }
 

@@ -347,6 +347,14 @@ pub fn read(job_logs: &Path, id: &str) -> Option<RunRecord> {
     parse_versioned(&path, &bytes, |r: &RunRecord| r.schema_version)
 }
 
+/// The newest run's record: [`history`]'s first, without reading the others.
+pub fn latest(job_logs: &Path) -> Option<RunRecord> {
+    list_ids(job_logs)
+        .iter()
+        .rev()
+        .find_map(|id| read(job_logs, id))
+}
+
 /// Newest first, as the API's history.
 pub fn history(job_logs: &Path) -> Vec<RunRecord> {
     list_ids(job_logs)
