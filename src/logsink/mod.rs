@@ -320,15 +320,23 @@ impl LogSink {
                 stats,
                 backlog,
             } => {
-                let (now, queued, tell) = out.hand(&mut self.batch, self.batch_lines, &self.run_id);
-                (*stats, *backlog) = (now, queued);
-                if tell {
+                let handed = out.hand(&mut self.batch, self.batch_lines, &self.run_id);
+                (*stats, *backlog) = (handed.stats, handed.queued);
+                if handed.tell {
                     writer.ready(out.clone());
+                }
+                if handed.hurry {
+                    writer.hurry();
                 }
             }
         }
         self.batch_lines = 0;
         self.stats()
+    }
+
+    /// Whether the writer thread does this sink's writes ([`LogSink::handed`]).
+    pub fn is_handed(&self) -> bool {
+        matches!(self.end, End::Handed { .. })
     }
 
     /// Bytes waiting for `flush`. Callers flush when this passes ~64 KiB, and whenever

@@ -8,7 +8,9 @@
 //! docs/development.md). A sink hands its batch over under a short lock and tells the thread
 //! only when the thread sleeps with nothing to do; the thread then waits [`GATHER`]
 //! so that the writes of the runs starting or ending in the same moments go out in
-//! one wake, and keeps ticking at that pace while work keeps coming.
+//! one wake, and keeps ticking at that pace while work keeps coming. A flood does not
+//! wait out the gathering: a log with [`HURRY`] bytes queued wakes the thread at once,
+//! or the job would wait on its pipe meanwhile.
 //!
 //! Memory is bounded per log: a pump stops reading its pipes while its log has more
 //! than a bound not yet taken by the thread ([`Outbox::room`]), so a stuck write
@@ -26,6 +28,11 @@ use super::{FileEnd, LogStats};
 /// quick), and what a run's end waits for its record.
 pub const GATHER: Duration = Duration::from_millis(10);
 
+/// Bytes queued for one log past which the thread stops gathering and writes: far
+/// more than runs print in a moment, a fraction of what a flood hands over in
+/// [`GATHER`].
+const HURRY: usize = 1 << 20;
+
 /// A step for the thread, in the order the sink asked.
 enum Item {
     /// Framed lines; `run_id` names the latest line's run for the writer's own notes.
@@ -37,6 +44,18 @@ enum Item {
     Limits(u64, u32),
     /// Runs after the bytes handed before it are written (or failed).
     Then(Box<dyn FnOnce() + Send>),
+}
+
+/// What a hand-off found.
+pub(super) struct Handed {
+    /// The file end's stats as of the thread's latest write.
+    pub stats: LogStats,
+    /// Bytes not yet taken by the thread.
+    pub queued: usize,
+    /// The thread must be told of this log ([`LogWriter::ready`]).
+    pub tell: bool,
+    /// The log just passed [`HURRY`] ([`LogWriter::hurry`]).
+    pub hurry: bool,
 }
 
 /// One log's hand-off point between its sink (on the async workers) and the thread.
@@ -89,29 +108,31 @@ impl Outbox {
         lock(&self.file).open_empty();
     }
 
-    /// Queues `batch` (swapped for a spare buffer) and returns the stats, the bytes
-    /// not yet taken, and whether the thread must be told of this log.
-    pub(super) fn hand(
-        &self,
-        batch: &mut Vec<u8>,
-        lines: u64,
-        run_id: &str,
-    ) -> (LogStats, usize, bool) {
+    /// Queues `batch` (swapped for a spare buffer).
+    pub(super) fn hand(&self, batch: &mut Vec<u8>, lines: u64, run_id: &str) -> Handed {
         let mut q = lock(&self.queue);
+        let before = q.bytes;
         if !batch.is_empty() {
             q.bytes += batch.len();
             match q.items.back_mut() {
+                // Small batches (a run's few lines) join the one before, for one write;
+                // a flood's are queued as they are, not copied again.
                 Some(Item::Bytes {
                     buf,
                     lines: l,
                     run_id: r,
-                }) if r == run_id => {
+                }) if r == run_id && buf.len() + batch.len() <= super::AUTO_FLUSH_BYTES => {
                     buf.extend_from_slice(batch);
                     *l += lines;
                     batch.clear();
                 }
                 _ => {
-                    let fresh = q.spare.pop().unwrap_or_default();
+                    // As large as the batch handed: the sink refills it without
+                    // growing it step by step.
+                    let fresh = q
+                        .spare
+                        .pop()
+                        .unwrap_or_else(|| Vec::with_capacity(batch.capacity()));
                     q.items.push_back(Item::Bytes {
                         buf: std::mem::replace(batch, fresh),
                         lines,
@@ -122,7 +143,12 @@ impl Outbox {
         }
         let tell = !q.items.is_empty() && !q.listed;
         q.listed |= tell;
-        (q.stats.clone(), q.bytes, tell)
+        Handed {
+            stats: q.stats.clone(),
+            queued: q.bytes,
+            tell,
+            hurry: before < HURRY && q.bytes >= HURRY,
+        }
     }
 
     /// The file end's stats as of the thread's latest write.
@@ -222,6 +248,8 @@ struct State {
     ready: Vec<Arc<Outbox>>,
     /// The thread is gathering or writing: it will look at `ready` again unasked.
     awake: bool,
+    /// A log passed [`HURRY`]: the gathering ends now.
+    hurry: bool,
     stop: bool,
 }
 
@@ -279,6 +307,12 @@ impl LogWriter {
         }
     }
 
+    /// Ends the thread's gathering: a log has a flood's worth queued.
+    pub(super) fn hurry(&self) {
+        lock(&self.inner.state).hurry = true;
+        self.inner.wake.notify_one();
+    }
+
     pub(super) fn limits(&self, out: &Arc<Outbox>, max: u64, keep: u32) {
         if out.push(Item::Limits(max, keep)) {
             self.ready(out.clone());
@@ -328,9 +362,14 @@ impl Inner {
                     st = self.wake.wait(st).unwrap_or_else(|e| e.into_inner());
                 }
                 st.awake = true;
+                // Let the other runs of this moment hand theirs over too: one wake for
+                // all. Not a flood, though.
+                let (mut st, _) = self
+                    .wake
+                    .wait_timeout_while(st, GATHER, |st| !st.hurry && !st.stop)
+                    .unwrap_or_else(|e| e.into_inner());
+                st.hurry = false;
             }
-            // Let the other runs of this moment hand theirs over too: one wake for all.
-            std::thread::sleep(GATHER);
             let ready = std::mem::take(&mut lock(&self.state).ready);
             for out in ready {
                 out.work();
@@ -380,6 +419,26 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         f()
+    }
+
+    /// A log's hand-offs ask the thread to stop gathering once, as its queue passes
+    /// [`HURRY`]: a flood is written at once, the usual few lines of runs gathered.
+    #[test]
+    fn a_log_hurries_the_thread_once_as_its_queue_passes_the_bound() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("job_log.txt");
+        let out = Outbox::new(path.clone(), FileEnd::new(path, 1 << 30, 1));
+        let hand = |n: usize| out.hand(&mut vec![b'x'; n], 1, "a1b2c3");
+        let first = hand(HURRY / 2);
+        assert!(first.tell && !first.hurry);
+        let second = hand(HURRY / 2);
+        assert!(!second.tell && second.hurry, "at the bound");
+        assert_eq!(second.queued, HURRY);
+        assert!(!hand(HURRY).hurry, "once");
+        out.work();
+        let after = hand(100);
+        assert!(after.tell && !after.hurry, "the queue was taken");
+        assert!(hand(HURRY).hurry, "and passes the bound again");
     }
 
     /// Lines, a change of limits and a step after them happen in the order asked, and

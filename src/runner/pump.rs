@@ -9,6 +9,14 @@
 //! writer thread is the exception that bounds memory: while more than [`BACKLOG`]
 //! bytes of it wait for a stuck writer, the pump stops reading, and the job's pipe
 //! fills as it would behind a slow reader.
+//!
+//! A pump whose log is handed paces itself in a flood. It no longer waits on its own
+//! writes, so it would come back to the pipe at once and find a line or two there: a
+//! wake, a read and a hand-off per line cost the host several times the CPU of the
+//! job's own writes. So while reads come less than [`PACE`] apart and find little,
+//! the pump waits [`PACE`] before the next, and once a read finds the pipe full it
+//! widens the job's pipes ([`WIDE_PIPE`]) so that the job can go on writing meanwhile.
+//! Measured in docs/development.md.
 
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
@@ -33,6 +41,23 @@ const HOLD: std::time::Duration = std::time::Duration::from_millis(250);
 /// (see the module note). A few floods' worth of reads: a working writer takes them
 /// every few milliseconds, so only a stuck one is ever waited for.
 const BACKLOG: usize = 4 << 20;
+
+/// A handed pump's pause between reads in a flood (see the module note).
+const PACE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// A read under this after one less than [`PACE`] before: the pump paces itself.
+const SHORT_READ: usize = CHUNK / 2;
+
+/// A read this large found the job's pipe (64 KiB unless widened) full, or nearly:
+/// a page short, since small writes that do not fit the rest of a page start a new one.
+const FULL_READ: usize = CHUNK - 4096;
+
+/// What a flooding job's pipes are widened to: several [`PACE`]s of a fast writer's
+/// output, so it does not wait on the pipe while the pump pauses. Linux's default
+/// cap for an unprivileged process (`/proc/sys/fs/pipe-max-size`); a refusal leaves
+/// the pipe as it was. Only a pipe found full is widened: the kernel counts widened
+/// pipes against a per-user allowance, and past it makes every new pipe small.
+const WIDE_PIPE: usize = 1 << 20;
 
 struct Source {
     pipe: Option<Receiver>,
@@ -65,12 +90,17 @@ pub fn start(
         let held = tokio::time::sleep(HOLD);
         tokio::pin!(held);
         let mut holding = lock(&sink).pending_bytes() > 0;
+        let handed = lock(&sink).is_handed();
+        let mut pace = Pace::new(handed);
         while out.pipe.is_some() || err.pipe.is_some() {
             let behind = lock(&sink).over_backlog(BACKLOG);
             if let Some(log) = behind {
                 log.room(BACKLOG).await;
             }
-            let now = tokio::select! {
+            if pace.pausing {
+                tokio::time::sleep(PACE).await;
+            }
+            let drained = tokio::select! {
                 r = readable(&out), if out.pipe.is_some() => {
                     holding = false;
                     if r.is_err() { close(&mut out, &sink, &log_id); continue; }
@@ -85,15 +115,69 @@ pub fn start(
                     holding = false;
                     let mut s = lock(&sink);
                     s.flush();
-                    loss_of(&s)
+                    Drained { loss: loss_of(&s), read: 0, full: false }
                 }
             };
-            if now != seen {
-                seen = now;
+            if pace.after(&drained) {
+                widen(&out);
+                widen(&err);
+            }
+            if drained.loss != seen {
+                seen = drained.loss;
                 log_changed.notify_one();
             }
         }
     })
+}
+
+/// What one wake read.
+struct Drained {
+    /// The log's loss state after it (see [`loss_state`]).
+    loss: (u64, bool),
+    read: usize,
+    /// A read took nearly a whole default pipe's worth ([`FULL_READ`]).
+    full: bool,
+}
+
+/// A handed pump's pacing (see the module note).
+struct Pace {
+    handed: bool,
+    last_wake: tokio::time::Instant,
+    /// Wait [`PACE`] before the next read.
+    pausing: bool,
+    widened: bool,
+}
+
+impl Pace {
+    fn new(handed: bool) -> Pace {
+        Pace {
+            handed,
+            last_wake: tokio::time::Instant::now(),
+            pausing: false,
+            widened: false,
+        }
+    }
+
+    /// Takes in a wake's reads; true when the pipes are to be widened now.
+    fn after(&mut self, d: &Drained) -> bool {
+        if !self.handed {
+            return false;
+        }
+        let now = tokio::time::Instant::now();
+        let soon = now.duration_since(self.last_wake) < PACE;
+        self.last_wake = now;
+        self.pausing = soon && d.read < SHORT_READ;
+        let widen = d.full && !self.widened;
+        self.widened |= widen;
+        widen
+    }
+}
+
+/// Asks for a wider pipe; refused (the per-user allowance is spent), it stays as it is.
+fn widen(src: &Source) {
+    if let Some(p) = &src.pipe {
+        let _ = nix::fcntl::fcntl(p, nix::fcntl::FcntlArg::F_SETPIPE_SZ(WIDE_PIPE as i32));
+    }
 }
 
 /// What the status shows of the log's health: lines lost, and whether it is failing.
@@ -118,21 +202,20 @@ thread_local! {
     static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHUNK]);
 }
 
-/// Reads what is buffered, frames it, flushes once; returns the log's loss state.
-fn drain(src: &mut Source, sink: &Mutex<LogSink>, log_id: &str) -> (u64, bool) {
+/// Reads what is buffered, frames it, flushes once.
+fn drain(src: &mut Source, sink: &Mutex<LogSink>, log_id: &str) -> Drained {
     BUF.with_borrow_mut(|buf| drain_into(src, buf, sink, log_id))
 }
 
-fn drain_into(
-    src: &mut Source,
-    buf: &mut [u8],
-    sink: &Mutex<LogSink>,
-    log_id: &str,
-) -> (u64, bool) {
+fn drain_into(src: &mut Source, buf: &mut [u8], sink: &Mutex<LogSink>, log_id: &str) -> Drained {
     let Some(pipe) = &src.pipe else {
-        return loss_state(sink);
+        return Drained {
+            loss: loss_state(sink),
+            read: 0,
+            full: false,
+        };
     };
-    let mut eof = false;
+    let (mut eof, mut read, mut full) = (false, 0, false);
     let mut sink_guard = lock(sink);
     for _ in 0..READS_PER_WAKE {
         match pipe.try_read(buf) {
@@ -140,7 +223,11 @@ fn drain_into(
                 eof = true;
                 break;
             }
-            Ok(n) => sink_guard.feed(&mut src.splitter, log_id, src.stream, &buf[..n]),
+            Ok(n) => {
+                read += n;
+                full |= n >= FULL_READ;
+                sink_guard.feed(&mut src.splitter, log_id, src.stream, &buf[..n]);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => {
@@ -154,8 +241,12 @@ fn drain_into(
         src.pipe = None;
     }
     sink_guard.flush();
-    // Read under the lock already held: this runs on every wake.
-    loss_of(&sink_guard)
+    Drained {
+        // Read under the lock already held: this runs on every wake.
+        loss: loss_of(&sink_guard),
+        read,
+        full,
+    }
 }
 
 fn close(src: &mut Source, sink: &Mutex<LogSink>, log_id: &str) {
@@ -185,6 +276,58 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// A handed pump pauses only while reads come at once and find little, and widens
+    /// its pipes once, the first time a read finds one full; a pump that writes its
+    /// own log never paces.
+    #[tokio::test(start_paused = true)]
+    async fn a_handed_pump_paces_only_a_flood_and_widens_once() {
+        let read = |read, full| Drained {
+            loss: (0, false),
+            read,
+            full,
+        };
+        let mut pace = Pace::new(true);
+        tokio::time::advance(PACE * 5).await;
+        assert!(!pace.after(&read(100, false)));
+        assert!(!pace.pausing, "the first read after a quiet spell");
+        assert!(!pace.after(&read(100, false)));
+        assert!(pace.pausing, "a second short read at once");
+        pace.after(&read(SHORT_READ, false));
+        assert!(!pace.pausing, "a long read");
+        assert!(
+            pace.after(&read(FULL_READ, true)),
+            "the first full read widens"
+        );
+        assert!(!pace.after(&read(FULL_READ, true)), "only once");
+        tokio::time::advance(PACE).await;
+        pace.after(&read(1, false));
+        assert!(!pace.pausing, "a short read a pause after the last");
+        let mut direct = Pace::new(false);
+        direct.after(&read(1, false));
+        assert!(!direct.after(&read(FULL_READ, true)));
+        assert!(!direct.pausing);
+    }
+
+    #[tokio::test]
+    async fn a_widened_pipe_holds_a_mebibyte() {
+        let (r, _w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).unwrap();
+        let src = Source {
+            pipe: Receiver::from_owned_fd_unchecked(r).ok(),
+            splitter: LineSplitter::new(),
+            stream: Stream::Stdout,
+        };
+        let size = |src: &Source| {
+            nix::fcntl::fcntl(
+                src.pipe.as_ref().unwrap(),
+                nix::fcntl::FcntlArg::F_GETPIPE_SZ,
+            )
+            .unwrap()
+        };
+        assert!(size(&src) < WIDE_PIPE as i32);
+        widen(&src);
+        assert_eq!(size(&src), WIDE_PIPE as i32);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

@@ -87,3 +87,63 @@ while :; do sleep 0.2; done
         &lines[lines.len().saturating_sub(5)..]
     );
 }
+
+/// A job log nobody can write: a FIFO nobody reads, so the writer thread hangs opening
+/// it, as it would on a hung network LOGS. That holds the logs and nothing else: the
+/// API answers, the job is stopped on request, and once the log can be written again
+/// every line the job printed arrives, whole and in order.
+#[test]
+fn a_hung_job_log_holds_the_logs_and_not_the_api_or_the_job() {
+    let mut h = TestHost::new();
+    h.write_job(
+        CONTINUOUS,
+        "stuck",
+        &[(
+            "run.sh",
+            r#"#!/bin/bash
+echo $$ >> "$TEST_STATE/stuck.pids"
+seq 1 3000
+exec sleep 100000
+"#,
+        )],
+    );
+    let dir = h.log_dir("stuck");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("job_log.txt");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    h.start();
+    let api = connect(&h);
+    let pid = h.wait_pids("stuck.pids", 1)[0];
+    let (code, body) = api.get_json("/api/continuouswebjobs/stuck");
+    assert_eq!(code, 200, "{body:#}");
+    let (code, body) = api.get_json("/api/continuouswebjobs");
+    assert_eq!(code, 200, "{body:#}");
+    let (code, body) = api.post_json("/api/continuouswebjobs/stuck/stop");
+    assert_eq!(code, 200, "{body:#}");
+    api.wait_continuous_status(&h, "stuck", "Stopped");
+    h.wait_dead("the stopped job", pid);
+    // The log can be written again: a reader takes the FIFO to its end, which comes
+    // when the host, exiting, closes it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read(&fifo));
+    });
+    let status = h.stop();
+    assert_eq!(status.code(), Some(0), "host exit: {}", describe(&status));
+    let text = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the log's reader reached its end")
+        .unwrap();
+    let lines = parse_log(&text);
+    let numbers: Vec<String> = texts(&lines, "INFO")
+        .into_iter()
+        .filter(|t| t.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    let want: Vec<String> = (1..=3000).map(|n| n.to_string()).collect();
+    assert!(numbers == want, "{} numbered lines of 3000", numbers.len());
+    let sys = texts(&lines, "SYS INFO");
+    assert!(
+        sys.iter().any(|t| t.starts_with("stopping (")),
+        "the stop note: {sys:#?}"
+    );
+}

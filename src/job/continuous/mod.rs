@@ -51,12 +51,7 @@ impl<P: Processes> ContinuousJob<P> {
         let status = ContinuousStatus::new(&def.name, layout.instance.as_deref());
         let (status_tx, status_rx) = watch::channel(status.clone());
         let singleton = def.settings.as_ref().is_some_and(|s| s.is_singleton);
-        // Not through the host's log writer (yet): a continuous job flooding its log
-        // cost far more host CPU that way, its pump reading far smaller chunks once it
-        // no longer waits on its own writes (docs/development.md, 2026-12-01). The
-        // writer's path (`LogSink::handed`, `settle_log`) stays for when the pump paces
-        // its reads.
-        let writer: Option<logsink::LogWriter> = None;
+        let writer = ctx.log_writer.clone();
         let sink = super::log_sink(&def, layout.job_log(&def.name, singleton), writer.as_ref());
         let job = ContinuousJob {
             sink,
@@ -86,9 +81,8 @@ pub(super) struct ContinuousJob<P: Processes> {
     run: Option<P::Run>,
     /// The singleton's lock, while this host holds it.
     hold: Option<SingletonHold>,
-    /// `job_log.txt`: written in place for now (see `new`); through the host's log
-    /// writer thread when `writer` is set, so a slow or hung LOGS holds the log and not
-    /// the async workers.
+    /// `job_log.txt`: through the host's log writer thread (when it has one: not on
+    /// paused time), so a slow or hung LOGS holds the log and not the async workers.
     sink: Arc<Mutex<LogSink>>,
     writer: Option<logsink::LogWriter>,
     /// Notes (the job's own and the runner's) are on disk before the status that
@@ -350,8 +344,8 @@ impl<P: Processes> ContinuousJob<P> {
                 error: "no entry point".into(),
             });
         };
+        // Made by the runner, on the blocking pool.
         let data_path = self.layout.job_dir(JobType::Continuous, &def.name);
-        let _ = std::fs::create_dir_all(&data_path);
         let data_path = std::path::absolute(&data_path).unwrap_or(data_path);
         // The lease's fencing token goes to the run.
         let fenced;
