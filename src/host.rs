@@ -8,7 +8,7 @@
 
 use std::fs::OpenOptions;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use tokio::signal::unix::{SignalKind, signal};
@@ -78,23 +78,32 @@ pub fn run(opts: HostOptions) -> anyhow::Result<i32> {
                 host_log.display()
             )
         })?;
-    init_tracing(file);
+    let host_log = crate::hostlog::HostLogFile::start(file)
+        .context("starting the host log's writing thread")?;
+    init_tracing(host_log.clone());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         // File work of runs (records, folders, copies, spawns) is short. A hundred
         // jobs firing together would otherwise start a hundred threads; even sixteen
         // spawning at once took the CPU from the async workers, so the fires of the
-        // same second were taken late (bench/: start_time p99 24-42 ms with 16
-        // threads, 4-5 ms with 4, at the same host CPU).
+        // same second were taken late (docs/architecture.md).
         .max_blocking_threads(BLOCKING_THREADS)
         .worker_threads(worker_threads())
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(opts, layout))
+    let served = runtime.block_on(serve(opts, layout));
+    if !host_log.flush(EXIT_DRAIN) {
+        eprintln!(
+            "the host log is still not written after {} s (LOGS hung?): exiting without its last lines",
+            EXIT_DRAIN.as_secs()
+        );
+    }
+    served
 }
 
-/// How long the exit waits for the log writer thread to write what it was handed.
+/// How long the exit waits for the log writer thread, and then the host log's thread,
+/// to write what they were handed.
 const EXIT_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Threads for blocking work (see where the runtime is built).
@@ -136,7 +145,7 @@ fn write_url_file(path: &std::path::Path, bound: std::net::SocketAddr) {
     }
 }
 
-fn init_tracing(file: std::fs::File) {
+fn init_tracing(host_log: crate::hostlog::HostLogFile) {
     // Dependencies at WARN, repeated warnings and errors held back (see `hostlog`).
     let env = std::env::var("JOBHOST_LOG").ok();
     let filter = tracing_subscriber::EnvFilter::try_new(crate::hostlog::directives(env.as_deref()))
@@ -157,7 +166,7 @@ fn init_tracing(file: std::fs::File) {
             tracing_subscriber::fmt::layer()
                 .with_ansi(false)
                 .with_target(false)
-                .with_writer(Mutex::new(file))
+                .with_writer(move || host_log.clone())
                 .map_event_format(crate::hostlog::NoteRepeats),
         )
         .try_init();

@@ -10,11 +10,18 @@
 //! everything else and filled what little disk was left. A warning or error with the
 //! same text from the same place is shown once, then at most once per
 //! [`REPEAT_WINDOW`], with "(repeated K times)" counting those held back since.
+//!
+//! The file itself is written by a thread of its own ([`HostLogFile`]): an event
+//! logged on an async worker never waits on LOGS, which may be a slow or hung network
+//! folder. `tracing-appender` does the same, but brings the `time` crate and a
+//! rolling appender the host log does not use; this is one bounded channel.
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::field::{Field, Visit};
@@ -205,9 +212,179 @@ where
     }
 }
 
+/// Lines waiting for the host log's thread past which new ones are dropped (and
+/// counted): the file is not taking them, and memory must not grow meanwhile.
+const QUEUED_LINES: usize = 10_000;
+
+/// The host log's writing end: formatted lines go to a thread that appends them to
+/// the file. Cloned once per event (by the `tracing` layer); never blocks.
+#[derive(Clone)]
+pub struct HostLogFile {
+    tx: SyncSender<Queued>,
+    dropped: Arc<AtomicU64>,
+}
+
+enum Queued {
+    Line(Vec<u8>),
+    /// Answered once the lines queued before it are written.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+impl HostLogFile {
+    /// Starts the thread that writes `file`.
+    pub fn start(file: impl std::io::Write + Send + 'static) -> std::io::Result<HostLogFile> {
+        Self::with_room(file, QUEUED_LINES)
+    }
+
+    fn with_room(
+        file: impl std::io::Write + Send + 'static,
+        room: usize,
+    ) -> std::io::Result<HostLogFile> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(room);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let lost = dropped.clone();
+        std::thread::Builder::new()
+            .name("jobhost-hostlog".into())
+            .spawn(move || write_lines(file, rx, &lost))?;
+        Ok(HostLogFile { tx, dropped })
+    }
+
+    /// Waits, at most `within`, until the lines logged so far are in the file. False
+    /// when they are not (the file hangs).
+    pub fn flush(&self, within: Duration) -> bool {
+        let (ack, done) = std::sync::mpsc::channel();
+        let deadline = Instant::now() + within;
+        let mut ask = Queued::Flush(ack);
+        // The queue may be full: it drains while the file takes lines.
+        loop {
+            match self.tx.try_send(ask) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                    ask = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return false,
+            }
+        }
+        done.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+    }
+}
+
+impl std::io::Write for HostLogFile {
+    /// Queues `buf` (the `tracing` layer writes an event's whole line at once).
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.tx.try_send(Queued::Line(buf.to_vec())).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The thread: appends each line; after lines were dropped, says how many first.
+fn write_lines(mut file: impl std::io::Write, rx: Receiver<Queued>, dropped: &AtomicU64) {
+    for queued in rx {
+        match queued {
+            Queued::Line(line) => {
+                let lost = dropped.swap(0, Ordering::Relaxed);
+                if lost > 0 {
+                    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ");
+                    let _ = writeln!(
+                        file,
+                        "{now}  WARN {lost} host log lines were lost: the host log did not take them in time (a slow or hung logs folder)"
+                    );
+                }
+                let _ = file.write_all(&line);
+            }
+            Queued::Flush(ack) => {
+                let _ = ack.send(());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+
+    /// A file that hangs: logging does not wait, the lines past the queue are dropped
+    /// and counted, and once the file takes lines again the queued ones arrive in
+    /// order, with the count of the dropped ones, then the lines logged since.
+    #[test]
+    fn a_host_log_that_hangs_never_holds_the_logger_and_counts_what_it_dropped() {
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let written = Arc::new(Mutex::new(Vec::<u8>::new()));
+        /// Waits for the gate before its first write: a file that hangs.
+        struct Hung {
+            gate: Option<std::sync::mpsc::Receiver<()>>,
+            out: Arc<Mutex<Vec<u8>>>,
+        }
+        impl std::io::Write for Hung {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                if let Some(g) = self.gate.take() {
+                    let _ = g.recv();
+                }
+                self.out
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let file = Hung {
+            gate: Some(gate_rx),
+            out: written.clone(),
+        };
+        let log = HostLogFile::with_room(file, 3).expect("thread");
+        let mut w = log.clone();
+        // The first line is taken by the thread (which then hangs), three wait, and
+        // whatever else comes is dropped; none of these calls waits.
+        for n in 0..50 {
+            w.write_all(format!("line {n}\n").as_bytes())
+                .expect("queued");
+        }
+        assert!(!log.flush(Duration::from_millis(50)), "the file hangs");
+        let _ = gate_tx.send(());
+        assert!(
+            log.flush(Duration::from_secs(20)),
+            "the file took the queue"
+        );
+        w.write_all(b"after\n").expect("queued");
+        assert!(log.flush(Duration::from_secs(20)));
+        let text = String::from_utf8(written.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .expect("utf-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() >= 3, "{text}");
+        let kept: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with("line "))
+            .collect();
+        assert!(kept.len() < 50 && kept[0] == "line 0", "{text}");
+        let numbers: Vec<usize> = kept.iter().map(|l| l[5..].parse().expect("n")).collect();
+        assert!(numbers.windows(2).all(|p| p[0] < p[1]), "in order: {text}");
+        let count: usize = lines
+            .iter()
+            .filter(|l| l.contains("host log lines were lost"))
+            .map(|l| {
+                l.split("WARN ")
+                    .nth(1)
+                    .and_then(|r| r.split(' ').next())
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .expect("a number")
+            })
+            .sum();
+        assert_eq!(count + kept.len(), 50, "every line kept or counted: {text}");
+        assert_eq!(lines.last(), Some(&"after"), "{text}");
+    }
 
     #[test]
     fn directives_keep_dependencies_at_warn() {
