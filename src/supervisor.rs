@@ -18,7 +18,7 @@
 pub mod deploy;
 pub mod registry;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::job::triggered::records;
 use crate::job::{Begin, Ctx, JobCommand, JobHandle};
 use crate::scan::{self, JobDefinition};
 use crate::spec::JobType;
@@ -160,18 +161,21 @@ impl Supervisor {
             Control::Refresh { key, reply } => {
                 let dir = self.jobs_root.join(key.0.as_str()).join(&key.1);
                 let (job_type, path_env) = (key.0, self.path_env.clone());
+                let history = self.history_to_read(&key);
                 let load = move || {
-                    dir.is_dir()
-                        .then(|| scan::load(&dir, job_type, path_env.as_deref()))
+                    dir.is_dir().then(|| {
+                        let def = scan::load(&dir, job_type, path_env.as_deref());
+                        (def, history.map(|logs| records::History::read(&logs)))
+                    })
                 };
                 let Some(found) = off_the_workers("rescanning a job", load).await else {
                     return; // the reply dropped: the writer stops waiting
                 };
                 let mut waits = Vec::new();
                 match found {
-                    Some(def) => {
+                    Some((def, history)) => {
                         let (tx, rx) = oneshot::channel();
-                        self.reconcile(key, def, Some(tx), true);
+                        self.reconcile(key, def, Some(tx), true, history);
                         waits.push(rx);
                     }
                     None => self.remove(key),
@@ -184,8 +188,22 @@ impl Supervisor {
     /// Rescans and reconciles. True when a job appeared (worth a follow-up rescan).
     async fn rescan(&mut self) -> bool {
         let (root, path_env) = (self.jobs_root.clone(), self.path_env.clone());
-        let scan = move || scan::scan(&root, path_env.as_deref());
-        let Some(scan) = off_the_workers("rescanning JOBS", scan).await else {
+        let (layout, known) = (self.ctx.layout.clone(), self.running_triggered());
+        let scan = move || {
+            let scan = scan::scan(&root, path_env.as_deref());
+            // The records of the triggered jobs that appeared, for their first status.
+            let histories: HashMap<String, records::History> = scan
+                .jobs
+                .keys()
+                .filter(|(t, name)| *t == JobType::Triggered && !known.contains(name))
+                .map(|(_, name)| {
+                    let logs = layout.job_dir(JobType::Triggered, name);
+                    (name.clone(), records::History::read(&logs))
+                })
+                .collect();
+            (scan, histories)
+        };
+        let Some((scan, mut histories)) = off_the_workers("rescanning JOBS", scan).await else {
             return false; // the next hint or fallback period rescans
         };
         for p in &scan.problems {
@@ -206,7 +224,11 @@ impl Supervisor {
         }
         self.retiring.retain(|_, tx| !tx.is_closed());
         for (key, def) in scan.jobs {
-            appeared |= self.reconcile(key, def, None, false);
+            let history = match key.0 {
+                JobType::Triggered => histories.remove(&key.1),
+                JobType::Continuous => None,
+            };
+            appeared |= self.reconcile(key, def, None, false, history);
         }
         appeared
     }
@@ -225,15 +247,33 @@ impl Supervisor {
         self.registry.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends a job's definition to its task (starting one for a new job). `force`
-    /// sends it even when unchanged, so that `applied` is answered only after any
-    /// update already on its way.
+    /// The names of the triggered jobs that have a task.
+    fn running_triggered(&self) -> HashSet<String> {
+        self.running
+            .keys()
+            .filter(|(t, _)| *t == JobType::Triggered)
+            .map(|(_, name)| name.clone())
+            .collect()
+    }
+
+    /// For a triggered job without a task: its records folder, to read its history
+    /// from before it is listed.
+    fn history_to_read(&self, key: &(JobType, String)) -> Option<PathBuf> {
+        (key.0 == JobType::Triggered && !self.running.contains_key(key))
+            .then(|| self.ctx.layout.job_dir(JobType::Triggered, &key.1))
+    }
+
+    /// Sends a job's definition to its task (starting one for a new job, with its
+    /// `history` when it is a triggered job's, read off the workers). `force` sends
+    /// it even when unchanged, so that `applied` is answered only after any update
+    /// already on its way.
     fn reconcile(
         &mut self,
         key: (JobType, String),
         def: JobDefinition,
         applied: crate::job::Applied,
         force: bool,
+        history: Option<records::History>,
     ) -> bool {
         let sent = (def.fingerprint, def.disabled, def.errors.clone());
         match self.running.get_mut(&key) {
@@ -255,6 +295,7 @@ impl Supervisor {
                 let begin = Begin {
                     applied,
                     predecessor: self.retiring.remove(&key).filter(|tx| !tx.is_closed()),
+                    history,
                 };
                 let handle = crate::job::spawn(ctx, def, cancel, &self.tracker, begin);
                 self.write_registry().insert(

@@ -67,7 +67,7 @@ pub fn spawn<P: Processes>(
     def: JobDefinition,
     cancel: CancellationToken,
     tracker: &TaskTracker,
-    begin: Begin,
+    mut begin: Begin,
 ) -> JobHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let view = match def.job_type {
@@ -77,7 +77,8 @@ pub fn spawn<P: Processes>(
             view
         }
         JobType::Triggered => {
-            let (view, job) = TriggeredJob::new(ctx, def, &cancel);
+            let latest = begin.history.as_mut().and_then(|h| h.latest.take());
+            let (view, job) = TriggeredJob::new(ctx, def, &cancel, latest);
             tracker.spawn(job.run_loop(rx, cancel, begin));
             view
         }
@@ -176,6 +177,9 @@ pub struct Begin {
     /// its runs must be over before this task starts any, or two runs of one job
     /// would share its log and records.
     pub predecessor: Option<mpsc::UnboundedSender<JobCommand>>,
+    /// A triggered job's records as read before it was listed; `None`: the task
+    /// reads them (on the blocking pool) before its first status.
+    pub history: Option<triggered::records::History>,
 }
 
 impl Begin {

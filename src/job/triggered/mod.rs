@@ -75,11 +75,12 @@ impl<P: Processes> TriggeredJob<P> {
         ctx: Arc<HostContext<P>>,
         def: JobDefinition,
         cancel: &CancellationToken,
+        latest_run: Option<RunRecord>,
     ) -> (JobView, Self) {
         let logs = ctx.layout.job_dir(JobType::Triggered, &def.name);
-        // Its latest run is read when the task starts (`run_loop`), off the workers.
         let status = TriggeredStatus {
             name: def.name.clone(),
+            latest_run,
             ..Default::default()
         };
         let (status_tx, status_rx) = watch::channel(status);
@@ -220,19 +221,30 @@ impl<P: Processes> TriggeredJob<P> {
         // The job is listed from the start; while its previous task still stops, it
         // shows the status it was created with (no run, its history).
         let mut applied = begin.applied.take();
-        // Before any writer is answered: one that deployed the job sees its history.
-        let logs = self.logs.clone();
-        let latest = blocking(move || records::latest(&logs)).await.flatten();
-        self.set_status(|s| s.latest_run = latest);
+        let mut history = begin.history.take();
         if begin.predecessor.is_some() {
             answer(applied.take());
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 _ = begin.predecessor_gone() => {}
             }
+            // It may have run since its records were read.
+            history = None;
         }
+        let history = match history {
+            Some(h) => h,
+            None => {
+                let logs = self.logs.clone();
+                let h = blocking(move || records::History::read(&logs)).await;
+                let h = h.unwrap_or_default();
+                self.set_status(|s| s.latest_run = h.latest.clone());
+                h
+            }
+        };
+        // The first poll publishes the whole status (the schedule, its next fire), so a
+        // reader of the job just listed does not see it fill in.
+        self.apply_definition(history.last_fired);
         self.recover_stale().await;
-        self.apply_definition();
         self.settle_sched().await;
         answer(applied);
         while self.m.state != State::Ended {
@@ -256,7 +268,9 @@ impl<P: Processes> TriggeredJob<P> {
                     }
                     Some(JobCommand::Update(def, applied)) => {
                         self.m.step(Input::Definition(def), self.now());
-                        self.apply_definition();
+                        let logs = self.logs.clone();
+                        let fired = blocking(move || records::load_last_fired(&logs)).await;
+                        self.apply_definition(fired.flatten());
                         self.settle_sched().await;
                         answer(applied);
                     }
@@ -694,8 +708,9 @@ impl<P: Processes> TriggeredJob<P> {
         self.set_status(|s| s.latest_run = latest);
     }
 
-    /// Settings changed: reschedule at once; the rest applies from the next run.
-    fn apply_definition(&mut self) {
+    /// Settings changed: reschedule at once (from `last_fired`, the persisted last
+    /// fire); the rest applies from the next run.
+    fn apply_definition(&mut self, last_fired: Option<DateTime<Utc>>) {
         // The schedule may have changed: a lease taken ahead is given back (dropped).
         self.ahead = None;
         self.ahead_tried = None;
@@ -742,16 +757,19 @@ impl<P: Processes> TriggeredJob<P> {
         };
         let disabled_changed = self.cursor.is_some() == self.m.def.disabled;
         if !same || disabled_changed || self.cursor.is_none() {
-            self.reschedule(schedule);
+            self.reschedule(schedule, last_fired);
         }
         self.publish();
     }
 
-    fn reschedule(&mut self, schedule: Option<crate::schedule::Schedule>) {
+    fn reschedule(
+        &mut self,
+        schedule: Option<crate::schedule::Schedule>,
+        persisted: Option<DateTime<Utc>>,
+    ) {
         let now = self.ctx.clock.now();
         self.cursor = match schedule {
             Some(s) if !self.m.def.disabled => {
-                let persisted = records::load_last_fired(&self.logs);
                 let mut c = Cursor::new(s.clone(), persisted, now);
                 let next = match c.peek_next() {
                     Some(t) => rfc3339_string(t),

@@ -347,6 +347,25 @@ pub fn read(job_logs: &Path, id: &str) -> Option<RunRecord> {
     parse_versioned(&path, &bytes, |r: &RunRecord| r.schema_version)
 }
 
+/// What a triggered job's first status needs from its records: read by the
+/// supervisor on the blocking pool before the job is listed, so the job's first
+/// status is whole and its task reads nothing on the async workers.
+#[derive(Debug, Default, Clone)]
+pub struct History {
+    pub latest: Option<RunRecord>,
+    pub last_fired: Option<DateTime<Utc>>,
+}
+
+impl History {
+    /// Blocking: file reads.
+    pub fn read(job_logs: &Path) -> History {
+        History {
+            latest: latest(job_logs),
+            last_fired: load_last_fired(job_logs),
+        }
+    }
+}
+
 /// The newest run's record: [`history`]'s first, without reading the others.
 pub fn latest(job_logs: &Path) -> Option<RunRecord> {
     list_ids(job_logs)
