@@ -464,7 +464,7 @@ async fn sync_one(
                 package.version
             );
             failed.remove(&head.key);
-            deploys.note(head.key.clone(), package.version, true);
+            note_off_the_workers(deploys, head.key.clone(), package.version, true).await;
         }
         Err(Refused::Bad(why)) => {
             tracing::error!(
@@ -474,7 +474,7 @@ async fn sync_one(
                 package.version
             );
             failed.remove(&head.key);
-            deploys.note(head.key.clone(), package.version, false);
+            note_off_the_workers(deploys, head.key.clone(), package.version, false).await;
         }
         Err(Refused::Here(why)) => {
             tracing::error!(
@@ -512,6 +512,12 @@ fn refused(e: WriteError) -> Refused {
 
 /// Installs `zip` as the job `key` (or removes it: `None`) through the registry, as
 /// the API would, without recording it in the store again.
+/// [`Deploys::note`] on the blocking pool: it writes and fsyncs the state file.
+async fn note_off_the_workers(deploys: &Arc<Deploys>, key: Key, version: i64, installed: bool) {
+    let d = deploys.clone();
+    let _ = tokio::task::spawn_blocking(move || d.note(key, version, installed)).await;
+}
+
 async fn install(registry: &JobRegistry, key: &Key, zip: Option<Vec<u8>>) -> Result<(), Refused> {
     let (t, n) = key;
     let job_type = match t.as_str() {
