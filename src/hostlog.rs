@@ -312,28 +312,47 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// A file in memory.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Buf {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+        }
+    }
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     /// A file that hangs: logging does not wait, the lines past the queue are dropped
     /// and counted, and once the file takes lines again the queued ones arrive in
     /// order, with the count of the dropped ones, then the lines logged since.
     #[test]
     fn a_host_log_that_hangs_never_holds_the_logger_and_counts_what_it_dropped() {
         let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
-        let written = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let written = Buf::default();
         /// Waits for the gate before its first write: a file that hangs.
         struct Hung {
             gate: Option<std::sync::mpsc::Receiver<()>>,
-            out: Arc<Mutex<Vec<u8>>>,
+            out: Buf,
         }
         impl std::io::Write for Hung {
             fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
                 if let Some(g) = self.gate.take() {
                     let _ = g.recv();
                 }
-                self.out
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend_from_slice(buf);
-                Ok(buf.len())
+                self.out.write(buf)
             }
             fn flush(&mut self) -> std::io::Result<()> {
                 Ok(())
@@ -359,8 +378,7 @@ mod tests {
         );
         w.write_all(b"after\n").expect("queued");
         assert!(log.flush(Duration::from_secs(20)));
-        let text = String::from_utf8(written.lock().unwrap_or_else(|e| e.into_inner()).clone())
-            .expect("utf-8");
+        let text = written.text();
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines.len() >= 3, "{text}");
         let kept: Vec<&str> = lines
@@ -454,21 +472,6 @@ mod tests {
         use std::sync::Arc;
         use tracing_subscriber::layer::SubscriberExt;
 
-        #[derive(Clone, Default)]
-        struct Buf(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buf {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-
         let now = Arc::new(Mutex::new(Instant::now()));
         let clock = {
             let now = now.clone();
@@ -499,8 +502,7 @@ mod tests {
             *now.lock().unwrap_or_else(|e| e.into_inner()) += Duration::from_secs(11);
             full("a");
         });
-        let out =
-            String::from_utf8_lossy(&buf.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+        let out = buf.text();
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 6, "{out}");
         assert!(
