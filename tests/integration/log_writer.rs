@@ -64,19 +64,7 @@ while :; do sleep 0.2; done
     assert_eq!(status.code(), Some(0), "host exit: {}", describe(&status));
     assert!(!pid_alive(pid));
     let lines = parse_log(&h.read_log_all("lastwords"));
-    let numbers: Vec<String> = texts(&lines, "INFO")
-        .into_iter()
-        .filter(|t| t.bytes().all(|b| b.is_ascii_digit()))
-        .collect();
-    let want: Vec<String> = (1..=20000).map(|n| n.to_string()).collect();
-    if numbers != want {
-        let first_bad = numbers.iter().zip(&want).position(|(a, b)| a != b);
-        panic!(
-            "{} numbered lines, first difference at {first_bad:?}: {:?}",
-            numbers.len(),
-            first_bad.map(|i| &numbers[i.saturating_sub(2)..(i + 3).min(numbers.len())])
-        );
-    }
+    assert_numbered(&lines, 20000);
     let end = lines.iter().position(|l| l.text() == "the end");
     let exit = lines
         .iter()
@@ -135,15 +123,28 @@ exec sleep 100000
         .expect("the log's reader reached its end")
         .unwrap();
     let lines = parse_log(&text);
-    let numbers: Vec<String> = texts(&lines, "INFO")
-        .into_iter()
-        .filter(|t| t.bytes().all(|b| b.is_ascii_digit()))
-        .collect();
-    let want: Vec<String> = (1..=3000).map(|n| n.to_string()).collect();
-    assert!(numbers == want, "{} numbered lines of 3000", numbers.len());
+    assert_numbered(&lines, 3000);
     let sys = texts(&lines, "SYS INFO");
     assert!(
         sys.iter().any(|t| t.starts_with("stopping (")),
         "the stop note: {sys:#?}"
     );
+}
+
+/// The job's output lines that are numbers are exactly 1..=`count`, in order (what
+/// `seq 1 COUNT` printed), whole.
+fn assert_numbered(lines: &[LogLine], count: usize) {
+    let numbers: Vec<String> = texts(lines, "INFO")
+        .into_iter()
+        .filter(|t| t.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    let want: Vec<String> = (1..=count).map(|n| n.to_string()).collect();
+    if numbers != want {
+        let first_bad = numbers.iter().zip(&want).position(|(a, b)| a != b);
+        panic!(
+            "{} numbered lines of {count}, first difference at {first_bad:?}: {:?}",
+            numbers.len(),
+            first_bad.map(|i| &numbers[i.saturating_sub(2)..(i + 3).min(numbers.len())])
+        );
+    }
 }
