@@ -338,7 +338,7 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
             (None, true)
         }
     };
-    let supervisor = Supervisor::new(
+    let mut supervisor = Supervisor::new(
         ctx.clone(),
         opts.jobs.clone(),
         cancel.clone(),
@@ -378,13 +378,16 @@ async fn serve(opts: HostOptions, layout: LogsLayout) -> anyhow::Result<i32> {
     }));
     tracing::info!("dashboard: http://{}/", client_addr(bound));
     tracing::info!("API token: {}", crate::api::token_origin(&opts.logs));
+    // The jobs are listed before the API answers: a client that finds the host up
+    // (its health answers) finds its jobs, not a 404 for a job in JOBS.
+    let appeared = supervisor.scan_first().await;
     let api_task = tokio::spawn(crate::api::serve(listener, api));
     tokio::spawn(crate::queue::callback::run(
         ctx.queues.clone(),
         token,
         cancel.clone(),
     ));
-    let sup_task = tokio::spawn(supervisor.run(hint_rx, degraded));
+    let sup_task = tokio::spawn(supervisor.run(hint_rx, degraded, appeared));
 
     let first = tokio::select! {
         _ = sigterm.recv() => "SIGTERM",

@@ -111,10 +111,22 @@ impl Supervisor {
         )
     }
 
-    /// Runs until the host is cancelled.
-    pub async fn run(mut self, mut hints: mpsc::UnboundedReceiver<Hint>, mut degraded: bool) {
+    /// The first rescan, before [`Supervisor::run`]: the host lists its jobs before
+    /// its API answers. True when a job appeared (as [`Supervisor::rescan`]).
+    pub async fn scan_first(&mut self) -> bool {
+        self.rescan().await
+    }
+
+    /// Runs until the host is cancelled, after [`Supervisor::scan_first`] (`appeared`:
+    /// what it answered).
+    pub async fn run(
+        mut self,
+        mut hints: mpsc::UnboundedReceiver<Hint>,
+        mut degraded: bool,
+        appeared: bool,
+    ) {
         let follow = |appeared: bool| appeared.then(|| Instant::now() + FOLLOW_UP);
-        let mut follow_at = follow(self.rescan().await);
+        let mut follow_at = follow(appeared);
         let mut next_fallback = Instant::now() + FALLBACK_PERIOD;
         // Hints are debounced: a rescan waits until they stop for SETTLE, at most
         // SETTLE_MAX after the first. Requests from the API are answered meanwhile.

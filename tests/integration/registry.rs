@@ -100,3 +100,23 @@ fn writes_to_a_job_the_registry_does_not_have_are_refused_and_create_nothing() {
     assert_eq!(api.get_json("/api/webjobs"), before);
     h.finish();
 }
+
+/// A client that finds the host up finds every job of JOBS listed: the first scan is
+/// done before the API answers (read at once, not polled).
+#[test]
+fn the_api_answers_once_every_job_in_jobs_is_listed() {
+    let mut h = TestHost::new();
+    for n in 0..400 {
+        h.write_job(
+            TRIGGERED,
+            &format!("t{n:03}"),
+            &[("run.sh", "#!/bin/sh\nexit 0\n")],
+        );
+    }
+    h.start();
+    let api = connect(&h);
+    let (code, body) = api.get_json("/api/triggeredwebjobs");
+    assert_eq!(code, 200, "{body:#}");
+    assert_eq!(body.as_array().map(Vec::len), Some(400), "{body:#}");
+    h.finish();
+}
